@@ -1,0 +1,528 @@
+//! `strait.toml`: parsed with unknown keys refused, then validated. Every
+//! error names the key it is about (`flows[1].topics[0]: ...`).
+//!
+//! `strait.example.toml` at the top of the repository documents every key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::kafka::OWNED_KEYS;
+use crate::policy::{PolicyKind, ReplicationPolicy};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Names this deployment; part of the commit group `strait.{deployment}.{flow}`.
+    pub deployment: String,
+    /// Clusters by alias.
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    /// Replication flows `source -> target`.
+    pub flows: Vec<FlowConfig>,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `host:port[,host:port...]`
+    pub bootstrap: String,
+    /// librdkafka settings passed through to every client of this cluster
+    /// (security settings travel this way). Settings strait owns are refused.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, PassthroughValue>,
+}
+
+/// A passthrough value: TOML strings, integers and booleans are accepted and
+/// handed to librdkafka as strings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PassthroughValue {
+    String(String),
+    Integer(i64),
+    Bool(bool),
+}
+
+impl std::fmt::Display for PassthroughValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PassthroughValue::String(s) => f.write_str(s),
+            PassthroughValue::Integer(i) => write!(f, "{i}"),
+            PassthroughValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// A partition never replicated before starts at its first record.
+    #[default]
+    Earliest,
+    /// ... or at the end, replicating only what arrives from now on.
+    Latest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncsLocation {
+    /// `mm2-offset-syncs.{target}.internal` on the source (MirrorMaker 2's default).
+    #[default]
+    Source,
+    /// `mm2-offset-syncs.{source}.internal` on the target.
+    Target,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRefused {
+    /// A record the target refuses for good stops its partition, visibly.
+    #[default]
+    Stop,
+    /// ... or is skipped and counted (`strait_records_skipped_total`).
+    Skip,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Defaults to `{source}-{target}`.
+    pub name: Option<String>,
+    pub source: String,
+    pub target: String,
+    /// Regexes a source topic's whole name must match to be replicated.
+    #[serde(default = "default_topics")]
+    pub topics: Vec<String>,
+    /// Regexes that exclude topics matched by `topics`.
+    #[serde(default)]
+    pub topics_exclude: Vec<String>,
+    #[serde(default)]
+    pub policy: PolicyKind,
+    /// Separator of the prefix policy.
+    #[serde(default = "default_separator")]
+    pub separator: String,
+    #[serde(default)]
+    pub start: StartAt,
+    /// Emit an offset sync at least every this many records per partition.
+    #[serde(default = "default_offset_lag_max")]
+    pub offset_lag_max: u64,
+    #[serde(default)]
+    pub offset_syncs_location: SyncsLocation,
+    #[serde(default)]
+    pub on_refused: OnRefused,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Bytes produced but not yet acknowledged, per flow, before fetching pauses.
+    pub max_in_flight_bytes: u64,
+    /// The same limit for one partition.
+    pub unit_max_in_flight_bytes: u64,
+    /// How often acknowledged progress is committed to the source.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// How often the latest offset sync of each partition is flushed.
+    #[serde(with = "humantime_serde")]
+    pub offset_sync_interval: Duration,
+    /// How long SIGTERM waits for in-flight records before committing and exiting.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Pause before a flow's session is restarted after an error.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            max_in_flight_bytes: 256 << 20,
+            unit_max_in_flight_bytes: 16 << 20,
+            commit_interval: Duration::from_secs(1),
+            offset_sync_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+            restart_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// How often source topics and partitions are listed.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus `/metrics` endpoint.
+    pub listen: SocketAddr,
+    /// Per-partition series (lag, state). Turn off for thousands of partitions.
+    pub per_partition: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: ([127, 0, 0, 1], 9464).into(),
+            per_partition: true,
+        }
+    }
+}
+
+fn default_topics() -> Vec<String> {
+    vec![".*".to_owned()]
+}
+fn default_separator() -> String {
+    ".".to_owned()
+}
+fn default_offset_lag_max() -> u64 {
+    100
+}
+
+/// A flow after validation: names resolved, regexes compiled.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    pub include: Vec<Regex>,
+    pub exclude: Vec<Regex>,
+    pub policy: ReplicationPolicy,
+    pub start: StartAt,
+    pub offset_lag_max: u64,
+    pub offset_syncs_location: SyncsLocation,
+    pub on_refused: OnRefused,
+}
+
+impl Flow {
+    /// Whether the source topic `topic` is replicated by this flow.
+    pub fn replicates(&self, topic: &str) -> bool {
+        self.policy.may_replicate(topic, &self.target)
+            && self.include.iter().any(|r| r.is_match(topic))
+            && !self.exclude.iter().any(|r| r.is_match(topic))
+    }
+
+    pub fn remote_topic(&self, topic: &str) -> String {
+        self.policy.remote_topic(&self.source, topic)
+    }
+
+    /// The consumer group progress is committed under, on the source.
+    pub fn commit_group(&self, deployment: &str) -> String {
+        format!("strait.{deployment}.{}", self.name)
+    }
+
+    /// Cluster alias holding the offset-syncs topic, and the topic's name.
+    pub fn offset_syncs(&self) -> (&str, String) {
+        match self.offset_syncs_location {
+            SyncsLocation::Source => (
+                &self.source,
+                crate::policy::offset_syncs_topic(&self.target),
+            ),
+            SyncsLocation::Target => (
+                &self.target,
+                crate::policy::offset_syncs_topic(&self.source),
+            ),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| invalid("(syntax)", e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { "(top level)".into() } else { key };
+            invalid(key, e.into_inner().message().trim().to_owned())
+        })?;
+        config.flows()?;
+        Ok(config)
+    }
+
+    /// Validates and resolves the flows.
+    pub fn flows(&self) -> Result<Vec<Flow>, ConfigError> {
+        if !valid_name(&self.deployment) {
+            return Err(invalid(
+                "deployment",
+                "use letters, digits, '-' and '_' only",
+            ));
+        }
+        if self.clusters.is_empty() {
+            return Err(invalid("clusters", "define at least one cluster"));
+        }
+        for (alias, cluster) in &self.clusters {
+            let key = format!("clusters.{alias}");
+            if !valid_name(alias) {
+                return Err(invalid(key, "an alias uses letters, digits, '-' and '_' only"));
+            }
+            if cluster.bootstrap.trim().is_empty() {
+                return Err(invalid(format!("{key}.bootstrap"), "must not be empty"));
+            }
+            for name in cluster.kafka.keys() {
+                if OWNED_KEYS.contains(&name.as_str()) {
+                    return Err(invalid(
+                        format!("{key}.kafka.\"{name}\""),
+                        "strait owns this librdkafka setting; it cannot be passed through",
+                    ));
+                }
+            }
+        }
+        if self.flows.is_empty() {
+            return Err(invalid("flows", "define at least one [[flows]]"));
+        }
+        let w = &self.worker;
+        if w.unit_max_in_flight_bytes == 0 || w.max_in_flight_bytes < w.unit_max_in_flight_bytes {
+            return Err(invalid(
+                "worker.max_in_flight_bytes",
+                "must be positive and at least worker.unit_max_in_flight_bytes",
+            ));
+        }
+        for (key, d) in [
+            ("worker.commit_interval", w.commit_interval),
+            ("worker.offset_sync_interval", w.offset_sync_interval),
+            ("discovery.interval", self.discovery.interval),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+
+        let mut names = BTreeSet::new();
+        let mut flows = Vec::new();
+        for (i, f) in self.flows.iter().enumerate() {
+            let key = |field: &str| format!("flows[{i}].{field}");
+            for (field, alias) in [("source", &f.source), ("target", &f.target)] {
+                if !self.clusters.contains_key(alias) {
+                    return Err(invalid(
+                        key(field),
+                        format!("no cluster named {alias:?} in [clusters]"),
+                    ));
+                }
+            }
+            if f.source == f.target {
+                return Err(invalid(key("target"), "source and target must differ"));
+            }
+            let name = f
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}", f.source, f.target));
+            if !valid_name(&name) {
+                return Err(invalid(key("name"), "use letters, digits, '-' and '_' only"));
+            }
+            if !names.insert(name.clone()) {
+                return Err(invalid(key("name"), format!("flow name {name:?} is used twice")));
+            }
+            if f.policy == PolicyKind::Prefix {
+                if f.separator.is_empty() {
+                    return Err(invalid(key("separator"), "must not be empty"));
+                }
+                for alias in [&f.source, &f.target] {
+                    if alias.contains(&f.separator) {
+                        return Err(invalid(
+                            key("separator"),
+                            format!("cluster alias {alias:?} contains the separator; cycles could not be detected"),
+                        ));
+                    }
+                }
+            }
+            if f.offset_lag_max == 0 {
+                return Err(invalid(key("offset_lag_max"), "must be at least 1"));
+            }
+            let compile = |field: &str, pats: &[String]| -> Result<Vec<Regex>, ConfigError> {
+                pats.iter()
+                    .enumerate()
+                    .map(|(j, p)| {
+                        Regex::new(&format!("^(?:{p})$"))
+                            .map_err(|e| invalid(format!("flows[{i}].{field}[{j}]"), e.to_string()))
+                    })
+                    .collect()
+            };
+            flows.push(Flow {
+                name,
+                source: f.source.clone(),
+                target: f.target.clone(),
+                include: compile("topics", &f.topics)?,
+                exclude: compile("topics_exclude", &f.topics_exclude)?,
+                policy: ReplicationPolicy::new(f.policy, &f.separator),
+                start: f.start,
+                offset_lag_max: f.offset_lag_max,
+                offset_syncs_location: f.offset_syncs_location,
+                on_refused: f.on_refused,
+            });
+        }
+        Ok(flows)
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+deployment = "test"
+[clusters.us]
+bootstrap = "127.0.0.1:9092"
+[clusters.dr]
+bootstrap = "127.0.0.1:9093"
+[[flows]]
+source = "us"
+target = "dr"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        let flows = c.flows().unwrap();
+        assert_eq!(flows[0].name, "us-dr");
+        assert_eq!(flows[0].commit_group("test"), "strait.test.us-dr");
+        assert_eq!(flows[0].remote_topic("orders"), "us.orders");
+        assert_eq!(
+            flows[0].offset_syncs(),
+            ("us", "mm2-offset-syncs.dr.internal".to_owned())
+        );
+        assert!(flows[0].replicates("orders"));
+        assert!(!flows[0].replicates("dr.orders"), "cycle");
+        assert!(!flows[0].replicates("__consumer_offsets"));
+        assert_eq!(c.discovery.interval, Duration::from_secs(10));
+        assert_eq!(flows[0].start, StartAt::Earliest);
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../../strait.example.toml");
+        Config::parse(text).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = err(&format!("{MINIMAL}\n[worker]\ncommit_intervall = \"1s\"\n"));
+        assert!(e.starts_with("worker.commit_intervall: unknown field `commit_intervall`"), "{e}");
+        let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\ntopic = [\"a\"]"));
+        assert!(e.starts_with("flows[0].topic: unknown field `topic`"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\npolicy = \"mirror\""));
+        assert!(e.starts_with("flows[0].policy: unknown variant `mirror`"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[worker]\ndrain_timeout = \"soon\"\n"));
+        assert!(e.starts_with("worker.drain_timeout:"), "{e}");
+        let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dx\""));
+        assert_eq!(e, "flows[0].target: no cluster named \"dx\" in [clusters]");
+        let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\ntopics = [\"(\"]"));
+        assert!(e.starts_with("flows[0].topics[0]: regex parse error"), "{e}");
+        let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"us\""));
+        assert_eq!(e, "flows[0].target: source and target must differ");
+        let e = err(&format!("{MINIMAL}\n[worker]\nmax_in_flight_bytes = -1\n"));
+        assert!(e.starts_with("worker.max_in_flight_bytes:"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[metrics]\nlisten = \"nowhere\"\n"));
+        assert!(e.starts_with("metrics.listen:"), "{e}");
+        let e = err("deployment = 3");
+        assert!(e.starts_with("deployment: invalid type"), "{e}");
+        let e = err("deployment = \"x\"\n[clusters]\n");
+        assert!(e.contains("missing field `flows`"), "{e}");
+    }
+
+    #[test]
+    fn owned_librdkafka_settings_are_refused_in_passthrough() {
+        let e = err(&MINIMAL.replace(
+            "bootstrap = \"127.0.0.1:9093\"",
+            "bootstrap = \"127.0.0.1:9093\"\nkafka = { \"enable.idempotence\" = false }",
+        ));
+        assert_eq!(
+            e,
+            "clusters.dr.kafka.\"enable.idempotence\": strait owns this librdkafka setting; it cannot be passed through"
+        );
+        let ok = MINIMAL.replace(
+            "bootstrap = \"127.0.0.1:9093\"",
+            "bootstrap = \"127.0.0.1:9093\"\nkafka = { \"security.protocol\" = \"ssl\", \"socket.timeout.ms\" = 30000 }",
+        );
+        let c = Config::parse(&ok).unwrap();
+        assert_eq!(c.clusters["dr"].kafka["socket.timeout.ms"].to_string(), "30000");
+    }
+
+    #[test]
+    fn flow_names_are_unique_and_aliases_cannot_hide_the_separator() {
+        let twice = format!("{MINIMAL}\n[[flows]]\nsource = \"us\"\ntarget = \"dr\"\n");
+        assert_eq!(err(&twice), "flows[1].name: flow name \"us-dr\" is used twice");
+        let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\nseparator = \"-\"").replace(
+            "[clusters.dr]",
+            "[clusters.d-r]",
+        ).replace("target = \"dr\"", "target = \"d-r\""));
+        assert!(e.starts_with("flows[0].separator: cluster alias \"d-r\""), "{e}");
+    }
+
+    #[test]
+    fn topic_filters_match_whole_names() {
+        let c = Config::parse(&MINIMAL.replace(
+            "target = \"dr\"",
+            "target = \"dr\"\ntopics = [\"orders\", \"pay.*\"]\ntopics_exclude = [\"pay-test\"]",
+        ))
+        .unwrap();
+        let f = &c.flows().unwrap()[0];
+        assert!(f.replicates("orders"));
+        assert!(!f.replicates("orders2"), "anchored");
+        assert!(!f.replicates("old-orders"), "anchored");
+        assert!(f.replicates("payments"));
+        assert!(!f.replicates("pay-test"));
+    }
+}

@@ -1,0 +1,53 @@
+//! librdkafka client configuration: the cluster's bootstrap servers and
+//! passthrough settings, plus the settings strait owns for each role.
+
+use rdkafka::ClientConfig;
+
+use crate::config::ClusterConfig;
+
+/// Settings strait sets itself because correctness depends on them; they are
+/// refused in a cluster's passthrough map.
+pub const OWNED_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "group.instance.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "enable.partition.eof",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "acks",
+    "request.required.acks",
+    "max.in.flight.requests.per.connection",
+    "max.in.flight",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "retries",
+    "message.send.max.retries",
+    "transactional.id",
+    "statistics.interval.ms",
+];
+
+/// A client config for `cluster` carrying its passthrough settings.
+pub fn client_config(cluster: &ClusterConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cluster.bootstrap);
+    for (k, v) in &cluster.kafka {
+        c.set(k, v.to_string());
+    }
+    c
+}
+
+/// Producer settings that make "nothing lost, order kept" hold: idempotence
+/// (acks=all, ordered per partition, retries without duplicates) and no
+/// delivery timeout, so a record is never given up on because the target was
+/// away for a while; only a permanent refusal fails a delivery.
+pub fn reliable_producer(cluster: &ClusterConfig) -> ClientConfig {
+    let mut c = client_config(cluster);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0");
+    c
+}

@@ -1,0 +1,10 @@
+//! Shared by every strait role: configuration, the model, wire formats of
+//! the internal topics, replication policies, Kafka client settings and
+//! metric names.
+
+pub mod config;
+pub mod formats;
+pub mod kafka;
+pub mod metrics;
+pub mod model;
+pub mod policy;
