@@ -1,0 +1,170 @@
+//! The librdkafka clients of a flow session and their callbacks. Callbacks
+//! run on librdkafka's threads; they only hand results to the session
+//! thread (a channel, an atomic, a small map), never touch its state.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::TopicPartitionList;
+use tracing::{debug, warn};
+
+use strait_common::config::StartAt;
+use strait_common::kafka::{client_config, reliable_producer};
+use strait_common::metrics as m;
+
+use crate::errors;
+use crate::FlowSpec;
+
+/// Which record a delivery report is about.
+#[derive(Debug)]
+pub struct Tag {
+    pub unit: u64,
+    pub offset: i64,
+    pub bytes: u64,
+    /// Source record timestamp (ms), 0 when unknown.
+    pub timestamp_ms: i64,
+}
+
+/// A delivery report, as the session sees it.
+#[derive(Debug)]
+pub struct Ack {
+    pub tag: Box<Tag>,
+    /// The target offset the record was written at.
+    pub result: Result<i64, KafkaError>,
+}
+
+/// Source high watermarks by partition, from librdkafka statistics.
+pub type Watermarks = Arc<Mutex<HashMap<(String, i32), i64>>>;
+
+pub struct SourceContext {
+    pub flow: String,
+    pub watermarks: Watermarks,
+    /// Set when an asynchronous commit failed: the next commit resends all.
+    pub commit_failed: Arc<AtomicBool>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        let mut w = self.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, t) in stats.topics {
+            for (p, part) in t.partitions {
+                if p >= 0 && part.hi_offset >= 0 {
+                    w.insert((topic.clone(), p), part.hi_offset);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        metrics::counter!(m::ERRORS, "flow" => self.flow.clone(), "kind" => errors::kind(&error))
+            .increment(1);
+        warn!(flow = %self.flow, error = %error, reason, "source client error");
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => debug!(flow = %self.flow, partitions = offsets.count(), "progress committed"),
+            Err(e) => {
+                self.commit_failed.store(true, Ordering::Relaxed);
+                metrics::counter!(m::ERRORS, "flow" => self.flow.clone(), "kind" => "commit")
+                    .increment(1);
+                warn!(flow = %self.flow, error = %e, "commit failed; will retry");
+            }
+        }
+    }
+}
+
+pub struct TargetContext {
+    pub flow: String,
+    pub acks: mpsc::Sender<Ack>,
+}
+
+impl ClientContext for TargetContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        metrics::counter!(m::ERRORS, "flow" => self.flow.clone(), "kind" => errors::kind(&error))
+            .increment(1);
+        warn!(flow = %self.flow, error = %error, reason, "target client error");
+    }
+}
+
+impl ProducerContext for TargetContext {
+    type DeliveryOpaque = Box<Tag>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<Tag>) {
+        let result = match result {
+            Ok(msg) => Ok(msg.offset()),
+            Err((e, _)) => Err(e.clone()),
+        };
+        // The session may be gone (shutting down); its records are then
+        // re-sent by the next session from the committed position.
+        let _ = self.acks.send(Ack { tag, result });
+    }
+}
+
+pub struct SyncsContext {
+    pub flow: String,
+}
+
+impl ClientContext for SyncsContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(flow = %self.flow, error = %error, reason, "offset-syncs client error");
+    }
+}
+
+impl ProducerContext for SyncsContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            metrics::counter!(m::ERRORS, "flow" => self.flow.clone(), "kind" => "offset_sync")
+                .increment(1);
+            warn!(flow = %self.flow, error = %e, "offset sync not written");
+        }
+    }
+}
+
+pub type Consumer = BaseConsumer<SourceContext>;
+pub type Producer = ThreadedProducer<TargetContext>;
+pub type SyncsProducer = ThreadedProducer<SyncsContext>;
+
+/// The consumer: manual assignment only (`assign`, never `subscribe`), so it
+/// never joins the group; the group id only names where progress is committed.
+pub fn consumer(spec: &FlowSpec, ctx: SourceContext) -> KafkaResult<Consumer> {
+    let mut c: ClientConfig = client_config(&spec.source);
+    c.set("group.id", spec.flow.commit_group(&spec.deployment))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set(
+            "auto.offset.reset",
+            match spec.flow.start {
+                StartAt::Earliest => "earliest",
+                StartAt::Latest => "latest",
+            },
+        )
+        .set("statistics.interval.ms", "2000");
+    c.create_with_context(ctx)
+}
+
+pub fn producer(spec: &FlowSpec, ctx: TargetContext) -> KafkaResult<Producer> {
+    let mut c = reliable_producer(&spec.target);
+    // librdkafka's own queue must hold at least what strait lets be in flight.
+    let kbytes = (spec.worker.max_in_flight_bytes / 1024 * 2).clamp(16 * 1024, 2_097_151);
+    c.set("queue.buffering.max.kbytes", kbytes.to_string())
+        .set("queue.buffering.max.messages", "2000000");
+    c.create_with_context(ctx)
+}
+
+pub fn syncs_producer(spec: &FlowSpec, ctx: SyncsContext) -> KafkaResult<SyncsProducer> {
+    reliable_producer(&spec.syncs_cluster).create_with_context(ctx)
+}

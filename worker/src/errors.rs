@@ -1,0 +1,98 @@
+//! The one place that decides what a Kafka error means for the data plane.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+
+/// What to do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Transient: librdkafka retries by itself, or the caller waits and tries again.
+    Retry,
+    /// The target refused this record for good (too large, not authorised,
+    /// invalid): stop the unit visibly, or skip and count if configured.
+    Refused,
+    /// The session's clients are unusable (fatal idempotence error,
+    /// destroyed handle, delivery given up): restart the flow's session from
+    /// committed positions. At-least-once: re-sends are duplicates, not loss.
+    RestartSession,
+}
+
+/// A short, bounded label for the `kind` of `strait_errors_total`.
+pub fn kind(err: &KafkaError) -> &'static str {
+    match err.rdkafka_error_code() {
+        Some(Code::MessageSizeTooLarge) | Some(Code::InvalidMessageSize) => "record_too_large",
+        Some(Code::TopicAuthorizationFailed) | Some(Code::ClusterAuthorizationFailed) => {
+            "not_authorised"
+        }
+        Some(Code::InvalidMessage) | Some(Code::InvalidRecord) | Some(Code::InvalidTimestamp) => {
+            "invalid_record"
+        }
+        Some(Code::MessageTimedOut) | Some(Code::RequestTimedOut) => "timeout",
+        Some(Code::BrokerTransportFailure) | Some(Code::AllBrokersDown) => "transport",
+        Some(Code::UnknownPartition) | Some(Code::UnknownTopicOrPartition) => "unknown_partition",
+        Some(Code::QueueFull) => "queue_full",
+        Some(Code::Fatal) => "fatal",
+        Some(Code::PurgeQueue) | Some(Code::PurgeInflight) => "purged",
+        _ => "other",
+    }
+}
+
+/// Classifies an error of a produce call or a delivery report.
+pub fn classify_produce(err: &KafkaError) -> Action {
+    match err.rdkafka_error_code() {
+        Some(
+            Code::MessageSizeTooLarge
+            | Code::InvalidMessageSize
+            | Code::TopicAuthorizationFailed
+            | Code::ClusterAuthorizationFailed
+            | Code::InvalidMessage
+            | Code::InvalidRecord
+            | Code::InvalidTimestamp
+            | Code::PolicyViolation
+            | Code::InvalidRequiredAcks
+            | Code::UnsupportedForMessageFormat,
+        ) => Action::Refused,
+        Some(Code::QueueFull) => Action::Retry,
+        // With message.timeout.ms = 0 librdkafka never gives a record up on
+        // its own; any other failed delivery (timed out, purged, fatal,
+        // out-of-order sequence, unknown partition) means the producer's
+        // view cannot be trusted: start over from what was committed.
+        _ => Action::RestartSession,
+    }
+}
+
+/// Classifies an error returned by the consumer's poll.
+pub fn classify_consume(err: &KafkaError) -> Action {
+    match err.rdkafka_error_code() {
+        Some(Code::Fatal) => Action::RestartSession,
+        Some(Code::TopicAuthorizationFailed | Code::GroupAuthorizationFailed) => {
+            Action::RestartSession
+        }
+        // Transport errors, leader changes, offset resets: librdkafka
+        // recovers and keeps fetching.
+        _ => Action::Retry,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_refusals_are_told_apart_from_transient_errors() {
+        let e = |c| KafkaError::MessageProduction(c);
+        assert_eq!(classify_produce(&e(Code::MessageSizeTooLarge)), Action::Refused);
+        assert_eq!(classify_produce(&e(Code::TopicAuthorizationFailed)), Action::Refused);
+        assert_eq!(classify_produce(&e(Code::QueueFull)), Action::Retry);
+        assert_eq!(classify_produce(&e(Code::MessageTimedOut)), Action::RestartSession);
+        assert_eq!(classify_produce(&e(Code::OutOfOrderSequenceNumber)), Action::RestartSession);
+        assert_eq!(kind(&e(Code::MessageSizeTooLarge)), "record_too_large");
+        assert_eq!(kind(&e(Code::BrokerTransportFailure)), "transport");
+    }
+
+    #[test]
+    fn consumer_transport_errors_are_retried_in_place() {
+        let e = |c| KafkaError::MessageConsumption(c);
+        assert_eq!(classify_consume(&e(Code::BrokerTransportFailure)), Action::Retry);
+        assert_eq!(classify_consume(&e(Code::Fatal)), Action::RestartSession);
+    }
+}

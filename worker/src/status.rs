@@ -1,0 +1,76 @@
+//! What each unit is doing, for people and for the API: shared between the
+//! session threads (writers) and whoever reports (readers).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use strait_common::model::Unit;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitState {
+    Running = 0,
+    /// Fetching paused by back-pressure (in-flight limits).
+    Paused = 1,
+    /// Stopped on a record the target refused for good; see `error`.
+    Failed = 2,
+    /// Being handed back: fetching stopped, waiting for the target.
+    Releasing = 3,
+}
+
+impl UnitState {
+    pub const ALL: [UnitState; 4] = [
+        UnitState::Running,
+        UnitState::Paused,
+        UnitState::Failed,
+        UnitState::Releasing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Running => "running",
+            UnitState::Paused => "paused",
+            UnitState::Failed => "failed",
+            UnitState::Releasing => "releasing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitStatus {
+    pub state: UnitState,
+    /// Last position committed to the source.
+    pub committed: Option<i64>,
+    /// Position past the contiguous acknowledged records.
+    pub acknowledged: Option<i64>,
+    /// Records sent and not yet out of the window.
+    pub in_flight: u64,
+    /// Source high watermark minus position, when known.
+    pub lag: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// The latest status of every unit this process runs.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard(Arc<Mutex<BTreeMap<Unit, UnitStatus>>>);
+
+impl StatusBoard {
+    pub fn set(&self, unit: &Unit, status: UnitStatus) {
+        self.lock().insert(unit.clone(), status);
+    }
+
+    pub fn remove(&self, unit: &Unit) {
+        self.lock().remove(unit);
+    }
+
+    pub fn clear_flow(&self, flow: &str) {
+        self.lock().retain(|u, _| u.flow != flow);
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<Unit, UnitStatus> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Unit, UnitStatus>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
