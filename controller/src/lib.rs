@@ -1,0 +1,4 @@
+//! The control plane. It decides what is replicated; it never reads or
+//! writes records.
+
+pub mod discovery;
