@@ -66,7 +66,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { .. } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("strait: cannot start the runtime: {e}");

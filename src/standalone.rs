@@ -26,7 +26,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     for (flow, units) in flows.into_iter().zip(receivers) {
         let spec = FlowSpec::new(&config, flow);
-        tasks.spawn(run_flow(spec, units, status.clone(), shutdown.child_token()));
+        tasks.spawn(run_flow(
+            spec,
+            units,
+            status.clone(),
+            shutdown.child_token(),
+        ));
     }
     let discovery = tokio::spawn(discovery.run(shutdown.child_token()));
 

@@ -280,7 +280,11 @@ impl Config {
         let de = toml::Deserializer::parse(text).map_err(|e| invalid("(syntax)", e.to_string()))?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            let key = if key == "." { "(top level)".into() } else { key };
+            let key = if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            };
             invalid(key, e.into_inner().message().trim().to_owned())
         })?;
         config.flows()?;
@@ -301,7 +305,10 @@ impl Config {
         for (alias, cluster) in &self.clusters {
             let key = format!("clusters.{alias}");
             if !valid_name(alias) {
-                return Err(invalid(key, "an alias uses letters, digits, '-' and '_' only"));
+                return Err(invalid(
+                    key,
+                    "an alias uses letters, digits, '-' and '_' only",
+                ));
             }
             if cluster.bootstrap.trim().is_empty() {
                 return Err(invalid(format!("{key}.bootstrap"), "must not be empty"));
@@ -355,10 +362,16 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| format!("{}-{}", f.source, f.target));
             if !valid_name(&name) {
-                return Err(invalid(key("name"), "use letters, digits, '-' and '_' only"));
+                return Err(invalid(
+                    key("name"),
+                    "use letters, digits, '-' and '_' only",
+                ));
             }
             if !names.insert(name.clone()) {
-                return Err(invalid(key("name"), format!("flow name {name:?} is used twice")));
+                return Err(invalid(
+                    key("name"),
+                    format!("flow name {name:?} is used twice"),
+                ));
             }
             if f.policy == PolicyKind::Prefix {
                 if f.separator.is_empty() {
@@ -404,8 +417,7 @@ impl Config {
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
@@ -455,21 +467,33 @@ target = "dr"
     #[test]
     fn unknown_keys_are_refused_by_name() {
         let e = err(&format!("{MINIMAL}\n[worker]\ncommit_intervall = \"1s\"\n"));
-        assert!(e.starts_with("worker.commit_intervall: unknown field `commit_intervall`"), "{e}");
+        assert!(
+            e.starts_with("worker.commit_intervall: unknown field `commit_intervall`"),
+            "{e}"
+        );
         let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\ntopic = [\"a\"]"));
-        assert!(e.starts_with("flows[0].topic: unknown field `topic`"), "{e}");
+        assert!(
+            e.starts_with("flows[0].topic: unknown field `topic`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn invalid_values_name_their_key() {
         let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\npolicy = \"mirror\""));
-        assert!(e.starts_with("flows[0].policy: unknown variant `mirror`"), "{e}");
+        assert!(
+            e.starts_with("flows[0].policy: unknown variant `mirror`"),
+            "{e}"
+        );
         let e = err(&format!("{MINIMAL}\n[worker]\ndrain_timeout = \"soon\"\n"));
         assert!(e.starts_with("worker.drain_timeout:"), "{e}");
         let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dx\""));
         assert_eq!(e, "flows[0].target: no cluster named \"dx\" in [clusters]");
         let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\ntopics = [\"(\"]"));
-        assert!(e.starts_with("flows[0].topics[0]: regex parse error"), "{e}");
+        assert!(
+            e.starts_with("flows[0].topics[0]: regex parse error"),
+            "{e}"
+        );
         let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"us\""));
         assert_eq!(e, "flows[0].target: source and target must differ");
         let e = err(&format!("{MINIMAL}\n[worker]\nmax_in_flight_bytes = -1\n"));
@@ -497,18 +521,27 @@ target = "dr"
             "bootstrap = \"127.0.0.1:9093\"\nkafka = { \"security.protocol\" = \"ssl\", \"socket.timeout.ms\" = 30000 }",
         );
         let c = Config::parse(&ok).unwrap();
-        assert_eq!(c.clusters["dr"].kafka["socket.timeout.ms"].to_string(), "30000");
+        assert_eq!(
+            c.clusters["dr"].kafka["socket.timeout.ms"].to_string(),
+            "30000"
+        );
     }
 
     #[test]
     fn flow_names_are_unique_and_aliases_cannot_hide_the_separator() {
         let twice = format!("{MINIMAL}\n[[flows]]\nsource = \"us\"\ntarget = \"dr\"\n");
-        assert_eq!(err(&twice), "flows[1].name: flow name \"us-dr\" is used twice");
-        let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\nseparator = \"-\"").replace(
-            "[clusters.dr]",
-            "[clusters.d-r]",
-        ).replace("target = \"dr\"", "target = \"d-r\""));
-        assert!(e.starts_with("flows[0].separator: cluster alias \"d-r\""), "{e}");
+        assert_eq!(
+            err(&twice),
+            "flows[1].name: flow name \"us-dr\" is used twice"
+        );
+        let e = err(&MINIMAL
+            .replace("target = \"dr\"", "target = \"dr\"\nseparator = \"-\"")
+            .replace("[clusters.dr]", "[clusters.d-r]")
+            .replace("target = \"dr\"", "target = \"d-r\""));
+        assert!(
+            e.starts_with("flows[0].separator: cluster alias \"d-r\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -422,9 +422,6 @@ mod tests {
             upstream_offset: 0,
             downstream_offset: 0,
         };
-        assert_eq!(
-            sync.encode_key(),
-            Err(FormatError::TooLong { len: 32768 })
-        );
+        assert_eq!(sync.encode_key(), Err(FormatError::TooLong { len: 32768 }));
     }
 }

@@ -22,25 +22,71 @@ pub const DISCOVERY_UNITS: &str = "strait_discovered_units";
 
 /// Buckets of the latency histogram, in seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    300.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
-    describe_counter!(RECORDS_REPLICATED, Unit::Count, "records acknowledged by the target, by flow");
-    describe_counter!(BYTES_REPLICATED, Unit::Bytes, "key+value bytes acknowledged by the target, by flow");
-    describe_counter!(RECORDS_SKIPPED, Unit::Count, "records the target refused for good and the flow skipped (on_refused = \"skip\")");
-    describe_histogram!(REPLICATION_LATENCY, Unit::Seconds, "target acknowledgement time minus source record timestamp");
-    describe_gauge!(IN_FLIGHT_BYTES, Unit::Bytes, "bytes produced to the target and not yet acknowledged, by flow");
-    describe_gauge!(UNITS, Unit::Count, "partitions owned by this process, by flow and state");
-    describe_gauge!(UNIT_STATE, "state of one partition: 0 running, 1 paused (back-pressure), 2 failed, 3 releasing");
-    describe_gauge!(UNIT_LAG, Unit::Count, "source high watermark minus committed position, per partition");
+    describe_counter!(
+        RECORDS_REPLICATED,
+        Unit::Count,
+        "records acknowledged by the target, by flow"
+    );
+    describe_counter!(
+        BYTES_REPLICATED,
+        Unit::Bytes,
+        "key+value bytes acknowledged by the target, by flow"
+    );
+    describe_counter!(
+        RECORDS_SKIPPED,
+        Unit::Count,
+        "records the target refused for good and the flow skipped (on_refused = \"skip\")"
+    );
+    describe_histogram!(
+        REPLICATION_LATENCY,
+        Unit::Seconds,
+        "target acknowledgement time minus source record timestamp"
+    );
+    describe_gauge!(
+        IN_FLIGHT_BYTES,
+        Unit::Bytes,
+        "bytes produced to the target and not yet acknowledged, by flow"
+    );
+    describe_gauge!(
+        UNITS,
+        Unit::Count,
+        "partitions owned by this process, by flow and state"
+    );
+    describe_gauge!(
+        UNIT_STATE,
+        "state of one partition: 0 running, 1 paused (back-pressure), 2 failed, 3 releasing"
+    );
+    describe_gauge!(
+        UNIT_LAG,
+        Unit::Count,
+        "source high watermark minus committed position, per partition"
+    );
     describe_gauge!(LAG, Unit::Count, "sum of the partitions' lag, by flow");
     describe_counter!(ERRORS, Unit::Count, "errors by flow and kind");
-    describe_counter!(COMMITS, Unit::Count, "progress commits to the source cluster, by flow");
+    describe_counter!(
+        COMMITS,
+        Unit::Count,
+        "progress commits to the source cluster, by flow"
+    );
     describe_counter!(OFFSET_SYNCS, Unit::Count, "offset syncs emitted, by flow");
-    describe_counter!(SESSIONS, Unit::Count, "flow sessions started (a restart after an error starts a new one)");
-    describe_counter!(TOPICS_CREATED, Unit::Count, "remote topics created on the target, by flow");
-    describe_gauge!(DISCOVERY_UNITS, Unit::Count, "partitions discovered for replication, by flow");
+    describe_counter!(
+        SESSIONS,
+        Unit::Count,
+        "flow sessions started (a restart after an error starts a new one)"
+    );
+    describe_counter!(
+        TOPICS_CREATED,
+        Unit::Count,
+        "remote topics created on the target, by flow"
+    );
+    describe_gauge!(
+        DISCOVERY_UNITS,
+        Unit::Count,
+        "partitions discovered for replication, by flow"
+    );
 }

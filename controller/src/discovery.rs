@@ -207,8 +207,12 @@ impl FlowDiscovery {
             }
             self.syncs_ready = true;
         }
-        let source = topic_sizes(&self.source).await.context("listing source topics")?;
-        let target = topic_sizes(&self.target).await.context("listing target topics")?;
+        let source = topic_sizes(&self.source)
+            .await
+            .context("listing source topics")?;
+        let target = topic_sizes(&self.target)
+            .await
+            .context("listing target topics")?;
         let mut view = plan_flow(&self.flow, &source, &target);
         if !view.create.is_empty() {
             let mut target = target;
@@ -216,7 +220,8 @@ impl FlowDiscovery {
                 match create_topic(&self.target, remote, *parts, &[]).await {
                     Ok(created) => {
                         if created {
-                            metrics::counter!(m::TOPICS_CREATED, "flow" => flow.clone()).increment(1);
+                            metrics::counter!(m::TOPICS_CREATED, "flow" => flow.clone())
+                                .increment(1);
                             info!(flow = %flow, topic = %remote, partitions = parts, "remote topic created");
                         }
                         target.insert(remote.clone(), *parts);
@@ -277,28 +282,54 @@ topics = ["orders", "pay.*", "dr.*"]
     fn missing_remote_topics_are_created_and_their_units_wait() {
         let v = plan_flow(&flow(), &sizes(&[("orders", 3), ("other", 1)]), &sizes(&[]));
         assert_eq!(v.create, vec![("us.orders".to_owned(), 3)]);
-        assert!(v.units.is_empty(), "no unit before its remote partition exists");
-        let v = plan_flow(&flow(), &sizes(&[("orders", 3)]), &sizes(&[("us.orders", 3)]));
+        assert!(
+            v.units.is_empty(),
+            "no unit before its remote partition exists"
+        );
+        let v = plan_flow(
+            &flow(),
+            &sizes(&[("orders", 3)]),
+            &sizes(&[("us.orders", 3)]),
+        );
         assert!(v.create.is_empty());
         let parts: Vec<i32> = v.units.iter().map(|u| u.source.partition).collect();
         assert_eq!(parts, vec![0, 1, 2]);
-        assert!(v.units.iter().all(|u| u.remote_topic == "us.orders" && u.flow == "us-dr"));
+        assert!(v
+            .units
+            .iter()
+            .all(|u| u.remote_topic == "us.orders" && u.flow == "us-dr"));
     }
 
     #[test]
     fn a_short_remote_topic_limits_units_and_is_reported() {
-        let v = plan_flow(&flow(), &sizes(&[("payments", 4)]), &sizes(&[("us.payments", 2)]));
+        let v = plan_flow(
+            &flow(),
+            &sizes(&[("payments", 4)]),
+            &sizes(&[("us.payments", 2)]),
+        );
         assert_eq!(v.units.len(), 2);
         assert_eq!(v.short, vec![("us.payments".to_owned(), 4, 2)]);
-        let v = plan_flow(&flow(), &sizes(&[("payments", 2)]), &sizes(&[("us.payments", 5)]));
-        assert_eq!(v.units.len(), 2, "a larger target replicates by partition number");
+        let v = plan_flow(
+            &flow(),
+            &sizes(&[("payments", 2)]),
+            &sizes(&[("us.payments", 5)]),
+        );
+        assert_eq!(
+            v.units.len(),
+            2,
+            "a larger target replicates by partition number"
+        );
     }
 
     #[test]
     fn cycles_and_internal_topics_are_never_units() {
         let v = plan_flow(
             &flow(),
-            &sizes(&[("dr.orders", 1), ("__consumer_offsets", 50), ("mm2-offset-syncs.dr.internal", 1)]),
+            &sizes(&[
+                ("dr.orders", 1),
+                ("__consumer_offsets", 50),
+                ("mm2-offset-syncs.dr.internal", 1),
+            ]),
             &sizes(&[]),
         );
         assert_eq!(v, FlowView::default());

@@ -80,11 +80,23 @@ mod tests {
     #[test]
     fn permanent_refusals_are_told_apart_from_transient_errors() {
         let e = |c| KafkaError::MessageProduction(c);
-        assert_eq!(classify_produce(&e(Code::MessageSizeTooLarge)), Action::Refused);
-        assert_eq!(classify_produce(&e(Code::TopicAuthorizationFailed)), Action::Refused);
+        assert_eq!(
+            classify_produce(&e(Code::MessageSizeTooLarge)),
+            Action::Refused
+        );
+        assert_eq!(
+            classify_produce(&e(Code::TopicAuthorizationFailed)),
+            Action::Refused
+        );
         assert_eq!(classify_produce(&e(Code::QueueFull)), Action::Retry);
-        assert_eq!(classify_produce(&e(Code::MessageTimedOut)), Action::RestartSession);
-        assert_eq!(classify_produce(&e(Code::OutOfOrderSequenceNumber)), Action::RestartSession);
+        assert_eq!(
+            classify_produce(&e(Code::MessageTimedOut)),
+            Action::RestartSession
+        );
+        assert_eq!(
+            classify_produce(&e(Code::OutOfOrderSequenceNumber)),
+            Action::RestartSession
+        );
         assert_eq!(kind(&e(Code::MessageSizeTooLarge)), "record_too_large");
         assert_eq!(kind(&e(Code::BrokerTransportFailure)), "transport");
     }
@@ -92,7 +104,10 @@ mod tests {
     #[test]
     fn consumer_transport_errors_are_retried_in_place() {
         let e = |c| KafkaError::MessageConsumption(c);
-        assert_eq!(classify_consume(&e(Code::BrokerTransportFailure)), Action::Retry);
+        assert_eq!(
+            classify_consume(&e(Code::BrokerTransportFailure)),
+            Action::Retry
+        );
         assert_eq!(classify_consume(&e(Code::Fatal)), Action::RestartSession);
     }
 }

@@ -157,7 +157,11 @@ mod tests {
         assert!(!w.settled());
         w.complete(RecordOffset(14), Some(3)).unwrap();
         assert_eq!(drain(&mut w), vec![(14, Some(3)), (15, Some(4))]);
-        assert_eq!(w.acknowledged(), Some(NextOffset(16)), "gap 12..14 is compaction");
+        assert_eq!(
+            w.acknowledged(),
+            Some(NextOffset(16)),
+            "gap 12..14 is compaction"
+        );
         assert!(w.is_empty());
     }
 

@@ -72,7 +72,12 @@ pub async fn run_flow(
     let flow = spec.flow.name.clone();
     loop {
         units.mark_changed();
-        let (s, u, sh, st) = (spec.clone(), units.clone(), shutdown.clone(), status.clone());
+        let (s, u, sh, st) = (
+            spec.clone(),
+            units.clone(),
+            shutdown.clone(),
+            status.clone(),
+        );
         let result = tokio::task::spawn_blocking(move || session::run(&s, u, &sh, &st))
             .await
             .context("flow session panicked")?;
@@ -85,7 +90,8 @@ pub async fn run_flow(
                 return Err(e).with_context(|| format!("flow {flow}"));
             }
             Err(e) => {
-                metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "session").increment(1);
+                metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "session")
+                    .increment(1);
                 error!(flow = %flow, error = %e, "flow session failed; restarting from committed positions");
                 tokio::select! {
                     _ = tokio::time::sleep(spec.worker.restart_backoff) => {}

@@ -68,6 +68,8 @@ struct UnitSlot {
     /// Next source offset expected; a record below it was already sent
     /// (librdkafka re-fetches after pause/resume) and is dropped.
     next_expected: Option<i64>,
+    /// First offset read in this session: the position before any acknowledgement.
+    start: Option<i64>,
     over_limit: bool,
     fetch_paused: bool,
     release_deadline: Option<Instant>,
@@ -120,8 +122,9 @@ pub fn run(
         },
     )
     .map_err(SessionError::Clients)?;
-    let syncs_producer = clients::syncs_producer(spec, clients::SyncsContext { flow: flow.clone() })
-        .map_err(SessionError::Clients)?;
+    let syncs_producer =
+        clients::syncs_producer(spec, clients::SyncsContext { flow: flow.clone() })
+            .map_err(SessionError::Clients)?;
     metrics::counter!(m::SESSIONS, "flow" => flow.clone()).increment(1);
     info!(flow = %flow, "flow session started");
 
@@ -211,9 +214,17 @@ impl Session<'_> {
 
     /// Starts units that are wanted and not owned; releases owned units that
     /// are no longer wanted (stop fetching, wait for the target, commit, go).
-    fn reconcile(&mut self, consumer: &Consumer, wanted: &BTreeSet<Unit>) -> Result<(), SessionError> {
+    fn reconcile(
+        &mut self,
+        consumer: &Consumer,
+        wanted: &BTreeSet<Unit>,
+    ) -> Result<(), SessionError> {
         let owned: BTreeSet<&Unit> = self.units.values().map(|u| &u.unit).collect();
-        let added: Vec<Unit> = wanted.iter().filter(|u| !owned.contains(u)).cloned().collect();
+        let added: Vec<Unit> = wanted
+            .iter()
+            .filter(|u| !owned.contains(u))
+            .cloned()
+            .collect();
         let removed: Vec<u64> = self
             .units
             .iter()
@@ -229,7 +240,9 @@ impl Session<'_> {
                 tpl.add_partition_offset(&u.source.topic, u.source.partition, Offset::Stored)
                     .map_err(SessionError::Assign)?;
             }
-            consumer.incremental_assign(&tpl).map_err(SessionError::Assign)?;
+            consumer
+                .incremental_assign(&tpl)
+                .map_err(SessionError::Assign)?;
             for u in added {
                 let id = self.next_id;
                 self.next_id += 1;
@@ -252,6 +265,7 @@ impl Session<'_> {
                         syncs: SyncEmitter::new(self.spec.flow.offset_lag_max),
                         committed: None,
                         next_expected: None,
+                        start: None,
                         over_limit: false,
                         fetch_paused: false,
                         release_deadline: None,
@@ -285,7 +299,9 @@ impl Session<'_> {
             self.flush_unit_syncs(id);
             self.commit_units(consumer, &[id], CommitMode::Sync);
             let u = self.units.remove(&id).expect("listed above");
-            consumer.incremental_unassign(&u.tpl).map_err(SessionError::Assign)?;
+            consumer
+                .incremental_unassign(&u.tpl)
+                .map_err(SessionError::Assign)?;
             if let Some(parts) = self.index.get_mut(&u.unit.source.topic) {
                 parts.remove(&u.unit.source.partition);
             }
@@ -330,8 +346,8 @@ impl Session<'_> {
             bytes,
             timestamp_ms: timestamp.unwrap_or(0),
         });
-        let mut record = BaseRecord::<[u8], [u8], Box<Tag>>::with_opaque_to(&remote, tag)
-            .partition(partition);
+        let mut record =
+            BaseRecord::<[u8], [u8], Box<Tag>>::with_opaque_to(&remote, tag).partition(partition);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -375,6 +391,7 @@ impl Session<'_> {
         let u = self.units.get_mut(&id).expect("indexed");
         u.inflight.sent(RecordOffset(offset), bytes);
         u.next_expected = Some(offset + 1);
+        u.start.get_or_insert(offset);
         self.in_flight_bytes += bytes;
         self.in_flight_records += 1;
         self.flow_control(consumer, id);
@@ -383,7 +400,15 @@ impl Session<'_> {
 
     /// A record the target refuses for good: skip and count it, or stop the
     /// unit visibly. `in_flight` says whether it was handed to the producer.
-    fn refused(&mut self, consumer: &Consumer, id: u64, offset: i64, bytes: u64, e: &KafkaError, in_flight: bool) {
+    fn refused(
+        &mut self,
+        consumer: &Consumer,
+        id: u64,
+        offset: i64,
+        bytes: u64,
+        e: &KafkaError,
+        in_flight: bool,
+    ) {
         let flow = self.spec.flow.name.clone();
         let u = self.units.get_mut(&id).expect("caller checked");
         match self.spec.flow.on_refused {
@@ -458,7 +483,9 @@ impl Session<'_> {
                 self.count_error(&e);
                 match errors::classify_produce(&e) {
                     Action::Refused => self.refused(consumer, id, offset, bytes, &e, true),
-                    Action::Retry | Action::RestartSession => return Err(SessionError::Delivery(e)),
+                    Action::Retry | Action::RestartSession => {
+                        return Err(SessionError::Delivery(e))
+                    }
                 }
             }
         }
@@ -499,9 +526,8 @@ impl Session<'_> {
             .key(&key)
             .payload(&value);
         match self.syncs_producer.send(record) {
-            Ok(()) => {
-                metrics::counter!(m::OFFSET_SYNCS, "flow" => self.spec.flow.name.clone()).increment(1)
-            }
+            Ok(()) => metrics::counter!(m::OFFSET_SYNCS, "flow" => self.spec.flow.name.clone())
+                .increment(1),
             Err((e, _)) => {
                 self.count_error(&e);
                 warn!(flow = %self.spec.flow.name, error = %e, "offset sync not queued");
@@ -545,7 +571,9 @@ impl Session<'_> {
 
     fn apply_pause(&mut self, consumer: &Consumer, id: u64) {
         let unit_max = self.spec.worker.unit_max_in_flight_bytes;
-        let Some(u) = self.units.get_mut(&id) else { return };
+        let Some(u) = self.units.get_mut(&id) else {
+            return;
+        };
         let bytes = u.inflight.bytes();
         if bytes > unit_max {
             u.over_limit = true;
@@ -567,7 +595,11 @@ impl Session<'_> {
             u.fetch_paused = want;
         }
         if !stopped {
-            u.state = if want { UnitState::Paused } else { UnitState::Running };
+            u.state = if want {
+                UnitState::Paused
+            } else {
+                UnitState::Running
+            };
         }
     }
 
@@ -583,11 +615,19 @@ impl Session<'_> {
         let mut tpl = TopicPartitionList::new();
         let mut moved = Vec::new();
         for id in ids {
-            let Some(u) = self.units.get(id) else { continue };
-            let Some(pos) = u.inflight.acknowledged() else { continue };
+            let Some(u) = self.units.get(id) else {
+                continue;
+            };
+            let Some(pos) = u.inflight.acknowledged() else {
+                continue;
+            };
             if force || u.committed != Some(pos.0) {
                 if tpl
-                    .add_partition_offset(&u.unit.source.topic, u.unit.source.partition, Offset::Offset(pos.0))
+                    .add_partition_offset(
+                        &u.unit.source.topic,
+                        u.unit.source.partition,
+                        Offset::Offset(pos.0),
+                    )
                     .is_ok()
                 {
                     moved.push((*id, pos.0));
@@ -652,7 +692,12 @@ impl Session<'_> {
         for u in self.units.values() {
             by_state[u.state as usize] += 1;
             let tp = &u.unit.source;
-            let position = u.inflight.acknowledged().map(|p| p.0).or(u.committed);
+            let position = u
+                .inflight
+                .acknowledged()
+                .map(|p| p.0)
+                .or(u.committed)
+                .or(u.start);
             let lag = watermarks
                 .get(&(tp.topic.clone(), tp.partition))
                 .zip(position)
@@ -682,7 +727,8 @@ impl Session<'_> {
             );
         }
         for (state, n) in UnitState::ALL.iter().zip(by_state) {
-            metrics::gauge!(m::UNITS, "flow" => flow.clone(), "state" => state.as_str()).set(n as f64);
+            metrics::gauge!(m::UNITS, "flow" => flow.clone(), "state" => state.as_str())
+                .set(n as f64);
         }
         metrics::gauge!(m::LAG, "flow" => flow.clone()).set(total_lag as f64);
         metrics::gauge!(m::IN_FLIGHT_BYTES, "flow" => flow).set(self.in_flight_bytes as f64);

@@ -145,7 +145,13 @@ mod tests {
     #[test]
     fn an_upstream_gap_emits_both_sides() {
         // Offsets 3..6 were compacted away on the source.
-        let recs = [(0, Some(0)), (1, Some(1)), (2, Some(2)), (6, Some(3)), (7, Some(4))];
+        let recs = [
+            (0, Some(0)),
+            (1, Some(1)),
+            (2, Some(2)),
+            (6, Some(3)),
+            (7, Some(4)),
+        ];
         let syncs = run(100, &recs);
         assert_eq!(syncs, vec![(0, 0), (2, 2), (6, 3)]);
         assert_exact_between_syncs(&recs, &syncs);
@@ -193,7 +199,9 @@ mod tests {
         let (mut u, mut d) = (0i64, 0i64);
         let mut recs = Vec::new();
         for _ in 0..2000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let r = x >> 33;
             u += 1 + if r % 17 == 0 { (r % 5) as i64 } else { 0 };
             if r % 101 == 0 {

@@ -1,0 +1,436 @@
+//! Data-plane fault tests on librdkafka's mock cluster: the target goes away
+//! or answers with errors, and nothing may be lost. (End-to-end behaviour on
+//! real brokers is tested in the top-level tests/.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use strait_common::config::Config;
+use strait_common::formats::OffsetSync;
+use strait_common::model::{TopicPartition, Unit};
+use strait_worker::{run_flow, FlowSpec, StatusBoard, UnitState, UnitStatus};
+
+type Mock = MockCluster<'static, DefaultProducerContext>;
+
+const TOPIC: &str = "orders";
+const REMOTE: &str = "src.orders";
+const DEPLOYMENT: &str = "faults";
+const GROUP: &str = "strait.faults.src-dst";
+const SYNCS: &str = "mm2-offset-syncs.dst.internal";
+
+struct Harness {
+    source: Mock,
+    target: Mock,
+    status: StatusBoard,
+    shutdown: CancellationToken,
+    flow: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _units: watch::Sender<BTreeSet<Unit>>,
+}
+
+impl Harness {
+    /// Two mock clusters with `partitions` on both sides, `per_partition`
+    /// records produced to the source, and a flow not yet started.
+    fn new(partitions: i32, per_partition: usize) -> (Mock, Mock) {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,librdkafka=warn")
+            .with_test_writer()
+            .try_init();
+        let source = MockCluster::new(1).unwrap();
+        let target = MockCluster::new(1).unwrap();
+        source.create_topic(TOPIC, partitions, 1).unwrap();
+        source.create_topic(SYNCS, 1, 1).unwrap();
+        target.create_topic(REMOTE, partitions, 1).unwrap();
+        produce(&source, partitions, 0..per_partition);
+        (source, target)
+    }
+
+    fn start(source: Mock, target: Mock, partitions: i32, extra: &str) -> Harness {
+        let text = format!(
+            r#"
+deployment = "{DEPLOYMENT}"
+[clusters.src]
+bootstrap = "{}"
+[clusters.dst]
+bootstrap = "{}"
+[[flows]]
+source = "src"
+target = "dst"
+{extra}
+[worker]
+commit_interval = "100ms"
+offset_sync_interval = "100ms"
+restart_backoff = "200ms"
+drain_timeout = "5s"
+"#,
+            source.bootstrap_servers(),
+            target.bootstrap_servers()
+        );
+        let config = Config::parse(&text).unwrap();
+        let flow = config.flows().unwrap().remove(0);
+        let units: BTreeSet<Unit> = (0..partitions)
+            .map(|p| Unit {
+                flow: flow.name.clone(),
+                source: TopicPartition {
+                    topic: TOPIC.into(),
+                    partition: p,
+                },
+                remote_topic: REMOTE.into(),
+            })
+            .collect();
+        let (tx, rx) = watch::channel(units);
+        let status = StatusBoard::default();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_flow(
+            FlowSpec::new(&config, flow),
+            rx,
+            status.clone(),
+            shutdown.clone(),
+        ));
+        Harness {
+            source,
+            target,
+            status,
+            shutdown,
+            flow: Some(task),
+            _units: tx,
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.flow.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    fn unit_status(&self, partition: i32) -> Option<UnitStatus> {
+        self.status
+            .snapshot()
+            .into_iter()
+            .find(|(u, _)| u.source.partition == partition)
+            .map(|(_, s)| s)
+    }
+
+    async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&Harness) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !cond(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; status: {:?}",
+                self.status.snapshot()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn produce(cluster: &Mock, partitions: i32, seq: std::ops::Range<usize>) {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    for i in seq {
+        for part in 0..partitions {
+            let value = format!("p{part}-{i}");
+            let key = format!("k{i}");
+            loop {
+                let rec = BaseRecord::to(TOPIC)
+                    .partition(part)
+                    .key(&key)
+                    .payload(&value);
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Every record of the target's `topic`, by partition, in offset order.
+fn read_all(
+    cluster: &Mock,
+    topic: &str,
+    partitions: i32,
+    expect: usize,
+) -> BTreeMap<i32, Vec<(i64, Vec<u8>, Vec<u8>)>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "faults-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out: BTreeMap<i32, Vec<_>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    while n < expect && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.entry(m.partition()).or_default().push((
+                m.offset(),
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+            n += 1;
+        }
+    }
+    // Anything beyond `expect` (duplicates) shows up within a short grace period.
+    let grace = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < grace {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            out.entry(m.partition()).or_default().push((
+                m.offset(),
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+        }
+    }
+    out
+}
+
+/// The positions committed under strait's group on the source.
+fn committed(cluster: &Mock, partitions: i32) -> Vec<Option<i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", GROUP)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(TOPIC, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    (0..partitions)
+        .map(|p| match got.find_partition(TOPIC, p).unwrap().offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks that every source record of every partition is on the target in
+/// order, allowing only re-sent suffixes (duplicates); returns the duplicates.
+fn assert_complete(
+    records: &BTreeMap<i32, Vec<(i64, Vec<u8>, Vec<u8>)>>,
+    partitions: i32,
+    per_partition: usize,
+) -> usize {
+    let mut dups = 0;
+    for p in 0..partitions {
+        let got = records.get(&p).map(Vec::as_slice).unwrap_or_default();
+        let seqs: Vec<usize> = got
+            .iter()
+            .map(|(_, _, v)| {
+                let v = String::from_utf8_lossy(v);
+                let (part, seq) = v.trim_start_matches('p').split_once('-').unwrap();
+                assert_eq!(
+                    part,
+                    p.to_string(),
+                    "record of partition {part} landed in {p}"
+                );
+                seq.parse().unwrap()
+            })
+            .collect();
+        let distinct: BTreeSet<usize> = seqs.iter().copied().collect();
+        let missing: Vec<usize> = (0..per_partition)
+            .filter(|s| !distinct.contains(s))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "partition {p}: {} records missing, first {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        // Order: a drop in sequence may only restart an already-written suffix.
+        let mut high = None;
+        for &s in &seqs {
+            if let Some(h) = high {
+                if s <= h {
+                    dups += 1;
+                    continue;
+                }
+                assert_eq!(s, h + 1, "partition {p}: jumped from {h} to {s}");
+            }
+            high = Some(high.map_or(s, |h: usize| h.max(s)));
+        }
+    }
+    dups
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_down_for_a_while_loses_nothing_and_lag_shows_it() {
+    let (source, target) = Harness::new(2, 500);
+    target.broker_down(1).unwrap();
+    let mut h = Harness::start(source, target, 2, "");
+
+    // While the target is away, the records wait in flight and lag says so
+    // (the mock cluster's high watermarks count records, unlike tansu's).
+    h.wait_for(
+        "lag of 500 on both partitions",
+        Duration::from_secs(20),
+        |h| (0..2).all(|p| h.unit_status(p).and_then(|s| s.lag) == Some(500)),
+    )
+    .await;
+    assert!(
+        (0..2).all(|p| h.unit_status(p).unwrap().acknowledged.is_none()),
+        "nothing can be acknowledged while the target is down"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await; // stay down past several retries
+    produce(&h.source, 2, 500..1000);
+    h.target.broker_up(1).unwrap();
+
+    h.wait_for("all committed", Duration::from_secs(60), |h| {
+        committed(&h.source, 2) == vec![Some(1000), Some(1000)]
+    })
+    .await;
+    h.wait_for("lag back to 0", Duration::from_secs(20), |h| {
+        (0..2).all(|p| h.unit_status(p).and_then(|s| s.lag) == Some(0))
+    })
+    .await;
+    let records = read_all(&h.target, REMOTE, 2, 2000);
+    let dups = assert_complete(&records, 2, 1000);
+    println!("target down: 2000 records, {dups} duplicates");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_request_errors_are_retried_without_loss() {
+    let (source, target) = Harness::new(2, 300);
+    // Retriable errors librdkafka must ride out, several rounds of them.
+    let errs = [
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+    ];
+    let many: Vec<_> = errs.iter().cycle().take(12).copied().collect();
+    target.request_errors(RDKafkaApiKey::Produce, &many);
+    let mut h = Harness::start(source, target, 2, "");
+    h.wait_for("all committed", Duration::from_secs(60), |h| {
+        committed(&h.source, 2) == vec![Some(300), Some(300)]
+    })
+    .await;
+    let records = read_all(&h.target, REMOTE, 2, 600);
+    let dups = assert_complete(&records, 2, 300);
+    println!("request errors: 600 records, {dups} duplicates");
+    // The offset syncs on the source describe where records landed.
+    let syncs = read_all_syncs(&h.source);
+    assert!(!syncs.is_empty(), "offset syncs were emitted");
+    for s in &syncs {
+        let landed = &records[&s.partition];
+        let (_, _, v) = landed
+            .iter()
+            .find(|(o, _, _)| *o == s.downstream_offset)
+            .unwrap_or_else(|| panic!("sync {s:?} points at no record"));
+        assert_eq!(
+            String::from_utf8_lossy(v),
+            format!("p{}-{}", s.partition, s.upstream_offset),
+            "sync {s:?}: the downstream record is the upstream one"
+        );
+    }
+    h.stop().await;
+}
+
+fn read_all_syncs(cluster: &Mock) -> Vec<OffsetSync> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "faults-syncs-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(SYNCS, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push(OffsetSync::decode(m.key().unwrap(), m.payload().unwrap()).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_stops_its_unit_and_progress_stays_before_it() {
+    let (source, target) = Harness::new(1, 50);
+    target.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let mut h = Harness::start(source, target, 1, "");
+    h.wait_for("unit failed", Duration::from_secs(20), |h| {
+        h.unit_status(0)
+            .is_some_and(|s| s.state == UnitState::Failed)
+    })
+    .await;
+    let s = h.unit_status(0).unwrap();
+    let error = s.error.clone().unwrap();
+    assert!(error.contains("refused by the target"), "{error}");
+    // The first produce request was refused: it held record 0, so nothing
+    // may be committed past 0, whatever later requests did.
+    tokio::time::sleep(Duration::from_millis(500)).await; // several commit intervals
+    let c = committed(&h.source, 1)[0];
+    assert!(
+        c.is_none() || c == Some(0),
+        "committed {c:?} past a refused record"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_can_be_skipped_and_counted() {
+    let (source, target) = Harness::new(1, 50);
+    target.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let mut h = Harness::start(source, target, 1, "on_refused = \"skip\"");
+    // The first produce request, holding the first records, is refused and
+    // skipped; progress moves past them.
+    h.wait_for("first batch committed", Duration::from_secs(30), |h| {
+        committed(&h.source, 1) == vec![Some(50)]
+    })
+    .await;
+    produce(&h.source, 1, 50..100);
+    h.wait_for("second batch committed", Duration::from_secs(30), |h| {
+        committed(&h.source, 1) == vec![Some(100)]
+    })
+    .await;
+    let records = read_all(&h.target, REMOTE, 1, 100);
+    let seqs: BTreeSet<String> = records[&0]
+        .iter()
+        .map(|(_, _, v)| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert!(
+        !seqs.contains("p0-0"),
+        "the refused record was skipped, not written"
+    );
+    for i in 50..100 {
+        assert!(
+            seqs.contains(&format!("p0-{i}")),
+            "record {i} after the skip is missing"
+        );
+    }
+    assert_ne!(h.unit_status(0).unwrap().state, UnitState::Failed);
+    h.stop().await;
+}
