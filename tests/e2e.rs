@@ -1,0 +1,241 @@
+//! End-to-end: the `strait` binary between two real tansu clusters (the
+//! sandbox of `compose/sandbox.sh`). Every test has its own topics and
+//! deployment (hence its own commit group).
+//!
+//! tansu gaps met here (shared/docs/TESTING.md): its high watermark counts
+//! batches, so completeness is checked by consuming, never by offsets.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[test]
+fn records_arrive_with_partition_key_value_headers_and_timestamp_intact() {
+    let sb = sandbox();
+    let topic = unique("intact");
+    create_topic(&sb.source, &topic, 3);
+    let mut records = Vec::new();
+    for i in 0..300usize {
+        let p = (i % 3) as i32;
+        records.push(Rec {
+            partition: p,
+            key: match i % 4 {
+                0 => None,
+                1 => Some(vec![]),
+                _ => Some(format!("key-{i}").into_bytes()),
+            },
+            value: match i % 5 {
+                0 => None, // a tombstone stays a tombstone
+                1 => Some(vec![]),
+                2 => Some(vec![0, 159, 146, 150, 255]), // not UTF-8
+                _ => Some(format!("value-{i}").into_bytes()),
+            },
+            headers: match i % 3 {
+                0 => vec![],
+                1 => vec![("trace".into(), Some(format!("t{i}").into_bytes()))],
+                _ => vec![
+                    ("a".into(), Some(b"1".to_vec())),
+                    ("a".into(), None),
+                    ("b".into(), Some(vec![])),
+                ],
+            },
+            timestamp: Some(1_600_000_000_000 + i as i64 * 1000),
+        });
+    }
+    produce(&sb.source, &topic, &records);
+
+    let deployment = unique("intact");
+    let strait = Strait::start(&deployment, &config(&sb, &deployment, &topic, "", ""));
+    let got = consume(&sb.target, &format!("src.{topic}"), 3, 300, MINUTE);
+    for p in 0..3 {
+        let want: Vec<&Rec> = records.iter().filter(|r| r.partition == p).collect();
+        let have: Vec<&Rec> = got.iter().filter(|r| r.partition == p).collect();
+        assert_eq!(
+            have.len(),
+            want.len(),
+            "partition {p}: record count; log:\n{}",
+            strait.log_text()
+        );
+        for (w, h) in want.iter().zip(&have) {
+            assert_eq!(w, h, "partition {p}");
+        }
+    }
+}
+
+#[test]
+fn a_topic_created_after_start_is_picked_up() {
+    let sb = sandbox();
+    let prefix = unique("late");
+    let deployment = unique("late");
+    let strait = Strait::start(
+        &deployment,
+        &config(&sb, &deployment, &format!("{prefix}.*"), "", ""),
+    );
+    // strait is running and has found nothing to do yet.
+    wait_for("first discovery", Duration::from_secs(20), || {
+        strait.metric("strait_discovered_units{flow=\"src-dst\"}") == Some(0.0)
+    });
+    let topic = format!("{prefix}-orders");
+    create_topic(&sb.source, &topic, 2);
+    let records: Vec<Rec> = (0..100).map(|i| Rec::seq((i % 2) as i32, i / 2)).collect();
+    produce(&sb.source, &topic, &records);
+    let got = consume(&sb.target, &format!("src.{topic}"), 2, 100, MINUTE);
+    let dups = check_sequences(&got, 2, 50);
+    assert_eq!(dups, 0, "one uninterrupted run writes no duplicates");
+    assert_eq!(
+        strait.metric("strait_discovered_units{flow=\"src-dst\"}"),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn stopping_and_restarting_mid_stream_loses_nothing() {
+    let sb = sandbox();
+    let topic = unique("restart");
+    let deployment = unique("restart");
+    const PARTS: i32 = 3;
+    const PER: usize = 2000;
+    create_topic(&sb.source, &topic, PARTS);
+
+    // A producer writes sequenced records for the whole test.
+    let source = sb.source.clone();
+    let t = topic.clone();
+    let writer = std::thread::spawn(move || {
+        let p = producer(&source);
+        for chunk in 0..(PER / 50) {
+            let recs: Vec<Rec> = (0..50)
+                .flat_map(|i| (0..PARTS).map(move |part| Rec::seq(part, chunk * 50 + i)))
+                .collect();
+            send(&p, &t, &recs);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        use rdkafka::producer::Producer as _;
+        p.flush(Duration::from_secs(30)).unwrap();
+    });
+
+    let mut strait = Strait::start(&deployment, &config(&sb, &deployment, &topic, "", ""));
+    let remote = format!("src.{topic}");
+    let replicated = |s: &Strait| {
+        s.metric("strait_records_replicated_total{flow=\"src-dst\"}")
+            .unwrap_or(0.0)
+    };
+
+    // SIGTERM mid-stream: drains and exits cleanly.
+    wait_for("some records replicated", MINUTE, || {
+        replicated(&strait) > 500.0
+    });
+    assert!(!writer.is_finished(), "SIGTERM must land mid-stream");
+    let status = strait.stop_with("TERM", Duration::from_secs(20));
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+    assert!(strait.log_text().contains("flow drained"));
+    strait.restart();
+
+    // SIGKILL mid-stream: no drain, at-least-once from the committed position.
+    wait_for("more records replicated", MINUTE, || {
+        replicated(&strait) > 500.0
+    });
+    assert!(!writer.is_finished(), "SIGKILL must land mid-stream");
+    strait.stop_with("KILL", Duration::from_secs(10));
+    strait.restart();
+
+    writer.join().unwrap();
+    let got = consume(
+        &sb.target,
+        &remote,
+        PARTS,
+        PARTS as usize * PER,
+        Duration::from_secs(120),
+    );
+    let dups = check_sequences(&got, PARTS, PER);
+    println!(
+        "restart test: {} records on the target, {dups} duplicates",
+        got.len()
+    );
+    let group = format!("strait.{deployment}.src-dst");
+    wait_for("all progress committed on the source", MINUTE, || {
+        committed(&sb.source, &group, &topic, PARTS) == vec![Some(PER as i64); PARTS as usize]
+    });
+}
+
+#[test]
+fn an_oversized_record_stops_its_partition_visibly_and_others_go_on() {
+    let sb = sandbox();
+    let topic = unique("refused");
+    let deployment = unique("refused");
+    create_topic(&sb.source, &topic, 2);
+    // Partition 0: five small records, one too large for the target, one more.
+    let mut records: Vec<Rec> = (0..5).map(|i| Rec::seq(0, i)).collect();
+    let mut big = Rec::seq(0, 5);
+    big.value = Some(vec![b'x'; 50_000]);
+    records.push(big);
+    records.push(Rec::seq(0, 6));
+    records.extend((0..20).map(|i| Rec::seq(1, i)));
+    produce(&sb.source, &topic, &records);
+
+    // The target refuses records over 20 kB (a client-side limit here, so the
+    // refusal is the same on any broker).
+    let target_line = format!("bootstrap = \"{}\"", sb.target);
+    let cfg = config(&sb, &deployment, &topic, "", "").replace(
+        &target_line,
+        &format!("{target_line}\nkafka = {{ \"message.max.bytes\" = 20000 }}"),
+    );
+    let strait = Strait::start(&deployment, &cfg);
+    let state0 = format!("strait_unit_state{{flow=\"src-dst\",topic=\"{topic}\",partition=\"0\"}}");
+    wait_for("partition 0 failed", MINUTE, || {
+        strait.metric(&state0) == Some(2.0)
+    });
+    assert_eq!(
+        strait.metric("strait_units{flow=\"src-dst\",state=\"failed\"}"),
+        Some(1.0)
+    );
+    assert!(
+        strait
+            .metric("strait_errors_total{flow=\"src-dst\",kind=\"record_too_large\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(strait
+        .log_text()
+        .contains("unit stopped: record refused by the target"));
+
+    // Partition 1 is complete; partition 0 holds exactly the five records before the refused one.
+    let got = consume(&sb.target, &format!("src.{topic}"), 2, 25, MINUTE);
+    let p0: Vec<String> = got
+        .iter()
+        .filter(|r| r.partition == 0)
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect();
+    assert_eq!(p0, (0..5).map(|i| format!("p0-{i}")).collect::<Vec<_>>());
+    assert_eq!(got.iter().filter(|r| r.partition == 1).count(), 20);
+    // Progress on partition 0 is committed up to the refused record, not past it.
+    let group = format!("strait.{deployment}.src-dst");
+    wait_for("commits", MINUTE, || {
+        committed(&sb.source, &group, &topic, 2)[0] == Some(5)
+    });
+}
+
+#[test]
+fn an_invalid_config_is_refused_naming_the_key() {
+    let dir = std::env::temp_dir().join("strait-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.toml", unique("bad")));
+    let sb = sandbox();
+    let text =
+        config(&sb, "bad", ".*", "policy = \"mirror\"", "").replace("{metrics}", "127.0.0.1:1");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("flows[0].policy: unknown variant `mirror`"),
+        "{err}"
+    );
+}
