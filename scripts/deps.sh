@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building and testing strait needs on a fresh Debian machine
+# with a Rust toolchain: C build tools and headers for librdkafka (built
+# from source by rdkafka-sys), then the sandbox's tansu and etcd.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+
+need=()
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev python3-venv; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "deps: cargo not found; install a Rust toolchain (rustup)" >&2; exit 1; }
+"$here/compose/sandbox.sh" install
