@@ -1,1 +1,349 @@
-fn main() {}
+//! Replication throughput beside the ceiling measured in the same run on the
+//! same brokers. Not a test: it prints figures and asserts nothing about speed.
+//!
+//!   compose/sandbox.sh up
+//!   cargo bench --bench replicate
+//!
+//! Each run, on fresh topics:
+//!   1. producer alone: one producer (strait's settings: idempotent, acks=all)
+//!      writes the load to a topic on the *target* cluster;
+//!   2. the load is written to the source (setup, not timed);
+//!   3. consumer alone: one consumer (manual assignment) reads the load from
+//!      the source;
+//!   4. strait: the worker's data plane replicates the load source -> target,
+//!      timed from start until the target acknowledged every record.
+//! Figures are medians over the runs. Knobs (environment): BENCH_RECORDS
+//! (default 200000), BENCH_SIZE bytes per value (512), BENCH_PARTITIONS (6),
+//! BENCH_RUNS (3).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use strait_common::config::Config;
+use strait_common::model::{TopicPartition, Unit};
+use strait_worker::{run_flow, FlowSpec, StatusBoard};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Load {
+    records: usize,
+    size: usize,
+    partitions: i32,
+}
+
+impl Load {
+    fn bytes(&self) -> f64 {
+        // key ("k" + up to 8 digits) is small; count value bytes plus key.
+        (self.records * (self.size + 8)) as f64
+    }
+}
+
+fn sandbox() -> (String, String) {
+    let path = std::env::var("STRAIT_SANDBOX").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/compose/.sandbox/env").to_owned()
+    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("no sandbox at {path} ({e}); run compose/sandbox.sh up"));
+    let vars: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    (
+        vars["SOURCE_BOOTSTRAP"].to_owned(),
+        vars["TARGET_BOOTSTRAP"].to_owned(),
+    )
+}
+
+/// Creates a topic; an existing one is fine.
+fn create_topic(rt: &tokio::runtime::Runtime, bootstrap: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    match rt
+        .block_on(admin.create_topics([&t], &AdminOptions::new()))
+        .unwrap()
+        .remove(0)
+    {
+        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+        Err((_, e)) => panic!("cannot create {name}: {e}"),
+    }
+}
+
+/// Remembers when the first delivery report arrived.
+#[derive(Default)]
+struct FirstDelivery(OnceLock<Instant>);
+
+impl ClientContext for FirstDelivery {}
+
+impl ProducerContext for FirstDelivery {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {
+        self.0.get_or_init(Instant::now);
+    }
+}
+
+/// Start-up (until the first record is through) and steady part (first
+/// record to last) of one measurement.
+#[derive(Clone, Copy)]
+struct Timing {
+    startup: Duration,
+    steady: Duration,
+}
+
+impl Timing {
+    fn new(start: Instant, first: Instant, end: Instant) -> Timing {
+        Timing {
+            startup: first - start,
+            steady: end - first,
+        }
+    }
+    fn total(&self) -> Duration {
+        self.startup + self.steady
+    }
+}
+
+/// Writes the load with strait's producer settings.
+fn produce(bootstrap: &str, topic: &str, load: &Load) -> Timing {
+    let value = vec![b'v'; load.size];
+    let start = Instant::now();
+    let p: ThreadedProducer<FirstDelivery> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0")
+        .set("queue.buffering.max.kbytes", "524288")
+        .set("queue.buffering.max.messages", "2000000")
+        .create_with_context(FirstDelivery::default())
+        .unwrap();
+    for i in 0..load.records {
+        let key = format!("k{i}");
+        let mut rec = BaseRecord::to(topic)
+            .partition((i % load.partitions as usize) as i32)
+            .key(&key)
+            .payload(&value);
+        while let Err((_, back)) = p.send(rec) {
+            p.poll(Duration::from_millis(1));
+            rec = back;
+        }
+    }
+    p.flush(Duration::from_secs(300)).unwrap();
+    let end = Instant::now();
+    Timing::new(start, *p.context().0.get().unwrap(), end)
+}
+
+/// Reads the whole load with one manually assigned consumer.
+fn consume(bootstrap: &str, topic: &str, load: &Load) -> Timing {
+    let start = Instant::now();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "strait-bench-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..load.partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut n = 0;
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while n < load.records {
+        assert!(Instant::now() < deadline, "consumer read only {n} records");
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            n += 1;
+        }
+    }
+    Timing::new(start, first.unwrap(), Instant::now())
+}
+
+/// Replicates the load with the worker's data plane, in process.
+fn replicate(
+    rt: &tokio::runtime::Runtime,
+    source: &str,
+    target: &str,
+    topic: &str,
+    remote: &str,
+    load: &Load,
+    run: usize,
+) -> Timing {
+    let text = format!(
+        r#"
+deployment = "bench{run}-{pid}"
+[clusters.src]
+bootstrap = "{source}"
+[clusters.dst]
+bootstrap = "{target}"
+[[flows]]
+source = "src"
+target = "dst"
+{worker}
+"#,
+        pid = std::process::id(),
+        worker = std::env::var("BENCH_WORKER_TOML")
+            .unwrap_or_default()
+            .replace("\\n", "\n"),
+    );
+    let config = Config::parse(&text).unwrap();
+    let flow = config.flows().unwrap().remove(0);
+    let units: BTreeSet<Unit> = (0..load.partitions)
+        .map(|p| Unit {
+            flow: flow.name.clone(),
+            source: TopicPartition {
+                topic: topic.to_owned(),
+                partition: p,
+            },
+            remote_topic: remote.to_owned(),
+        })
+        .collect();
+    let spec = FlowSpec::new(&config, flow);
+    let status = StatusBoard::default();
+    let shutdown = CancellationToken::new();
+    let (_tx, rx) = watch::channel(units);
+    let start = Instant::now();
+    let task = rt.spawn(run_flow(spec, rx, status.clone(), shutdown.clone()));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut first = None;
+    while status.acknowledged_records() < load.records as u64 {
+        if Instant::now() > deadline {
+            for (u, s) in status.snapshot() {
+                eprintln!("{u}: {s:?}");
+            }
+            panic!(
+                "replicated only {} of {} records",
+                status.acknowledged_records(),
+                load.records
+            );
+        }
+        if status.acknowledged_records() > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let timing = Timing::new(start, first.unwrap_or_else(Instant::now), Instant::now());
+    shutdown.cancel();
+    rt.block_on(task).unwrap().unwrap();
+    timing
+}
+
+fn median(v: &[Timing], f: impl Fn(&Timing) -> Duration) -> Duration {
+    let mut v: Vec<Duration> = v.iter().map(f).collect();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is accepted.
+    let load = Load {
+        records: env_or("BENCH_RECORDS", 200_000),
+        size: env_or("BENCH_SIZE", 512),
+        partitions: env_or("BENCH_PARTITIONS", 6) as i32,
+    };
+    let runs = env_or("BENCH_RUNS", 3).max(1);
+    // The same metrics recorder as `strait run`, so the data plane pays what it pays in production.
+    let _metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("metrics recorder");
+    let (source, target) = sandbox();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+
+    // As discovery would (the data plane never creates topics); it may exist from an earlier run.
+    create_topic(&rt, &source, "mm2-offset-syncs.dst.internal", 1);
+    let (mut prod, mut cons, mut repl, mut both) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let base = format!("bench-{stamp}-{run}");
+        let (src_topic, ceiling_topic, remote) = (
+            base.clone(),
+            format!("{base}-ceiling"),
+            format!("src.{base}"),
+        );
+        create_topic(&rt, &target, &ceiling_topic, load.partitions);
+        prod.push(produce(&target, &ceiling_topic, &load));
+        create_topic(&rt, &source, &src_topic, load.partitions);
+        produce(&source, &src_topic, &load);
+        cons.push(consume(&source, &src_topic, &load));
+        // Both at once, uncoupled: what this machine allows when reading and
+        // writing at the same time, as replication does.
+        let both_topic = format!("{base}-both");
+        create_topic(&rt, &target, &both_topic, load.partitions);
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| produce(&target, &both_topic, &load));
+            s.spawn(|| consume(&source, &src_topic, &load));
+        });
+        both.push(started.elapsed());
+        create_topic(&rt, &target, &remote, load.partitions);
+        repl.push(replicate(
+            &rt, &source, &target, &src_topic, &remote, &load, run,
+        ));
+        eprintln!(
+            "run {run}: producer {:.2?}+{:.2?}, consumer {:.2?}+{:.2?}, strait {:.2?}+{:.2?} (start-up + steady)",
+            prod[run].startup, prod[run].steady, cons[run].startup, cons[run].steady, repl[run].startup, repl[run].steady
+        );
+    }
+    let mb = load.bytes() / 1e6;
+    println!(
+        "\nload: {} records x {} B values in {} partitions ({:.1} MB), tansu memory storage, median of {runs} run(s)",
+        load.records, load.size, load.partitions, mb
+    );
+    println!("steady = first record through to last; start-up = client start to first record");
+    println!(
+        "{:<18} {:>13} {:>16} {:>12} {:>12}",
+        "", "steady MB/s", "steady records/s", "start-up s", "total MB/s"
+    );
+    let row = |name: &str, t: &[Timing]| {
+        let steady = median(t, |t| t.steady).as_secs_f64();
+        let startup = median(t, |t| t.startup).as_secs_f64();
+        let total = median(t, Timing::total).as_secs_f64();
+        println!(
+            "{name:<18} {:>13.1} {:>16.0} {:>12.2} {:>12.1}",
+            mb / steady,
+            load.records as f64 / steady,
+            startup,
+            mb / total
+        );
+        steady
+    };
+    let p = row("producer alone", &prod);
+    let c = row("consumer alone", &cons);
+    let r = row("strait replicate", &repl);
+    let ceiling = p.max(c);
+    println!(
+        "strait's steady rate is {:.0}% of the slower ceiling (the {} alone)",
+        100.0 * ceiling / r,
+        if p >= c { "producer" } else { "consumer" }
+    );
+    both.sort();
+    let both = both[both.len() / 2].as_secs_f64();
+    let total = median(&repl, Timing::total).as_secs_f64();
+    println!(
+        "consumer and producer at once, uncoupled, take {both:.2} s in all ({:.1} MB/s); strait takes {total:.2} s ({:.0}% of that rate)",
+        mb / both,
+        100.0 * both / total
+    );
+}

@@ -24,8 +24,13 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// How often histogram samples are folded into buckets. The recorder keeps
+/// raw samples until then: without upkeep, memory grows with every record
+/// whenever nobody scrapes `/metrics`.
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Binds `addr` (failing at once if it is taken) and serves `/metrics` and
-/// `/health` until `shutdown`.
+/// `/health` until `shutdown`; runs the recorder's upkeep meanwhile.
 pub async fn bind(
     addr: SocketAddr,
     metrics: PrometheusHandle,
@@ -34,6 +39,17 @@ pub async fn bind(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
+    let upkeep = metrics.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => upkeep.run_upkeep(),
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
     let app = Router::new()
         .route(
             "/metrics",

@@ -75,8 +75,30 @@ struct UnitSlot {
     release_deadline: Option<Instant>,
 }
 
+/// Handles of the per-record metrics, resolved once per session so the hot
+/// path does no registry lookup and no label allocation.
+struct HotMetrics {
+    records: metrics::Counter,
+    bytes: metrics::Counter,
+    latency: metrics::Histogram,
+    syncs: metrics::Counter,
+}
+
+impl HotMetrics {
+    fn new(flow: &str) -> Self {
+        let f = || ("flow", flow.to_owned());
+        HotMetrics {
+            records: metrics::counter!(m::RECORDS_REPLICATED, &[f()]),
+            bytes: metrics::counter!(m::BYTES_REPLICATED, &[f()]),
+            latency: metrics::histogram!(m::REPLICATION_LATENCY, &[f()]),
+            syncs: metrics::counter!(m::OFFSET_SYNCS, &[f()]),
+        }
+    }
+}
+
 struct Session<'a> {
     spec: &'a FlowSpec,
+    hot: HotMetrics,
     producer: Producer,
     syncs_producer: SyncsProducer,
     syncs_topic: String,
@@ -130,6 +152,7 @@ pub fn run(
 
     let mut s = Session {
         spec,
+        hot: HotMetrics::new(&flow),
         producer,
         syncs_producer,
         syncs_topic: spec.flow.offset_syncs().1,
@@ -468,13 +491,15 @@ impl Session<'_> {
                     debug_assert!(false, "acknowledgement of a record not in flight: {e:?}");
                     warn!(flow = %flow, error = ?e, "ignored a delivery report for a record not in flight");
                 }
-                metrics::counter!(m::RECORDS_REPLICATED, "flow" => flow.clone()).increment(1);
-                metrics::counter!(m::BYTES_REPLICATED, "flow" => flow.clone()).increment(bytes);
+                self.status.count_acknowledged(1);
+                self.hot.records.increment(1);
+                self.hot.bytes.increment(bytes);
                 if timestamp_ms > 0 {
                     let now = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as i64);
-                    metrics::histogram!(m::REPLICATION_LATENCY, "flow" => flow.clone())
+                    self.hot
+                        .latency
                         .record((now - timestamp_ms).max(0) as f64 / 1000.0);
                 }
                 self.after_progress(id);
@@ -526,8 +551,7 @@ impl Session<'_> {
             .key(&key)
             .payload(&value);
         match self.syncs_producer.send(record) {
-            Ok(()) => metrics::counter!(m::OFFSET_SYNCS, "flow" => self.spec.flow.name.clone())
-                .increment(1),
+            Ok(()) => self.hot.syncs.increment(1),
             Err((e, _)) => {
                 self.count_error(&e);
                 warn!(flow = %self.spec.flow.name, error = %e, "offset sync not queued");

@@ -2,6 +2,7 @@
 //! session threads (writers) and whoever reports (readers).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use strait_common::model::Unit;
@@ -49,11 +50,24 @@ pub struct UnitStatus {
     pub error: Option<String>,
 }
 
-/// The latest status of every unit this process runs.
+/// The latest status of every unit this process runs, and a running count
+/// of records the target acknowledged.
 #[derive(Debug, Clone, Default)]
-pub struct StatusBoard(Arc<Mutex<BTreeMap<Unit, UnitStatus>>>);
+pub struct StatusBoard {
+    units: Arc<Mutex<BTreeMap<Unit, UnitStatus>>>,
+    acknowledged: Arc<AtomicU64>,
+}
 
 impl StatusBoard {
+    /// Records acknowledged by the target since this board was created.
+    pub fn acknowledged_records(&self) -> u64 {
+        self.acknowledged.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_acknowledged(&self, n: u64) {
+        self.acknowledged.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn set(&self, unit: &Unit, status: UnitStatus) {
         self.lock().insert(unit.clone(), status);
     }
@@ -71,6 +85,6 @@ impl StatusBoard {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Unit, UnitStatus>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.units.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
