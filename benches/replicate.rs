@@ -13,8 +13,8 @@
 //!   4. strait: the worker's data plane replicates the load source -> target,
 //!      timed from start until the target acknowledged every record.
 //! Figures are medians over the runs. Knobs (environment): BENCH_RECORDS
-//! (default 200000), BENCH_SIZE bytes per value (512), BENCH_PARTITIONS (6),
-//! BENCH_RUNS (3).
+//! (default 500000), BENCH_SIZE bytes per value (512), BENCH_PARTITIONS (6),
+//! BENCH_RUNS (5).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -252,11 +252,11 @@ fn median(v: &[Timing], f: impl Fn(&Timing) -> Duration) -> Duration {
 fn main() {
     // `cargo bench` passes --bench; nothing else is accepted.
     let load = Load {
-        records: env_or("BENCH_RECORDS", 200_000),
+        records: env_or("BENCH_RECORDS", 500_000),
         size: env_or("BENCH_SIZE", 512),
         partitions: env_or("BENCH_PARTITIONS", 6) as i32,
     };
-    let runs = env_or("BENCH_RUNS", 3).max(1);
+    let runs = env_or("BENCH_RUNS", 5).max(1);
     // The same metrics recorder as `strait run`, so the data plane pays what it pays in production.
     let _metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
