@@ -12,6 +12,7 @@
 //!      the source;
 //!   4. strait: the worker's data plane replicates the load source -> target,
 //!      timed from start until the target acknowledged every record.
+//!
 //! Figures are medians over the runs. Knobs (environment): BENCH_RECORDS
 //! (default 500000), BENCH_SIZE bytes per value (512), BENCH_PARTITIONS (6),
 //! BENCH_RUNS (5).

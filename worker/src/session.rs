@@ -645,17 +645,16 @@ impl Session<'_> {
             let Some(pos) = u.inflight.acknowledged() else {
                 continue;
             };
-            if force || u.committed != Some(pos.0) {
-                if tpl
+            if (force || u.committed != Some(pos.0))
+                && tpl
                     .add_partition_offset(
                         &u.unit.source.topic,
                         u.unit.source.partition,
                         Offset::Offset(pos.0),
                     )
                     .is_ok()
-                {
-                    moved.push((*id, pos.0));
-                }
+            {
+                moved.push((*id, pos.0));
             }
         }
         if moved.is_empty() {

@@ -203,12 +203,16 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let r = x >> 33;
-            u += 1 + if r % 17 == 0 { (r % 5) as i64 } else { 0 };
-            if r % 101 == 0 {
+            u += 1 + if r.is_multiple_of(17) {
+                (r % 5) as i64
+            } else {
+                0
+            };
+            if r.is_multiple_of(101) {
                 recs.push((u, None));
                 continue;
             }
-            d += 1 + if r % 23 == 0 { 2 } else { 0 };
+            d += 1 + if r.is_multiple_of(23) { 2 } else { 0 };
             recs.push((u, Some(d)));
         }
         let syncs = run(50, &recs);

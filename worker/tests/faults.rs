@@ -19,6 +19,8 @@ use strait_common::model::{TopicPartition, Unit};
 use strait_worker::{run_flow, FlowSpec, StatusBoard, UnitState, UnitStatus};
 
 type Mock = MockCluster<'static, DefaultProducerContext>;
+/// Records read back per partition: (offset, key, value).
+type Landed = BTreeMap<i32, Vec<(i64, Vec<u8>, Vec<u8>)>>;
 
 const TOPIC: &str = "orders";
 const REMOTE: &str = "src.orders";
@@ -38,7 +40,7 @@ struct Harness {
 impl Harness {
     /// Two mock clusters with `partitions` on both sides, `per_partition`
     /// records produced to the source, and a flow not yet started.
-    fn new(partitions: i32, per_partition: usize) -> (Mock, Mock) {
+    fn clusters(partitions: i32, per_partition: usize) -> (Mock, Mock) {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("info,librdkafka=warn")
             .with_test_writer()
@@ -162,12 +164,7 @@ fn produce(cluster: &Mock, partitions: i32, seq: std::ops::Range<usize>) {
 }
 
 /// Every record of the target's `topic`, by partition, in offset order.
-fn read_all(
-    cluster: &Mock,
-    topic: &str,
-    partitions: i32,
-    expect: usize,
-) -> BTreeMap<i32, Vec<(i64, Vec<u8>, Vec<u8>)>> {
+fn read_all(cluster: &Mock, topic: &str, partitions: i32, expect: usize) -> Landed {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap_servers())
         .set("group.id", "faults-reader")
@@ -229,11 +226,7 @@ fn committed(cluster: &Mock, partitions: i32) -> Vec<Option<i64>> {
 
 /// Checks that every source record of every partition is on the target in
 /// order, allowing only re-sent suffixes (duplicates); returns the duplicates.
-fn assert_complete(
-    records: &BTreeMap<i32, Vec<(i64, Vec<u8>, Vec<u8>)>>,
-    partitions: i32,
-    per_partition: usize,
-) -> usize {
+fn assert_complete(records: &Landed, partitions: i32, per_partition: usize) -> usize {
     let mut dups = 0;
     for p in 0..partitions {
         let got = records.get(&p).map(Vec::as_slice).unwrap_or_default();
@@ -278,7 +271,7 @@ fn assert_complete(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_down_for_a_while_loses_nothing_and_lag_shows_it() {
-    let (source, target) = Harness::new(2, 500);
+    let (source, target) = Harness::clusters(2, 500);
     target.broker_down(1).unwrap();
     let mut h = Harness::start(source, target, 2, "");
 
@@ -314,7 +307,7 @@ async fn target_down_for_a_while_loses_nothing_and_lag_shows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_request_errors_are_retried_without_loss() {
-    let (source, target) = Harness::new(2, 300);
+    let (source, target) = Harness::clusters(2, 300);
     // Retriable errors librdkafka must ride out, several rounds of them.
     let errs = [
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
@@ -372,7 +365,7 @@ fn read_all_syncs(cluster: &Mock) -> Vec<OffsetSync> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_record_stops_its_unit_and_progress_stays_before_it() {
-    let (source, target) = Harness::new(1, 50);
+    let (source, target) = Harness::clusters(1, 50);
     target.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
@@ -399,7 +392,7 @@ async fn a_refused_record_stops_its_unit_and_progress_stays_before_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_record_can_be_skipped_and_counted() {
-    let (source, target) = Harness::new(1, 50);
+    let (source, target) = Harness::clusters(1, 50);
     target.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
