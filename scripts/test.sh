@@ -8,5 +8,9 @@ export STRAIT_SANDBOX_DIR="${STRAIT_SANDBOX_DIR:-$PWD/compose/.sandbox}"
 compose/sandbox.sh up >/dev/null
 trap 'compose/sandbox.sh down >/dev/null 2>&1 || true' EXIT
 export STRAIT_SANDBOX="$STRAIT_SANDBOX_DIR/env"
+# Benchmarks and examples are compiled (so they keep building) but not run.
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked "$@"
+log="$STRAIT_SANDBOX_DIR/test.log"
+cargo test --workspace --lib --bins --tests --locked "$@" 2>&1 | tee "$log"
+# One closing line with the totals over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
