@@ -2,3 +2,4 @@
 //! writes records.
 
 pub mod discovery;
+pub mod planner;
