@@ -459,7 +459,7 @@ mod tests {
         let us = units(30);
         let paused: BTreeSet<Unit> = us.iter().take(3).cloned().collect();
         let p = run(&Plan::default(), &ws, &us, &paused, &BTreeMap::new());
-        assert!(p.assignments.get("w01").is_none());
+        assert!(!p.assignments.contains_key("w01"));
         assert_complete_and_balanced(&p, &ws, &us, &paused);
         assert_eq!(counts(&p).iter().sum::<usize>(), 27);
     }
@@ -528,7 +528,7 @@ mod tests {
                 let us = units(nu);
                 let paused: BTreeSet<Unit> = us
                     .iter()
-                    .filter(|u| score("p", u) % 11 == 0)
+                    .filter(|u| score("p", u).is_multiple_of(11))
                     .cloned()
                     .collect();
                 // A messy previous plan: some units on live workers, some on
