@@ -8,3 +8,4 @@ pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod syncs;

@@ -9,7 +9,6 @@
 pub mod errors;
 pub mod inflight;
 pub mod status;
-pub mod syncs;
 
 mod clients;
 mod session;

@@ -32,7 +32,7 @@ use crate::clients::{self, Ack, Consumer, Producer, SyncsProducer, Tag, Watermar
 use crate::errors::{self, Action};
 use crate::inflight::InFlight;
 use crate::status::{StatusBoard, UnitState, UnitStatus};
-use crate::syncs::SyncEmitter;
+use strait_common::syncs::{Sync, SyncEmitter};
 use crate::FlowSpec;
 
 const POLL: Duration = Duration::from_millis(50);
@@ -113,7 +113,7 @@ struct Session<'a> {
     watermarks: Watermarks,
     status: StatusBoard,
     completed: Vec<crate::inflight::Completed>,
-    to_emit: Vec<crate::syncs::Sync>,
+    to_emit: Vec<Sync>,
 }
 
 /// Runs one session until shutdown (Ok) or an error (Err).
@@ -526,7 +526,7 @@ impl Session<'_> {
         u.inflight.drain_contiguous(&mut self.completed);
         self.to_emit.clear();
         for c in &self.completed {
-            u.syncs.observe(*c, &mut self.to_emit);
+            u.syncs.observe(c.upstream, c.downstream, &mut self.to_emit);
         }
         for i in 0..self.to_emit.len() {
             let (up, down) = self.to_emit[i];
