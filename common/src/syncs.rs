@@ -48,7 +48,12 @@ impl SyncEmitter {
 
     /// Observes a record whose delivery completed, in source order: written
     /// at `downstream`, or skipped (`None`). Pushes the syncs to emit.
-    pub fn observe(&mut self, upstream: RecordOffset, downstream: Option<i64>, out: &mut Vec<Sync>) {
+    pub fn observe(
+        &mut self,
+        upstream: RecordOffset,
+        downstream: Option<i64>,
+        out: &mut Vec<Sync>,
+    ) {
         let Some(d) = downstream else {
             self.skipped = true;
             return;
@@ -90,7 +95,6 @@ impl SyncEmitter {
     }
 }
 
-
 /// How a position was translated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -125,13 +129,10 @@ pub struct Translation {
 /// where the MirrorMaker 2 rule applies unless the superseded syncs proved
 /// the older session's span up to the rewind point contiguous.
 ///
-/// Known limit: the proofs assume that a sync emitted before a record was
-/// committed was also written. A crash can lose syncs still buffered in the
-/// producer while the commit got through; if a lost sync marked an upstream
-/// gap and the surviving neighbours happen to have equal deltas, the exact
-/// rule could place a group past a record. The checkpoint service (not
-/// built yet) must close this, e.g. by committing only past records whose
-/// syncs were acknowledged.
+/// The proofs assume that every sync emitted for a record below a committed
+/// position was written: a crash could otherwise lose a buffered sync that
+/// marked a gap while the commit got through. The worker guarantees it: it
+/// commits only past records whose offset syncs were acknowledged.
 #[derive(Debug, Clone)]
 pub struct SyncHistory {
     syncs: BTreeMap<i64, Entry>,
@@ -166,8 +167,16 @@ impl SyncHistory {
 
     /// Adds the next sync read from the topic.
     pub fn record(&mut self, upstream: i64, downstream: i64) {
-        let pred = self.syncs.range(..upstream).next_back().map(|(&u, e)| (u, e.downstream));
-        let next = self.syncs.range(upstream..).next().map(|(&u, e)| (u, e.downstream));
+        let pred = self
+            .syncs
+            .range(..upstream)
+            .next_back()
+            .map(|(&u, e)| (u, e.downstream));
+        let next = self
+            .syncs
+            .range(upstream..)
+            .next()
+            .map(|(&u, e)| (u, e.downstream));
         if let (Some((pu, pd)), Some((nu, nd))) = (pred, next) {
             if nu - pu == nd - pd {
                 // Syncs are written in order through an idempotent producer:
@@ -358,9 +367,15 @@ mod tests {
         assert_eq!(t(10).unwrap().offset, NextOffset(100));
         assert_eq!(t(10).unwrap().rule, Rule::Exact);
         let mid = t(15).unwrap();
-        assert_eq!((mid.offset, mid.rule, mid.max_reread), (NextOffset(101), Rule::MirrorMaker2, 4));
+        assert_eq!(
+            (mid.offset, mid.rule, mid.max_reread),
+            (NextOffset(101), Rule::MirrorMaker2, 4)
+        );
         let past = t(25).unwrap();
-        assert_eq!((past.offset, past.rule, past.max_reread), (NextOffset(116), Rule::MirrorMaker2, 4));
+        assert_eq!(
+            (past.offset, past.rule, past.max_reread),
+            (NextOffset(116), Rule::MirrorMaker2, 4)
+        );
     }
 
     #[test]
@@ -369,7 +384,10 @@ mod tests {
         h.record(0, 50);
         h.record(100, 150);
         let t = h.translate(NextOffset(37)).unwrap();
-        assert_eq!((t.offset, t.rule, t.max_reread), (NextOffset(87), Rule::Exact, 0));
+        assert_eq!(
+            (t.offset, t.rule, t.max_reread),
+            (NextOffset(87), Rule::Exact, 0)
+        );
     }
 
     #[test]
@@ -393,7 +411,10 @@ mod tests {
             h.record(u, d);
         }
         let t = h.translate(NextOffset(5)).unwrap();
-        assert_eq!((t.offset, t.rule, t.max_reread), (NextOffset(1), Rule::MirrorMaker2, 4));
+        assert_eq!(
+            (t.offset, t.rule, t.max_reread),
+            (NextOffset(1), Rule::MirrorMaker2, 4)
+        );
     }
 
     #[test]
@@ -431,8 +452,8 @@ mod tests {
             }
             let lag_max = 1 + rnd(30);
             let mut written: Vec<(i64, i64)> = Vec::new(); // (upstream, downstream) copies
-            // What the newest session to process each record did with it:
-            // its copy, or None when the flow skipped it (on_refused = skip).
+                                                           // What the newest session to process each record did with it:
+                                                           // its copy, or None when the flow skipped it (on_refused = skip).
             let mut latest: BTreeMap<i64, Option<i64>> = BTreeMap::new();
             let mut history = SyncHistory::default();
             let mut d = rnd(5) as i64;
@@ -460,11 +481,17 @@ mod tests {
                 }
                 // The session ends having committed somewhere in what it did
                 // (a crash), or all of it (a clean stop).
-                committed = if rnd(3) == 0 { end } else { committed + 1 + rnd((end - committed) as u64) as usize };
+                committed = if rnd(3) == 0 {
+                    end
+                } else {
+                    committed + 1 + rnd((end - committed) as u64) as usize
+                };
             }
             let last = *source.last().unwrap();
             for g in 0..=last + 1 {
-                let Some(t) = history.translate(NextOffset(g)) else { continue };
+                let Some(t) = history.translate(NextOffset(g)) else {
+                    continue;
+                };
                 match t.rule {
                     Rule::Exact => exact += 1,
                     Rule::MirrorMaker2 => fallback += 1,
@@ -474,7 +501,10 @@ mod tests {
                 // copy at or after t.
                 for (&u, &copy) in latest.range(g..) {
                     if let Some(newest) = copy {
-                        assert!(newest >= t.offset.0, "g={g}: record {u} (last copy at {newest}) skipped by {t:?}");
+                        assert!(
+                            newest >= t.offset.0,
+                            "g={g}: record {u} (last copy at {newest}) skipped by {t:?}"
+                        );
                     }
                 }
                 // Exact: nothing re-read either; every record before g has
@@ -482,7 +512,10 @@ mod tests {
                 if t.rule == Rule::Exact {
                     for (&u, &copy) in latest.range(..g) {
                         if let Some(newest) = copy {
-                            assert!(newest < t.offset.0, "g={g}: exact {t:?} re-reads record {u} at {newest}");
+                            assert!(
+                                newest < t.offset.0,
+                                "g={g}: exact {t:?} re-reads record {u} at {newest}"
+                            );
                         }
                     }
                 }
@@ -491,6 +524,9 @@ mod tests {
         // Both rules were exercised. On this workload (10% compaction gaps,
         // 2% skips, 4% downstream gaps, frequent rewinds) 34,457 positions
         // translate exactly and 6,042 by the fallback: a regression guard.
-        assert!(fallback > 0 && exact > 5 * fallback, "exact {exact}, fallback {fallback}");
+        assert!(
+            fallback > 0 && exact > 5 * fallback,
+            "exact {exact}, fallback {fallback}"
+        );
     }
 }

@@ -111,8 +111,23 @@ impl ProducerContext for TargetContext {
     }
 }
 
+/// Which offset sync a delivery report is about.
+#[derive(Debug)]
+pub struct SyncTag {
+    pub unit: u64,
+    pub upstream: i64,
+}
+
+/// An offset sync's delivery report, as the session sees it.
+#[derive(Debug)]
+pub struct SyncAck {
+    pub tag: Box<SyncTag>,
+    pub result: Result<(), KafkaError>,
+}
+
 pub struct SyncsContext {
     pub flow: String,
+    pub acks: mpsc::Sender<SyncAck>,
 }
 
 impl ClientContext for SyncsContext {
@@ -122,14 +137,14 @@ impl ClientContext for SyncsContext {
 }
 
 impl ProducerContext for SyncsContext {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = Box<SyncTag>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            metrics::counter!(m::ERRORS, "flow" => self.flow.clone(), "kind" => "offset_sync")
-                .increment(1);
-            warn!(flow = %self.flow, error = %e, "offset sync not written");
-        }
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<SyncTag>) {
+        let result = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.clone()),
+        };
+        let _ = self.acks.send(SyncAck { tag, result });
     }
 }
 

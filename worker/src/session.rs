@@ -8,7 +8,7 @@
 //! commit) or on an error it cannot recover in place; the caller then starts
 //! a new session, which resumes every unit from its committed position.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,20 +26,24 @@ use tracing::{debug, error, info, warn};
 use strait_common::config::OnRefused;
 use strait_common::formats::OffsetSync;
 use strait_common::metrics as m;
-use strait_common::model::{RecordOffset, Unit};
+use strait_common::model::{NextOffset, RecordOffset, Unit};
 
-use crate::clients::{self, Ack, Consumer, Producer, SyncsProducer, Tag, Watermarks};
+use crate::clients::{
+    self, Ack, Consumer, Producer, SyncAck, SyncTag, SyncsProducer, Tag, Watermarks,
+};
 use crate::errors::{self, Action};
 use crate::inflight::InFlight;
 use crate::status::{StatusBoard, UnitState, UnitStatus};
-use strait_common::syncs::{Sync, SyncEmitter};
 use crate::FlowSpec;
+use strait_common::syncs::{Sync, SyncEmitter};
 
 const POLL: Duration = Duration::from_millis(50);
 const TICK: Duration = Duration::from_secs(1);
 /// How long a unit being released waits for the target before it commits
 /// what was acknowledged and lets go (the rest is re-sent: duplicates).
 const RELEASE_WAIT: Duration = Duration::from_secs(10);
+/// How long a release waits for its last offset syncs to be written.
+const RELEASE_SYNCS_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 pub enum SessionError {
@@ -53,6 +57,8 @@ pub enum SessionError {
     Assign(KafkaError),
     #[error("producer fatal error: {0}")]
     Fatal(String),
+    #[error("offset sync not written: {0}")]
+    OffsetSync(KafkaError),
 }
 
 struct UnitSlot {
@@ -70,6 +76,10 @@ struct UnitSlot {
     next_expected: Option<i64>,
     /// First offset read in this session: the position before any acknowledgement.
     start: Option<i64>,
+    /// Upstream offsets of offset syncs sent and not yet acknowledged, in
+    /// increasing order. No commit passes the first: a committed position
+    /// implies every sync below it is durable, which exact translation needs.
+    pending_syncs: VecDeque<i64>,
     over_limit: bool,
     fetch_paused: bool,
     release_deadline: Option<Instant>,
@@ -103,6 +113,7 @@ struct Session<'a> {
     syncs_producer: SyncsProducer,
     syncs_topic: String,
     acks: mpsc::Receiver<Ack>,
+    sync_acks: mpsc::Receiver<SyncAck>,
     units: HashMap<u64, UnitSlot>,
     index: HashMap<String, HashMap<i32, u64>>,
     next_id: u64,
@@ -124,6 +135,7 @@ pub fn run(
     status: &StatusBoard,
 ) -> Result<(), SessionError> {
     let (acks_tx, acks) = mpsc::channel();
+    let (sync_acks_tx, sync_acks) = mpsc::channel();
     let commit_failed = Arc::new(AtomicBool::new(false));
     let watermarks = Watermarks::default();
     let flow = spec.flow.name.clone();
@@ -144,9 +156,14 @@ pub fn run(
         },
     )
     .map_err(SessionError::Clients)?;
-    let syncs_producer =
-        clients::syncs_producer(spec, clients::SyncsContext { flow: flow.clone() })
-            .map_err(SessionError::Clients)?;
+    let syncs_producer = clients::syncs_producer(
+        spec,
+        clients::SyncsContext {
+            flow: flow.clone(),
+            acks: sync_acks_tx,
+        },
+    )
+    .map_err(SessionError::Clients)?;
     metrics::counter!(m::SESSIONS, "flow" => flow.clone()).increment(1);
     info!(flow = %flow, "flow session started");
 
@@ -157,6 +174,7 @@ pub fn run(
         syncs_producer,
         syncs_topic: spec.flow.offset_syncs().1,
         acks,
+        sync_acks,
         units: HashMap::new(),
         index: HashMap::new(),
         next_id: 0,
@@ -289,6 +307,7 @@ impl Session<'_> {
                         committed: None,
                         next_expected: None,
                         start: None,
+                        pending_syncs: VecDeque::new(),
                         over_limit: false,
                         fetch_paused: false,
                         release_deadline: None,
@@ -318,8 +337,16 @@ impl Session<'_> {
             })
             .map(|(id, _)| *id)
             .collect();
+        if !done.is_empty() {
+            // The released units' last syncs must be durable before their
+            // final commit, or the commit would stop short of them.
+            for &id in &done {
+                self.flush_unit_syncs(id);
+            }
+            let _ = self.syncs_producer.flush(RELEASE_SYNCS_WAIT);
+            self.handle_acks(consumer)?;
+        }
         for id in done {
-            self.flush_unit_syncs(id);
             self.commit_units(consumer, &[id], CommitMode::Sync);
             let u = self.units.remove(&id).expect("listed above");
             consumer
@@ -468,6 +495,18 @@ impl Session<'_> {
         while let Ok(ack) = self.acks.try_recv() {
             self.on_ack(consumer, ack)?;
         }
+        while let Ok(SyncAck { tag, result }) = self.sync_acks.try_recv() {
+            if let Err(e) = result {
+                // With no delivery timeout only a permanent refusal (e.g. not
+                // authorised on the offset-syncs topic) gets here.
+                return Err(SessionError::OffsetSync(e));
+            }
+            if let Some(u) = self.units.get_mut(&tag.unit) {
+                if let Some(i) = u.pending_syncs.iter().position(|&p| p == tag.upstream) {
+                    u.pending_syncs.remove(i);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -534,7 +573,7 @@ impl Session<'_> {
         }
     }
 
-    fn emit_sync(&self, id: u64, upstream: i64, downstream: i64) {
+    fn emit_sync(&mut self, id: u64, upstream: i64, downstream: i64) {
         let u = &self.units[&id];
         let sync = OffsetSync {
             topic: u.unit.source.topic.clone(),
@@ -546,13 +585,20 @@ impl Session<'_> {
             return; // a topic name can't exceed 249 bytes in Kafka
         };
         let value = sync.encode_value();
-        let record = BaseRecord::<[u8], [u8], ()>::to(&self.syncs_topic)
+        let tag = Box::new(SyncTag { unit: id, upstream });
+        let record = BaseRecord::<[u8], [u8], Box<SyncTag>>::with_opaque_to(&self.syncs_topic, tag)
             .partition(0)
             .key(&key)
             .payload(&value);
         match self.syncs_producer.send(record) {
-            Ok(()) => self.hot.syncs.increment(1),
+            Ok(()) => {
+                self.hot.syncs.increment(1);
+                let u = self.units.get_mut(&id).expect("looked up above");
+                u.pending_syncs.push_back(upstream);
+            }
             Err((e, _)) => {
+                // Not queued (the queue is full): the next flush emits the
+                // latest again; exactness may suffer, soundness does not.
                 self.count_error(&e);
                 warn!(flow = %self.spec.flow.name, error = %e, "offset sync not queued");
             }
@@ -645,6 +691,11 @@ impl Session<'_> {
             let Some(pos) = u.inflight.acknowledged() else {
                 continue;
             };
+            // Never past a record whose offset sync is not yet durable.
+            let pos = match u.pending_syncs.front() {
+                Some(&pending) => NextOffset(pos.0.min(pending)),
+                None => pos,
+            };
             if (force || u.committed != Some(pos.0))
                 && tpl
                     .add_partition_offset(
@@ -697,6 +748,9 @@ impl Session<'_> {
         self.flush_syncs();
         let left = deadline.saturating_duration_since(Instant::now());
         let _ = self.syncs_producer.flush(left.max(Duration::from_secs(1)));
+        if let Err(e) = self.handle_acks(consumer) {
+            warn!(flow = %flow, error = %e, "error while draining");
+        }
         self.commit(consumer, CommitMode::Sync);
         info!(flow = %flow, unacknowledged = self.in_flight_records, "flow drained");
     }

@@ -427,3 +427,50 @@ async fn a_refused_record_can_be_skipped_and_counted() {
     assert_ne!(h.unit_status(0).unwrap().state, UnitState::Failed);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_wait_until_offset_syncs_are_written() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,librdkafka=warn")
+        .with_test_writer()
+        .try_init();
+    // The offset-syncs topic leads on broker 2 of the source, the data and
+    // the group coordinator on broker 1; broker 2 goes away.
+    let source = MockCluster::new(3).unwrap();
+    source.create_topic(TOPIC, 1, 1).unwrap();
+    source.partition_leader(TOPIC, 0, Some(1)).unwrap();
+    source.create_topic(SYNCS, 1, 1).unwrap();
+    source.partition_leader(SYNCS, 0, Some(2)).unwrap();
+    source
+        .coordinator(rdkafka::mocking::MockCoordinator::Group(GROUP.into()), 1)
+        .unwrap();
+    let target = MockCluster::new(1).unwrap();
+    target.create_topic(REMOTE, 1, 1).unwrap();
+    produce(&source, 1, 0..200);
+    source.broker_down(2).unwrap();
+    let mut h = Harness::start(source, target, 1, "");
+
+    // Records reach the target and are acknowledged ...
+    h.wait_for("all 200 acknowledged", Duration::from_secs(30), |h| {
+        h.unit_status(0).and_then(|s| s.acknowledged) == Some(200)
+    })
+    .await;
+    assert_eq!(read_all(&h.target, REMOTE, 1, 200)[&0].len(), 200);
+    // ... but the commit stays before the first record, whose sync is not
+    // written: translation may rely on every sync below a commit.
+    h.wait_for("a commit pass", Duration::from_secs(10), |h| {
+        h.unit_status(0).is_some_and(|s| s.committed.is_some())
+    })
+    .await;
+    assert_eq!(committed(&h.source, 1), vec![Some(0)]);
+
+    h.source.broker_up(2).unwrap();
+    h.wait_for(
+        "commit after the syncs are written",
+        Duration::from_secs(30),
+        |h| committed(&h.source, 1) == vec![Some(200)],
+    )
+    .await;
+    assert!(!read_all_syncs(&h.source).is_empty());
+    h.stop().await;
+}
