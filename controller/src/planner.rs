@@ -574,10 +574,24 @@ mod tests {
             let grown: BTreeSet<Unit> = (0..us.len() + extra).map(unit).collect();
             let p = run(&base, &ws, &grown, &paused, &none);
             assert_complete_and_balanced(&p, &ws, &grown, &paused);
-            // Adding k units raises the floor by k/(workers*ratio): lifting
-            // the workers below it moves at most k placed units.
-            prop_assert!(moves(&base, &p) <= extra,
-                "{} moves for {} new units", moves(&base, &p), extra);
+            // Adding units only raises the cap, so nothing is shed: a unit
+            // moves only to lift a worker below the new floor, and there
+            // are at most as many moves as that deficit.
+            let eligible: Vec<&str> = ws.iter().filter(|w| !w.draining).map(|w| w.id.as_str()).collect();
+            if !eligible.is_empty() {
+                let active = grown.iter().filter(|u| !paused.contains(*u)).count() as f64;
+                let floor = active / eligible.len() as f64 / PlannerConfig::default().balance_ratio;
+                let base_load = |w: &str| base.assignments.get(w).map_or(0, BTreeSet::len) as f64;
+                let deficit: f64 = eligible.iter().map(|w| (floor - base_load(w)).max(0.0).ceil()).sum();
+                let (ob, op) = (base.owners(), p.owners());
+                for (u, w) in &op {
+                    if ob.get(u).is_some_and(|prev| prev != w) {
+                        prop_assert!(base_load(w) < floor, "{} moved to {} which had {} >= floor {}", u, w, base_load(w), floor);
+                    }
+                }
+                prop_assert!(moves(&base, &p) as f64 <= deficit,
+                    "{} moves for a deficit of {}", moves(&base, &p), deficit);
+            }
         }
     }
 }
