@@ -17,14 +17,12 @@
 //! (default 500000), BENCH_SIZE bytes per value (512), BENCH_PARTITIONS (6),
 //! BENCH_RUNS (5).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -33,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use strait_common::config::Config;
 use strait_common::model::{TopicPartition, Unit};
+use strait_testkit::create_topic;
 use strait_worker::{run_flow, FlowSpec, StatusBoard};
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -52,36 +51,6 @@ impl Load {
     fn bytes(&self) -> f64 {
         // key ("k" + up to 8 digits) is small; count value bytes plus key.
         (self.records * (self.size + 8)) as f64
-    }
-}
-
-fn sandbox() -> (String, String) {
-    let path = std::env::var("STRAIT_SANDBOX").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/compose/.sandbox/env").to_owned()
-    });
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("no sandbox at {path} ({e}); run compose/sandbox.sh up"));
-    let vars: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
-    (
-        vars["SOURCE_BOOTSTRAP"].to_owned(),
-        vars["TARGET_BOOTSTRAP"].to_owned(),
-    )
-}
-
-/// Creates a topic; an existing one is fine.
-fn create_topic(rt: &tokio::runtime::Runtime, bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    match rt
-        .block_on(admin.create_topics([&t], &AdminOptions::new()))
-        .unwrap()
-        .remove(0)
-    {
-        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-        Err((_, e)) => panic!("cannot create {name}: {e}"),
     }
 }
 
@@ -262,7 +231,8 @@ fn main() {
     let _metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .expect("metrics recorder");
-    let (source, target) = sandbox();
+    let sb = strait_testkit::sandbox();
+    let (source, target) = (sb.source, sb.target);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -274,7 +244,7 @@ fn main() {
         .as_secs();
 
     // As discovery would (the data plane never creates topics); it may exist from an earlier run.
-    create_topic(&rt, &source, "mm2-offset-syncs.dst.internal", 1);
+    create_topic(&source, "mm2-offset-syncs.dst.internal", 1);
     let (mut prod, mut cons, mut repl, mut both) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
         let base = format!("bench-{stamp}-{run}");
@@ -283,22 +253,22 @@ fn main() {
             format!("{base}-ceiling"),
             format!("src.{base}"),
         );
-        create_topic(&rt, &target, &ceiling_topic, load.partitions);
+        create_topic(&target, &ceiling_topic, load.partitions);
         prod.push(produce(&target, &ceiling_topic, &load));
-        create_topic(&rt, &source, &src_topic, load.partitions);
+        create_topic(&source, &src_topic, load.partitions);
         produce(&source, &src_topic, &load);
         cons.push(consume(&source, &src_topic, &load));
         // Both at once, uncoupled: what this machine allows when reading and
         // writing at the same time, as replication does.
         let both_topic = format!("{base}-both");
-        create_topic(&rt, &target, &both_topic, load.partitions);
+        create_topic(&target, &both_topic, load.partitions);
         let started = Instant::now();
         std::thread::scope(|s| {
             s.spawn(|| produce(&target, &both_topic, &load));
             s.spawn(|| consume(&source, &src_topic, &load));
         });
         both.push(started.elapsed());
-        create_topic(&rt, &target, &remote, load.partitions);
+        create_topic(&target, &remote, load.partitions);
         repl.push(replicate(
             &rt, &source, &target, &src_topic, &remote, &load, run,
         ));

@@ -2,12 +2,12 @@
 //! or answers with errors, and nothing may be lost. (End-to-end behaviour on
 //! real brokers is tested in the top-level tests/.)
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -16,11 +16,38 @@ use tokio_util::sync::CancellationToken;
 use strait_common::config::Config;
 use strait_common::formats::OffsetSync;
 use strait_common::model::{TopicPartition, Unit};
+use strait_testkit::{self as testkit, Rec};
 use strait_worker::{run_flow, FlowSpec, StatusBoard, UnitState, UnitStatus};
 
 type Mock = MockCluster<'static, DefaultProducerContext>;
-/// Records read back per partition: (offset, key, value).
-type Landed = BTreeMap<i32, Vec<(i64, Vec<u8>, Vec<u8>)>>;
+
+fn produce(cluster: &Mock, partitions: i32, seqs: std::ops::Range<usize>) {
+    testkit::produce(
+        &cluster.bootstrap_servers(),
+        TOPIC,
+        &Rec::seqs(partitions, seqs),
+    );
+}
+
+/// Every record of the target's remote topic, with its offset.
+fn read_all(cluster: &Mock, partitions: i32, expect: usize) -> Vec<(i64, Rec)> {
+    testkit::consume_with_offsets(
+        &cluster.bootstrap_servers(),
+        REMOTE,
+        partitions,
+        expect,
+        Duration::from_secs(30),
+    )
+}
+
+/// The positions committed under strait's group on the source.
+fn committed(cluster: &Mock, partitions: i32) -> Vec<Option<i64>> {
+    testkit::committed(&cluster.bootstrap_servers(), GROUP, TOPIC, partitions)
+}
+
+fn records(landed: &[(i64, Rec)]) -> Vec<Rec> {
+    landed.iter().map(|(_, r)| r.clone()).collect()
+}
 
 const TOPIC: &str = "orders";
 const REMOTE: &str = "src.orders";
@@ -139,136 +166,6 @@ drain_timeout = "5s"
     }
 }
 
-fn produce(cluster: &Mock, partitions: i32, seq: std::ops::Range<usize>) {
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .create()
-        .unwrap();
-    for i in seq {
-        for part in 0..partitions {
-            let value = format!("p{part}-{i}");
-            let key = format!("k{i}");
-            loop {
-                let rec = BaseRecord::to(TOPIC)
-                    .partition(part)
-                    .key(&key)
-                    .payload(&value);
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        }
-    }
-    p.flush(Duration::from_secs(10)).unwrap();
-}
-
-/// Every record of the target's `topic`, by partition, in offset order.
-fn read_all(cluster: &Mock, topic: &str, partitions: i32, expect: usize) -> Landed {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .set("group.id", "faults-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut out: BTreeMap<i32, Vec<_>> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut n = 0;
-    while n < expect && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            out.entry(m.partition()).or_default().push((
-                m.offset(),
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            ));
-            n += 1;
-        }
-    }
-    // Anything beyond `expect` (duplicates) shows up within a short grace period.
-    let grace = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < grace {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
-            out.entry(m.partition()).or_default().push((
-                m.offset(),
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            ));
-        }
-    }
-    out
-}
-
-/// The positions committed under strait's group on the source.
-fn committed(cluster: &Mock, partitions: i32) -> Vec<Option<i64>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .set("group.id", GROUP)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(TOPIC, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    (0..partitions)
-        .map(|p| match got.find_partition(TOPIC, p).unwrap().offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Checks that every source record of every partition is on the target in
-/// order, allowing only re-sent suffixes (duplicates); returns the duplicates.
-fn assert_complete(records: &Landed, partitions: i32, per_partition: usize) -> usize {
-    let mut dups = 0;
-    for p in 0..partitions {
-        let got = records.get(&p).map(Vec::as_slice).unwrap_or_default();
-        let seqs: Vec<usize> = got
-            .iter()
-            .map(|(_, _, v)| {
-                let v = String::from_utf8_lossy(v);
-                let (part, seq) = v.trim_start_matches('p').split_once('-').unwrap();
-                assert_eq!(
-                    part,
-                    p.to_string(),
-                    "record of partition {part} landed in {p}"
-                );
-                seq.parse().unwrap()
-            })
-            .collect();
-        let distinct: BTreeSet<usize> = seqs.iter().copied().collect();
-        let missing: Vec<usize> = (0..per_partition)
-            .filter(|s| !distinct.contains(s))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "partition {p}: {} records missing, first {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
-        // Order: a drop in sequence may only restart an already-written suffix.
-        let mut high = None;
-        for &s in &seqs {
-            if let Some(h) = high {
-                if s <= h {
-                    dups += 1;
-                    continue;
-                }
-                assert_eq!(s, h + 1, "partition {p}: jumped from {h} to {s}");
-            }
-            high = Some(high.map_or(s, |h: usize| h.max(s)));
-        }
-    }
-    dups
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_down_for_a_while_loses_nothing_and_lag_shows_it() {
     let (source, target) = Harness::clusters(2, 500);
@@ -299,8 +196,8 @@ async fn target_down_for_a_while_loses_nothing_and_lag_shows_it() {
         (0..2).all(|p| h.unit_status(p).and_then(|s| s.lag) == Some(0))
     })
     .await;
-    let records = read_all(&h.target, REMOTE, 2, 2000);
-    let dups = assert_complete(&records, 2, 1000);
+    let landed = read_all(&h.target, 2, 2000);
+    let dups = testkit::check_sequences(&records(&landed), 2, 1000);
     println!("target down: 2000 records, {dups} duplicates");
     h.stop().await;
 }
@@ -322,20 +219,19 @@ async fn target_request_errors_are_retried_without_loss() {
         committed(&h.source, 2) == vec![Some(300), Some(300)]
     })
     .await;
-    let records = read_all(&h.target, REMOTE, 2, 600);
-    let dups = assert_complete(&records, 2, 300);
+    let landed = read_all(&h.target, 2, 600);
+    let dups = testkit::check_sequences(&records(&landed), 2, 300);
     println!("request errors: 600 records, {dups} duplicates");
     // The offset syncs on the source describe where records landed.
     let syncs = read_all_syncs(&h.source);
     assert!(!syncs.is_empty(), "offset syncs were emitted");
     for s in &syncs {
-        let landed = &records[&s.partition];
-        let (_, _, v) = landed
+        let (_, r) = landed
             .iter()
-            .find(|(o, _, _)| *o == s.downstream_offset)
+            .find(|(o, r)| *o == s.downstream_offset && r.partition == s.partition)
             .unwrap_or_else(|| panic!("sync {s:?} points at no record"));
         assert_eq!(
-            String::from_utf8_lossy(v),
+            String::from_utf8_lossy(r.value.as_deref().unwrap()),
             format!("p{}-{}", s.partition, s.upstream_offset),
             "sync {s:?}: the downstream record is the upstream one"
         );
@@ -409,10 +305,9 @@ async fn a_refused_record_can_be_skipped_and_counted() {
         committed(&h.source, 1) == vec![Some(100)]
     })
     .await;
-    let records = read_all(&h.target, REMOTE, 1, 100);
-    let seqs: BTreeSet<String> = records[&0]
+    let seqs: BTreeSet<String> = read_all(&h.target, 1, 100)
         .iter()
-        .map(|(_, _, v)| String::from_utf8_lossy(v).into_owned())
+        .map(|(_, r)| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned())
         .collect();
     assert!(
         !seqs.contains("p0-0"),
@@ -455,7 +350,7 @@ async fn commits_wait_until_offset_syncs_are_written() {
         h.unit_status(0).and_then(|s| s.acknowledged) == Some(200)
     })
     .await;
-    assert_eq!(read_all(&h.target, REMOTE, 1, 200)[&0].len(), 200);
+    assert_eq!(read_all(&h.target, 1, 200).len(), 200);
     // ... but the commit stays before the first record, whose sync is not
     // written: translation may rely on every sync below a commit.
     h.wait_for("a commit pass", Duration::from_secs(10), |h| {

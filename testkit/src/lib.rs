@@ -1,0 +1,325 @@
+//! Helpers shared by strait's tests, benchmarks and demo client: records
+//! as tests write and read them, producing, consuming, reading commits,
+//! the sandbox's addresses, unique names, waiting with a deadline.
+//! Works against any bootstrap address: tansu, Kafka or librdkafka's mock
+//! cluster (which has no admin API: create its topics through the mock).
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+/// Addresses of the sandbox started by `compose/sandbox.sh up`.
+pub struct Sandbox {
+    pub source: String,
+    pub target: String,
+    pub etcd: String,
+}
+
+/// Reads the sandbox's addresses from `$STRAIT_SANDBOX`, else
+/// `compose/.sandbox/env` of the repository.
+pub fn sandbox() -> Sandbox {
+    let path = std::env::var("STRAIT_SANDBOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../compose/.sandbox/env")
+        });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "no sandbox at {} ({e}); start one with `compose/sandbox.sh up` or run `scripts/test.sh`",
+            path.display()
+        )
+    });
+    let vars: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    Sandbox {
+        source: vars["SOURCE_BOOTSTRAP"].to_owned(),
+        target: vars["TARGET_BOOTSTRAP"].to_owned(),
+        etcd: vars.get("ETCD_ENDPOINT").unwrap_or(&"").to_string(),
+    }
+}
+
+/// A name no other test (or earlier run on the same brokers) uses.
+pub fn unique(what: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    format!(
+        "{what}-{}-{t}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits for `cond` with a deadline; panics naming `what` when it passes.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Creates a topic through the admin API; an existing one is fine.
+pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    match rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .unwrap()
+        .remove(0)
+    {
+        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+        Err((_, e)) => panic!("cannot create topic {name}: {e}"),
+    }
+}
+
+/// A record as a test writes and reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub timestamp: Option<i64>,
+}
+
+impl Rec {
+    /// Record `seq` of `partition`: key `k{seq}`, value `p{partition}-{seq}`
+    /// (what [`check_sequences`] reads back).
+    pub fn seq(partition: i32, seq: usize) -> Rec {
+        Rec {
+            partition,
+            key: Some(format!("k{seq}").into_bytes()),
+            value: Some(format!("p{partition}-{seq}").into_bytes()),
+            headers: vec![],
+            timestamp: None,
+        }
+    }
+
+    /// Records `seqs` of every partition, interleaved.
+    pub fn seqs(partitions: i32, seqs: std::ops::Range<usize>) -> Vec<Rec> {
+        seqs.flat_map(|s| (0..partitions).map(move |p| Rec::seq(p, s)))
+            .collect()
+    }
+}
+
+pub type Producer = ThreadedProducer<DefaultProducerContext>;
+
+/// An idempotent producer.
+pub fn producer(bootstrap: &str) -> Producer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+/// Queues `records`, waiting while the producer's queue is full.
+pub fn send(p: &Producer, topic: &str, records: &[Rec]) {
+    for r in records {
+        loop {
+            let mut rec = BaseRecord::<[u8], [u8]>::to(topic).partition(r.partition);
+            if let Some(k) = &r.key {
+                rec = rec.key(k);
+            }
+            if let Some(v) = &r.value {
+                rec = rec.payload(v);
+            }
+            if let Some(ts) = r.timestamp {
+                rec = rec.timestamp(ts);
+            }
+            if !r.headers.is_empty() {
+                let mut h = OwnedHeaders::new();
+                for (k, v) in &r.headers {
+                    h = h.insert(Header {
+                        key: k,
+                        value: v.as_deref(),
+                    });
+                }
+                rec = rec.headers(h);
+            }
+            match p.send(rec) {
+                Ok(()) => break,
+                Err(_) => p.poll(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+/// Writes `records` and waits until they are acknowledged.
+pub fn produce(bootstrap: &str, topic: &str, records: &[Rec]) {
+    let p = producer(bootstrap);
+    send(&p, topic, records);
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Reads `topic` from the beginning until `expect` records arrived (or the
+/// deadline), then one second more to catch duplicates. Returns
+/// `(offset, record)` in arrival order.
+pub fn consume_with_offsets(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    expect: usize,
+    timeout: Duration,
+) -> Vec<(i64, Rec)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut deadline = Instant::now() + timeout;
+    let mut extra = false;
+    loop {
+        if out.len() >= expect && !extra {
+            extra = true;
+            deadline = Instant::now() + Duration::from_secs(1);
+        }
+        if Instant::now() >= deadline {
+            return out;
+        }
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push((
+                m.offset(),
+                Rec {
+                    partition: m.partition(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    timestamp: m.timestamp().to_millis(),
+                },
+            ));
+        }
+    }
+}
+
+/// [`consume_with_offsets`] without the offsets.
+pub fn consume(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    expect: usize,
+    timeout: Duration,
+) -> Vec<Rec> {
+    consume_with_offsets(bootstrap, topic, partitions, expect, timeout)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// The positions committed under `group` for `topic`'s partitions.
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(10)) else {
+        return vec![None; partitions as usize];
+    };
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks records made by [`Rec::seq`] for completeness and order: every
+/// partition holds sequences `0..per_partition`, in order, where a sequence
+/// may repeat only as part of a re-sent suffix. Returns the duplicates.
+pub fn check_sequences(records: &[Rec], partitions: i32, per_partition: usize) -> usize {
+    let mut by_part: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for r in records {
+        let v = String::from_utf8(r.value.clone().unwrap()).unwrap();
+        let (part, seq) = v.trim_start_matches('p').split_once('-').unwrap();
+        assert_eq!(
+            part.parse::<i32>().unwrap(),
+            r.partition,
+            "{v} landed in partition {}",
+            r.partition
+        );
+        by_part
+            .entry(r.partition)
+            .or_default()
+            .push(seq.parse().unwrap());
+    }
+    let mut dups = 0;
+    for p in 0..partitions {
+        let seqs = by_part.remove(&p).unwrap_or_default();
+        let mut high: Option<usize> = None;
+        for &s in &seqs {
+            match high {
+                Some(h) if s <= h => dups += 1,
+                Some(h) => {
+                    assert_eq!(
+                        s,
+                        h + 1,
+                        "partition {p}: a gap after {h} (next {s}): records lost"
+                    );
+                    high = Some(s);
+                }
+                None => {
+                    assert_eq!(s, 0, "partition {p} starts at {s}: records lost");
+                    high = Some(s);
+                }
+            }
+        }
+        assert_eq!(
+            high.map_or(0, |h| h + 1),
+            per_partition,
+            "partition {p}: records missing at the end"
+        );
+    }
+    dups
+}
