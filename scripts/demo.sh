@@ -56,7 +56,7 @@ $bin/examples/demo_client tail "$TARGET_BOOTSTRAP" us.payments 2 200 60
 
 echo "== metrics at http://127.0.0.1:$metrics_port/metrics, for example:"
 sleep 2 # let the next metrics tick publish the lag and unit gauges
-curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^strait_(records_replicated_total|bytes_replicated_total|units\{.*running|offset_syncs_emitted_total|topics_created_total|lag_records)' || true
+curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^strait_(records_replicated_total|bytes_replicated_total|units\{.*running|offset_syncs_emitted_total|topics_created_total|lag_records|heartbeat_age_seconds)' || true
 if $keep; then
   echo "== still running (--keep): strait pid $strait_pid; stop with: kill $strait_pid; STRAIT_SANDBOX_DIR=$STRAIT_SANDBOX_DIR compose/sandbox.sh down"
 else

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use strait_common::config::Config;
 use strait_controller::discovery::Discovery;
-use strait_worker::{run_flow, FlowSpec, StatusBoard};
+use strait_worker::{run_flow, run_heartbeats, FlowSpec, StatusBoard};
 
 use crate::serve;
 
@@ -26,6 +26,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     for (flow, units) in flows.into_iter().zip(receivers) {
         let spec = FlowSpec::new(&config, flow);
+        if spec.flow.heartbeats.is_some() {
+            tasks.spawn(run_heartbeats(spec.clone(), shutdown.child_token()));
+        }
         tasks.spawn(run_flow(
             spec,
             units,

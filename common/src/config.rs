@@ -138,6 +138,12 @@ pub struct FlowConfig {
     pub offset_syncs_location: SyncsLocation,
     #[serde(default)]
     pub on_refused: OnRefused,
+    /// Emit heartbeats to `heartbeats` on the source, and replicate
+    /// heartbeat topics whatever the topic filters say (as MirrorMaker 2 does).
+    #[serde(default = "default_true")]
+    pub heartbeats: bool,
+    #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +226,12 @@ fn default_separator() -> String {
 fn default_offset_lag_max() -> u64 {
     100
 }
+fn default_true() -> bool {
+    true
+}
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(1)
+}
 
 /// A flow after validation: names resolved, regexes compiled.
 #[derive(Debug, Clone)]
@@ -234,13 +246,20 @@ pub struct Flow {
     pub offset_lag_max: u64,
     pub offset_syncs_location: SyncsLocation,
     pub on_refused: OnRefused,
+    /// Heartbeat interval, when heartbeats are on.
+    pub heartbeats: Option<Duration>,
 }
 
 impl Flow {
     /// Whether the source topic `topic` is replicated by this flow.
     pub fn replicates(&self, topic: &str) -> bool {
-        self.policy.may_replicate(topic, &self.target)
-            && self.include.iter().any(|r| r.is_match(topic))
+        if !self.policy.may_replicate(topic, &self.target) {
+            return false;
+        }
+        if self.heartbeats.is_some() && self.policy.is_heartbeats_topic(topic) {
+            return true;
+        }
+        self.include.iter().any(|r| r.is_match(topic))
             && !self.exclude.iter().any(|r| r.is_match(topic))
     }
 
@@ -389,6 +408,12 @@ impl Config {
                     }
                 }
             }
+            if f.heartbeats && f.heartbeat_interval.is_zero() {
+                return Err(invalid(
+                    key("heartbeat_interval"),
+                    "must be longer than zero",
+                ));
+            }
             if f.offset_lag_max == 0 {
                 return Err(invalid(key("offset_lag_max"), "must be at least 1"));
             }
@@ -412,6 +437,7 @@ impl Config {
                 offset_lag_max: f.offset_lag_max,
                 offset_syncs_location: f.offset_syncs_location,
                 on_refused: f.on_refused,
+                heartbeats: f.heartbeats.then_some(f.heartbeat_interval),
             });
         }
         Ok(flows)
@@ -545,6 +571,34 @@ target = "dr"
             e.starts_with("flows[0].separator: cluster alias \"d-r\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn heartbeat_topics_are_replicated_whatever_the_filters_unless_off() {
+        let c = Config::parse(
+            &MINIMAL.replace("target = \"dr\"", "target = \"dr\"\ntopics = [\"orders\"]"),
+        )
+        .unwrap();
+        let f = &c.flows().unwrap()[0];
+        assert_eq!(f.heartbeats, Some(Duration::from_secs(1)));
+        assert!(f.replicates("heartbeats"));
+        assert!(
+            f.replicates("eu.heartbeats"),
+            "heartbeats that came through another cluster"
+        );
+        assert!(
+            !f.replicates("dr.heartbeats"),
+            "never back to where they came from"
+        );
+        assert!(!f.replicates("payments"));
+        let off = Config::parse(&MINIMAL.replace(
+            "target = \"dr\"",
+            "target = \"dr\"\ntopics = [\"orders\"]\nheartbeats = false",
+        ))
+        .unwrap();
+        let f = &off.flows().unwrap()[0];
+        assert_eq!(f.heartbeats, None);
+        assert!(!f.replicates("heartbeats"));
     }
 
     #[test]

@@ -89,6 +89,15 @@ impl ReplicationPolicy {
         false
     }
 
+    /// A heartbeats topic: `heartbeats`, or one replicated from another
+    /// cluster (`{alias}{separator}heartbeats` under the prefix policy).
+    pub fn is_heartbeats_topic(&self, topic: &str) -> bool {
+        topic == HEARTBEATS_TOPIC
+            || self
+                .topic_source(topic)
+                .is_some_and(|(_, upstream)| self.is_heartbeats_topic(upstream))
+    }
+
     /// Whether a source topic of `source` is a candidate for replication to
     /// `target` before the flow's own filters apply.
     pub fn may_replicate(&self, topic: &str, target: &str) -> bool {

@@ -24,6 +24,7 @@ use strait_common::config::{ClusterConfig, Config, Flow};
 use strait_common::kafka::client_config;
 use strait_common::metrics as m;
 use strait_common::model::{TopicPartition, Unit};
+use strait_common::policy::HEARTBEATS_TOPIC;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -81,6 +82,7 @@ struct FlowDiscovery {
     target: Admin,
     syncs: Admin,
     syncs_ready: bool,
+    heartbeats_ready: bool,
     warned_short: BTreeSet<String>,
     units: watch::Sender<BTreeSet<Unit>>,
 }
@@ -124,6 +126,7 @@ impl Discovery {
                 syncs: get(flow.offset_syncs().0)?,
                 flow: flow.clone(),
                 syncs_ready: false,
+                heartbeats_ready: false,
                 warned_short: BTreeSet::new(),
                 units: tx,
             });
@@ -206,6 +209,20 @@ impl FlowDiscovery {
                 info!(flow = %flow, topic = %topic, "offset-syncs topic created");
             }
             self.syncs_ready = true;
+        }
+        if self.flow.heartbeats.is_some() && !self.heartbeats_ready {
+            if create_topic(
+                &self.source,
+                HEARTBEATS_TOPIC,
+                1,
+                &[("cleanup.policy", "compact")],
+            )
+            .await
+            .context("heartbeats topic")?
+            {
+                info!(flow = %flow, topic = HEARTBEATS_TOPIC, "heartbeats topic created on the source");
+            }
+            self.heartbeats_ready = true;
         }
         let source = topic_sizes(&self.source)
             .await

@@ -153,6 +153,7 @@ bootstrap = "{target}"
 source = "src"
 target = "dst"
 topics = ["{topics}"]
+heartbeats = false
 {extra_flow}
 [worker]
 commit_interval = "200ms"

@@ -7,6 +7,7 @@
 //! flow (a `watch` channel) and follows it.
 
 pub mod errors;
+pub mod heartbeat;
 pub mod inflight;
 pub mod status;
 
@@ -25,6 +26,7 @@ use strait_common::config::{ClusterConfig, Config, Flow, WorkerConfig};
 use strait_common::metrics as m;
 use strait_common::model::Unit;
 
+pub use heartbeat::run_heartbeats;
 pub use session::SessionError;
 pub use status::{StatusBoard, UnitState, UnitStatus};
 

@@ -1,0 +1,128 @@
+//! Heartbeats: a small record written to `heartbeats` on the source every
+//! `heartbeat_interval` and replicated like data. Reading the replicated
+//! copies on the target tells how old the newest one is: the end-to-end
+//! latency of the flow while it works, and a growing age when it does not
+//! (whatever the reason: source, strait or target).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use strait_common::formats::Heartbeat;
+use strait_common::kafka::client_config;
+use strait_common::metrics as m;
+use strait_common::policy::HEARTBEATS_TOPIC;
+
+use crate::FlowSpec;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Emits heartbeats and watches their replicated copies until `shutdown`.
+/// Returns an error only if its Kafka clients cannot be created.
+pub async fn run_heartbeats(spec: FlowSpec, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Some(interval) = spec.flow.heartbeats else {
+        return Ok(());
+    };
+    let spec = Arc::new(spec);
+    let flow = spec.flow.name.clone();
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config(&spec.source)
+        .set("acks", "all")
+        // A heartbeat that cannot be written within this is replaced by a
+        // newer one; its absence shows as age on the target.
+        .set("message.timeout.ms", "30000")
+        .create()
+        .with_context(|| format!("flow {flow}: heartbeat producer"))?;
+    let remote = spec.flow.remote_topic(HEARTBEATS_TOPIC);
+    let consumer: BaseConsumer = client_config(&spec.target)
+        .set(
+            "group.id",
+            format!("{}.heartbeats", spec.flow.commit_group(&spec.deployment)),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .with_context(|| format!("flow {flow}: heartbeat consumer"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&remote, 0, Offset::End)?;
+    consumer.assign(&tpl)?;
+
+    let watch_spec = spec.clone();
+    let watch_stop = shutdown.clone();
+    let watcher = tokio::task::spawn_blocking(move || watch(&watch_spec, &consumer, &watch_stop));
+
+    let key = Heartbeat {
+        source_alias: spec.flow.source.clone(),
+        target_alias: spec.flow.target.clone(),
+        timestamp_ms: 0,
+    }
+    .encode_key()?;
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => break,
+        }
+        let value = Heartbeat {
+            source_alias: spec.flow.source.clone(),
+            target_alias: spec.flow.target.clone(),
+            timestamp_ms: now_ms(),
+        }
+        .encode_value();
+        let record = BaseRecord::to(HEARTBEATS_TOPIC)
+            .partition(0)
+            .key(&key)
+            .payload(&value);
+        if let Err((e, _)) = producer.send(record) {
+            metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "heartbeat")
+                .increment(1);
+            warn!(flow = %flow, error = %e, "heartbeat not sent");
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(2));
+    let _ = watcher.await;
+    Ok(())
+}
+
+/// Reads the replicated heartbeats of this flow's source and publishes the
+/// newest one's age and its replication latency.
+fn watch(spec: &FlowSpec, consumer: &BaseConsumer, shutdown: &CancellationToken) {
+    let flow = spec.flow.name.clone();
+    let age = metrics::gauge!(m::HEARTBEAT_AGE, "flow" => flow.clone());
+    let latency = metrics::gauge!(m::HEARTBEAT_LATENCY, "flow" => flow.clone());
+    let mut newest: Option<i64> = None;
+    while !shutdown.is_cancelled() {
+        if let Some(result) = consumer.poll(Duration::from_millis(250)) {
+            match result {
+                Ok(msg) => {
+                    let (Some(k), Some(v)) = (msg.key(), msg.payload()) else {
+                        continue;
+                    };
+                    match Heartbeat::decode(k, v) {
+                        Ok(hb) if hb.source_alias == spec.flow.source => {
+                            latency.set((now_ms() - hb.timestamp_ms).max(0) as f64 / 1000.0);
+                            newest =
+                                Some(newest.map_or(hb.timestamp_ms, |n| n.max(hb.timestamp_ms)));
+                        }
+                        Ok(_) => {} // a heartbeat of another cluster, passing through
+                        Err(e) => debug!(flow = %flow, error = %e, "undecodable heartbeat ignored"),
+                    }
+                }
+                // The remote topic may not exist yet; librdkafka retries.
+                Err(e) => debug!(flow = %flow, error = %e, "heartbeat watch"),
+            }
+        }
+        if let Some(ts) = newest {
+            age.set((now_ms() - ts).max(0) as f64 / 1000.0);
+        }
+    }
+}
