@@ -297,3 +297,63 @@ fn heartbeats_are_replicated_and_their_age_is_measured() {
         "recent heartbeats: {ours:?}"
     );
 }
+
+/// Topic names on a cluster.
+fn topics(bootstrap: &str) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    md.topics().iter().map(|t| t.name().to_owned()).collect()
+}
+
+#[test]
+fn two_way_flows_replicate_both_ways_and_never_loop() {
+    let sb = sandbox();
+    let deployment = unique("twoway");
+    let t = unique("twoway");
+    create_topic(&sb.source, &t, 1);
+    create_topic(&sb.target, &t, 1);
+    produce(&sb.source, &t, &Rec::seqs(1, 0..50));
+    produce(&sb.target, &t, &Rec::seqs(1, 0..30));
+    // One deployment, two flows: src -> dst and dst -> src, prefix policy,
+    // each selecting every topic that starts with the test's name, so each
+    // would pick up the other's remote topic if cycles were not detected.
+    let cfg = config(&sb, &deployment, &format!("{t}.*|src\\\\.{t}.*|dst\\\\.{t}.*"), "", "")
+        + &format!(
+            "\n[[flows]]\nsource = \"dst\"\ntarget = \"src\"\ntopics = [\"{t}.*\", \"src\\\\.{t}.*\", \"dst\\\\.{t}.*\"]\nheartbeats = false\n"
+        );
+    let strait = Strait::start(&deployment, &cfg);
+    let forward = consume(&sb.target, &format!("src.{t}"), 1, 50, MINUTE);
+    let backward = consume(&sb.source, &format!("dst.{t}"), 1, 30, MINUTE);
+    assert_eq!(check_sequences(&forward, 1, 50), 0);
+    assert_eq!(check_sequences(&backward, 1, 30), 0);
+    // Several more discovery rounds: nothing comes back.
+    let rounds = |s: &Strait| s.metric("strait_discovered_units{flow=\"dst-src\"}");
+    wait_for("discovery of the reverse flow", MINUTE, || {
+        rounds(&strait) == Some(1.0)
+    });
+    std::thread::sleep(Duration::from_secs(3)); // three discovery intervals: give a loop the chance to appear
+    for (cluster, name) in [
+        (&sb.source, format!("src.dst.{t}")),
+        (&sb.source, format!("src.{t}")),
+        (&sb.target, format!("dst.src.{t}")),
+        (&sb.target, format!("dst.{t}")),
+    ] {
+        assert!(
+            !topics(cluster).contains(&name),
+            "{name} exists: a record looped"
+        );
+    }
+    assert_eq!(
+        rounds(&strait),
+        Some(1.0),
+        "the reverse flow replicates only the target's own topic"
+    );
+    assert_eq!(
+        strait.metric("strait_discovered_units{flow=\"src-dst\"}"),
+        Some(1.0)
+    );
+}
