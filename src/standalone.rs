@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use strait_common::config::Config;
+use strait_controller::checkpoint::{run_checkpoints, CheckpointSpec};
 use strait_controller::discovery::Discovery;
 use strait_worker::{run_flow, run_heartbeats, FlowSpec, StatusBoard};
 
@@ -26,6 +27,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     for (flow, units) in flows.into_iter().zip(receivers) {
         let spec = FlowSpec::new(&config, flow);
+        if spec.flow.checkpoints.is_some() {
+            let cp = CheckpointSpec {
+                deployment: spec.deployment.clone(),
+                flow: spec.flow.clone(),
+                source: spec.source.clone(),
+                target: spec.target.clone(),
+                syncs_cluster: spec.syncs_cluster.clone(),
+            };
+            tasks.spawn(run_checkpoints(cp, shutdown.child_token()));
+        }
         if spec.flow.heartbeats.is_some() {
             tasks.spawn(run_heartbeats(spec.clone(), shutdown.child_token()));
         }

@@ -144,6 +144,16 @@ pub struct FlowConfig {
     pub heartbeats: bool,
     #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// Translate source consumer groups' offsets into checkpoints on the target.
+    #[serde(default = "default_true")]
+    pub checkpoints: bool,
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Regexes a group's whole id must match to be checkpointed.
+    #[serde(default = "default_topics")]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub groups_exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +242,9 @@ fn default_true() -> bool {
 fn default_heartbeat_interval() -> Duration {
     Duration::from_secs(1)
 }
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(5)
+}
 
 /// A flow after validation: names resolved, regexes compiled.
 #[derive(Debug, Clone)]
@@ -248,6 +261,10 @@ pub struct Flow {
     pub on_refused: OnRefused,
     /// Heartbeat interval, when heartbeats are on.
     pub heartbeats: Option<Duration>,
+    /// Checkpoint interval, when checkpoints are on.
+    pub checkpoints: Option<Duration>,
+    pub groups: Vec<Regex>,
+    pub groups_exclude: Vec<Regex>,
 }
 
 impl Flow {
@@ -261,6 +278,14 @@ impl Flow {
         }
         self.include.iter().any(|r| r.is_match(topic))
             && !self.exclude.iter().any(|r| r.is_match(topic))
+    }
+
+    /// Whether the source consumer group `group` is checkpointed by this
+    /// flow. strait's own groups never are.
+    pub fn checkpoints_group(&self, group: &str) -> bool {
+        !group.starts_with("strait.")
+            && self.groups.iter().any(|r| r.is_match(group))
+            && !self.groups_exclude.iter().any(|r| r.is_match(group))
     }
 
     pub fn remote_topic(&self, topic: &str) -> String {
@@ -408,6 +433,12 @@ impl Config {
                     }
                 }
             }
+            if f.checkpoints && f.checkpoint_interval.is_zero() {
+                return Err(invalid(
+                    key("checkpoint_interval"),
+                    "must be longer than zero",
+                ));
+            }
             if f.heartbeats && f.heartbeat_interval.is_zero() {
                 return Err(invalid(
                     key("heartbeat_interval"),
@@ -438,6 +469,9 @@ impl Config {
                 offset_syncs_location: f.offset_syncs_location,
                 on_refused: f.on_refused,
                 heartbeats: f.heartbeats.then_some(f.heartbeat_interval),
+                checkpoints: f.checkpoints.then_some(f.checkpoint_interval),
+                groups: compile("groups", &f.groups)?,
+                groups_exclude: compile("groups_exclude", &f.groups_exclude)?,
             });
         }
         Ok(flows)
@@ -599,6 +633,24 @@ target = "dr"
         let f = &off.flows().unwrap()[0];
         assert_eq!(f.heartbeats, None);
         assert!(!f.replicates("heartbeats"));
+    }
+
+    #[test]
+    fn group_filters_never_select_strait_itself() {
+        let c = Config::parse(&MINIMAL.replace(
+            "target = \"dr\"",
+            "target = \"dr\"\ngroups = [\"billing.*\", \"strait.*\"]\ngroups_exclude = [\"billing-test\"]",
+        ))
+        .unwrap();
+        let f = &c.flows().unwrap()[0];
+        assert_eq!(f.checkpoints, Some(Duration::from_secs(5)));
+        assert!(f.checkpoints_group("billing"));
+        assert!(!f.checkpoints_group("billing-test"));
+        assert!(
+            !f.checkpoints_group("strait.test.us-dr"),
+            "strait's own group"
+        );
+        assert!(!f.checkpoints_group("shipping"));
     }
 
     #[test]

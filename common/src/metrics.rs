@@ -19,6 +19,7 @@ pub const OFFSET_SYNCS: &str = "strait_offset_syncs_emitted_total";
 pub const SESSIONS: &str = "strait_flow_sessions_total";
 pub const TOPICS_CREATED: &str = "strait_topics_created_total";
 pub const DISCOVERY_UNITS: &str = "strait_discovered_units";
+pub const CHECKPOINTS: &str = "strait_checkpoints_emitted_total";
 pub const HEARTBEAT_AGE: &str = "strait_heartbeat_age_seconds";
 pub const HEARTBEAT_LATENCY: &str = "strait_heartbeat_latency_seconds";
 

@@ -24,7 +24,7 @@ use strait_common::config::{ClusterConfig, Config, Flow};
 use strait_common::kafka::client_config;
 use strait_common::metrics as m;
 use strait_common::model::{TopicPartition, Unit};
-use strait_common::policy::HEARTBEATS_TOPIC;
+use strait_common::policy::{checkpoints_topic, HEARTBEATS_TOPIC};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -83,6 +83,7 @@ struct FlowDiscovery {
     syncs: Admin,
     syncs_ready: bool,
     heartbeats_ready: bool,
+    checkpoints_ready: bool,
     warned_short: BTreeSet<String>,
     units: watch::Sender<BTreeSet<Unit>>,
 }
@@ -127,6 +128,7 @@ impl Discovery {
                 flow: flow.clone(),
                 syncs_ready: false,
                 heartbeats_ready: false,
+                checkpoints_ready: false,
                 warned_short: BTreeSet::new(),
                 units: tx,
             });
@@ -209,6 +211,16 @@ impl FlowDiscovery {
                 info!(flow = %flow, topic = %topic, "offset-syncs topic created");
             }
             self.syncs_ready = true;
+        }
+        if self.flow.checkpoints.is_some() && !self.checkpoints_ready {
+            let topic = checkpoints_topic(&self.flow.source);
+            if create_topic(&self.target, &topic, 1, &[("cleanup.policy", "compact")])
+                .await
+                .context("checkpoints topic")?
+            {
+                info!(flow = %flow, topic = %topic, "checkpoints topic created on the target");
+            }
+            self.checkpoints_ready = true;
         }
         if self.flow.heartbeats.is_some() && !self.heartbeats_ready {
             if create_topic(

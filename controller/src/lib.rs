@@ -1,5 +1,6 @@
 //! The control plane. It decides what is replicated; it never reads or
 //! writes records.
 
+pub mod checkpoint;
 pub mod discovery;
 pub mod planner;

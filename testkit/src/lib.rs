@@ -275,6 +275,23 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
         .collect()
 }
 
+/// Commits `positions` ((partition, next offset)) for `group` on `topic`,
+/// as an application that read that far would.
+pub fn commit_group(bootstrap: &str, group: &str, topic: &str, positions: &[(i32, i64)]) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for &(p, o) in positions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(o))
+            .unwrap();
+    }
+    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
+}
+
 /// Checks records made by [`Rec::seq`] for completeness and order: every
 /// partition holds sequences `0..per_partition`, in order, where a sequence
 /// may repeat only as part of a re-sent suffix. Returns the duplicates.

@@ -154,6 +154,7 @@ source = "src"
 target = "dst"
 topics = ["{topics}"]
 heartbeats = false
+checkpoints = false
 {extra_flow}
 [worker]
 commit_interval = "200ms"

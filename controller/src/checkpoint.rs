@@ -1,0 +1,350 @@
+//! The checkpoint service: source consumer groups' committed positions,
+//! translated through the offset syncs, written as MirrorMaker 2
+//! checkpoints to `{source}.checkpoints.internal` on the target, so an
+//! application can fail over and resume where it was.
+//!
+//! [`Checkpoints`] is the pure core (sync histories, translation, never
+//! backwards); [`run_checkpoints`] is the I/O around it. It reads records of
+//! strait's internal topics only, never replicated data.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use strait_common::config::{ClusterConfig, Flow};
+use strait_common::formats::{Checkpoint, OffsetSync};
+use strait_common::kafka::client_config;
+use strait_common::metrics as m;
+use strait_common::model::{NextOffset, TopicPartition};
+use strait_common::policy::checkpoints_topic;
+use strait_common::syncs::SyncHistory;
+
+/// Sync histories of one flow's partitions and the checkpoints emitted so far.
+#[derive(Debug, Default)]
+pub struct Checkpoints {
+    histories: HashMap<TopicPartition, SyncHistory>,
+    /// Highest downstream offset emitted per (group, remote topic, partition).
+    last: HashMap<(String, String, i32), i64>,
+}
+
+impl Checkpoints {
+    /// Takes the next offset sync read from the offset-syncs topic.
+    pub fn observe_sync(&mut self, sync: &OffsetSync) {
+        self.histories
+            .entry(TopicPartition {
+                topic: sync.topic.clone(),
+                partition: sync.partition,
+            })
+            .or_default()
+            .record(sync.upstream_offset, sync.downstream_offset);
+    }
+
+    /// Takes a checkpoint read back from the checkpoints topic (after a
+    /// restart): later checkpoints never go below it.
+    pub fn restore(&mut self, cp: &Checkpoint) {
+        let key = (cp.group.clone(), cp.topic.clone(), cp.partition);
+        let last = self.last.entry(key).or_insert(cp.downstream_offset);
+        *last = (*last).max(cp.downstream_offset);
+    }
+
+    /// Source partitions with offset syncs: the ones this flow replicated.
+    pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.histories.keys()
+    }
+
+    /// The checkpoint for `group` at `committed` on `tp`, if it translates
+    /// and moves the group's target position forward. Never backwards: a
+    /// lower translation (e.g. the group was reset on the source) is not
+    /// emitted.
+    pub fn checkpoint(
+        &mut self,
+        flow: &Flow,
+        group: &str,
+        tp: &TopicPartition,
+        committed: i64,
+    ) -> Option<Checkpoint> {
+        let t = self.histories.get(tp)?.translate(NextOffset(committed))?;
+        let remote = flow.remote_topic(&tp.topic);
+        let key = (group.to_owned(), remote.clone(), tp.partition);
+        if self.last.get(&key).is_some_and(|&last| last >= t.offset.0) {
+            return None;
+        }
+        self.last.insert(key, t.offset.0);
+        Some(Checkpoint {
+            group: group.to_owned(),
+            topic: remote,
+            partition: tp.partition,
+            upstream_offset: committed,
+            downstream_offset: t.offset.0,
+            metadata: String::new(),
+        })
+    }
+}
+
+/// Where the service finds its clusters.
+#[derive(Debug, Clone)]
+pub struct CheckpointSpec {
+    pub deployment: String,
+    pub flow: Flow,
+    pub source: ClusterConfig,
+    pub target: ClusterConfig,
+    pub syncs_cluster: ClusterConfig,
+}
+
+/// Runs the checkpoint service of one flow until `shutdown`.
+pub async fn run_checkpoints(
+    spec: CheckpointSpec,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(interval) = spec.flow.checkpoints else {
+        return Ok(());
+    };
+    let spec = Arc::new(spec);
+    tokio::task::spawn_blocking(move || checkpoint_loop(&spec, interval, &shutdown))
+        .await
+        .context("checkpoint service panicked")?
+}
+
+fn consumer(cluster: &ClusterConfig, group: &str) -> anyhow::Result<BaseConsumer> {
+    let mut c: ClientConfig = client_config(cluster);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    Ok(c.create()?)
+}
+
+fn checkpoint_loop(
+    spec: &CheckpointSpec,
+    interval: Duration,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let flow = spec.flow.name.clone();
+    let own_group = format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment));
+    let cp_topic = checkpoints_topic(&spec.flow.source);
+    let mut state = Checkpoints::default();
+
+    // Rebuild "never backwards" from what earlier runs wrote.
+    let reader = consumer(&spec.target, &own_group)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&cp_topic, 0, Offset::Beginning)?;
+    reader.assign(&tpl)?;
+    let mut restored = 0;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(2) && !shutdown.is_cancelled() {
+        if let Some(Ok(msg)) = reader.poll(Duration::from_millis(200)) {
+            quiet_since = Instant::now();
+            if let (Some(k), Some(v)) = (msg.key(), msg.payload()) {
+                if let Ok(cp) = Checkpoint::decode(k, v) {
+                    state.restore(&cp);
+                    restored += 1;
+                }
+            }
+        }
+    }
+    drop(reader);
+    info!(flow = %flow, restored, "checkpoint service started");
+
+    let (syncs_cluster, syncs_topic) = (&spec.syncs_cluster, spec.flow.offset_syncs().1);
+    let syncs = consumer(syncs_cluster, &own_group)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&syncs_topic, 0, Offset::Beginning)?;
+    syncs.assign(&tpl)?;
+    let lister = consumer(&spec.source, &own_group)?;
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config(&spec.target)
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000")
+        .create()?;
+    let emitted = metrics::counter!(m::CHECKPOINTS, "flow" => flow.clone());
+
+    let mut next = Instant::now();
+    while !shutdown.is_cancelled() {
+        // Take every sync written so far.
+        while let Some(result) = syncs.poll(Duration::from_millis(20)) {
+            match result.map_err(anyhow::Error::from).and_then(|msg| {
+                let (k, v) = (
+                    msg.key().unwrap_or_default(),
+                    msg.payload().unwrap_or_default(),
+                );
+                Ok(OffsetSync::decode(k, v)?)
+            }) {
+                Ok(sync) => state.observe_sync(&sync),
+                Err(e) => debug!(flow = %flow, error = %e, "offset sync skipped"),
+            }
+        }
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        next = Instant::now() + interval;
+        if let Err(e) = round(spec, &mut state, &lister, &producer, &cp_topic, &emitted) {
+            metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "checkpoint")
+                .increment(1);
+            warn!(flow = %flow, error = format!("{e:#}"), "checkpoint round failed");
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(5));
+    Ok(())
+}
+
+/// One round: list groups, read their positions, emit what moved forward.
+fn round(
+    spec: &CheckpointSpec,
+    state: &mut Checkpoints,
+    lister: &BaseConsumer,
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    cp_topic: &str,
+    emitted: &metrics::Counter,
+) -> anyhow::Result<()> {
+    let partitions: Vec<TopicPartition> = state.partitions().cloned().collect();
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let groups = lister
+        .fetch_group_list(None, Duration::from_secs(10))
+        .context("listing groups")?;
+    let mut tpl = TopicPartitionList::new();
+    for tp in &partitions {
+        tpl.add_partition(&tp.topic, tp.partition);
+    }
+    for g in groups.groups() {
+        let group = g.name();
+        if !spec.flow.checkpoints_group(group) {
+            continue;
+        }
+        // A consumer only to read the group's commits: it never joins it.
+        let positions = consumer(&spec.source, group)?
+            .committed_offsets(tpl.clone(), Duration::from_secs(10))
+            .with_context(|| format!("committed offsets of group {group}"))?;
+        for e in positions.elements() {
+            let Offset::Offset(committed) = e.offset() else {
+                continue;
+            };
+            let tp = TopicPartition {
+                topic: e.topic().to_owned(),
+                partition: e.partition(),
+            };
+            let Some(cp) = state.checkpoint(&spec.flow, group, &tp, committed) else {
+                continue;
+            };
+            let (key, value) = (cp.encode_key()?, cp.encode_value()?);
+            let record = BaseRecord::to(cp_topic)
+                .partition(0)
+                .key(&key)
+                .payload(&value);
+            producer.send(record).map_err(|(e, _)| e)?;
+            emitted.increment(1);
+            debug!(flow = %spec.flow.name, group, topic = %cp.topic, partition = cp.partition,
+                   upstream = cp.upstream_offset, downstream = cp.downstream_offset, "checkpoint");
+        }
+    }
+    producer.flush(Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_common::config::Config;
+
+    fn flow() -> Flow {
+        let text = "deployment = \"t\"\n[clusters.us]\nbootstrap = \"x:1\"\n[clusters.dr]\nbootstrap = \"x:2\"\n[[flows]]\nsource = \"us\"\ntarget = \"dr\"\n";
+        Config::parse(text).unwrap().flows().unwrap().remove(0)
+    }
+
+    fn tp() -> TopicPartition {
+        TopicPartition {
+            topic: "orders".into(),
+            partition: 0,
+        }
+    }
+
+    fn sync(u: i64, d: i64) -> OffsetSync {
+        OffsetSync {
+            topic: "orders".into(),
+            partition: 0,
+            upstream_offset: u,
+            downstream_offset: d,
+        }
+    }
+
+    #[test]
+    fn a_group_position_becomes_a_checkpoint_on_the_remote_topic() {
+        let (f, mut c) = (flow(), Checkpoints::default());
+        c.observe_sync(&sync(0, 100));
+        c.observe_sync(&sync(50, 150));
+        let cp = c.checkpoint(&f, "billing", &tp(), 40).unwrap();
+        assert_eq!(
+            (
+                cp.topic.as_str(),
+                cp.partition,
+                cp.upstream_offset,
+                cp.downstream_offset
+            ),
+            ("us.orders", 0, 40, 140)
+        );
+        assert_eq!(
+            c.checkpoint(&f, "billing", &tp(), 40),
+            None,
+            "unchanged: not emitted again"
+        );
+        assert_eq!(
+            c.checkpoint(&f, "billing", &tp(), 45)
+                .unwrap()
+                .downstream_offset,
+            145
+        );
+    }
+
+    #[test]
+    fn checkpoints_never_move_backwards_even_across_restarts() {
+        let (f, mut c) = (flow(), Checkpoints::default());
+        c.observe_sync(&sync(0, 100));
+        c.observe_sync(&sync(50, 150));
+        assert!(c.checkpoint(&f, "billing", &tp(), 45).is_some());
+        assert_eq!(
+            c.checkpoint(&f, "billing", &tp(), 30),
+            None,
+            "group reset on the source"
+        );
+        // A restarted service restores from the topic before emitting.
+        let mut restarted = Checkpoints::default();
+        restarted.restore(&Checkpoint {
+            group: "billing".into(),
+            topic: "us.orders".into(),
+            partition: 0,
+            upstream_offset: 45,
+            downstream_offset: 145,
+            metadata: String::new(),
+        });
+        restarted.observe_sync(&sync(0, 100));
+        restarted.observe_sync(&sync(50, 150));
+        assert_eq!(restarted.checkpoint(&f, "billing", &tp(), 45), None);
+        assert_eq!(restarted.checkpoint(&f, "billing", &tp(), 44), None);
+        assert_eq!(
+            restarted
+                .checkpoint(&f, "billing", &tp(), 46)
+                .unwrap()
+                .downstream_offset,
+            146
+        );
+    }
+
+    #[test]
+    fn no_sync_no_checkpoint() {
+        let (f, mut c) = (flow(), Checkpoints::default());
+        assert_eq!(c.checkpoint(&f, "billing", &tp(), 10), None);
+        c.observe_sync(&sync(20, 5));
+        assert_eq!(
+            c.checkpoint(&f, "billing", &tp(), 10),
+            None,
+            "below every sync"
+        );
+    }
+}
