@@ -1,5 +1,6 @@
 //! `strait`: Kafka cross-cluster replication.
 
+mod offsets;
 mod serve;
 mod standalone;
 
@@ -30,6 +31,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Translate a consumer group's positions to the target, or fail it over.
+    Offsets {
+        #[command(subcommand)]
+        action: offsets::Action,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,7 +51,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let (Command::Run { config: path } | Command::Check { config: path }) = &cli.command;
+    let path = match &cli.command {
+        Command::Run { config } | Command::Check { config } => config.clone(),
+        Command::Offsets { config, .. } => match config {
+            Some(c) => c.clone(),
+            None => {
+                eprintln!("strait: --config is required");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let path = &path;
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -52,6 +70,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Offsets { action, .. } => offsets::run(&config, action),
         Command::Check { .. } => {
             for f in config.flows().expect("validated by load") {
                 println!(

@@ -465,3 +465,78 @@ fn a_consumer_group_fails_over_and_resumes_where_it_was() {
         "checkpoints went backwards: {p0:?}"
     );
 }
+
+#[test]
+fn the_failover_command_moves_an_idle_group_and_refuses_an_active_one() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let sb = sandbox();
+    let t = unique("manual");
+    let remote = format!("src.{t}");
+    let (group, synced) = (unique("app"), unique("synced"));
+    let deployment = unique("manual");
+    create_topic(&sb.source, &t, 1);
+    produce(&sb.source, &t, &Rec::seqs(1, 0..100));
+    commit_group(&sb.source, &group, &t, &[(0, 25)]);
+    commit_group(&sb.source, &synced, &t, &[(0, 30)]);
+    // The service syncs `synced` to the target by itself; `group` is left
+    // to the operator.
+    let cfg = config(&sb, &deployment, &t, "", "").replace(
+        "checkpoints = false",
+        &format!("checkpoints = true\ncheckpoint_interval = \"500ms\"\ngroups = [\"{synced}\"]\nsync_group_offsets = true"),
+    );
+    let strait = Strait::start(&deployment, &cfg);
+    wait_for("replication done", MINUTE, || {
+        committed(&sb.source, &format!("strait.{deployment}.src-dst"), &t, 1) == vec![Some(100)]
+    });
+    wait_for("sync_group_offsets", MINUTE, || {
+        committed(&sb.target, &synced, &remote, 1) == vec![Some(30)]
+    });
+
+    // translate: exact, and where the group would resume.
+    let out = strait.cli(&["offsets", "translate", "--group", &group, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["topic"], remote.as_str());
+    assert_eq!(rows[0]["source_offset"], 25);
+    assert_eq!(
+        rows[0]["target_offset"], 25,
+        "one partition written once: same offsets"
+    );
+    assert_eq!(rows[0]["exact"], true);
+
+    // failover: the group now resumes at 25 on the target.
+    let out = strait.cli(&["offsets", "failover", "--group", &group]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(committed(&sb.target, &group, &remote, 1), vec![Some(25)]);
+
+    // With a live member of the group on the target, failover refuses.
+    let member: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &sb.target)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    member.subscribe(&[&remote]).unwrap();
+    wait_for("the member joined", MINUTE, || {
+        let _ = member.poll(Duration::from_millis(100));
+        member.assignment().is_ok_and(|a| a.count() > 0)
+    });
+    commit_group(&sb.source, &group, &t, &[(0, 50)]);
+    let out = strait.cli(&["offsets", "failover", "--group", &group]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("active member"));
+    drop(member);
+}

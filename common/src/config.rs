@@ -154,6 +154,10 @@ pub struct FlowConfig {
     pub groups: Vec<String>,
     #[serde(default)]
     pub groups_exclude: Vec<String>,
+    /// Also commit the translated offsets to the same groups on the target,
+    /// only while a group has no active members there, never backwards.
+    #[serde(default)]
+    pub sync_group_offsets: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +269,7 @@ pub struct Flow {
     pub checkpoints: Option<Duration>,
     pub groups: Vec<Regex>,
     pub groups_exclude: Vec<Regex>,
+    pub sync_group_offsets: bool,
 }
 
 impl Flow {
@@ -433,6 +438,12 @@ impl Config {
                     }
                 }
             }
+            if f.sync_group_offsets && !f.checkpoints {
+                return Err(invalid(
+                    key("sync_group_offsets"),
+                    "needs checkpoints = true",
+                ));
+            }
             if f.checkpoints && f.checkpoint_interval.is_zero() {
                 return Err(invalid(
                     key("checkpoint_interval"),
@@ -472,6 +483,7 @@ impl Config {
                 checkpoints: f.checkpoints.then_some(f.checkpoint_interval),
                 groups: compile("groups", &f.groups)?,
                 groups_exclude: compile("groups_exclude", &f.groups_exclude)?,
+                sync_group_offsets: f.sync_group_offsets,
             });
         }
         Ok(flows)

@@ -24,7 +24,7 @@ use strait_common::kafka::client_config;
 use strait_common::metrics as m;
 use strait_common::model::{NextOffset, TopicPartition};
 use strait_common::policy::checkpoints_topic;
-use strait_common::syncs::SyncHistory;
+use strait_common::syncs::{SyncHistory, Translation};
 
 /// Sync histories of one flow's partitions and the checkpoints emitted so far.
 #[derive(Debug, Default)]
@@ -52,6 +52,23 @@ impl Checkpoints {
         let key = (cp.group.clone(), cp.topic.clone(), cp.partition);
         let last = self.last.entry(key).or_insert(cp.downstream_offset);
         *last = (*last).max(cp.downstream_offset);
+    }
+
+    /// Translates `committed` on `tp` without emitting anything.
+    pub fn translate(&self, tp: &TopicPartition, committed: i64) -> Option<Translation> {
+        self.histories.get(tp)?.translate(NextOffset(committed))
+    }
+
+    /// The highest position emitted for `group`, per remote partition.
+    pub fn emitted(&self, group: &str) -> Vec<(String, i32, i64)> {
+        let mut out: Vec<_> = self
+            .last
+            .iter()
+            .filter(|((g, _, _), _)| g == group)
+            .map(|((_, t, p), d)| (t.clone(), *p, *d))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Source partitions with offset syncs: the ones this flow replicated.
@@ -243,9 +260,139 @@ fn round(
             debug!(flow = %spec.flow.name, group, topic = %cp.topic, partition = cp.partition,
                    upstream = cp.upstream_offset, downstream = cp.downstream_offset, "checkpoint");
         }
+        if spec.flow.sync_group_offsets {
+            match commit_to_target(&spec.target, group, &state.emitted(group)) {
+                Ok(GroupCommit::Committed(moved)) => {
+                    debug!(flow = %spec.flow.name, group, partitions = moved.len(), "group offsets synced to the target")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(flow = %spec.flow.name, group, error = format!("{e:#}"), "group offsets not synced")
+                }
+            }
+        }
     }
     producer.flush(Duration::from_secs(10))?;
     Ok(())
+}
+
+/// What committing translated offsets to a group on the target did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupCommit {
+    /// Offsets committed, as (remote topic, partition, offset).
+    Committed(Vec<(String, i32, i64)>),
+    /// Nothing moved forward: the group is already at or past them.
+    UpToDate,
+    /// The group has active members on the target; nothing was written.
+    Active { members: usize },
+}
+
+/// Commits `offsets` ((remote topic, partition, offset)) to `group` on the
+/// target: only offsets ahead of what the group has there (never
+/// backwards), and only while the group has no active members there.
+pub fn commit_to_target(
+    target: &ClusterConfig,
+    group: &str,
+    offsets: &[(String, i32, i64)],
+) -> anyhow::Result<GroupCommit> {
+    let c = consumer(target, group)?;
+    let groups = c
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .context("describing the group on the target")?;
+    let members: usize = groups.groups().iter().map(|g| g.members().len()).sum();
+    if members > 0 {
+        return Ok(GroupCommit::Active { members });
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, p, _) in offsets {
+        tpl.add_partition(t, *p);
+    }
+    let current = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .context("reading the group's offsets on the target")?;
+    let mut ahead = TopicPartitionList::new();
+    let mut moved = Vec::new();
+    for (t, p, o) in offsets {
+        let have = match current.find_partition(t, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(h)) => Some(h),
+            _ => None,
+        };
+        if have.is_none_or(|h| *o > h) {
+            ahead.add_partition_offset(t, *p, Offset::Offset(*o))?;
+            moved.push((t.clone(), *p, *o));
+        }
+    }
+    if moved.is_empty() {
+        return Ok(GroupCommit::UpToDate);
+    }
+    // A member joining after the check above makes the broker refuse this
+    // commit (it carries no generation), so it cannot overwrite a live group.
+    c.commit(&ahead, rdkafka::consumer::CommitMode::Sync)
+        .context("committing to the group on the target")?;
+    Ok(GroupCommit::Committed(moved))
+}
+
+/// One partition of a group, translated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translated {
+    pub remote_topic: String,
+    pub partition: i32,
+    /// The group's committed position on the source.
+    pub source_offset: i64,
+    pub translation: Translation,
+}
+
+/// Translates `group`'s committed positions now, reading the offset syncs
+/// from the start of their topic (for operators: `strait offsets`).
+pub fn translate_group(spec: &CheckpointSpec, group: &str) -> anyhow::Result<Vec<Translated>> {
+    let own_group = format!("{}.offsets", spec.flow.commit_group(&spec.deployment));
+    let mut state = Checkpoints::default();
+    let syncs = consumer(&spec.syncs_cluster, &own_group)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&spec.flow.offset_syncs().1, 0, Offset::Beginning)?;
+    syncs.assign(&tpl)?;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(msg)) = syncs.poll(Duration::from_millis(200)) {
+            quiet_since = Instant::now();
+            if let Ok(sync) = OffsetSync::decode(
+                msg.key().unwrap_or_default(),
+                msg.payload().unwrap_or_default(),
+            ) {
+                state.observe_sync(&sync);
+            }
+        }
+    }
+    let mut tpl = TopicPartitionList::new();
+    for tp in state.partitions() {
+        tpl.add_partition(&tp.topic, tp.partition);
+    }
+    if tpl.count() == 0 {
+        return Ok(Vec::new());
+    }
+    let positions = consumer(&spec.source, group)?
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .with_context(|| format!("committed offsets of group {group} on the source"))?;
+    let mut out = Vec::new();
+    for e in positions.elements() {
+        let Offset::Offset(committed) = e.offset() else {
+            continue;
+        };
+        let tp = TopicPartition {
+            topic: e.topic().to_owned(),
+            partition: e.partition(),
+        };
+        if let Some(translation) = state.translate(&tp, committed) {
+            out.push(Translated {
+                remote_topic: spec.flow.remote_topic(&tp.topic),
+                partition: tp.partition,
+                source_offset: committed,
+                translation,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.remote_topic, a.partition).cmp(&(&b.remote_topic, b.partition)));
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -68,6 +68,21 @@ impl Strait {
         self.spawn();
     }
 
+    /// The config file this process runs with.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    /// Runs `strait <args> --config <this config>` to completion.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_strait"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
