@@ -540,3 +540,79 @@ fn the_failover_command_moves_an_idle_group_and_refuses_an_active_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("active member"));
     drop(member);
 }
+
+/// An offset sync as FORMATS.md describes it, decoded without strait's
+/// code: key = STRING topic, INT32 partition; value = INT64 upstream, INT64
+/// downstream (16 bytes, no version).
+fn decode_offset_sync(key: &[u8], value: &[u8]) -> Option<(String, i32, i64, i64)> {
+    let len = usize::try_from(i16::from_be_bytes(key.get(..2)?.try_into().ok()?)).ok()?;
+    let topic = std::str::from_utf8(key.get(2..2 + len)?).ok()?.to_owned();
+    let partition = i32::from_be_bytes(key.get(2 + len..)?.try_into().ok()?);
+    if value.len() != 16 {
+        return None;
+    }
+    let upstream = i64::from_be_bytes(value[..8].try_into().ok()?);
+    let downstream = i64::from_be_bytes(value[8..].try_into().ok()?);
+    Some((topic, partition, upstream, downstream))
+}
+
+#[test]
+fn offset_syncs_on_the_target_point_at_the_right_records() {
+    let sb = sandbox();
+    let t = unique("syncs");
+    let deployment = unique("syncs");
+    create_topic(&sb.source, &t, 2);
+    produce(&sb.source, &t, &Rec::seqs(2, 0..250));
+    let cfg = config(
+        &sb,
+        &deployment,
+        &t,
+        "offset_syncs_location = \"target\"\noffset_lag_max = 50",
+        "",
+    );
+    let _strait = Strait::start(&deployment, &cfg);
+    let landed = consume_with_offsets(&sb.target, &format!("src.{t}"), 2, 500, MINUTE);
+    assert_eq!(
+        check_sequences(
+            &landed.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+            2,
+            250
+        ),
+        0
+    );
+    // MirrorMaker 2 names it after the source when it lives on the target.
+    let mut ours = Vec::new();
+    wait_for(
+        "syncs up to the last record of both partitions",
+        MINUTE,
+        || {
+            ours = consume(
+                &sb.target,
+                "mm2-offset-syncs.src.internal",
+                1,
+                usize::MAX,
+                Duration::from_secs(2),
+            )
+            .iter()
+            .filter_map(|r| decode_offset_sync(r.key.as_deref()?, r.value.as_deref()?))
+            .filter(|s| s.0 == t)
+            .collect();
+            (0..2).all(|p| ours.iter().any(|s| s.1 == p && s.2 == 249))
+        },
+    );
+    for (_, p, upstream, downstream) in &ours {
+        let (_, r) = landed
+            .iter()
+            .find(|(o, r)| r.partition == *p && o == downstream)
+            .unwrap_or_else(|| panic!("sync {p}/{upstream}->{downstream} points at no record"));
+        assert_eq!(
+            r.value.as_deref(),
+            Some(format!("p{p}-{upstream}").as_bytes())
+        );
+    }
+    // First record, every 50 records, and the latest: at least 6 per partition.
+    assert!(
+        (0..2).all(|p| ours.iter().filter(|s| s.1 == p).count() >= 6),
+        "{ours:?}"
+    );
+}
