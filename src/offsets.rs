@@ -33,22 +33,42 @@ pub enum Action {
     },
 }
 
-pub fn run(config: &Config, action: Action) -> ExitCode {
-    let flows = config.flows().expect("validated by load");
-    let (group, only) = match &action {
-        Action::Translate { group, flow, .. } | Action::Failover { group, flow } => (group, flow),
-    };
-    if let Some(name) = only {
-        if !flows.iter().any(|f| &f.name == name) {
-            eprintln!("strait: no flow named {name:?}");
-            return ExitCode::from(2);
+/// Why a translation could not be made.
+#[derive(Debug)]
+pub enum TranslateError {
+    /// The request named a flow that does not exist.
+    NoSuchFlow(String),
+    /// Reading syncs or the group's offsets failed.
+    Kafka(String),
+}
+
+impl std::fmt::Display for TranslateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TranslateError::NoSuchFlow(n) => write!(f, "no flow named {n:?}"),
+            TranslateError::Kafka(e) => f.write_str(e),
         }
     }
-    let mut rows: Vec<(String, Translated)> = Vec::new();
+}
+
+/// Translates `group` through every flow (or only `only`): rows of (flow,
+/// translation), and the flows' specs. Blocking.
+pub fn translate_all(
+    config: &Config,
+    group: &str,
+    only: Option<&str>,
+) -> Result<(Vec<(String, Translated)>, Vec<CheckpointSpec>), TranslateError> {
+    let flows = config.flows().expect("validated by load");
+    if let Some(name) = only {
+        if !flows.iter().any(|f| f.name == name) {
+            return Err(TranslateError::NoSuchFlow(name.to_owned()));
+        }
+    }
+    let mut rows = Vec::new();
     let mut specs = Vec::new();
     for flow in flows
         .into_iter()
-        .filter(|f| only.as_ref().is_none_or(|n| &f.name == n))
+        .filter(|f| only.is_none_or(|n| f.name == n))
     {
         let cluster = |alias: &str| config.clusters[alias].clone();
         let spec = CheckpointSpec {
@@ -58,34 +78,54 @@ pub fn run(config: &Config, action: Action) -> ExitCode {
             syncs_cluster: cluster(flow.offset_syncs().0),
             flow,
         };
-        match translate_group(&spec, group) {
-            Ok(t) => rows.extend(t.into_iter().map(|t| (spec.flow.name.clone(), t))),
-            Err(e) => {
-                eprintln!("strait: flow {}: {e:#}", spec.flow.name);
-                return ExitCode::FAILURE;
-            }
-        }
+        let t = translate_group(&spec, group)
+            .map_err(|e| TranslateError::Kafka(format!("flow {}: {e:#}", spec.flow.name)))?;
+        rows.extend(t.into_iter().map(|t| (spec.flow.name.clone(), t)));
         specs.push(spec);
     }
+    Ok((rows, specs))
+}
+
+/// The JSON form of translated rows (CLI `--json` and the HTTP endpoint).
+pub fn rows_json(group: &str, rows: &[(String, Translated)]) -> serde_json::Value {
+    rows.iter()
+        .map(|(flow, t)| {
+            serde_json::json!({
+                "flow": flow,
+                "group": group,
+                "topic": t.remote_topic,
+                "partition": t.partition,
+                "source_offset": t.source_offset,
+                "target_offset": t.translation.offset.0,
+                "exact": t.translation.rule == Rule::Exact,
+                "max_reread": t.translation.max_reread,
+            })
+        })
+        .collect()
+}
+
+pub fn run(config: &Config, action: Action) -> ExitCode {
+    let (group, only) = match &action {
+        Action::Translate { group, flow, .. } | Action::Failover { group, flow } => {
+            (group.clone(), flow.clone())
+        }
+    };
+    let group = &group;
+    let (rows, specs) = match translate_all(config, group, only.as_deref()) {
+        Ok(r) => r,
+        Err(e @ TranslateError::NoSuchFlow(_)) => {
+            eprintln!("strait: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("strait: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match action {
         Action::Translate { json, .. } => {
             if json {
-                let out: Vec<_> = rows
-                    .iter()
-                    .map(|(flow, t)| {
-                        serde_json::json!({
-                            "flow": flow,
-                            "group": group,
-                            "topic": t.remote_topic,
-                            "partition": t.partition,
-                            "source_offset": t.source_offset,
-                            "target_offset": t.translation.offset.0,
-                            "exact": t.translation.rule == Rule::Exact,
-                            "max_reread": t.translation.max_reread,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(out));
+                println!("{}", rows_json(group, &rows));
             } else if rows.is_empty() {
                 println!("group {group}: nothing to translate (no committed offsets on replicated partitions, or no offset syncs yet)");
             } else {

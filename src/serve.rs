@@ -1,10 +1,20 @@
 //! The HTTP endpoint of a strait process: Prometheus metrics and health.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use strait_common::config::Config;
+use strait_worker::StatusBoard;
+
+use crate::offsets::{rows_json, translate_all, TranslateError};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -29,11 +39,20 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 /// whenever nobody scrapes `/metrics`.
 const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Binds `addr` (failing at once if it is taken) and serves `/metrics` and
-/// `/health` until `shutdown`; runs the recorder's upkeep meanwhile.
+/// What the read-only API answers from.
+#[derive(Clone)]
+pub struct Api {
+    pub config: Arc<Config>,
+    pub status: StatusBoard,
+}
+
+/// Binds `addr` (failing at once if it is taken) and serves `/metrics`,
+/// `/health`, `/v1/status` and `/v1/offsets/translate` until `shutdown`;
+/// runs the recorder's upkeep meanwhile.
 pub async fn bind(
     addr: SocketAddr,
     metrics: PrometheusHandle,
+    api: Api,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -58,10 +77,91 @@ pub async fn bind(
                 async move { metrics.render() }
             }),
         )
-        .route("/health", get(|| async { "ok\n" }));
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/v1/status", get(status))
+        .route("/v1/offsets/translate", get(translate))
+        .with_state(api);
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
     }))
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Every unit this process runs and every flow's heartbeat figures.
+async fn status(State(api): State<Api>) -> Response {
+    let health = api.status.health();
+    let units = api.status.snapshot();
+    let flows: Vec<_> = api
+        .config
+        .flows()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            let h = health.get(&f.name).copied().unwrap_or_default();
+            json!({
+                "name": f.name,
+                "source": f.source,
+                "target": f.target,
+                "units": units.keys().filter(|u| u.flow == f.name).count(),
+                "heartbeat_age_seconds": h.heartbeat_age_seconds,
+                "heartbeat_latency_seconds": h.heartbeat_latency_seconds,
+            })
+        })
+        .collect();
+    let units: Vec<_> = units
+        .iter()
+        .map(|(u, s)| {
+            json!({
+                "flow": u.flow,
+                "topic": u.source.topic,
+                "partition": u.source.partition,
+                "remote_topic": u.remote_topic,
+                "state": s.state.as_str(),
+                "committed": s.committed,
+                "acknowledged": s.acknowledged,
+                "in_flight": s.in_flight,
+                "lag": s.lag,
+                "error": s.error,
+            })
+        })
+        .collect();
+    Json(json!({ "deployment": api.config.deployment, "flows": flows, "units": units }))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct TranslateQuery {
+    group: Option<String>,
+    flow: Option<String>,
+}
+
+/// Where a source consumer group would resume on the target.
+async fn translate(
+    State(api): State<Api>,
+    query: Result<Query<TranslateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    let Some(group) = q.group.filter(|g| !g.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query parameter `group` is required",
+        );
+    };
+    let config = api.config.clone();
+    let g = group.clone();
+    let result =
+        tokio::task::spawn_blocking(move || translate_all(&config, &g, q.flow.as_deref())).await;
+    match result {
+        Ok(Ok((rows, _))) => Json(rows_json(&group, &rows)).into_response(),
+        Ok(Err(e @ TranslateError::NoSuchFlow(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e)) => error(StatusCode::BAD_GATEWAY, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }

@@ -2,6 +2,8 @@
 //! flow's units straight to that flow's data plane (the embedded
 //! coordinator of a one-machine deployment).
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -18,12 +20,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let flows = config.flows()?;
     let shutdown = CancellationToken::new();
     let metrics = serve::install_metrics()?;
-    let http = serve::bind(config.metrics.listen, metrics, shutdown.clone()).await?;
+    let status = StatusBoard::default();
+    let api = serve::Api {
+        config: Arc::new(config.clone()),
+        status: status.clone(),
+    };
+    let http = serve::bind(config.metrics.listen, metrics, api, shutdown.clone()).await?;
     info!(listen = %config.metrics.listen, flows = flows.len(), deployment = %config.deployment,
           "strait started; metrics at http://{}/metrics", config.metrics.listen);
 
     let (discovery, receivers) = Discovery::new(&config, &flows)?;
-    let status = StatusBoard::default();
     let mut tasks = JoinSet::new();
     for (flow, units) in flows.into_iter().zip(receivers) {
         let spec = FlowSpec::new(&config, flow);
@@ -38,7 +44,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tasks.spawn(run_checkpoints(cp, shutdown.child_token()));
         }
         if spec.flow.heartbeats.is_some() {
-            tasks.spawn(run_heartbeats(spec.clone(), shutdown.child_token()));
+            tasks.spawn(run_heartbeats(
+                spec.clone(),
+                status.clone(),
+                shutdown.child_token(),
+            ));
         }
         tasks.spawn(run_flow(
             spec,

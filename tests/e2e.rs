@@ -508,6 +508,31 @@ fn the_failover_command_moves_an_idle_group_and_refuses_an_active_one() {
     );
     assert_eq!(rows[0]["exact"], true);
 
+    // The same over HTTP, with errors that say what is wrong.
+    let (code, http_rows) =
+        strait.get_json(&format!("/v1/offsets/translate?group={group}&flow=src-dst"));
+    assert_eq!(code, 200);
+    assert_eq!(http_rows, rows);
+    let (code, body) = strait.get_json("/v1/offsets/translate");
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (400, Some("query parameter `group` is required"))
+    );
+    let (code, body) = strait.get_json(&format!("/v1/offsets/translate?group={group}&flow=nope"));
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (404, Some("no flow named \"nope\""))
+    );
+    // Status: the unit, its position and its lag.
+    let (code, status) = strait.get_json("/v1/status");
+    assert_eq!(code, 200);
+    let unit = &status["units"][0];
+    assert_eq!(
+        (unit["topic"].as_str(), unit["state"].as_str()),
+        (Some(t.as_str()), Some("running"))
+    );
+    assert_eq!(unit["committed"], 100);
+
     // failover: the group now resumes at 25 on the target.
     let out = strait.cli(&["offsets", "failover", "--group", &group]);
     assert!(

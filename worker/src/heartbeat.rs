@@ -19,6 +19,7 @@ use strait_common::kafka::client_config;
 use strait_common::metrics as m;
 use strait_common::policy::HEARTBEATS_TOPIC;
 
+use crate::status::{FlowHealth, StatusBoard};
 use crate::FlowSpec;
 
 fn now_ms() -> i64 {
@@ -29,7 +30,11 @@ fn now_ms() -> i64 {
 
 /// Emits heartbeats and watches their replicated copies until `shutdown`.
 /// Returns an error only if its Kafka clients cannot be created.
-pub async fn run_heartbeats(spec: FlowSpec, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_heartbeats(
+    spec: FlowSpec,
+    status: StatusBoard,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let Some(interval) = spec.flow.heartbeats else {
         return Ok(());
     };
@@ -58,7 +63,8 @@ pub async fn run_heartbeats(spec: FlowSpec, shutdown: CancellationToken) -> anyh
 
     let watch_spec = spec.clone();
     let watch_stop = shutdown.clone();
-    let watcher = tokio::task::spawn_blocking(move || watch(&watch_spec, &consumer, &watch_stop));
+    let watcher =
+        tokio::task::spawn_blocking(move || watch(&watch_spec, &consumer, &status, &watch_stop));
 
     let key = Heartbeat {
         source_alias: spec.flow.source.clone(),
@@ -95,11 +101,17 @@ pub async fn run_heartbeats(spec: FlowSpec, shutdown: CancellationToken) -> anyh
 
 /// Reads the replicated heartbeats of this flow's source and publishes the
 /// newest one's age and its replication latency.
-fn watch(spec: &FlowSpec, consumer: &BaseConsumer, shutdown: &CancellationToken) {
+fn watch(
+    spec: &FlowSpec,
+    consumer: &BaseConsumer,
+    status: &StatusBoard,
+    shutdown: &CancellationToken,
+) {
     let flow = spec.flow.name.clone();
     let age = metrics::gauge!(m::HEARTBEAT_AGE, "flow" => flow.clone());
     let latency = metrics::gauge!(m::HEARTBEAT_LATENCY, "flow" => flow.clone());
     let mut newest: Option<i64> = None;
+    let mut health = FlowHealth::default();
     while !shutdown.is_cancelled() {
         if let Some(result) = consumer.poll(Duration::from_millis(250)) {
             match result {
@@ -109,7 +121,9 @@ fn watch(spec: &FlowSpec, consumer: &BaseConsumer, shutdown: &CancellationToken)
                     };
                     match Heartbeat::decode(k, v) {
                         Ok(hb) if hb.source_alias == spec.flow.source => {
-                            latency.set((now_ms() - hb.timestamp_ms).max(0) as f64 / 1000.0);
+                            let l = (now_ms() - hb.timestamp_ms).max(0) as f64 / 1000.0;
+                            latency.set(l);
+                            health.heartbeat_latency_seconds = Some(l);
                             newest =
                                 Some(newest.map_or(hb.timestamp_ms, |n| n.max(hb.timestamp_ms)));
                         }
@@ -122,7 +136,10 @@ fn watch(spec: &FlowSpec, consumer: &BaseConsumer, shutdown: &CancellationToken)
             }
         }
         if let Some(ts) = newest {
-            age.set((now_ms() - ts).max(0) as f64 / 1000.0);
+            let a = (now_ms() - ts).max(0) as f64 / 1000.0;
+            age.set(a);
+            health.heartbeat_age_seconds = Some(a);
+            status.set_health(&flow, health);
         }
     }
 }

@@ -28,7 +28,7 @@ use strait_common::model::Unit;
 
 pub use heartbeat::run_heartbeats;
 pub use session::SessionError;
-pub use status::{StatusBoard, UnitState, UnitStatus};
+pub use status::{FlowHealth, StatusBoard, UnitState, UnitStatus};
 
 /// Everything a flow's data plane needs to know.
 #[derive(Debug, Clone)]

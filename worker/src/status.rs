@@ -55,7 +55,17 @@ pub struct UnitStatus {
 #[derive(Debug, Clone, Default)]
 pub struct StatusBoard {
     units: Arc<Mutex<BTreeMap<Unit, UnitStatus>>>,
+    flows: Arc<Mutex<BTreeMap<String, FlowHealth>>>,
     acknowledged: Arc<AtomicU64>,
+}
+
+/// End-to-end health of a flow, from its heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FlowHealth {
+    /// Age of the newest heartbeat of the source seen on the target.
+    pub heartbeat_age_seconds: Option<f64>,
+    /// Replication latency of the last heartbeat seen.
+    pub heartbeat_latency_seconds: Option<f64>,
 }
 
 impl StatusBoard {
@@ -78,6 +88,17 @@ impl StatusBoard {
 
     pub fn clear_flow(&self, flow: &str) {
         self.lock().retain(|u, _| u.flow != flow);
+    }
+
+    pub fn set_health(&self, flow: &str, health: FlowHealth) {
+        self.flows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(flow.to_owned(), health);
+    }
+
+    pub fn health(&self) -> BTreeMap<String, FlowHealth> {
+        self.flows.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn snapshot(&self) -> BTreeMap<Unit, UnitStatus> {
