@@ -33,6 +33,9 @@ pub enum Action {
     },
 }
 
+/// One translated partition and the flow it belongs to.
+pub type FlowRow = (String, Translated);
+
 /// Why a translation could not be made.
 #[derive(Debug)]
 pub enum TranslateError {
@@ -57,7 +60,7 @@ pub fn translate_all(
     config: &Config,
     group: &str,
     only: Option<&str>,
-) -> Result<(Vec<(String, Translated)>, Vec<CheckpointSpec>), TranslateError> {
+) -> Result<(Vec<FlowRow>, Vec<CheckpointSpec>), TranslateError> {
     let flows = config.flows().expect("validated by load");
     if let Some(name) = only {
         if !flows.iter().any(|f| f.name == name) {
@@ -87,7 +90,7 @@ pub fn translate_all(
 }
 
 /// The JSON form of translated rows (CLI `--json` and the HTTP endpoint).
-pub fn rows_json(group: &str, rows: &[(String, Translated)]) -> serde_json::Value {
+pub fn rows_json(group: &str, rows: &[FlowRow]) -> serde_json::Value {
     rows.iter()
         .map(|(flow, t)| {
             serde_json::json!({
