@@ -9,29 +9,19 @@
 //!   target, so no record is produced to a partition that is not there.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context as _};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use strait_common::config::{ClusterConfig, Config, Flow};
-use strait_common::kafka::client_config;
+use strait_common::config::{Config, Flow};
 use strait_common::metrics as m;
 use strait_common::model::{TopicPartition, Unit};
 use strait_common::policy::{checkpoints_topic, HEARTBEATS_TOPIC};
 
-const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
-
-type Admin = Arc<AdminClient<DefaultClientContext>>;
-
-/// Partition count of every topic of a cluster.
-pub type TopicSizes = BTreeMap<String, i32>;
+use crate::admin::{ClusterAdmin, KafkaAdmin, TopicSizes};
 
 /// What one flow should replicate now, given both clusters' topics.
 /// Pure: the topics to create on the target, and the units to run.
@@ -76,11 +66,11 @@ pub fn plan_flow(flow: &Flow, source: &TopicSizes, target: &TopicSizes) -> FlowV
     view
 }
 
-struct FlowDiscovery {
+struct FlowDiscovery<A> {
     flow: Flow,
-    source: Admin,
-    target: Admin,
-    syncs: Admin,
+    source: A,
+    target: A,
+    syncs: A,
     syncs_ready: bool,
     heartbeats_ready: bool,
     checkpoints_ready: bool,
@@ -89,34 +79,38 @@ struct FlowDiscovery {
 }
 
 /// Discovers the topics of every flow and publishes each flow's units.
-pub struct Discovery {
-    flows: Vec<FlowDiscovery>,
+pub struct Discovery<A = KafkaAdmin> {
+    flows: Vec<FlowDiscovery<A>>,
     interval: Duration,
 }
 
-fn admin(cluster: &ClusterConfig) -> anyhow::Result<Admin> {
-    Ok(Arc::new(
-        client_config(cluster)
-            .create()
-            .context("cannot create admin client")?,
-    ))
-}
+/// Receivers of each flow's units, in the order of the flows.
+pub type UnitReceivers = Vec<watch::Receiver<BTreeSet<Unit>>>;
 
-impl Discovery {
-    /// Builds discovery for `flows`; returns it and one receiver of units per flow.
-    pub fn new(
-        config: &Config,
-        flows: &[Flow],
-    ) -> anyhow::Result<(Discovery, Vec<watch::Receiver<BTreeSet<Unit>>>)> {
-        let mut admins: BTreeMap<String, Admin> = BTreeMap::new();
-        let mut get = |alias: &str| -> anyhow::Result<Admin> {
+impl Discovery<KafkaAdmin> {
+    /// Builds discovery for `flows` on Kafka; returns it and one receiver
+    /// of units per flow.
+    pub fn new(config: &Config, flows: &[Flow]) -> anyhow::Result<(Self, UnitReceivers)> {
+        let mut admins: BTreeMap<String, KafkaAdmin> = BTreeMap::new();
+        Discovery::with_admins(config, flows, |alias| {
             if let Some(a) = admins.get(alias) {
                 return Ok(a.clone());
             }
-            let a = admin(&config.clusters[alias]).with_context(|| format!("cluster {alias}"))?;
+            let a = KafkaAdmin::new(&config.clusters[alias])
+                .with_context(|| format!("cluster {alias}"))?;
             admins.insert(alias.to_owned(), a.clone());
             Ok(a)
-        };
+        })
+    }
+}
+
+impl<A: ClusterAdmin + Clone> Discovery<A> {
+    /// Builds discovery with the admin `get` returns for each cluster alias.
+    pub fn with_admins(
+        config: &Config,
+        flows: &[Flow],
+        mut get: impl FnMut(&str) -> anyhow::Result<A>,
+    ) -> anyhow::Result<(Self, UnitReceivers)> {
         let mut out = Vec::new();
         let mut receivers = Vec::new();
         for flow in flows {
@@ -161,50 +155,14 @@ impl Discovery {
     }
 }
 
-async fn topic_sizes(admin: &Admin) -> anyhow::Result<TopicSizes> {
-    let admin = admin.clone();
-    tokio::task::spawn_blocking(move || {
-        let md = admin
-            .inner()
-            .fetch_metadata(None, METADATA_TIMEOUT)
-            .context("metadata request failed")?;
-        let mut sizes = TopicSizes::new();
-        for t in md.topics() {
-            if t.error().is_none() && !t.partitions().is_empty() {
-                sizes.insert(t.name().to_owned(), t.partitions().len() as i32);
-            }
-        }
-        Ok(sizes)
-    })
-    .await?
-}
-
-async fn create_topic(
-    admin: &Admin,
-    name: &str,
-    partitions: i32,
-    config: &[(&str, &str)],
-) -> anyhow::Result<bool> {
-    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
-    for (k, v) in config {
-        topic = topic.set(k, v);
-    }
-    let opts = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
-    let results = admin.create_topics([&topic], &opts).await?;
-    match results.into_iter().next() {
-        Some(Ok(_)) => Ok(true),
-        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
-        Some(Err((_, code))) => Err(anyhow!("cannot create topic {name}: {code}")),
-        None => Err(anyhow!("no result creating topic {name}")),
-    }
-}
-
-impl FlowDiscovery {
+impl<A: ClusterAdmin> FlowDiscovery<A> {
     async fn discover(&mut self) -> anyhow::Result<()> {
         let flow = self.flow.name.clone();
         if !self.syncs_ready {
             let topic = self.flow.offset_syncs().1;
-            if create_topic(&self.syncs, &topic, 1, &[("cleanup.policy", "compact")])
+            if self
+                .syncs
+                .create_topic(&topic, 1, &[("cleanup.policy", "compact")])
                 .await
                 .context("offset-syncs topic")?
             {
@@ -214,7 +172,9 @@ impl FlowDiscovery {
         }
         if self.flow.checkpoints.is_some() && !self.checkpoints_ready {
             let topic = checkpoints_topic(&self.flow.source);
-            if create_topic(&self.target, &topic, 1, &[("cleanup.policy", "compact")])
+            if self
+                .target
+                .create_topic(&topic, 1, &[("cleanup.policy", "compact")])
                 .await
                 .context("checkpoints topic")?
             {
@@ -223,53 +183,68 @@ impl FlowDiscovery {
             self.checkpoints_ready = true;
         }
         if self.flow.heartbeats.is_some() && !self.heartbeats_ready {
-            if create_topic(
-                &self.source,
-                HEARTBEATS_TOPIC,
-                1,
-                &[("cleanup.policy", "compact")],
-            )
-            .await
-            .context("heartbeats topic")?
+            if self
+                .source
+                .create_topic(HEARTBEATS_TOPIC, 1, &[("cleanup.policy", "compact")])
+                .await
+                .context("heartbeats topic")?
             {
                 info!(flow = %flow, topic = HEARTBEATS_TOPIC, "heartbeats topic created on the source");
             }
             self.heartbeats_ready = true;
         }
-        let source = topic_sizes(&self.source)
+        let source = self
+            .source
+            .topic_sizes()
             .await
             .context("listing source topics")?;
-        let target = topic_sizes(&self.target)
+        let target = self
+            .target
+            .topic_sizes()
             .await
             .context("listing target topics")?;
-        let mut view = plan_flow(&self.flow, &source, &target);
-        if !view.create.is_empty() {
-            let mut target = target;
-            for (remote, parts) in &view.create {
-                match create_topic(&self.target, remote, *parts, &[]).await {
-                    Ok(created) => {
-                        if created {
-                            metrics::counter!(m::TOPICS_CREATED, "flow" => flow.clone())
-                                .increment(1);
-                            info!(flow = %flow, topic = %remote, partitions = parts, "remote topic created");
-                        }
-                        target.insert(remote.clone(), *parts);
+        let mut target = target;
+        let view = plan_flow(&self.flow, &source, &target);
+        for (remote, parts) in &view.create {
+            match self.target.create_topic(remote, *parts, &[]).await {
+                Ok(created) => {
+                    if created {
+                        metrics::counter!(m::TOPICS_CREATED, "flow" => flow.clone()).increment(1);
+                        info!(flow = %flow, topic = %remote, partitions = parts, "remote topic created");
                     }
-                    Err(e) => {
-                        metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "create_topic")
-                            .increment(1);
-                        warn!(flow = %flow, topic = %remote, error = format!("{e:#}"), "remote topic not created");
+                    target.insert(remote.clone(), *parts);
+                }
+                Err(e) => {
+                    metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "create_topic")
+                        .increment(1);
+                    warn!(flow = %flow, topic = %remote, error = format!("{e:#}"), "remote topic not created");
+                }
+            }
+        }
+        // Partition growth: the remote topic gains the new partitions before
+        // any unit of them is published, so no record goes to a partition
+        // that does not exist. Never shrinks, never deletes.
+        for (remote, want, have) in &view.short {
+            match self.target.create_partitions(remote, *want).await {
+                Ok(()) => {
+                    info!(flow = %flow, topic = %remote, from = have, to = want, "remote topic grown");
+                    target.insert(remote.clone(), *want);
+                    self.warned_short.remove(remote);
+                }
+                Err(e) => {
+                    metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "create_partitions").increment(1);
+                    if self.warned_short.insert(remote.clone()) {
+                        warn!(flow = %flow, topic = %remote, source_partitions = want, target_partitions = have,
+                              error = format!("{e:#}"), "remote topic cannot grow; its extra source partitions wait");
                     }
                 }
             }
-            view = plan_flow(&self.flow, &source, &target);
         }
-        for (remote, want, have) in &view.short {
-            if self.warned_short.insert(remote.clone()) {
-                warn!(flow = %flow, topic = %remote, source_partitions = want, target_partitions = have,
-                      "remote topic has fewer partitions than its source; the extra source partitions wait (partition growth is not implemented yet)");
-            }
-        }
+        let view = if view.create.is_empty() && view.short.is_empty() {
+            view
+        } else {
+            plan_flow(&self.flow, &source, &target)
+        };
         metrics::gauge!(m::DISCOVERY_UNITS, "flow" => flow.clone()).set(view.units.len() as f64);
         let units = view.units;
         self.units.send_if_modified(|current| {
@@ -362,5 +337,89 @@ topics = ["orders", "pay.*", "dr.*"]
             &sizes(&[]),
         );
         assert_eq!(v, FlowView::default());
+    }
+
+    mod with_double {
+        use super::*;
+        use crate::admin::double::FakeCluster;
+        use std::sync::Arc;
+
+        fn setup(
+            can_grow: bool,
+        ) -> (
+            Discovery<Arc<FakeCluster>>,
+            UnitReceivers,
+            Arc<FakeCluster>,
+            Arc<FakeCluster>,
+        ) {
+            let text = "deployment = \"t\"\n[clusters.us]\nbootstrap = \"x:1\"\n[clusters.dr]\nbootstrap = \"x:2\"\n\
+                        [[flows]]\nsource = \"us\"\ntarget = \"dr\"\ntopics = [\"orders\"]\nheartbeats = false\ncheckpoints = false\n";
+            let config = Config::parse(text).unwrap();
+            let flows = config.flows().unwrap();
+            let source = FakeCluster::with(&[("orders", 2), ("other", 1)], true);
+            let target = FakeCluster::with(&[], can_grow);
+            let (s, t) = (source.clone(), target.clone());
+            let (d, rx) = Discovery::with_admins(&config, &flows, |alias| {
+                Ok(if alias == "us" { s.clone() } else { t.clone() })
+            })
+            .unwrap();
+            (d, rx, source, target)
+        }
+
+        fn partitions(rx: &UnitReceivers) -> Vec<i32> {
+            rx[0].borrow().iter().map(|u| u.source.partition).collect()
+        }
+
+        #[tokio::test]
+        async fn new_source_partitions_grow_the_remote_topic_before_their_units_start() {
+            let (mut d, rx, source, target) = setup(true);
+            d.flows[0].discover().await.unwrap();
+            assert_eq!(
+                target.size("us.orders"),
+                Some(2),
+                "created with the source's count"
+            );
+            assert_eq!(source.size("mm2-offset-syncs.dr.internal"), Some(1));
+            assert_eq!(partitions(&rx), vec![0, 1]);
+            source.set("orders", 4);
+            d.flows[0].discover().await.unwrap();
+            assert_eq!(target.size("us.orders"), Some(4), "grown");
+            assert_eq!(partitions(&rx), vec![0, 1, 2, 3]);
+            let calls = target.calls.lock().unwrap().clone();
+            assert_eq!(calls, vec!["create us.orders 2", "grow us.orders 4"]);
+        }
+
+        #[tokio::test]
+        async fn a_target_that_cannot_grow_keeps_the_extra_partitions_waiting() {
+            let (mut d, rx, source, target) = setup(false);
+            d.flows[0].discover().await.unwrap();
+            source.set("orders", 4);
+            d.flows[0].discover().await.unwrap();
+            d.flows[0].discover().await.unwrap();
+            assert_eq!(target.size("us.orders"), Some(2), "never shrunk, not grown");
+            assert_eq!(
+                partitions(&rx),
+                vec![0, 1],
+                "partitions 2 and 3 wait, nothing is produced to them"
+            );
+            // It keeps trying on every round.
+            let grows = target
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.starts_with("grow"))
+                .count();
+            assert_eq!(grows, 2);
+        }
+
+        #[tokio::test]
+        async fn a_larger_target_is_kept_and_replicated_by_partition_number() {
+            let (mut d, rx, _source, target) = setup(true);
+            target.set("us.orders", 5);
+            d.flows[0].discover().await.unwrap();
+            assert_eq!(target.size("us.orders"), Some(5), "never shrunk");
+            assert_eq!(partitions(&rx), vec![0, 1]);
+        }
     }
 }

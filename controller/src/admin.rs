@@ -1,0 +1,192 @@
+//! The admin operations the control plane needs, behind one seam: the
+//! Kafka implementation (rdkafka's admin client), and a double for tests
+//! of what a test broker cannot do (tansu has no CreatePartitions).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+
+use strait_common::config::ClusterConfig;
+use strait_common::kafka::client_config;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Partition count of every topic of a cluster.
+pub type TopicSizes = BTreeMap<String, i32>;
+
+pub trait ClusterAdmin: Send + Sync + 'static {
+    /// Every topic and its partition count.
+    fn topic_sizes(&self) -> impl Future<Output = anyhow::Result<TopicSizes>> + Send;
+    /// Creates a topic; `Ok(false)` when it already exists.
+    fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        config: &[(&str, &str)],
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send;
+    /// Grows a topic to `total` partitions (never shrinks).
+    fn create_partitions(
+        &self,
+        name: &str,
+        total: i32,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// A cluster's admin API through librdkafka.
+#[derive(Clone)]
+pub struct KafkaAdmin(Arc<AdminClient<DefaultClientContext>>);
+
+impl KafkaAdmin {
+    pub fn new(cluster: &ClusterConfig) -> anyhow::Result<Self> {
+        Ok(KafkaAdmin(Arc::new(
+            client_config(cluster)
+                .create()
+                .context("cannot create admin client")?,
+        )))
+    }
+}
+
+impl ClusterAdmin for KafkaAdmin {
+    async fn topic_sizes(&self) -> anyhow::Result<TopicSizes> {
+        let admin = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let md = admin
+                .inner()
+                .fetch_metadata(None, TIMEOUT)
+                .context("metadata request failed")?;
+            Ok(md
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+                .collect())
+        })
+        .await?
+    }
+
+    async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        config: &[(&str, &str)],
+    ) -> anyhow::Result<bool> {
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
+        for (k, v) in config {
+            topic = topic.set(k, v);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        match self
+            .0
+            .create_topics([&topic], &opts)
+            .await?
+            .into_iter()
+            .next()
+        {
+            Some(Ok(_)) => Ok(true),
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
+            Some(Err((_, code))) => Err(anyhow!("cannot create topic {name}: {code}")),
+            None => Err(anyhow!("no result creating topic {name}")),
+        }
+    }
+
+    async fn create_partitions(&self, name: &str, total: i32) -> anyhow::Result<()> {
+        let grow = NewPartitions::new(name, total as usize);
+        let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        match self
+            .0
+            .create_partitions([&grow], &opts)
+            .await?
+            .into_iter()
+            .next()
+        {
+            Some(Ok(_)) => Ok(()),
+            Some(Err((_, code))) => Err(anyhow!(
+                "cannot grow topic {name} to {total} partitions: {code}"
+            )),
+            None => Err(anyhow!("no result growing topic {name}")),
+        }
+    }
+}
+
+/// An in-memory cluster for tests of the control plane.
+#[cfg(test)]
+pub mod double {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    pub struct FakeCluster {
+        pub topics: Mutex<TopicSizes>,
+        /// When false, CreatePartitions fails like on a broker without it.
+        pub can_grow: bool,
+        pub calls: Mutex<Vec<String>>,
+    }
+
+    impl FakeCluster {
+        pub fn with(topics: &[(&str, i32)], can_grow: bool) -> Arc<Self> {
+            Arc::new(FakeCluster {
+                topics: Mutex::new(topics.iter().map(|(t, n)| (t.to_string(), *n)).collect()),
+                can_grow,
+                calls: Mutex::default(),
+            })
+        }
+
+        pub fn size(&self, topic: &str) -> Option<i32> {
+            self.topics.lock().unwrap().get(topic).copied()
+        }
+
+        pub fn set(&self, topic: &str, partitions: i32) {
+            self.topics
+                .lock()
+                .unwrap()
+                .insert(topic.to_owned(), partitions);
+        }
+    }
+
+    impl ClusterAdmin for Arc<FakeCluster> {
+        async fn topic_sizes(&self) -> anyhow::Result<TopicSizes> {
+            Ok(self.topics.lock().unwrap().clone())
+        }
+
+        async fn create_topic(
+            &self,
+            name: &str,
+            partitions: i32,
+            _: &[(&str, &str)],
+        ) -> anyhow::Result<bool> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("create {name} {partitions}"));
+            let mut t = self.topics.lock().unwrap();
+            if t.contains_key(name) {
+                return Ok(false);
+            }
+            t.insert(name.to_owned(), partitions);
+            Ok(true)
+        }
+
+        async fn create_partitions(&self, name: &str, total: i32) -> anyhow::Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("grow {name} {total}"));
+            if !self.can_grow {
+                return Err(anyhow!(
+                    "cannot grow topic {name}: Broker: Unsupported version"
+                ));
+            }
+            let mut t = self.topics.lock().unwrap();
+            let have = t.get_mut(name).ok_or_else(|| anyhow!("no topic {name}"))?;
+            *have = (*have).max(total);
+            Ok(())
+        }
+    }
+}
