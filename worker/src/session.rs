@@ -80,6 +80,8 @@ struct UnitSlot {
     /// increasing order. No commit passes the first: a committed position
     /// implies every sync below it is durable, which exact translation needs.
     pending_syncs: VecDeque<i64>,
+    /// Records skipped in this session (on_refused = skip).
+    skipped: u64,
     over_limit: bool,
     fetch_paused: bool,
     release_deadline: Option<Instant>,
@@ -308,6 +310,7 @@ impl Session<'_> {
                         next_expected: None,
                         start: None,
                         pending_syncs: VecDeque::new(),
+                        skipped: 0,
                         over_limit: false,
                         fetch_paused: false,
                         release_deadline: None,
@@ -469,8 +472,16 @@ impl Session<'_> {
                 }
                 let _ = u.inflight.complete(RecordOffset(offset), None);
                 metrics::counter!(m::RECORDS_SKIPPED, "flow" => flow.clone()).increment(1);
-                warn!(flow = %flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
-                      offset, error = %e, "record refused by the target, skipped (on_refused = skip)");
+                u.skipped += 1;
+                // A refused batch can be thousands of records: the first one
+                // of a unit's session is logged, the rest are counted.
+                if u.skipped == 1 {
+                    warn!(flow = %flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
+                          offset, error = %e, "record refused by the target, skipped (on_refused = skip); further skips of this partition are only counted (strait_records_skipped_total)");
+                } else {
+                    debug!(flow = %flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
+                           offset, error = %e, "record skipped");
+                }
                 self.after_progress(id);
             }
             OnRefused::Stop => {
