@@ -158,6 +158,15 @@ pub struct FlowConfig {
     /// only while a group has no active members there, never backwards.
     #[serde(default)]
     pub sync_group_offsets: bool,
+    /// Create remote topics with the source topic's configs and keep them
+    /// in step on an interval.
+    #[serde(default = "default_true")]
+    pub sync_topic_configs: bool,
+    #[serde(default = "default_config_sync_interval", with = "humantime_serde")]
+    pub config_sync_interval: Duration,
+    /// Regexes of config names never copied (whole names).
+    #[serde(default = "default_configs_exclude")]
+    pub configs_exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,6 +255,23 @@ fn default_true() -> bool {
 fn default_heartbeat_interval() -> Duration {
     Duration::from_secs(1)
 }
+fn default_config_sync_interval() -> Duration {
+    Duration::from_secs(60)
+}
+/// Never copied: replication throttles and durability settings that belong
+/// to the target cluster, and timestamp handling (copying it would change
+/// what the target records as time).
+pub fn default_configs_exclude() -> Vec<String> {
+    [
+        "leader\\.replication\\.throttled\\.replicas",
+        "follower\\.replication\\.throttled\\.replicas",
+        "min\\.insync\\.replicas",
+        "unclean\\.leader\\.election\\.enable",
+        "message\\.timestamp\\..*",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(5)
 }
@@ -270,6 +296,9 @@ pub struct Flow {
     pub groups: Vec<Regex>,
     pub groups_exclude: Vec<Regex>,
     pub sync_group_offsets: bool,
+    /// Config sync interval, when on.
+    pub sync_topic_configs: Option<Duration>,
+    pub configs_exclude: Vec<Regex>,
 }
 
 impl Flow {
@@ -283,6 +312,11 @@ impl Flow {
         }
         self.include.iter().any(|r| r.is_match(topic))
             && !self.exclude.iter().any(|r| r.is_match(topic))
+    }
+
+    /// Whether the topic config `name` is copied to remote topics.
+    pub fn copies_config(&self, name: &str) -> bool {
+        !self.configs_exclude.iter().any(|r| r.is_match(name))
     }
 
     /// Whether the source consumer group `group` is checkpointed by this
@@ -438,6 +472,12 @@ impl Config {
                     }
                 }
             }
+            if f.sync_topic_configs && f.config_sync_interval.is_zero() {
+                return Err(invalid(
+                    key("config_sync_interval"),
+                    "must be longer than zero",
+                ));
+            }
             if f.sync_group_offsets && !f.checkpoints {
                 return Err(invalid(
                     key("sync_group_offsets"),
@@ -484,6 +524,8 @@ impl Config {
                 groups: compile("groups", &f.groups)?,
                 groups_exclude: compile("groups_exclude", &f.groups_exclude)?,
                 sync_group_offsets: f.sync_group_offsets,
+                sync_topic_configs: f.sync_topic_configs.then_some(f.config_sync_interval),
+                configs_exclude: compile("configs_exclude", &f.configs_exclude)?,
             });
         }
         Ok(flows)
@@ -645,6 +687,28 @@ target = "dr"
         let f = &off.flows().unwrap()[0];
         assert_eq!(f.heartbeats, None);
         assert!(!f.replicates("heartbeats"));
+    }
+
+    #[test]
+    fn throttles_durability_and_timestamp_configs_are_not_copied_by_default() {
+        let f = &Config::parse(MINIMAL).unwrap().flows().unwrap()[0];
+        for name in [
+            "min.insync.replicas",
+            "unclean.leader.election.enable",
+            "message.timestamp.type",
+            "leader.replication.throttled.replicas",
+            "message.timestamp.after.max.ms",
+        ] {
+            assert!(!f.copies_config(name), "{name}");
+        }
+        for name in [
+            "retention.ms",
+            "cleanup.policy",
+            "max.message.bytes",
+            "compression.type",
+        ] {
+            assert!(f.copies_config(name), "{name}");
+        }
     }
 
     #[test]

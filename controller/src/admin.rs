@@ -8,11 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
 use strait_common::config::ClusterConfig;
+
+use crate::alter_configs::{incremental_alter_topic, ConfigOp};
 use strait_common::kafka::client_config;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,7 +41,21 @@ pub trait ClusterAdmin: Send + Sync + 'static {
         name: &str,
         total: i32,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// The configs set on the topic itself (not broker defaults).
+    fn topic_configs(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = anyhow::Result<TopicConfigs>> + Send;
+    /// Changes only the named configs (IncrementalAlterConfigs).
+    fn alter_topic_configs(
+        &self,
+        name: &str,
+        ops: Vec<ConfigOp>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
+
+/// Topic-level config overrides: name -> value.
+pub type TopicConfigs = BTreeMap<String, String>;
 
 /// A cluster's admin API through librdkafka.
 #[derive(Clone)]
@@ -112,6 +131,36 @@ impl ClusterAdmin for KafkaAdmin {
             None => Err(anyhow!("no result growing topic {name}")),
         }
     }
+
+    async fn topic_configs(&self, name: &str) -> anyhow::Result<TopicConfigs> {
+        let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
+        let spec = ResourceSpecifier::Topic(name);
+        let result = self.0.describe_configs([&spec], &opts).await?;
+        let resource = result
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no result describing {name}"))?
+            .map_err(|code| anyhow!("cannot describe topic {name}: {code}"))?;
+        Ok(resource
+            .entries
+            .into_iter()
+            .filter(|e| {
+                !e.is_default
+                    && matches!(e.source, ConfigSource::DynamicTopic | ConfigSource::Unknown)
+            })
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect())
+    }
+
+    async fn alter_topic_configs(&self, name: &str, ops: Vec<ConfigOp>) -> anyhow::Result<()> {
+        let admin = self.0.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            incremental_alter_topic(admin.inner(), &name, &ops, TIMEOUT)
+        })
+        .await?
+        .map_err(anyhow::Error::from)
+    }
 }
 
 /// An in-memory cluster for tests of the control plane.
@@ -124,6 +173,7 @@ pub mod double {
     #[derive(Default)]
     pub struct FakeCluster {
         pub topics: Mutex<TopicSizes>,
+        pub configs: Mutex<BTreeMap<String, TopicConfigs>>,
         /// When false, CreatePartitions fails like on a broker without it.
         pub can_grow: bool,
         pub calls: Mutex<Vec<String>>,
@@ -133,6 +183,7 @@ pub mod double {
         pub fn with(topics: &[(&str, i32)], can_grow: bool) -> Arc<Self> {
             Arc::new(FakeCluster {
                 topics: Mutex::new(topics.iter().map(|(t, n)| (t.to_string(), *n)).collect()),
+                configs: Mutex::default(),
                 can_grow,
                 calls: Mutex::default(),
             })
@@ -159,7 +210,7 @@ pub mod double {
             &self,
             name: &str,
             partitions: i32,
-            _: &[(&str, &str)],
+            config: &[(&str, &str)],
         ) -> anyhow::Result<bool> {
             self.calls
                 .lock()
@@ -170,7 +221,42 @@ pub mod double {
                 return Ok(false);
             }
             t.insert(name.to_owned(), partitions);
+            let c = config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            self.configs.lock().unwrap().insert(name.to_owned(), c);
             Ok(true)
+        }
+
+        async fn topic_configs(&self, name: &str) -> anyhow::Result<TopicConfigs> {
+            Ok(self
+                .configs
+                .lock()
+                .unwrap()
+                .get(name)
+                .cloned()
+                .unwrap_or_default())
+        }
+
+        async fn alter_topic_configs(&self, name: &str, ops: Vec<ConfigOp>) -> anyhow::Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("alter {name} {ops:?}"));
+            let mut all = self.configs.lock().unwrap();
+            let c = all.entry(name.to_owned()).or_default();
+            for op in ops {
+                match op {
+                    ConfigOp::Set(k, v) => {
+                        c.insert(k, v);
+                    }
+                    ConfigOp::Delete(k) => {
+                        c.remove(&k);
+                    }
+                }
+            }
+            Ok(())
         }
 
         async fn create_partitions(&self, name: &str, total: i32) -> anyhow::Result<()> {

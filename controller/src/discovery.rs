@@ -9,7 +9,7 @@
 //!   target, so no record is produced to a partition that is not there.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::watch;
@@ -21,7 +21,8 @@ use strait_common::metrics as m;
 use strait_common::model::{TopicPartition, Unit};
 use strait_common::policy::{checkpoints_topic, HEARTBEATS_TOPIC};
 
-use crate::admin::{ClusterAdmin, KafkaAdmin, TopicSizes};
+use crate::admin::{ClusterAdmin, KafkaAdmin, TopicConfigs, TopicSizes};
+use crate::alter_configs::ConfigOp;
 
 /// What one flow should replicate now, given both clusters' topics.
 /// Pure: the topics to create on the target, and the units to run.
@@ -66,6 +67,17 @@ pub fn plan_flow(flow: &Flow, source: &TopicSizes, target: &TopicSizes) -> FlowV
     view
 }
 
+/// The changes that make a remote topic's configs match its source's:
+/// every copied config the source sets and the target lacks or differs on.
+/// A config set only on the target is left alone (it may be an operator's).
+pub fn config_changes(flow: &Flow, source: &TopicConfigs, target: &TopicConfigs) -> Vec<ConfigOp> {
+    source
+        .iter()
+        .filter(|(k, v)| flow.copies_config(k) && target.get(*k) != Some(*v))
+        .map(|(k, v)| ConfigOp::Set(k.clone(), v.clone()))
+        .collect()
+}
+
 struct FlowDiscovery<A> {
     flow: Flow,
     source: A,
@@ -74,6 +86,7 @@ struct FlowDiscovery<A> {
     syncs_ready: bool,
     heartbeats_ready: bool,
     checkpoints_ready: bool,
+    next_config_sync: Option<Instant>,
     warned_short: BTreeSet<String>,
     units: watch::Sender<BTreeSet<Unit>>,
 }
@@ -123,6 +136,7 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
                 syncs_ready: false,
                 heartbeats_ready: false,
                 checkpoints_ready: false,
+                next_config_sync: None,
                 warned_short: BTreeSet::new(),
                 units: tx,
             });
@@ -206,11 +220,18 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         let mut target = target;
         let view = plan_flow(&self.flow, &source, &target);
         for (remote, parts) in &view.create {
-            match self.target.create_topic(remote, *parts, &[]).await {
+            let configs = self
+                .copied_configs(&self.source_topic_of(remote, &source))
+                .await;
+            let pairs: Vec<(&str, &str)> = configs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            match self.target.create_topic(remote, *parts, &pairs).await {
                 Ok(created) => {
                     if created {
                         metrics::counter!(m::TOPICS_CREATED, "flow" => flow.clone()).increment(1);
-                        info!(flow = %flow, topic = %remote, partitions = parts, "remote topic created");
+                        info!(flow = %flow, topic = %remote, partitions = parts, configs = ?configs, "remote topic created");
                     }
                     target.insert(remote.clone(), *parts);
                 }
@@ -245,6 +266,12 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         } else {
             plan_flow(&self.flow, &source, &target)
         };
+        if let Some(every) = self.flow.sync_topic_configs {
+            if self.next_config_sync.is_none_or(|t| Instant::now() >= t) {
+                self.sync_configs(&source, &target).await;
+                self.next_config_sync = Some(Instant::now() + every);
+            }
+        }
         metrics::gauge!(m::DISCOVERY_UNITS, "flow" => flow.clone()).set(view.units.len() as f64);
         let units = view.units;
         self.units.send_if_modified(|current| {
@@ -256,6 +283,83 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
             true
         });
         Ok(())
+    }
+}
+
+impl<A: ClusterAdmin> FlowDiscovery<A> {
+    /// The source topic whose remote topic is `remote`.
+    fn source_topic_of(&self, remote: &str, source: &TopicSizes) -> String {
+        source
+            .keys()
+            .find(|t| self.flow.replicates(t) && self.flow.remote_topic(t) == remote)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The source topic's configs that are copied, or none when config
+    /// sync is off or they cannot be read (the topic is created anyway).
+    async fn copied_configs(&self, topic: &str) -> TopicConfigs {
+        if self.flow.sync_topic_configs.is_none() || topic.is_empty() {
+            return TopicConfigs::new();
+        }
+        match self.source.topic_configs(topic).await {
+            Ok(c) => c
+                .into_iter()
+                .filter(|(k, _)| self.flow.copies_config(k))
+                .collect(),
+            Err(e) => {
+                warn!(flow = %self.flow.name, topic, error = format!("{e:#}"), "source configs not read");
+                TopicConfigs::new()
+            }
+        }
+    }
+
+    /// Brings every remote topic's configs in step with its source's, and
+    /// reports what changed, what could not, and how many still differ.
+    async fn sync_configs(&self, source: &TopicSizes, target: &TopicSizes) {
+        let flow = &self.flow.name;
+        let mut mismatched = 0;
+        for topic in source.keys().filter(|t| self.flow.replicates(t)) {
+            let remote = self.flow.remote_topic(topic);
+            if !target.contains_key(&remote) {
+                continue;
+            }
+            let (src, tgt) = match (
+                self.source.topic_configs(topic).await,
+                self.target.topic_configs(&remote).await,
+            ) {
+                (Ok(s), Ok(t)) => (s, t),
+                (Err(e), _) | (_, Err(e)) => {
+                    metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "describe_configs").increment(1);
+                    warn!(flow = %flow, topic, error = format!("{e:#}"), "configs not compared");
+                    mismatched += 1;
+                    continue;
+                }
+            };
+            let changes = config_changes(&self.flow, &src, &tgt);
+            if changes.is_empty() {
+                continue;
+            }
+            let n = changes.len() as u64;
+            match self
+                .target
+                .alter_topic_configs(&remote, changes.clone())
+                .await
+            {
+                Ok(()) => {
+                    metrics::counter!(m::TOPIC_CONFIGS_CHANGED, "flow" => flow.clone())
+                        .increment(n);
+                    info!(flow = %flow, topic = %remote, changes = ?changes, "remote topic configs synced");
+                }
+                Err(e) => {
+                    metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "alter_configs")
+                        .increment(1);
+                    warn!(flow = %flow, topic = %remote, changes = ?changes, error = format!("{e:#}"), "remote topic configs not synced");
+                    mismatched += 1;
+                }
+            }
+        }
+        metrics::gauge!(m::TOPICS_CONFIG_MISMATCHED, "flow" => flow.clone()).set(mismatched as f64);
     }
 }
 
@@ -353,7 +457,8 @@ topics = ["orders", "pay.*", "dr.*"]
             Arc<FakeCluster>,
         ) {
             let text = "deployment = \"t\"\n[clusters.us]\nbootstrap = \"x:1\"\n[clusters.dr]\nbootstrap = \"x:2\"\n\
-                        [[flows]]\nsource = \"us\"\ntarget = \"dr\"\ntopics = [\"orders\"]\nheartbeats = false\ncheckpoints = false\n";
+                        [[flows]]\nsource = \"us\"\ntarget = \"dr\"\ntopics = [\"orders\"]\nheartbeats = false\ncheckpoints = false\n\
+                        config_sync_interval = \"1ms\"\n";
             let config = Config::parse(text).unwrap();
             let flows = config.flows().unwrap();
             let source = FakeCluster::with(&[("orders", 2), ("other", 1)], true);
@@ -420,6 +525,66 @@ topics = ["orders", "pay.*", "dr.*"]
             d.flows[0].discover().await.unwrap();
             assert_eq!(target.size("us.orders"), Some(5), "never shrunk");
             assert_eq!(partitions(&rx), vec![0, 1]);
+        }
+
+        #[tokio::test]
+        async fn remote_topics_get_the_source_configs_and_follow_them() {
+            let (mut d, _rx, source, target) = setup(true);
+            source.configs.lock().unwrap().insert(
+                "orders".into(),
+                [
+                    ("retention.ms", "1000"),
+                    ("min.insync.replicas", "2"),
+                    ("cleanup.policy", "compact"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            );
+            d.flows[0].discover().await.unwrap();
+            let remote = |k: &str| target.configs.lock().unwrap()["us.orders"].get(k).cloned();
+            assert_eq!(
+                remote("retention.ms").as_deref(),
+                Some("1000"),
+                "created with the source's configs"
+            );
+            assert_eq!(remote("cleanup.policy").as_deref(), Some("compact"));
+            assert_eq!(remote("min.insync.replicas"), None, "excluded by default");
+            // The source changes; an operator tuned the target on their own.
+            source
+                .configs
+                .lock()
+                .unwrap()
+                .get_mut("orders")
+                .unwrap()
+                .insert("retention.ms".into(), "2000".into());
+            target
+                .configs
+                .lock()
+                .unwrap()
+                .get_mut("us.orders")
+                .unwrap()
+                .insert("segment.ms".into(), "5".into());
+            tokio::time::sleep(Duration::from_millis(2)).await; // past config_sync_interval
+            d.flows[0].discover().await.unwrap();
+            assert_eq!(
+                remote("retention.ms").as_deref(),
+                Some("2000"),
+                "followed the source"
+            );
+            assert_eq!(
+                remote("segment.ms").as_deref(),
+                Some("5"),
+                "a target-only setting is left alone"
+            );
+            let alters = target
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.starts_with("alter"))
+                .count();
+            assert_eq!(alters, 1, "one incremental change, nothing when in step");
         }
     }
 }

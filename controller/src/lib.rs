@@ -2,6 +2,7 @@
 //! writes records.
 
 pub mod admin;
+pub mod alter_configs;
 pub mod checkpoint;
 pub mod discovery;
 pub mod planner;

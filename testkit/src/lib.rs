@@ -84,6 +84,11 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 
 /// Creates a topic through the admin API; an existing one is fine.
 pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    create_topic_with(bootstrap, name, partitions, &[]);
+}
+
+/// Creates a topic with topic-level configs; an existing one is fine.
+pub fn create_topic_with(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -92,7 +97,10 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
         .enable_all()
         .build()
         .unwrap();
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
     match rt
         .block_on(admin.create_topics([&topic], &AdminOptions::new()))
         .unwrap()
