@@ -167,6 +167,14 @@ pub struct FlowConfig {
     /// Regexes of config names never copied (whole names).
     #[serde(default = "default_configs_exclude")]
     pub configs_exclude: Vec<String>,
+    /// Copy the source's literal topic ACLs to the remote topics (opt-in):
+    /// ALLOW WRITE is never copied and ALLOW ALL becomes ALLOW READ, so only
+    /// strait writes remote topics.
+    #[serde(default)]
+    pub sync_acls: bool,
+    /// Also remove, on the target, copied ACLs that left the source.
+    #[serde(default)]
+    pub sync_acl_deletions: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -299,6 +307,8 @@ pub struct Flow {
     /// Config sync interval, when on.
     pub sync_topic_configs: Option<Duration>,
     pub configs_exclude: Vec<Regex>,
+    pub sync_acls: bool,
+    pub sync_acl_deletions: bool,
 }
 
 impl Flow {
@@ -478,6 +488,9 @@ impl Config {
                     "must be longer than zero",
                 ));
             }
+            if f.sync_acl_deletions && !f.sync_acls {
+                return Err(invalid(key("sync_acl_deletions"), "needs sync_acls = true"));
+            }
             if f.sync_group_offsets && !f.checkpoints {
                 return Err(invalid(
                     key("sync_group_offsets"),
@@ -526,6 +539,8 @@ impl Config {
                 sync_group_offsets: f.sync_group_offsets,
                 sync_topic_configs: f.sync_topic_configs.then_some(f.config_sync_interval),
                 configs_exclude: compile("configs_exclude", &f.configs_exclude)?,
+                sync_acls: f.sync_acls,
+                sync_acl_deletions: f.sync_acl_deletions,
             });
         }
         Ok(flows)

@@ -21,6 +21,7 @@ pub const TOPICS_CREATED: &str = "strait_topics_created_total";
 pub const DISCOVERY_UNITS: &str = "strait_discovered_units";
 pub const TOPIC_CONFIGS_CHANGED: &str = "strait_topic_configs_changed_total";
 pub const TOPICS_CONFIG_MISMATCHED: &str = "strait_topics_config_mismatched";
+pub const ACLS_CHANGED: &str = "strait_acls_changed_total";
 pub const CHECKPOINTS: &str = "strait_checkpoints_emitted_total";
 pub const HEARTBEAT_AGE: &str = "strait_heartbeat_age_seconds";
 pub const HEARTBEAT_LATENCY: &str = "strait_heartbeat_latency_seconds";

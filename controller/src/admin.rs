@@ -17,7 +17,10 @@ use rdkafka::error::RDKafkaErrorCode;
 
 use strait_common::config::ClusterConfig;
 
-use crate::alter_configs::{incremental_alter_topic, ConfigOp};
+use crate::native_admin::{
+    create_topic_acls, delete_topic_acls, describe_topic_acls, incremental_alter_topic, ConfigOp,
+    TopicAcl,
+};
 use strait_common::kafka::client_config;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +55,10 @@ pub trait ClusterAdmin: Send + Sync + 'static {
         name: &str,
         ops: Vec<ConfigOp>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Every literal topic ACL.
+    fn topic_acls(&self) -> impl Future<Output = anyhow::Result<Vec<TopicAcl>>> + Send;
+    fn create_acls(&self, acls: Vec<TopicAcl>) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn delete_acls(&self, acls: Vec<TopicAcl>) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// Topic-level config overrides: name -> value.
@@ -161,6 +168,30 @@ impl ClusterAdmin for KafkaAdmin {
         .await?
         .map_err(anyhow::Error::from)
     }
+
+    async fn topic_acls(&self) -> anyhow::Result<Vec<TopicAcl>> {
+        let admin = self.0.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || describe_topic_acls(admin.inner(), TIMEOUT))
+                .await??,
+        )
+    }
+
+    async fn create_acls(&self, acls: Vec<TopicAcl>) -> anyhow::Result<()> {
+        let admin = self.0.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || create_topic_acls(admin.inner(), &acls, TIMEOUT))
+                .await??,
+        )
+    }
+
+    async fn delete_acls(&self, acls: Vec<TopicAcl>) -> anyhow::Result<()> {
+        let admin = self.0.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || delete_topic_acls(admin.inner(), &acls, TIMEOUT))
+                .await??,
+        )
+    }
 }
 
 /// An in-memory cluster for tests of the control plane.
@@ -174,6 +205,7 @@ pub mod double {
     pub struct FakeCluster {
         pub topics: Mutex<TopicSizes>,
         pub configs: Mutex<BTreeMap<String, TopicConfigs>>,
+        pub acls: Mutex<std::collections::BTreeSet<TopicAcl>>,
         /// When false, CreatePartitions fails like on a broker without it.
         pub can_grow: bool,
         pub calls: Mutex<Vec<String>>,
@@ -184,6 +216,7 @@ pub mod double {
             Arc::new(FakeCluster {
                 topics: Mutex::new(topics.iter().map(|(t, n)| (t.to_string(), *n)).collect()),
                 configs: Mutex::default(),
+                acls: Mutex::default(),
                 can_grow,
                 calls: Mutex::default(),
             })
@@ -237,6 +270,31 @@ pub mod double {
                 .get(name)
                 .cloned()
                 .unwrap_or_default())
+        }
+
+        async fn topic_acls(&self) -> anyhow::Result<Vec<TopicAcl>> {
+            Ok(self.acls.lock().unwrap().iter().cloned().collect())
+        }
+
+        async fn create_acls(&self, acls: Vec<TopicAcl>) -> anyhow::Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("create acls {}", acls.len()));
+            self.acls.lock().unwrap().extend(acls);
+            Ok(())
+        }
+
+        async fn delete_acls(&self, acls: Vec<TopicAcl>) -> anyhow::Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("delete acls {}", acls.len()));
+            let mut all = self.acls.lock().unwrap();
+            for a in &acls {
+                all.remove(a);
+            }
+            Ok(())
         }
 
         async fn alter_topic_configs(&self, name: &str, ops: Vec<ConfigOp>) -> anyhow::Result<()> {

@@ -22,7 +22,7 @@ use strait_common::model::{TopicPartition, Unit};
 use strait_common::policy::{checkpoints_topic, HEARTBEATS_TOPIC};
 
 use crate::admin::{ClusterAdmin, KafkaAdmin, TopicConfigs, TopicSizes};
-use crate::alter_configs::ConfigOp;
+use crate::metadata;
 
 /// What one flow should replicate now, given both clusters' topics.
 /// Pure: the topics to create on the target, and the units to run.
@@ -65,17 +65,6 @@ pub fn plan_flow(flow: &Flow, source: &TopicSizes, target: &TopicSizes) -> FlowV
         }
     }
     view
-}
-
-/// The changes that make a remote topic's configs match its source's:
-/// every copied config the source sets and the target lacks or differs on.
-/// A config set only on the target is left alone (it may be an operator's).
-pub fn config_changes(flow: &Flow, source: &TopicConfigs, target: &TopicConfigs) -> Vec<ConfigOp> {
-    source
-        .iter()
-        .filter(|(k, v)| flow.copies_config(k) && target.get(*k) != Some(*v))
-        .map(|(k, v)| ConfigOp::Set(k.clone(), v.clone()))
-        .collect()
 }
 
 struct FlowDiscovery<A> {
@@ -268,7 +257,12 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         };
         if let Some(every) = self.flow.sync_topic_configs {
             if self.next_config_sync.is_none_or(|t| Instant::now() >= t) {
-                self.sync_configs(&source, &target).await;
+                metadata::sync_configs(&self.flow, &self.source, &self.target, &source, &target)
+                    .await;
+                if self.flow.sync_acls {
+                    metadata::sync_acls(&self.flow, &self.source, &self.target, &source, &target)
+                        .await;
+                }
                 self.next_config_sync = Some(Instant::now() + every);
             }
         }
@@ -312,54 +306,6 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 TopicConfigs::new()
             }
         }
-    }
-
-    /// Brings every remote topic's configs in step with its source's, and
-    /// reports what changed, what could not, and how many still differ.
-    async fn sync_configs(&self, source: &TopicSizes, target: &TopicSizes) {
-        let flow = &self.flow.name;
-        let mut mismatched = 0;
-        for topic in source.keys().filter(|t| self.flow.replicates(t)) {
-            let remote = self.flow.remote_topic(topic);
-            if !target.contains_key(&remote) {
-                continue;
-            }
-            let (src, tgt) = match (
-                self.source.topic_configs(topic).await,
-                self.target.topic_configs(&remote).await,
-            ) {
-                (Ok(s), Ok(t)) => (s, t),
-                (Err(e), _) | (_, Err(e)) => {
-                    metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "describe_configs").increment(1);
-                    warn!(flow = %flow, topic, error = format!("{e:#}"), "configs not compared");
-                    mismatched += 1;
-                    continue;
-                }
-            };
-            let changes = config_changes(&self.flow, &src, &tgt);
-            if changes.is_empty() {
-                continue;
-            }
-            let n = changes.len() as u64;
-            match self
-                .target
-                .alter_topic_configs(&remote, changes.clone())
-                .await
-            {
-                Ok(()) => {
-                    metrics::counter!(m::TOPIC_CONFIGS_CHANGED, "flow" => flow.clone())
-                        .increment(n);
-                    info!(flow = %flow, topic = %remote, changes = ?changes, "remote topic configs synced");
-                }
-                Err(e) => {
-                    metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "alter_configs")
-                        .increment(1);
-                    warn!(flow = %flow, topic = %remote, changes = ?changes, error = format!("{e:#}"), "remote topic configs not synced");
-                    mismatched += 1;
-                }
-            }
-        }
-        metrics::gauge!(m::TOPICS_CONFIG_MISMATCHED, "flow" => flow.clone()).set(mismatched as f64);
     }
 }
 
@@ -585,6 +531,50 @@ topics = ["orders", "pay.*", "dr.*"]
                 .filter(|c| c.starts_with("alter"))
                 .count();
             assert_eq!(alters, 1, "one incremental change, nothing when in step");
+        }
+
+        #[tokio::test]
+        async fn acl_sync_copies_read_and_all_as_read_but_never_write() {
+            use crate::native_admin::{AclOperation::*, AclPermission::*, TopicAcl};
+            let text = "deployment = \"t\"\n[clusters.us]\nbootstrap = \"x:1\"\n[clusters.dr]\nbootstrap = \"x:2\"\n\
+                        [[flows]]\nsource = \"us\"\ntarget = \"dr\"\ntopics = [\"orders\"]\nheartbeats = false\n\
+                        checkpoints = false\nsync_acls = true\nsync_acl_deletions = true\n";
+            let config = Config::parse(text).unwrap();
+            let flows = config.flows().unwrap();
+            let source = FakeCluster::with(&[("orders", 1)], true);
+            let target = FakeCluster::with(&[], true);
+            let acl = |topic: &str, who: &str, operation, permission| TopicAcl {
+                topic: topic.into(),
+                principal: format!("User:{who}"),
+                host: "*".into(),
+                operation,
+                permission,
+            };
+            source.acls.lock().unwrap().extend([
+                acl("orders", "alice", Read, Allow),
+                acl("orders", "bob", Write, Allow),
+                acl("orders", "carol", All, Allow),
+            ]);
+            target.acls.lock().unwrap().extend([
+                acl("us.orders", "mallory", Read, Allow),
+                acl("mine", "ops", Read, Allow),
+            ]);
+            let (s, t) = (source.clone(), target.clone());
+            let (mut d, _rx) = Discovery::with_admins(&config, &flows, |alias| {
+                Ok(if alias == "us" { s.clone() } else { t.clone() })
+            })
+            .unwrap();
+            d.flows[0].discover().await.unwrap();
+            let got: Vec<TopicAcl> = target.acls.lock().unwrap().iter().cloned().collect();
+            assert_eq!(
+                got,
+                vec![
+                    acl("mine", "ops", Read, Allow),
+                    acl("us.orders", "alice", Read, Allow),
+                    acl("us.orders", "carol", Read, Allow),
+                ],
+                "bob's WRITE not copied, carol's ALL became READ, mallory's left the source's view and was removed, another topic's ACL untouched"
+            );
         }
     }
 }

@@ -2,7 +2,8 @@
 //! writes records.
 
 pub mod admin;
-pub mod alter_configs;
 pub mod checkpoint;
 pub mod discovery;
+pub mod metadata;
+pub mod native_admin;
 pub mod planner;

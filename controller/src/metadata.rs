@@ -1,0 +1,290 @@
+//! Metadata sync: remote topics follow their source's configs and ACLs.
+//! Pure decisions ([`config_changes`], [`target_acls`], [`acl_changes`])
+//! and the rounds that apply them through the admin seam, reporting what
+//! changed and what could not (log lines, counters, a gauge).
+
+use std::collections::BTreeSet;
+
+use tracing::{info, warn};
+
+use strait_common::config::Flow;
+use strait_common::metrics as m;
+
+use crate::admin::{ClusterAdmin, TopicConfigs, TopicSizes};
+use crate::native_admin::{AclOperation, AclPermission, ConfigOp, TopicAcl};
+
+/// The changes that make a remote topic's configs match its source's:
+/// every copied config the source sets and the target lacks or differs on.
+/// A config set only on the target is left alone (it may be an operator's).
+pub fn config_changes(flow: &Flow, source: &TopicConfigs, target: &TopicConfigs) -> Vec<ConfigOp> {
+    source
+        .iter()
+        .filter(|(k, v)| flow.copies_config(k) && target.get(*k) != Some(*v))
+        .map(|(k, v)| ConfigOp::Set(k.clone(), v.clone()))
+        .collect()
+}
+
+/// Brings every remote topic's configs in step with its source's, and
+/// reports what changed, what could not, and how many still differ.
+pub async fn sync_configs<A: ClusterAdmin>(
+    flow: &Flow,
+    source_admin: &A,
+    target_admin: &A,
+    source: &TopicSizes,
+    target: &TopicSizes,
+) {
+    let name = &flow.name;
+    let mut mismatched = 0;
+    for topic in source.keys().filter(|t| flow.replicates(t)) {
+        let remote = flow.remote_topic(topic);
+        if !target.contains_key(&remote) {
+            continue;
+        }
+        let (src, tgt) = match (
+            source_admin.topic_configs(topic).await,
+            target_admin.topic_configs(&remote).await,
+        ) {
+            (Ok(s), Ok(t)) => (s, t),
+            (Err(e), _) | (_, Err(e)) => {
+                metrics::counter!(m::ERRORS, "flow" => name.clone(), "kind" => "describe_configs")
+                    .increment(1);
+                warn!(flow = %name, topic, error = format!("{e:#}"), "configs not compared");
+                mismatched += 1;
+                continue;
+            }
+        };
+        let changes = config_changes(flow, &src, &tgt);
+        if changes.is_empty() {
+            continue;
+        }
+        let n = changes.len() as u64;
+        match target_admin
+            .alter_topic_configs(&remote, changes.clone())
+            .await
+        {
+            Ok(()) => {
+                metrics::counter!(m::TOPIC_CONFIGS_CHANGED, "flow" => name.clone()).increment(n);
+                info!(flow = %name, topic = %remote, changes = ?changes, "remote topic configs synced");
+            }
+            Err(e) => {
+                metrics::counter!(m::ERRORS, "flow" => name.clone(), "kind" => "alter_configs")
+                    .increment(1);
+                warn!(flow = %name, topic = %remote, changes = ?changes, error = format!("{e:#}"), "remote topic configs not synced");
+                mismatched += 1;
+            }
+        }
+    }
+    metrics::gauge!(m::TOPICS_CONFIG_MISMATCHED, "flow" => name.clone()).set(mismatched as f64);
+}
+
+/// The ACLs the target should have for this flow's remote topics, from the
+/// source's literal topic ACLs, as MirrorMaker 2 maps them: ALLOW WRITE is
+/// never copied (only strait writes remote topics) and ALLOW ALL becomes
+/// ALLOW READ; everything else (READ, DESCRIBE, DENY ...) is copied as is.
+pub fn target_acls(flow: &Flow, source: &[TopicAcl]) -> BTreeSet<TopicAcl> {
+    source
+        .iter()
+        .filter(|a| flow.replicates(&a.topic))
+        .filter_map(|a| {
+            let operation = match (a.permission, a.operation) {
+                (AclPermission::Allow, AclOperation::Write) => return None,
+                (AclPermission::Allow, AclOperation::All) => AclOperation::Read,
+                (_, op) => op,
+            };
+            Some(TopicAcl {
+                topic: flow.remote_topic(&a.topic),
+                operation,
+                ..a.clone()
+            })
+        })
+        .collect()
+}
+
+/// What to create on the target, and (when deletions are on) what to
+/// remove: ACLs on this flow's remote topics that the source no longer
+/// implies. ACLs on other topics are never touched.
+pub fn acl_changes(
+    flow: &Flow,
+    desired: &BTreeSet<TopicAcl>,
+    existing: &[TopicAcl],
+    remote_topics: &BTreeSet<String>,
+) -> (Vec<TopicAcl>, Vec<TopicAcl>) {
+    let existing: BTreeSet<&TopicAcl> = existing.iter().collect();
+    let create = desired
+        .iter()
+        .filter(|a| !existing.contains(a))
+        .cloned()
+        .collect();
+    let delete = if flow.sync_acl_deletions {
+        existing
+            .iter()
+            .filter(|a| remote_topics.contains(&a.topic) && !desired.contains(**a))
+            .map(|a| (*a).clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    (create, delete)
+}
+
+/// One ACL sync round for a flow.
+pub async fn sync_acls<A: ClusterAdmin>(
+    flow: &Flow,
+    source_admin: &A,
+    target_admin: &A,
+    source: &TopicSizes,
+    target: &TopicSizes,
+) {
+    let name = &flow.name;
+    let (src, tgt) = match (
+        source_admin.topic_acls().await,
+        target_admin.topic_acls().await,
+    ) {
+        (Ok(s), Ok(t)) => (s, t),
+        (Err(e), _) | (_, Err(e)) => {
+            metrics::counter!(m::ERRORS, "flow" => name.clone(), "kind" => "describe_acls")
+                .increment(1);
+            warn!(flow = %name, error = format!("{e:#}"), "ACLs not compared");
+            return;
+        }
+    };
+    let remote_topics: BTreeSet<String> = source
+        .keys()
+        .filter(|t| flow.replicates(t))
+        .map(|t| flow.remote_topic(t))
+        .filter(|r| target.contains_key(r))
+        .collect();
+    let desired: BTreeSet<TopicAcl> = target_acls(flow, &src)
+        .into_iter()
+        .filter(|a| remote_topics.contains(&a.topic))
+        .collect();
+    let (create, delete) = acl_changes(flow, &desired, &tgt, &remote_topics);
+    for (what, acls, result) in [
+        (
+            "created",
+            &create,
+            if create.is_empty() {
+                Ok(())
+            } else {
+                target_admin.create_acls(create.clone()).await
+            },
+        ),
+        (
+            "deleted",
+            &delete,
+            if delete.is_empty() {
+                Ok(())
+            } else {
+                target_admin.delete_acls(delete.clone()).await
+            },
+        ),
+    ] {
+        if acls.is_empty() {
+            continue;
+        }
+        match result {
+            Ok(()) => {
+                metrics::counter!(m::ACLS_CHANGED, "flow" => name.clone(), "change" => what)
+                    .increment(acls.len() as u64);
+                info!(flow = %name, acls = ?acls, "remote topic ACLs {what}");
+            }
+            Err(e) => {
+                metrics::counter!(m::ERRORS, "flow" => name.clone(), "kind" => "acls").increment(1);
+                warn!(flow = %name, acls = ?acls, error = format!("{e:#}"), "remote topic ACLs not {what}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_common::config::Config;
+
+    fn flow(extra: &str) -> Flow {
+        let text = format!(
+            "deployment = \"t\"\n[clusters.us]\nbootstrap = \"x:1\"\n[clusters.dr]\nbootstrap = \"x:2\"\n\
+             [[flows]]\nsource = \"us\"\ntarget = \"dr\"\ntopics = [\"orders\"]\nsync_acls = true\n{extra}"
+        );
+        Config::parse(&text).unwrap().flows().unwrap().remove(0)
+    }
+
+    fn acl(topic: &str, who: &str, operation: AclOperation, permission: AclPermission) -> TopicAcl {
+        TopicAcl {
+            topic: topic.into(),
+            principal: format!("User:{who}"),
+            host: "*".into(),
+            operation,
+            permission,
+        }
+    }
+
+    #[test]
+    fn acls_map_as_mirrormaker2_does_so_only_strait_writes() {
+        use AclOperation::*;
+        use AclPermission::*;
+        let source = [
+            acl("orders", "alice", Read, Allow),
+            acl("orders", "bob", Write, Allow),
+            acl("orders", "carol", All, Allow),
+            acl("orders", "dave", Write, Deny),
+            acl("payments", "erin", Read, Allow), // not replicated by this flow
+        ];
+        let got: Vec<TopicAcl> = target_acls(&flow(""), &source).into_iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                acl("us.orders", "alice", Read, Allow),
+                acl("us.orders", "carol", Read, Allow),
+                acl("us.orders", "dave", Write, Deny),
+            ]
+        );
+    }
+
+    #[test]
+    fn deletions_are_opt_in_and_limited_to_the_flows_remote_topics() {
+        use AclOperation::*;
+        use AclPermission::*;
+        let desired: BTreeSet<TopicAcl> = [acl("us.orders", "alice", Read, Allow)].into();
+        let existing = [
+            acl("us.orders", "gone", Read, Allow),
+            acl("local-topic", "ops", Read, Allow),
+        ];
+        let remote: BTreeSet<String> = ["us.orders".to_owned()].into();
+        let (create, delete) = acl_changes(&flow(""), &desired, &existing, &remote);
+        assert_eq!(create, vec![acl("us.orders", "alice", Read, Allow)]);
+        assert!(delete.is_empty(), "deletions are off by default");
+        let (_, delete) = acl_changes(
+            &flow("sync_acl_deletions = true"),
+            &desired,
+            &existing,
+            &remote,
+        );
+        assert_eq!(
+            delete,
+            vec![acl("us.orders", "gone", Read, Allow)],
+            "never an ACL of another topic"
+        );
+    }
+
+    #[test]
+    fn configs_differing_or_missing_are_set_and_excluded_ones_never() {
+        let f = flow("");
+        let src: TopicConfigs = [
+            ("retention.ms", "1"),
+            ("min.insync.replicas", "2"),
+            ("cleanup.policy", "compact"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let tgt: TopicConfigs = [("cleanup.policy", "compact"), ("segment.ms", "5")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            config_changes(&f, &src, &tgt),
+            vec![ConfigOp::Set("retention.ms".into(), "1".into())]
+        );
+    }
+}
