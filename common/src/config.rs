@@ -167,6 +167,9 @@ pub struct FlowConfig {
     /// Regexes of config names never copied (whole names).
     #[serde(default = "default_configs_exclude")]
     pub configs_exclude: Vec<String>,
+    /// Replication factor of the remote topics strait creates; the target
+    /// cluster's default when absent.
+    pub replication_factor: Option<i32>,
     /// Copy the source's literal topic ACLs to the remote topics (opt-in):
     /// ALLOW WRITE is never copied and ALLOW ALL becomes ALLOW READ, so only
     /// strait writes remote topics.
@@ -309,6 +312,7 @@ pub struct Flow {
     pub configs_exclude: Vec<Regex>,
     pub sync_acls: bool,
     pub sync_acl_deletions: bool,
+    pub replication_factor: Option<i32>,
 }
 
 impl Flow {
@@ -488,6 +492,12 @@ impl Config {
                     "must be longer than zero",
                 ));
             }
+            if f.replication_factor.is_some_and(|rf| rf < 1) {
+                return Err(invalid(
+                    key("replication_factor"),
+                    "must be at least 1 (leave it out for the target's default)",
+                ));
+            }
             if f.sync_acl_deletions && !f.sync_acls {
                 return Err(invalid(key("sync_acl_deletions"), "needs sync_acls = true"));
             }
@@ -541,6 +551,7 @@ impl Config {
                 configs_exclude: compile("configs_exclude", &f.configs_exclude)?,
                 sync_acls: f.sync_acls,
                 sync_acl_deletions: f.sync_acl_deletions,
+                replication_factor: f.replication_factor,
             });
         }
         Ok(flows)
@@ -632,6 +643,11 @@ target = "dr"
         assert!(e.starts_with("worker.max_in_flight_bytes:"), "{e}");
         let e = err(&format!("{MINIMAL}\n[metrics]\nlisten = \"nowhere\"\n"));
         assert!(e.starts_with("metrics.listen:"), "{e}");
+        let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\nreplication_factor = 0"));
+        assert!(
+            e.starts_with("flows[0].replication_factor: must be at least 1"),
+            "{e}"
+        );
         let e = err("deployment = 3");
         assert!(e.starts_with("deployment: invalid type"), "{e}");
         let e = err("deployment = \"x\"\n[clusters]\n");

@@ -31,11 +31,13 @@ pub type TopicSizes = BTreeMap<String, i32>;
 pub trait ClusterAdmin: Send + Sync + 'static {
     /// Every topic and its partition count.
     fn topic_sizes(&self) -> impl Future<Output = anyhow::Result<TopicSizes>> + Send;
-    /// Creates a topic; `Ok(false)` when it already exists.
+    /// Creates a topic (`replication_factor` None: the cluster's default);
+    /// `Ok(false)` when it already exists.
     fn create_topic(
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: Option<i32>,
         config: &[(&str, &str)],
     ) -> impl Future<Output = anyhow::Result<bool>> + Send;
     /// Grows a topic to `total` partitions (never shrinks).
@@ -100,9 +102,11 @@ impl ClusterAdmin for KafkaAdmin {
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: Option<i32>,
         config: &[(&str, &str)],
     ) -> anyhow::Result<bool> {
-        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
+        let rf = TopicReplication::Fixed(replication_factor.unwrap_or(-1));
+        let mut topic = NewTopic::new(name, partitions, rf);
         for (k, v) in config {
             topic = topic.set(k, v);
         }
@@ -243,12 +247,16 @@ pub mod double {
             &self,
             name: &str,
             partitions: i32,
+            replication_factor: Option<i32>,
             config: &[(&str, &str)],
         ) -> anyhow::Result<bool> {
+            let rf = replication_factor
+                .map(|r| format!(" rf{r}"))
+                .unwrap_or_default();
             self.calls
                 .lock()
                 .unwrap()
-                .push(format!("create {name} {partitions}"));
+                .push(format!("create {name} {partitions}{rf}"));
             let mut t = self.topics.lock().unwrap();
             if t.contains_key(name) {
                 return Ok(false);

@@ -165,7 +165,7 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
             let topic = self.flow.offset_syncs().1;
             if self
                 .syncs
-                .create_topic(&topic, 1, &[("cleanup.policy", "compact")])
+                .create_topic(&topic, 1, None, &[("cleanup.policy", "compact")])
                 .await
                 .context("offset-syncs topic")?
             {
@@ -177,7 +177,7 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
             let topic = checkpoints_topic(&self.flow.source);
             if self
                 .target
-                .create_topic(&topic, 1, &[("cleanup.policy", "compact")])
+                .create_topic(&topic, 1, None, &[("cleanup.policy", "compact")])
                 .await
                 .context("checkpoints topic")?
             {
@@ -188,7 +188,7 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         if self.flow.heartbeats.is_some() && !self.heartbeats_ready {
             if self
                 .source
-                .create_topic(HEARTBEATS_TOPIC, 1, &[("cleanup.policy", "compact")])
+                .create_topic(HEARTBEATS_TOPIC, 1, None, &[("cleanup.policy", "compact")])
                 .await
                 .context("heartbeats topic")?
             {
@@ -216,7 +216,11 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            match self.target.create_topic(remote, *parts, &pairs).await {
+            match self
+                .target
+                .create_topic(remote, *parts, self.flow.replication_factor, &pairs)
+                .await
+            {
                 Ok(created) => {
                     if created {
                         metrics::counter!(m::TOPICS_CREATED, "flow" => flow.clone()).increment(1);
@@ -402,10 +406,22 @@ topics = ["orders", "pay.*", "dr.*"]
             Arc<FakeCluster>,
             Arc<FakeCluster>,
         ) {
+            setup_with(can_grow, "")
+        }
+
+        fn setup_with(
+            can_grow: bool,
+            extra: &str,
+        ) -> (
+            Discovery<Arc<FakeCluster>>,
+            UnitReceivers,
+            Arc<FakeCluster>,
+            Arc<FakeCluster>,
+        ) {
             let text = "deployment = \"t\"\n[clusters.us]\nbootstrap = \"x:1\"\n[clusters.dr]\nbootstrap = \"x:2\"\n\
                         [[flows]]\nsource = \"us\"\ntarget = \"dr\"\ntopics = [\"orders\"]\nheartbeats = false\ncheckpoints = false\n\
                         config_sync_interval = \"1ms\"\n";
-            let config = Config::parse(text).unwrap();
+            let config = Config::parse(&format!("{text}{extra}")).unwrap();
             let flows = config.flows().unwrap();
             let source = FakeCluster::with(&[("orders", 2), ("other", 1)], true);
             let target = FakeCluster::with(&[], can_grow);
@@ -575,6 +591,17 @@ topics = ["orders", "pay.*", "dr.*"]
                 ],
                 "bob's WRITE not copied, carol's ALL became READ, mallory's left the source's view and was removed, another topic's ACL untouched"
             );
+        }
+
+        #[tokio::test]
+        async fn remote_topics_get_the_flows_replication_factor() {
+            let (mut d, _rx, _source, target) = setup_with(true, "replication_factor = 3\n");
+            d.flows[0].discover().await.unwrap();
+            assert!(target
+                .calls
+                .lock()
+                .unwrap()
+                .contains(&"create us.orders 2 rf3".to_owned()));
         }
     }
 }
