@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use strait_common::config::Config;
+use strait_controller::discovery::TopicBoard;
 use strait_worker::StatusBoard;
 
 use crate::offsets::{rows_json, translate_all, TranslateError};
@@ -44,6 +45,7 @@ const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct Api {
     pub config: Arc<Config>,
     pub status: StatusBoard,
+    pub topics: TopicBoard,
 }
 
 /// Binds `addr` (failing at once if it is taken) and serves `/metrics`,
@@ -130,7 +132,25 @@ async fn status(State(api): State<Api>) -> Response {
             })
         })
         .collect();
-    Json(json!({ "deployment": api.config.deployment, "flows": flows, "units": units }))
+    let topics: Vec<_> = api
+        .topics
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|((flow, topic), t)| {
+            json!({
+                "flow": flow,
+                "topic": topic,
+                "remote_topic": t.remote_topic,
+                "source_partitions": t.source_partitions,
+                "target_partitions": t.target_partitions,
+                "configs_in_sync": t.configs_in_sync,
+                "note": t.note,
+            })
+        })
+        .collect();
+    Json(json!({ "deployment": api.config.deployment, "flows": flows, "topics": topics, "units": units }))
         .into_response()
 }
 

@@ -21,15 +21,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let metrics = serve::install_metrics()?;
     let status = StatusBoard::default();
-    let api = serve::Api {
-        config: Arc::new(config.clone()),
-        status: status.clone(),
-    };
-    let http = serve::bind(config.metrics.listen, metrics, api, shutdown.clone()).await?;
+
     info!(listen = %config.metrics.listen, flows = flows.len(), deployment = %config.deployment,
           "strait started; metrics at http://{}/metrics", config.metrics.listen);
 
     let (discovery, receivers) = Discovery::new(&config, &flows)?;
+    let api = serve::Api {
+        config: Arc::new(config.clone()),
+        status: status.clone(),
+        topics: discovery.topics(),
+    };
+    let http = serve::bind(config.metrics.listen, metrics, api, shutdown.clone()).await?;
     let mut tasks = JoinSet::new();
     for (flow, units) in flows.into_iter().zip(receivers) {
         let spec = FlowSpec::new(&config, flow);

@@ -532,6 +532,21 @@ fn the_failover_command_moves_an_idle_group_and_refuses_an_active_one() {
         (Some(t.as_str()), Some("running"))
     );
     assert_eq!(unit["committed"], 100);
+    let topic = status["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["topic"] == t.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            topic["remote_topic"].as_str(),
+            topic["target_partitions"].as_i64()
+        ),
+        (Some(remote.as_str()), Some(1))
+    );
+    assert!(topic["note"].is_null(), "{topic}");
 
     // failover: the group now resumes at 25 on the target.
     let out = strait.cli(&["offsets", "failover", "--group", &group]);

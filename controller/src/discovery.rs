@@ -9,6 +9,7 @@
 //!   target, so no record is produced to a partition that is not there.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -67,6 +68,35 @@ pub fn plan_flow(flow: &Flow, source: &TopicSizes, target: &TopicSizes) -> FlowV
     view
 }
 
+/// How a replicated topic's remote topic compares with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicStatus {
+    pub remote_topic: String,
+    pub source_partitions: i32,
+    /// None while the remote topic does not exist.
+    pub target_partitions: Option<i32>,
+    /// Whether its configs matched at the last config sync (None: not compared).
+    pub configs_in_sync: Option<bool>,
+    /// What an operator should know, e.g. partitions that differ.
+    pub note: Option<String>,
+}
+
+/// Every replicated topic's status, by (flow, source topic).
+pub type TopicBoard = Arc<Mutex<BTreeMap<(String, String), TopicStatus>>>;
+
+fn partition_note(source: i32, target: Option<i32>) -> Option<String> {
+    match target {
+        None => Some("remote topic missing".into()),
+        Some(t) if t < source => Some(format!(
+            "remote topic has {t} of {source} partitions; the others wait"
+        )),
+        Some(t) if t > source => Some(format!(
+            "remote topic has {t} partitions, its source {source}: replicating by partition number"
+        )),
+        Some(_) => None,
+    }
+}
+
 struct FlowDiscovery<A> {
     flow: Flow,
     source: A,
@@ -76,6 +106,7 @@ struct FlowDiscovery<A> {
     heartbeats_ready: bool,
     checkpoints_ready: bool,
     next_config_sync: Option<Instant>,
+    board: TopicBoard,
     warned_short: BTreeSet<String>,
     units: watch::Sender<BTreeSet<Unit>>,
 }
@@ -84,6 +115,7 @@ struct FlowDiscovery<A> {
 pub struct Discovery<A = KafkaAdmin> {
     flows: Vec<FlowDiscovery<A>>,
     interval: Duration,
+    board: TopicBoard,
 }
 
 /// Receivers of each flow's units, in the order of the flows.
@@ -113,6 +145,7 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
         flows: &[Flow],
         mut get: impl FnMut(&str) -> anyhow::Result<A>,
     ) -> anyhow::Result<(Self, UnitReceivers)> {
+        let board = TopicBoard::default();
         let mut out = Vec::new();
         let mut receivers = Vec::new();
         for flow in flows {
@@ -126,6 +159,7 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
                 heartbeats_ready: false,
                 checkpoints_ready: false,
                 next_config_sync: None,
+                board: board.clone(),
                 warned_short: BTreeSet::new(),
                 units: tx,
             });
@@ -135,9 +169,15 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
             Discovery {
                 flows: out,
                 interval: config.discovery.interval,
+                board,
             },
             receivers,
         ))
+    }
+
+    /// The status of every replicated topic, kept up to date by `run`.
+    pub fn topics(&self) -> TopicBoard {
+        self.board.clone()
     }
 
     /// Discovers once, then on every interval, until `shutdown`.
@@ -261,8 +301,15 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         };
         if let Some(every) = self.flow.sync_topic_configs {
             if self.next_config_sync.is_none_or(|t| Instant::now() >= t) {
-                metadata::sync_configs(&self.flow, &self.source, &self.target, &source, &target)
-                    .await;
+                let in_sync = metadata::sync_configs(
+                    &self.flow,
+                    &self.source,
+                    &self.target,
+                    &source,
+                    &target,
+                )
+                .await;
+                self.publish_topics(&source, &target, Some(&in_sync));
                 if self.flow.sync_acls {
                     metadata::sync_acls(&self.flow, &self.source, &self.target, &source, &target)
                         .await;
@@ -270,6 +317,7 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 self.next_config_sync = Some(Instant::now() + every);
             }
         }
+        self.publish_topics(&source, &target, None);
         metrics::gauge!(m::DISCOVERY_UNITS, "flow" => flow.clone()).set(view.units.len() as f64);
         let units = view.units;
         self.units.send_if_modified(|current| {
@@ -285,6 +333,35 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
 }
 
 impl<A: ClusterAdmin> FlowDiscovery<A> {
+    /// Records every replicated topic's status on the board; `in_sync`
+    /// when a config sync just ran, else the last known answer stays.
+    fn publish_topics(
+        &self,
+        source: &TopicSizes,
+        target: &TopicSizes,
+        in_sync: Option<&BTreeMap<String, bool>>,
+    ) {
+        let flow = &self.flow.name;
+        let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        board.retain(|(f, t), _| f != flow || (source.contains_key(t) && self.flow.replicates(t)));
+        for (topic, &parts) in source.iter().filter(|(t, _)| self.flow.replicates(t)) {
+            let remote = self.flow.remote_topic(topic);
+            let target_partitions = target.get(&remote).copied();
+            let entry = board.entry((flow.clone(), topic.clone())).or_default();
+            let configs_in_sync = match in_sync {
+                Some(m) => m.get(topic).copied(),
+                None => entry.configs_in_sync,
+            };
+            *entry = TopicStatus {
+                note: partition_note(parts, target_partitions),
+                remote_topic: remote,
+                source_partitions: parts,
+                target_partitions,
+                configs_in_sync,
+            };
+        }
+    }
+
     /// The source topic whose remote topic is `remote`.
     fn source_topic_of(&self, remote: &str, source: &TopicSizes) -> String {
         source
@@ -469,6 +546,16 @@ topics = ["orders", "pay.*", "dr.*"]
                 vec![0, 1],
                 "partitions 2 and 3 wait, nothing is produced to them"
             );
+            let status =
+                d.topics().lock().unwrap()[&("us-dr".to_owned(), "orders".to_owned())].clone();
+            assert_eq!(
+                (status.source_partitions, status.target_partitions),
+                (4, Some(2))
+            );
+            assert_eq!(
+                status.note.as_deref(),
+                Some("remote topic has 2 of 4 partitions; the others wait")
+            );
             // It keeps trying on every round.
             let grows = target
                 .calls
@@ -487,6 +574,14 @@ topics = ["orders", "pay.*", "dr.*"]
             d.flows[0].discover().await.unwrap();
             assert_eq!(target.size("us.orders"), Some(5), "never shrunk");
             assert_eq!(partitions(&rx), vec![0, 1]);
+            let status =
+                d.topics().lock().unwrap()[&("us-dr".to_owned(), "orders".to_owned())].clone();
+            assert_eq!(
+                status.note.as_deref(),
+                Some(
+                    "remote topic has 5 partitions, its source 2: replicating by partition number"
+                )
+            );
         }
 
         #[tokio::test]
@@ -512,6 +607,9 @@ topics = ["orders", "pay.*", "dr.*"]
             );
             assert_eq!(remote("cleanup.policy").as_deref(), Some("compact"));
             assert_eq!(remote("min.insync.replicas"), None, "excluded by default");
+            let status =
+                d.topics().lock().unwrap()[&("us-dr".to_owned(), "orders".to_owned())].clone();
+            assert_eq!((status.configs_in_sync, status.note), (Some(true), None));
             // The source changes; an operator tuned the target on their own.
             source
                 .configs

@@ -3,7 +3,7 @@
 //! and the rounds that apply them through the admin seam, reporting what
 //! changed and what could not (log lines, counters, a gauge).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{info, warn};
 
@@ -26,15 +26,17 @@ pub fn config_changes(flow: &Flow, source: &TopicConfigs, target: &TopicConfigs)
 
 /// Brings every remote topic's configs in step with its source's, and
 /// reports what changed, what could not, and how many still differ.
+/// Returns, per source topic compared, whether its remote topic matches.
 pub async fn sync_configs<A: ClusterAdmin>(
     flow: &Flow,
     source_admin: &A,
     target_admin: &A,
     source: &TopicSizes,
     target: &TopicSizes,
-) {
+) -> BTreeMap<String, bool> {
     let name = &flow.name;
     let mut mismatched = 0;
+    let mut in_sync = BTreeMap::new();
     for topic in source.keys().filter(|t| flow.replicates(t)) {
         let remote = flow.remote_topic(topic);
         if !target.contains_key(&remote) {
@@ -50,11 +52,13 @@ pub async fn sync_configs<A: ClusterAdmin>(
                     .increment(1);
                 warn!(flow = %name, topic, error = format!("{e:#}"), "configs not compared");
                 mismatched += 1;
+                in_sync.insert(topic.clone(), false);
                 continue;
             }
         };
         let changes = config_changes(flow, &src, &tgt);
         if changes.is_empty() {
+            in_sync.insert(topic.clone(), true);
             continue;
         }
         let n = changes.len() as u64;
@@ -65,16 +69,19 @@ pub async fn sync_configs<A: ClusterAdmin>(
             Ok(()) => {
                 metrics::counter!(m::TOPIC_CONFIGS_CHANGED, "flow" => name.clone()).increment(n);
                 info!(flow = %name, topic = %remote, changes = ?changes, "remote topic configs synced");
+                in_sync.insert(topic.clone(), true);
             }
             Err(e) => {
                 metrics::counter!(m::ERRORS, "flow" => name.clone(), "kind" => "alter_configs")
                     .increment(1);
                 warn!(flow = %name, topic = %remote, changes = ?changes, error = format!("{e:#}"), "remote topic configs not synced");
                 mismatched += 1;
+                in_sync.insert(topic.clone(), false);
             }
         }
     }
     metrics::gauge!(m::TOPICS_CONFIG_MISMATCHED, "flow" => name.clone()).set(mismatched as f64);
+    in_sync
 }
 
 /// The ACLs the target should have for this flow's remote topics, from the
