@@ -690,8 +690,8 @@ fn raw_configs(bootstrap: &str, topic: &str) -> std::collections::BTreeMap<Strin
         .collect()
 }
 
-/// The librdkafka binding for IncrementalAlterConfigs, on a real broker:
-/// only the named config changes. (tansu flags a topic's own configs as
+/// Creating a topic with configs, and the librdkafka binding for
+/// IncrementalAlterConfigs, on a real broker: only the named config changes. (tansu flags a topic's own configs as
 /// broker defaults in DescribeConfigs, unlike Kafka, so this reads them
 /// raw; strait's config sync, which copies only topic-level overrides as
 /// Kafka reports them, is tested against the admin double.)
@@ -701,13 +701,20 @@ fn incremental_alter_configs_changes_only_the_named_config() {
     use strait_controller::native_admin::ConfigOp;
     let sb = sandbox();
     let t = unique("alter");
-    create_topic_with(
-        &sb.target,
-        &t,
-        1,
-        &[("retention.ms", "111111"), ("cleanup.policy", "compact")],
-    );
     let a = admin(&sb.target);
+    // strait's own create path, with configs and a replication factor.
+    let configs = [("retention.ms", "111111"), ("cleanup.policy", "compact")];
+    assert!(block_on(a.create_topic(&t, 1, Some(1), &configs)).unwrap());
+    assert_eq!(
+        raw_configs(&sb.target, &t)
+            .get("retention.ms")
+            .map(String::as_str),
+        Some("111111")
+    );
+    assert!(
+        !block_on(a.create_topic(&t, 1, None, &[])).unwrap(),
+        "an existing topic is reported, not an error"
+    );
     block_on(a.alter_topic_configs(
         &t,
         vec![ConfigOp::Set("retention.ms".into(), "222222".into())],
