@@ -372,36 +372,29 @@ pub fn create_topic_acls<C: ClientContext>(
     acls: &[TopicAcl],
     timeout: Duration,
 ) -> Result<(), AdminError> {
-    if acls.is_empty() {
-        return Ok(());
-    }
-    // SAFETY: bindings are released by their guards after the call, which
-    // copies them; results are read before the event is destroyed.
+    // SAFETY: the pointers handed to the closures come from `acl_request`,
+    // which keeps the bindings and the result event alive meanwhile.
     unsafe {
-        let guards = acls
-            .iter()
-            .map(|a| binding(a, false))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut ptrs: Vec<*mut rd::rd_kafka_AclBinding_t> = guards.iter().map(|g| g.0).collect();
-        let event = request(
+        acl_request(
             client,
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS,
+            acls,
+            false,
             timeout,
-            |rk, o, q| rd::rd_kafka_CreateAcls(rk, ptrs.as_mut_ptr(), ptrs.len(), o, q),
-        )?;
-        let result = rd::rd_kafka_event_CreateAcls_result(event.0);
-        if result.is_null() {
-            return Err(AdminError::Failed("unexpected event".into()));
-        }
-        let mut count = 0usize;
-        let list = rd::rd_kafka_CreateAcls_result_acls(result, &mut count);
-        for i in 0..count {
-            check(
-                rd::rd_kafka_acl_result_error(*list.add(i)),
-                &format!("{:?}", acls.get(i)),
-            )?;
-        }
-        Ok(())
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS,
+            |rk, acls, n, o, q| rd::rd_kafka_CreateAcls(rk, acls, n, o, q),
+            |event| {
+                let result = rd::rd_kafka_event_CreateAcls_result(event);
+                let mut count = 0usize;
+                let list = if result.is_null() {
+                    std::ptr::null_mut()
+                } else {
+                    rd::rd_kafka_CreateAcls_result_acls(result, &mut count)
+                };
+                (0..count)
+                    .map(|i| rd::rd_kafka_acl_result_error(*list.add(i)))
+                    .collect()
+            },
+        )
     }
 }
 
@@ -411,36 +404,75 @@ pub fn delete_topic_acls<C: ClientContext>(
     acls: &[TopicAcl],
     timeout: Duration,
 ) -> Result<(), AdminError> {
+    // SAFETY: as for create_topic_acls.
+    unsafe {
+        acl_request(
+            client,
+            acls,
+            true,
+            timeout,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEACLS,
+            |rk, acls, n, o, q| rd::rd_kafka_DeleteAcls(rk, acls, n, o, q),
+            |event| {
+                let result = rd::rd_kafka_event_DeleteAcls_result(event);
+                let mut count = 0usize;
+                let list = if result.is_null() {
+                    std::ptr::null_mut()
+                } else {
+                    rd::rd_kafka_DeleteAcls_result_responses(result, &mut count)
+                };
+                (0..count)
+                    .map(|i| rd::rd_kafka_DeleteAcls_result_response_error(*list.add(i)))
+                    .collect()
+            },
+        )
+    }
+}
+
+/// Creates or deletes (`filter`) ACLs: one binding per ACL, one request,
+/// then one error (or null) per ACL from the result event.
+///
+/// # Safety
+/// `call` must issue the admin call matching `op`, and `errors` must read
+/// that call's result from the event it is given.
+unsafe fn acl_request<C: ClientContext>(
+    client: &Client<C>,
+    acls: &[TopicAcl],
+    filter: bool,
+    timeout: Duration,
+    op: rd::rd_kafka_admin_op_t,
+    call: impl FnOnce(
+        *mut rd::rd_kafka_t,
+        *mut *mut rd::rd_kafka_AclBinding_t,
+        usize,
+        *const rd::rd_kafka_AdminOptions_t,
+        *mut rd::rd_kafka_queue_t,
+    ),
+    errors: impl FnOnce(*mut rd::rd_kafka_event_t) -> Vec<*const rd::rd_kafka_error_t>,
+) -> Result<(), AdminError> {
     if acls.is_empty() {
         return Ok(());
     }
-    // SAFETY: as for create_topic_acls.
-    unsafe {
-        let guards = acls
-            .iter()
-            .map(|a| binding(a, true))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut ptrs: Vec<*mut rd::rd_kafka_AclBinding_t> = guards.iter().map(|g| g.0).collect();
-        let event = request(
-            client,
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEACLS,
-            timeout,
-            |rk, o, q| rd::rd_kafka_DeleteAcls(rk, ptrs.as_mut_ptr(), ptrs.len(), o, q),
-        )?;
-        let result = rd::rd_kafka_event_DeleteAcls_result(event.0);
-        if result.is_null() {
-            return Err(AdminError::Failed("unexpected event".into()));
-        }
-        let mut count = 0usize;
-        let list = rd::rd_kafka_DeleteAcls_result_responses(result, &mut count);
-        for i in 0..count {
-            check(
-                rd::rd_kafka_DeleteAcls_result_response_error(*list.add(i)),
-                &format!("{:?}", acls.get(i)),
-            )?;
-        }
-        Ok(())
+    let guards = acls
+        .iter()
+        .map(|a| binding(a, filter))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ptrs: Vec<*mut rd::rd_kafka_AclBinding_t> = guards.iter().map(|g| g.0).collect();
+    let event = request(client, op, timeout, |rk, o, q| {
+        call(rk, ptrs.as_mut_ptr(), ptrs.len(), o, q)
+    })?;
+    let errs = errors(event.0);
+    if errs.len() != acls.len() {
+        return Err(AdminError::Failed(format!(
+            "{} results for {} ACLs",
+            errs.len(),
+            acls.len()
+        )));
     }
+    for (err, acl) in errs.into_iter().zip(acls) {
+        check(err, &format!("{acl:?}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
