@@ -40,6 +40,18 @@ pub fn client_config(cluster: &ClusterConfig) -> ClientConfig {
     c
 }
 
+/// A consumer of `cluster` that reads with manual assignment and never
+/// commits or stores offsets on its own; `group` only names where commits
+/// go (or, for readers that never commit, whose commits it may read).
+pub fn manual_consumer(cluster: &ClusterConfig, group: &str) -> ClientConfig {
+    let mut c = client_config(cluster);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    c
+}
+
 /// Producer settings that make "nothing lost, order kept" hold: idempotence
 /// (acks=all, ordered per partition, retries without duplicates) and no
 /// delivery timeout, so a record is never given up on because the target was

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use strait_common::config::{ClusterConfig, Flow};
 use strait_common::formats::{Checkpoint, OffsetSync};
-use strait_common::kafka::client_config;
+use strait_common::kafka::{client_config, manual_consumer};
 use strait_common::metrics as m;
 use strait_common::model::{NextOffset, TopicPartition};
 use strait_common::policy::checkpoints_topic;
@@ -130,11 +130,7 @@ pub async fn run_checkpoints(
 }
 
 fn consumer(cluster: &ClusterConfig, group: &str) -> anyhow::Result<BaseConsumer> {
-    let mut c: ClientConfig = client_config(cluster);
-    c.set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    Ok(c.create()?)
+    Ok(manual_consumer(cluster, group).create()?)
 }
 
 fn checkpoint_loop(

@@ -17,7 +17,7 @@ use rdkafka::TopicPartitionList;
 use tracing::{debug, warn};
 
 use strait_common::config::StartAt;
-use strait_common::kafka::{client_config, reliable_producer};
+use strait_common::kafka::{manual_consumer, reliable_producer};
 use strait_common::metrics as m;
 
 use crate::errors;
@@ -155,19 +155,16 @@ pub type SyncsProducer = ThreadedProducer<SyncsContext>;
 /// The consumer: manual assignment only (`assign`, never `subscribe`), so it
 /// never joins the group; the group id only names where progress is committed.
 pub fn consumer(spec: &FlowSpec, ctx: SourceContext) -> KafkaResult<Consumer> {
-    let mut c: ClientConfig = client_config(&spec.source);
-    c.set("group.id", spec.flow.commit_group(&spec.deployment))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set(
-            "auto.offset.reset",
-            match spec.flow.start {
-                StartAt::Earliest => "earliest",
-                StartAt::Latest => "latest",
-            },
-        )
-        .set("statistics.interval.ms", "2000");
+    let mut c: ClientConfig =
+        manual_consumer(&spec.source, &spec.flow.commit_group(&spec.deployment));
+    c.set(
+        "auto.offset.reset",
+        match spec.flow.start {
+            StartAt::Earliest => "earliest",
+            StartAt::Latest => "latest",
+        },
+    )
+    .set("statistics.interval.ms", "2000");
     c.create_with_context(ctx)
 }
 

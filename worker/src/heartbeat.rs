@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use strait_common::formats::Heartbeat;
-use strait_common::kafka::client_config;
+use strait_common::kafka::{client_config, manual_consumer};
 use strait_common::metrics as m;
 use strait_common::policy::HEARTBEATS_TOPIC;
 
@@ -48,13 +48,8 @@ pub async fn run_heartbeats(
         .create()
         .with_context(|| format!("flow {flow}: heartbeat producer"))?;
     let remote = spec.flow.remote_topic(HEARTBEATS_TOPIC);
-    let consumer: BaseConsumer = client_config(&spec.target)
-        .set(
-            "group.id",
-            format!("{}.heartbeats", spec.flow.commit_group(&spec.deployment)),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+    let group = format!("{}.heartbeats", spec.flow.commit_group(&spec.deployment));
+    let consumer: BaseConsumer = manual_consumer(&spec.target, &group)
         .create()
         .with_context(|| format!("flow {flow}: heartbeat consumer"))?;
     let mut tpl = TopicPartitionList::new();
