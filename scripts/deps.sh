@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing strait needs on a fresh Debian machine
 # with a Rust toolchain: C build tools and headers for librdkafka (built
-# from source by rdkafka-sys), then the sandbox's tansu and etcd.
+# from source by rdkafka-sys), protoc for etcd-client, then the sandbox's tansu and etcd.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 need=()
-for pkg in build-essential pkg-config libssl-dev zlib1g-dev; do
+# protobuf-compiler: etcd-client generates its gRPC code with protoc.
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev protobuf-compiler; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # tansu installs into a venv: any python3 with venv and ensurepip will do.

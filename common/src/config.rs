@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regex::Regex;
@@ -48,6 +48,12 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub coordination: CoordinationConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub planner: PlannerSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +257,80 @@ impl Default for MetricsConfig {
     }
 }
 
+/// How processes agree: embedded (no etcd endpoints: one process holds
+/// every role) or etcd (a fleet of controllers and workers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinationConfig {
+    /// etcd endpoints (`http://host:2379`, or `https://` with `tls`); empty
+    /// runs the embedded coordinator.
+    pub etcd: Vec<String>,
+    /// Lease of a worker's registration and owner keys, and of the leader
+    /// key. A crashed worker's units move after at most this long.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Bound on every etcd request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub tls: Option<EtcdTls>,
+}
+
+impl Default for CoordinationConfig {
+    fn default() -> Self {
+        CoordinationConfig {
+            etcd: Vec::new(),
+            lease_ttl: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(2),
+            user: None,
+            password: None,
+            tls: None,
+        }
+    }
+}
+
+impl CoordinationConfig {
+    pub fn is_fleet(&self) -> bool {
+        !self.etcd.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTls {
+    /// CA bundle that signed etcd's server certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, for etcd's `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// The REST API the leader controller serves on `metrics.listen`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer token required by every mutating call; none: mutations are open.
+    pub token: Option<String>,
+    /// The URL other processes give out for this one (the leader's address
+    /// in redirects); default `http://{metrics.listen}`.
+    pub advertise: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlannerSettings {
+    /// Allowed imbalance between workers: loads stay within
+    /// `[avg / ratio, avg * ratio]` (bytes/s when reported, else units).
+    pub balance_ratio: f64,
+}
+
+impl Default for PlannerSettings {
+    fn default() -> Self {
+        PlannerSettings { balance_ratio: 1.2 }
+    }
+}
+
 fn default_topics() -> Vec<String> {
     vec![".*".to_owned()]
 }
@@ -424,6 +504,30 @@ impl Config {
         }
         if self.flows.is_empty() {
             return Err(invalid("flows", "define at least one [[flows]]"));
+        }
+        let c = &self.coordination;
+        for (i, e) in c.etcd.iter().enumerate() {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(invalid(
+                    format!("coordination.etcd[{i}]"),
+                    "an endpoint is a URL: http://host:2379 or https://host:2379",
+                ));
+            }
+        }
+        if c.lease_ttl < Duration::from_secs(2) {
+            return Err(invalid(
+                "coordination.lease_ttl",
+                "at least 2s (etcd's minimum)",
+            ));
+        }
+        if c.user.is_some() != c.password.is_some() {
+            return Err(invalid(
+                "coordination.user",
+                "user and password go together",
+            ));
+        }
+        if !(self.planner.balance_ratio >= 1.0 && self.planner.balance_ratio.is_finite()) {
+            return Err(invalid("planner.balance_ratio", "a number of at least 1.0"));
         }
         let w = &self.worker;
         if w.unit_max_in_flight_bytes == 0 || w.max_in_flight_bytes < w.unit_max_in_flight_bytes {

@@ -3,6 +3,7 @@
 //! metric names.
 
 pub mod config;
+pub mod coord;
 pub mod formats;
 pub mod kafka;
 pub mod metrics;

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// The offset of a record that exists (was read from the source, or was
 /// written to the target).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,7 +35,7 @@ impl fmt::Display for NextOffset {
 }
 
 /// A source topic-partition.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TopicPartition {
     pub topic: String,
     pub partition: i32,
@@ -47,7 +49,7 @@ impl fmt::Display for TopicPartition {
 
 /// What is assigned to a worker: one source partition of one flow, with the
 /// remote topic it is written to (same partition number).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Unit {
     pub flow: String,
     pub source: TopicPartition,

@@ -1,0 +1,306 @@
+//! The etcd coordinator, over `etcd-client` (gRPC). Every request is
+//! bounded by a timeout so a partitioned etcd shows up as
+//! [`CoordError::Unavailable`] rather than a hang.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Certificate, Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions,
+    Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+};
+use tokio::sync::{mpsc, Mutex};
+
+use super::{
+    ttl_secs, Compare, CoordError, Coordinator, Event, Kv, LeaseId, Op, Result, Revision, Watch,
+};
+use crate::config::CoordinationConfig;
+
+pub struct Etcd {
+    client: Client,
+    endpoints: Vec<String>,
+    timeout: Duration,
+    keepers: Mutex<HashMap<LeaseId, (LeaseKeeper, LeaseKeepAliveStream)>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> CoordError {
+    CoordError::Unavailable(e.to_string())
+}
+
+/// gRPC codes that mean "the store answered no", as opposed to "the store
+/// did not answer": invalid argument, not found, permission denied, failed
+/// precondition, unauthenticated.
+const REFUSALS: [i32; 5] = [3, 5, 7, 9, 16];
+
+fn from_etcd(e: etcd_client::Error) -> CoordError {
+    match &e {
+        etcd_client::Error::GRpcStatus(s) if REFUSALS.contains(&i32::from(s.code())) => {
+            CoordError::Refused(s.message().to_owned())
+        }
+        _ => unavailable(e),
+    }
+}
+
+impl Etcd {
+    /// Connects (bounded by the request timeout). TLS and user/password
+    /// come from the config; a bad certificate file is an error here, not
+    /// at the first request.
+    pub async fn connect(cfg: &CoordinationConfig) -> anyhow::Result<Etcd> {
+        use anyhow::Context as _;
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(cfg.request_timeout)
+            .with_timeout(cfg.request_timeout)
+            .with_keep_alive(Duration::from_secs(5), cfg.request_timeout)
+            .with_keep_alive_while_idle(true);
+        if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &cfg.tls {
+            let mut t = TlsOptions::new();
+            if let Some(ca) = &tls.ca_file {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("coordination.tls.ca_file {}", ca.display()))?;
+                t = t.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+                let cert = std::fs::read(cert)
+                    .with_context(|| format!("coordination.tls.cert_file {}", cert.display()))?;
+                let key = std::fs::read(key)
+                    .with_context(|| format!("coordination.tls.key_file {}", key.display()))?;
+                t = t.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(t);
+        }
+        let client = tokio::time::timeout(
+            cfg.request_timeout * 2,
+            Client::connect(&cfg.etcd, Some(options)),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("etcd {:?}: no answer", cfg.etcd))?
+        .with_context(|| format!("etcd {:?}", cfg.etcd))?;
+        Ok(Etcd {
+            client,
+            endpoints: cfg.etcd.clone(),
+            timeout: cfg.request_timeout,
+            keepers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r.map_err(from_etcd),
+            Err(_) => Err(unavailable(format!(
+                "no answer from {:?} within {:?}",
+                self.endpoints, self.timeout
+            ))),
+        }
+    }
+}
+
+fn kv(k: &etcd_client::KeyValue) -> Result<Kv> {
+    Ok(Kv {
+        key: k
+            .key_str()
+            .map_err(|e| CoordError::Refused(format!("key is not UTF-8: {e}")))?
+            .to_owned(),
+        value: k.value().to_vec(),
+        create_revision: k.create_revision(),
+        mod_revision: k.mod_revision(),
+        lease: k.lease(),
+    })
+}
+
+#[async_trait]
+impl Coordinator for Etcd {
+    fn describe(&self) -> String {
+        format!("etcd {}", self.endpoints.join(","))
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId> {
+        let mut c = self.client.clone();
+        let r = self.bounded(c.lease_grant(ttl_secs(ttl), None)).await?;
+        Ok(r.id())
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        let mut keepers = self.keepers.lock().await;
+        if let std::collections::hash_map::Entry::Vacant(slot) = keepers.entry(lease) {
+            let mut c = self.client.clone();
+            match self.bounded(c.lease_keep_alive(lease)).await {
+                Ok(pair) => slot.insert(pair),
+                Err(e) if lease_gone(&e.to_string()) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+        }
+        let (keeper, stream) = keepers.get_mut(&lease).expect("inserted above");
+        let timeout = self.timeout;
+        let answer = tokio::time::timeout(timeout, async {
+            keeper.keep_alive().await?;
+            stream.message().await
+        })
+        .await;
+        match answer {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => Ok(Some(Duration::from_secs(r.ttl() as u64))),
+            Ok(Ok(Some(_))) => {
+                keepers.remove(&lease);
+                Ok(None)
+            }
+            Ok(Ok(None)) => {
+                keepers.remove(&lease);
+                Err(unavailable("keep-alive stream closed"))
+            }
+            Ok(Err(e)) => {
+                keepers.remove(&lease);
+                if lease_gone(&e.to_string()) {
+                    Ok(None)
+                } else {
+                    Err(from_etcd(e))
+                }
+            }
+            Err(_) => {
+                keepers.remove(&lease);
+                Err(unavailable(format!(
+                    "keep-alive unanswered within {timeout:?}"
+                )))
+            }
+        }
+    }
+
+    async fn revoke(&self, lease: LeaseId) -> Result<()> {
+        self.keepers.lock().await.remove(&lease);
+        let mut c = self.client.clone();
+        match self.bounded(c.lease_revoke(lease)).await {
+            Ok(_) => Ok(()),
+            // Already gone is what we wanted.
+            Err(e) if lease_gone(&e.to_string()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Kv>> {
+        let mut c = self.client.clone();
+        let r = self.bounded(c.get(key, None)).await?;
+        r.kvs().first().map(kv).transpose()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<Kv>, Revision)> {
+        let mut c = self.client.clone();
+        let r = self
+            .bounded(c.get(prefix, Some(GetOptions::new().with_prefix())))
+            .await?;
+        let revision = r.header().map(|h| h.revision()).unwrap_or(0);
+        let kvs = r.kvs().iter().map(kv).collect::<Result<Vec<_>>>()?;
+        Ok((kvs, revision))
+    }
+
+    async fn txn(&self, when: Vec<Compare>, then: Vec<Op>) -> Result<bool> {
+        let compares: Vec<EtcdCompare> = when
+            .into_iter()
+            .map(|c| match c {
+                Compare::Absent(k) => EtcdCompare::create_revision(k, CompareOp::Equal, 0),
+                Compare::CreatedAt(k, rev) => {
+                    EtcdCompare::create_revision(k, CompareOp::Equal, rev)
+                }
+                Compare::Value(k, v) => EtcdCompare::value(k, CompareOp::Equal, v),
+            })
+            .collect();
+        let ops: Vec<TxnOp> = then
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value, lease } => {
+                    TxnOp::put(key, value, lease.map(|l| PutOptions::new().with_lease(l)))
+                }
+                Op::Delete(key) => TxnOp::delete(key, None),
+            })
+            .collect();
+        let mut c = self.client.clone();
+        let r = self
+            .bounded(c.txn(Txn::new().when(compares).and_then(ops)))
+            .await?;
+        Ok(r.succeeded())
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<Watch> {
+        let mut c = self.client.clone();
+        let mut stream = self
+            .bounded(c.watch(
+                prefix,
+                Some(WatchOptions::new().with_prefix().with_start_revision(from)),
+            ))
+            .await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    m = stream.message() => m,
+                    _ = tx.closed() => return, // nobody watches any more
+                };
+                let batch = match item {
+                    Ok(Some(r)) if r.compact_revision() > 0 => Err(CoordError::Compacted {
+                        requested: from,
+                        oldest: r.compact_revision(),
+                    }),
+                    Ok(Some(r)) if r.canceled() => Err(unavailable(format!(
+                        "watch cancelled: {}",
+                        r.cancel_reason()
+                    ))),
+                    Ok(Some(r)) => r
+                        .events()
+                        .iter()
+                        .map(|e| {
+                            let k = e
+                                .kv()
+                                .ok_or_else(|| unavailable("watch event without a key"))?;
+                            Ok(match e.event_type() {
+                                EventType::Put => Event::Put(kv(k)?),
+                                EventType::Delete => Event::Delete {
+                                    key: kv(k)?.key,
+                                    revision: k.mod_revision(),
+                                },
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>(),
+                    Ok(None) => Err(unavailable("watch stream closed")),
+                    Err(e) => Err(from_etcd(e)),
+                };
+                match batch {
+                    // One batch per revision, as the trait promises; etcd
+                    // packs several revisions into one response.
+                    Ok(events) => {
+                        for same in by_revision(events) {
+                            if tx.send(Ok(same)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Watch::new(rx))
+    }
+}
+
+/// etcd's way of saying a lease expired or was revoked.
+fn lease_gone(message: &str) -> bool {
+    message.contains("lease not found")
+}
+
+/// Splits events (in revision order) into one batch per revision.
+fn by_revision(events: Vec<Event>) -> Vec<Vec<Event>> {
+    let mut out: Vec<Vec<Event>> = Vec::new();
+    for e in events {
+        match out.last_mut() {
+            Some(last) if last[0].revision() == e.revision() => last.push(e),
+            _ => out.push(vec![e]),
+        }
+    }
+    out
+}

@@ -1,0 +1,170 @@
+//! What the keys hold: JSON documents, each with a `format` number so old
+//! and new binaries can share a store during a rolling upgrade.
+//!
+//! The rule: additive changes (a new optional field) keep the format, and
+//! readers ignore fields they do not know; a change an old reader would
+//! misread bumps [`FORMAT`]. A reader refuses documents newer than it
+//! understands (and the caller skips them, loudly) rather than guessing.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Unit;
+
+/// The newest format this binary writes and reads.
+pub const FORMAT: u32 = 1;
+
+fn format() -> u32 {
+    FORMAT
+}
+
+/// `workers/{id}`, on the worker's lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerDoc {
+    #[serde(default = "format")]
+    pub format: u32,
+    pub id: String,
+    /// Where its metrics and status are served.
+    pub address: String,
+    /// The binary's version, for rolling upgrades.
+    pub version: String,
+    pub state: WorkerState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    Active,
+    /// Shutting down: gets no units, releases what it has.
+    Draining,
+}
+
+/// `plan/{worker}`: written by the leader, all workers in one transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanDoc {
+    #[serde(default = "format")]
+    pub format: u32,
+    pub epoch: u64,
+    pub units: Vec<Unit>,
+}
+
+/// `owners/{flow}/{topic}/{partition}`, on the owner's lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnerDoc {
+    #[serde(default = "format")]
+    pub format: u32,
+    pub worker: String,
+    /// The plan epoch under which the worker took the unit.
+    pub epoch: u64,
+}
+
+/// `load/{worker}`, on the worker's lease: what it runs and how fast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadDoc {
+    #[serde(default = "format")]
+    pub format: u32,
+    pub worker: String,
+    pub units: Vec<UnitLoad>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitLoad {
+    pub unit: Unit,
+    /// Source bytes replicated per second, over the last report interval.
+    pub bytes_per_sec: f64,
+    /// Records behind the source's high watermark.
+    pub lag: Option<i64>,
+    pub state: String,
+    pub error: Option<String>,
+}
+
+/// `leader`, on the leader's lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderDoc {
+    #[serde(default = "format")]
+    pub format: u32,
+    pub id: String,
+    /// Base URL of its REST API.
+    pub address: String,
+}
+
+/// An operator flag (`admin/paused/...`, `admin/drained/...`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagDoc {
+    #[serde(default = "format")]
+    pub format: u32,
+}
+
+impl Default for FlagDoc {
+    fn default() -> Self {
+        FlagDoc { format: FORMAT }
+    }
+}
+
+/// `admin/topics/{flow}/{topic}`: an operator's addition or removal, on top
+/// of the flow's regexes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicOverrideDoc {
+    #[serde(default = "format")]
+    pub format: u32,
+    pub action: TopicAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopicAction {
+    Add,
+    Remove,
+}
+
+pub fn encode<T: Serialize>(doc: &T) -> Vec<u8> {
+    serde_json::to_vec(doc).expect("documents serialise")
+}
+
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default = "format")]
+    format: u32,
+}
+
+/// Decodes a document, refusing formats newer than [`FORMAT`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let h: Header = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if h.format > FORMAT {
+        return Err(format!(
+            "format {} is newer than this binary reads ({FORMAT}); upgrade it",
+            h.format
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_round_trip_and_tolerate_unknown_fields() {
+        let doc = WorkerDoc {
+            format: FORMAT,
+            id: "w1".into(),
+            address: "http://127.0.0.1:1".into(),
+            version: "0.1.0".into(),
+            state: WorkerState::Draining,
+        };
+        assert_eq!(decode::<WorkerDoc>(&encode(&doc)).unwrap(), doc);
+        // A newer binary added a field: still readable.
+        let newer = br#"{"format":1,"id":"w1","address":"a","version":"0.2.0","state":"active","capacity":3}"#;
+        assert_eq!(
+            decode::<WorkerDoc>(newer).unwrap().state,
+            WorkerState::Active
+        );
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_with_a_reason() {
+        let err = decode::<FlagDoc>(br#"{"format":2}"#).unwrap_err();
+        assert!(err.contains("format 2 is newer"), "{err}");
+        assert!(decode::<FlagDoc>(b"not json").is_err());
+    }
+}
