@@ -26,13 +26,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use strait_common::config::Config;
+use strait_common::coord::lease::Fence;
 use strait_common::model::{TopicPartition, Unit};
 use strait_testkit::create_topic;
-use strait_worker::{run_flow, FlowSpec, StatusBoard};
+use strait_worker::{run_flow, Assignment, FlowSpec, StatusBoard, UnitLink};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -186,9 +186,13 @@ target = "dst"
     let spec = FlowSpec::new(&config, flow);
     let status = StatusBoard::default();
     let shutdown = CancellationToken::new();
-    let (_tx, rx) = watch::channel(units);
+    let (link, _tx, _held) = UnitLink::new(Fence::always_open());
+    _tx.send_replace(Assignment {
+        generation: 1,
+        units,
+    });
     let start = Instant::now();
-    let task = rt.spawn(run_flow(spec, rx, status.clone(), shutdown.clone()));
+    let task = rt.spawn(run_flow(spec, link, status.clone(), shutdown.clone()));
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut first = None;
     while status.acknowledged_records() < load.records as u64 {

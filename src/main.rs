@@ -1,8 +1,9 @@
 //! `strait`: Kafka cross-cluster replication.
 
+mod cli;
 mod offsets;
+mod roles;
 mod serve;
-mod standalone;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -20,11 +21,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Replicate: discovery and the data plane in one process.
+    /// Replicate. Without [coordination] etcd one process holds every role;
+    /// with it, the process joins a fleet in the role given.
     Run {
         /// Path of strait.toml (see strait.example.toml).
         #[arg(long, short)]
         config: PathBuf,
+        #[arg(long, value_enum, default_value = "all")]
+        role: roles::Role,
+        /// This process's id in the fleet [default: the host name]. Keep it
+        /// stable across restarts: the plan is sticky per id.
+        #[arg(long)]
+        id: Option<String>,
     },
     /// Validate a config file and print the flows it defines.
     Check {
@@ -36,6 +44,54 @@ enum Command {
         #[command(subcommand)]
         action: offsets::Action,
         #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Topics replicated, and the operator's additions and removals.
+    Topics {
+        #[command(subcommand)]
+        action: Option<cli::Topics>,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Workers of the fleet; drain and undrain.
+    Workers {
+        #[command(subcommand)]
+        action: Option<cli::Workers>,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Units (flow, topic, partition); pause and resume.
+    Units {
+        #[command(subcommand)]
+        action: Option<cli::Units>,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Every unit's planned worker, owner, state, lag and last error.
+    Status {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// The current plan.
+    Plan {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Plan once from scratch, ignoring stickiness.
+    Rebalance {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, short)]
         config: Option<PathBuf>,
     },
 }
@@ -51,8 +107,60 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let path = match &cli.command {
-        Command::Run { config } | Command::Check { config } => config.clone(),
+    let (api_config, call) = match cli.command {
+        Command::Topics {
+            action,
+            api,
+            config,
+        } => (
+            config,
+            Some((api, cli::Call::Topics(action.unwrap_or(cli::Topics::List)))),
+        ),
+        Command::Workers {
+            action,
+            api,
+            config,
+        } => (
+            config,
+            Some((
+                api,
+                cli::Call::Workers(action.unwrap_or(cli::Workers::List)),
+            )),
+        ),
+        Command::Units {
+            action,
+            api,
+            config,
+        } => (
+            config,
+            Some((api, cli::Call::Units(action.unwrap_or(cli::Units::List)))),
+        ),
+        Command::Status { api, config } => {
+            (config, Some((api, cli::Call::Units(cli::Units::List))))
+        }
+        Command::Plan { api, config } => (config, Some((api, cli::Call::Plan))),
+        Command::Rebalance { api, config } => (config, Some((api, cli::Call::Rebalance))),
+        other => {
+            return run_command(other);
+        }
+    };
+    let (api, call) = call.expect("set above");
+    let config = match api_config {
+        None => None,
+        Some(path) => match Config::load(&path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("strait: invalid config {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    cli::run(config.as_ref(), &api, call)
+}
+
+fn run_command(command: Command) -> ExitCode {
+    let path = match &command {
+        Command::Run { config, .. } | Command::Check { config } => config.clone(),
         Command::Offsets { config, .. } => match config {
             Some(c) => c.clone(),
             None => {
@@ -60,6 +168,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        _ => unreachable!("API commands are handled by the caller"),
     };
     let path = &path;
     let config = match Config::load(path) {
@@ -69,7 +178,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command {
+    match command {
         Command::Offsets { action, .. } => offsets::run(&config, action),
         Command::Check { .. } => {
             for f in config.flows().expect("validated by load") {
@@ -84,7 +193,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run { .. } => {
+        Command::Run { role, id, .. } => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -95,7 +204,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(standalone::run(config)) {
+            match rt.block_on(roles::run(config, role, id)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "strait stopped on an error");
@@ -103,5 +212,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        _ => unreachable!("API commands are handled by the caller"),
     }
 }

@@ -55,6 +55,7 @@ pub async fn bind(
     addr: SocketAddr,
     metrics: PrometheusHandle,
     api: Api,
+    extra: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -82,7 +83,8 @@ pub async fn bind(
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
         .route("/v1/offsets/translate", get(translate))
-        .with_state(api);
+        .with_state(api)
+        .merge(extra);
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

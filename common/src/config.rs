@@ -398,8 +398,18 @@ pub struct Flow {
 impl Flow {
     /// Whether the source topic `topic` is replicated by this flow.
     pub fn replicates(&self, topic: &str) -> bool {
+        self.replicates_with(topic, None)
+    }
+
+    /// As [`Flow::replicates`], with an operator's decision on this topic
+    /// (added or removed through the API) taking precedence over the
+    /// regexes. Internal topics and cycles stay excluded whatever it says.
+    pub fn replicates_with(&self, topic: &str, operator: Option<bool>) -> bool {
         if !self.policy.may_replicate(topic, &self.target) {
             return false;
+        }
+        if let Some(decision) = operator {
+            return decision;
         }
         if self.heartbeats.is_some() && self.policy.is_heartbeats_topic(topic) {
             return true;

@@ -25,6 +25,13 @@ pub const ACLS_CHANGED: &str = "strait_acls_changed_total";
 pub const CHECKPOINTS: &str = "strait_checkpoints_emitted_total";
 pub const HEARTBEAT_AGE: &str = "strait_heartbeat_age_seconds";
 pub const HEARTBEAT_LATENCY: &str = "strait_heartbeat_latency_seconds";
+pub const LEASES_LOST: &str = "strait_leases_lost_total";
+pub const UNITS_OWNED: &str = "strait_owner_keys_held";
+pub const UNITS_WAITING: &str = "strait_units_waiting_for_owner";
+pub const LEADER: &str = "strait_controller_leader";
+pub const PLAN_EPOCH: &str = "strait_plan_epoch";
+pub const PLANS_WRITTEN: &str = "strait_plans_written_total";
+pub const UNIT_MOVES: &str = "strait_unit_moves_total";
 
 /// Buckets of the latency histogram, in seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -94,5 +101,32 @@ pub fn describe() {
         DISCOVERY_UNITS,
         Unit::Count,
         "partitions discovered for replication, by flow"
+    );
+    describe_counter!(
+        LEASES_LOST,
+        Unit::Count,
+        "coordination leases lost (not renewed in time); the process fenced itself, by role"
+    );
+    describe_gauge!(
+        UNITS_OWNED,
+        Unit::Count,
+        "owner keys this worker holds in the coordination store"
+    );
+    describe_gauge!(
+        UNITS_WAITING,
+        Unit::Count,
+        "units planned for this worker whose previous owner has not released them yet"
+    );
+    describe_gauge!(LEADER, "1 while this controller is the leader");
+    describe_gauge!(PLAN_EPOCH, "epoch of the plan the leader last wrote");
+    describe_counter!(
+        PLANS_WRITTEN,
+        Unit::Count,
+        "plans written by this controller"
+    );
+    describe_counter!(
+        UNIT_MOVES,
+        Unit::Count,
+        "units whose worker changed between consecutive plans"
     );
 }

@@ -36,10 +36,20 @@ pub struct FlowView {
     pub short: Vec<(String, i32, i32)>,
 }
 
-pub fn plan_flow(flow: &Flow, source: &TopicSizes, target: &TopicSizes) -> FlowView {
+/// An operator's topic decisions, by (flow, topic): `true` added, `false`
+/// removed (on top of each flow's regexes).
+pub type TopicOverrides = BTreeMap<(String, String), bool>;
+
+pub fn plan_flow(
+    flow: &Flow,
+    source: &TopicSizes,
+    target: &TopicSizes,
+    overrides: &TopicOverrides,
+) -> FlowView {
     let mut view = FlowView::default();
     for (topic, &parts) in source {
-        if !flow.replicates(topic) {
+        let operator = overrides.get(&(flow.name.clone(), topic.clone())).copied();
+        if !flow.replicates_with(topic, operator) {
             continue;
         }
         let remote = flow.remote_topic(topic);
@@ -109,6 +119,7 @@ struct FlowDiscovery<A> {
     board: TopicBoard,
     warned_short: BTreeSet<String>,
     units: watch::Sender<BTreeSet<Unit>>,
+    overrides: watch::Receiver<TopicOverrides>,
 }
 
 /// Discovers the topics of every flow and publishes each flow's units.
@@ -116,6 +127,7 @@ pub struct Discovery<A = KafkaAdmin> {
     flows: Vec<FlowDiscovery<A>>,
     interval: Duration,
     board: TopicBoard,
+    overrides: watch::Receiver<TopicOverrides>,
 }
 
 /// Receivers of each flow's units, in the order of the flows.
@@ -124,9 +136,14 @@ pub type UnitReceivers = Vec<watch::Receiver<BTreeSet<Unit>>>;
 impl Discovery<KafkaAdmin> {
     /// Builds discovery for `flows` on Kafka; returns it and one receiver
     /// of units per flow.
-    pub fn new(config: &Config, flows: &[Flow]) -> anyhow::Result<(Self, UnitReceivers)> {
+    pub fn new(
+        config: &Config,
+        flows: &[Flow],
+        overrides: watch::Receiver<TopicOverrides>,
+        board: TopicBoard,
+    ) -> anyhow::Result<(Self, UnitReceivers)> {
         let mut admins: BTreeMap<String, KafkaAdmin> = BTreeMap::new();
-        Discovery::with_admins(config, flows, |alias| {
+        Discovery::with_admins(config, flows, overrides, board, |alias| {
             if let Some(a) = admins.get(alias) {
                 return Ok(a.clone());
             }
@@ -143,9 +160,10 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
     pub fn with_admins(
         config: &Config,
         flows: &[Flow],
+        overrides: watch::Receiver<TopicOverrides>,
+        board: TopicBoard,
         mut get: impl FnMut(&str) -> anyhow::Result<A>,
     ) -> anyhow::Result<(Self, UnitReceivers)> {
-        let board = TopicBoard::default();
         let mut out = Vec::new();
         let mut receivers = Vec::new();
         for flow in flows {
@@ -162,6 +180,7 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
                 board: board.clone(),
                 warned_short: BTreeSet::new(),
                 units: tx,
+                overrides: overrides.clone(),
             });
             receivers.push(rx);
         }
@@ -170,6 +189,7 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
                 flows: out,
                 interval: config.discovery.interval,
                 board,
+                overrides,
             },
             receivers,
         ))
@@ -190,8 +210,11 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
                     warn!(flow = %f.flow.name, error = format!("{e:#}"), "discovery failed; units unchanged");
                 }
             }
+            // An operator's topic change is applied at once, not at the
+            // next interval.
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
+                _ = self.overrides.changed() => {}
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -247,7 +270,8 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
             .await
             .context("listing target topics")?;
         let mut target = target;
-        let view = plan_flow(&self.flow, &source, &target);
+        let overrides = self.overrides.borrow().clone();
+        let view = plan_flow(&self.flow, &source, &target, &overrides);
         for (remote, parts) in &view.create {
             let configs = self
                 .copied_configs(&self.source_topic_of(remote, &source))
@@ -297,7 +321,7 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         let view = if view.create.is_empty() && view.short.is_empty() {
             view
         } else {
-            plan_flow(&self.flow, &source, &target)
+            plan_flow(&self.flow, &source, &target, &overrides)
         };
         if let Some(every) = self.flow.sync_topic_configs {
             if self.next_config_sync.is_none_or(|t| Instant::now() >= t) {
@@ -409,13 +433,37 @@ topics = ["orders", "pay.*", "dr.*"]
         Config::parse(text).unwrap().flows().unwrap().remove(0)
     }
 
+    fn none() -> TopicOverrides {
+        TopicOverrides::new()
+    }
+
+    #[test]
+    fn an_operator_adds_and_removes_topics_over_the_regexes_but_never_cycles() {
+        // flow() replicates orders and payments only.
+        let source = sizes(&[("orders", 1), ("audit", 1), ("dr.orders", 1)]);
+        let target = sizes(&[("us.orders", 1), ("us.audit", 1), ("us.dr.orders", 1)]);
+        let mut o = none();
+        o.insert(("us-dr".into(), "audit".into()), true);
+        o.insert(("us-dr".into(), "orders".into()), false);
+        o.insert(("us-dr".into(), "dr.orders".into()), true);
+        o.insert(("other-flow".into(), "audit".into()), false);
+        let v = plan_flow(&flow(), &source, &target, &o);
+        let topics: Vec<&str> = v.units.iter().map(|u| u.source.topic.as_str()).collect();
+        assert_eq!(topics, ["audit"]);
+    }
+
     fn sizes(list: &[(&str, i32)]) -> TopicSizes {
         list.iter().map(|(t, n)| (t.to_string(), *n)).collect()
     }
 
     #[test]
     fn missing_remote_topics_are_created_and_their_units_wait() {
-        let v = plan_flow(&flow(), &sizes(&[("orders", 3), ("other", 1)]), &sizes(&[]));
+        let v = plan_flow(
+            &flow(),
+            &sizes(&[("orders", 3), ("other", 1)]),
+            &sizes(&[]),
+            &none(),
+        );
         assert_eq!(v.create, vec![("us.orders".to_owned(), 3)]);
         assert!(
             v.units.is_empty(),
@@ -425,6 +473,7 @@ topics = ["orders", "pay.*", "dr.*"]
             &flow(),
             &sizes(&[("orders", 3)]),
             &sizes(&[("us.orders", 3)]),
+            &none(),
         );
         assert!(v.create.is_empty());
         let parts: Vec<i32> = v.units.iter().map(|u| u.source.partition).collect();
@@ -441,6 +490,7 @@ topics = ["orders", "pay.*", "dr.*"]
             &flow(),
             &sizes(&[("payments", 4)]),
             &sizes(&[("us.payments", 2)]),
+            &none(),
         );
         assert_eq!(v.units.len(), 2);
         assert_eq!(v.short, vec![("us.payments".to_owned(), 4, 2)]);
@@ -448,6 +498,7 @@ topics = ["orders", "pay.*", "dr.*"]
             &flow(),
             &sizes(&[("payments", 2)]),
             &sizes(&[("us.payments", 5)]),
+            &none(),
         );
         assert_eq!(
             v.units.len(),
@@ -466,6 +517,7 @@ topics = ["orders", "pay.*", "dr.*"]
                 ("mm2-offset-syncs.dr.internal", 1),
             ]),
             &sizes(&[]),
+            &none(),
         );
         assert_eq!(v, FlowView::default());
     }
@@ -503,9 +555,13 @@ topics = ["orders", "pay.*", "dr.*"]
             let source = FakeCluster::with(&[("orders", 2), ("other", 1)], true);
             let target = FakeCluster::with(&[], can_grow);
             let (s, t) = (source.clone(), target.clone());
-            let (d, rx) = Discovery::with_admins(&config, &flows, |alias| {
-                Ok(if alias == "us" { s.clone() } else { t.clone() })
-            })
+            let (d, rx) = Discovery::with_admins(
+                &config,
+                &flows,
+                watch::channel(TopicOverrides::new()).1,
+                TopicBoard::default(),
+                |alias| Ok(if alias == "us" { s.clone() } else { t.clone() }),
+            )
             .unwrap();
             (d, rx, source, target)
         }
@@ -674,9 +730,13 @@ topics = ["orders", "pay.*", "dr.*"]
                 acl("mine", "ops", Read, Allow),
             ]);
             let (s, t) = (source.clone(), target.clone());
-            let (mut d, _rx) = Discovery::with_admins(&config, &flows, |alias| {
-                Ok(if alias == "us" { s.clone() } else { t.clone() })
-            })
+            let (mut d, _rx) = Discovery::with_admins(
+                &config,
+                &flows,
+                watch::channel(TopicOverrides::new()).1,
+                TopicBoard::default(),
+                |alias| Ok(if alias == "us" { s.clone() } else { t.clone() }),
+            )
             .unwrap();
             d.flows[0].discover().await.unwrap();
             let got: Vec<TopicAcl> = target.acls.lock().unwrap().iter().cloned().collect();

@@ -2,8 +2,10 @@
 //! writes records.
 
 pub mod admin;
+pub mod api;
 pub mod checkpoint;
 pub mod discovery;
+pub mod leader;
 pub mod metadata;
 pub mod native_admin;
 pub mod planner;

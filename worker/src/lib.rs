@@ -4,11 +4,14 @@
 //! commits only what the target acknowledged, and emits offset syncs.
 //!
 //! It knows nothing of how units are chosen: it is handed a set of units per
-//! flow (a `watch` channel) and follows it.
+//! flow (a [`UnitLink`]) and follows it, tells which units it still holds,
+//! and stops writing when the link's fence closes. The worker process
+//! (`member`) connects it to the coordinator.
 
 pub mod errors;
 pub mod heartbeat;
 pub mod inflight;
+pub mod member;
 pub mod status;
 
 mod clients;
@@ -23,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use strait_common::config::{ClusterConfig, Config, Flow, WorkerConfig};
+use strait_common::coord::lease::Fence;
 use strait_common::metrics as m;
 use strait_common::model::Unit;
 
@@ -58,6 +62,49 @@ impl FlowSpec {
     }
 }
 
+/// What a flow's data plane is told to replicate. `generation` grows with
+/// every change, so the worker can tell which assignment a session applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    pub generation: u64,
+    pub units: BTreeSet<Unit>,
+}
+
+/// What a flow's data plane holds: the units it replicates or is still
+/// releasing, as of the assignment `generation` it last applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    pub generation: u64,
+    pub units: BTreeSet<Unit>,
+}
+
+/// How a flow's data plane is connected to whoever decides its units.
+#[derive(Clone)]
+pub struct UnitLink {
+    pub units: watch::Receiver<Assignment>,
+    pub held: Arc<watch::Sender<Held>>,
+    /// Closed when the worker's lease cannot be vouched for: stop writing.
+    pub fence: Fence,
+}
+
+impl UnitLink {
+    /// A link and the ends its owner keeps: the assignment sender and the
+    /// holdings receiver.
+    pub fn new(fence: Fence) -> (UnitLink, watch::Sender<Assignment>, watch::Receiver<Held>) {
+        let (units_tx, units) = watch::channel(Assignment::default());
+        let (held, held_rx) = watch::channel(Held::default());
+        (
+            UnitLink {
+                units,
+                held: Arc::new(held),
+                fence,
+            },
+            units_tx,
+            held_rx,
+        )
+    }
+}
+
 /// Runs a flow's data plane until `shutdown` fires, then drains (bounded by
 /// `worker.drain_timeout`). A session that fails is restarted after
 /// `worker.restart_backoff`, resuming every unit from its committed
@@ -65,21 +112,15 @@ impl FlowSpec {
 /// error) ends the flow with an error.
 pub async fn run_flow(
     spec: FlowSpec,
-    mut units: watch::Receiver<BTreeSet<Unit>>,
+    link: UnitLink,
     status: StatusBoard,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let spec = Arc::new(spec);
     let flow = spec.flow.name.clone();
     loop {
-        units.mark_changed();
-        let (s, u, sh, st) = (
-            spec.clone(),
-            units.clone(),
-            shutdown.clone(),
-            status.clone(),
-        );
-        let result = tokio::task::spawn_blocking(move || session::run(&s, u, &sh, &st))
+        let (s, l, sh, st) = (spec.clone(), link.clone(), shutdown.clone(), status.clone());
+        let result = tokio::task::spawn_blocking(move || session::run(&s, &l, &sh, &st))
             .await
             .context("flow session panicked")?;
         match result {
@@ -89,6 +130,18 @@ pub async fn run_flow(
             }
             Err(e @ SessionError::Clients(_)) => {
                 return Err(e).with_context(|| format!("flow {flow}"));
+            }
+            Err(SessionError::Fenced) => {
+                metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "fenced")
+                    .increment(1);
+                // The worker re-acquires its units with a new lease and
+                // assigns them again; the next session waits for that.
+                while !link.fence.is_open() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                        _ = shutdown.cancelled() => return Ok(()),
+                    }
+                }
             }
             Err(e) => {
                 metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "session")

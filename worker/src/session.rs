@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer as _};
+use rdkafka::producer::{BaseRecord, Producer as _, PurgeConfig};
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use strait_common::config::OnRefused;
+use strait_common::coord::lease::Fence;
 use strait_common::formats::OffsetSync;
 use strait_common::metrics as m;
 use strait_common::model::{NextOffset, RecordOffset, Unit};
@@ -34,7 +35,7 @@ use crate::clients::{
 use crate::errors::{self, Action};
 use crate::inflight::InFlight;
 use crate::status::{StatusBoard, UnitState, UnitStatus};
-use crate::FlowSpec;
+use crate::{Assignment, FlowSpec, Held, UnitLink};
 use strait_common::syncs::{Sync, SyncEmitter};
 
 const POLL: Duration = Duration::from_millis(50);
@@ -59,6 +60,11 @@ pub enum SessionError {
     Fatal(String),
     #[error("offset sync not written: {0}")]
     OffsetSync(KafkaError),
+    /// The worker's lease could not be renewed in time: its units may
+    /// already belong to another worker, so nothing more is written or
+    /// committed.
+    #[error("fenced: the coordination lease was not renewed in time")]
+    Fenced,
 }
 
 struct UnitSlot {
@@ -85,6 +91,8 @@ struct UnitSlot {
     over_limit: bool,
     fetch_paused: bool,
     release_deadline: Option<Instant>,
+    /// Bytes the target acknowledged for this unit in this session.
+    acked_bytes: u64,
 }
 
 /// Handles of the per-record metrics, resolved once per session so the hot
@@ -127,15 +135,21 @@ struct Session<'a> {
     status: StatusBoard,
     completed: Vec<crate::inflight::Completed>,
     to_emit: Vec<Sync>,
+    fence: Fence,
+    held: Arc<watch::Sender<Held>>,
+    /// The assignment last applied.
+    wanted: Assignment,
 }
 
 /// Runs one session until shutdown (Ok) or an error (Err).
 pub fn run(
     spec: &FlowSpec,
-    mut units_rx: watch::Receiver<BTreeSet<Unit>>,
+    link: &UnitLink,
     shutdown: &CancellationToken,
     status: &StatusBoard,
 ) -> Result<(), SessionError> {
+    let mut units_rx = link.units.clone();
+    units_rx.mark_changed();
     let (acks_tx, acks) = mpsc::channel();
     let (sync_acks_tx, sync_acks) = mpsc::channel();
     let commit_failed = Arc::new(AtomicBool::new(false));
@@ -188,9 +202,20 @@ pub fn run(
         status: status.clone(),
         completed: Vec::new(),
         to_emit: Vec::new(),
+        fence: link.fence.clone(),
+        held: link.held.clone(),
+        wanted: Assignment::default(),
     };
     let result = s.run_loop(&consumer, &mut units_rx, shutdown);
-    if let Err(e) = &result {
+    if let Err(SessionError::Fenced) = &result {
+        // Write nothing more: drop what librdkafka still queues. Requests
+        // already on the wire may land; they carry records past every
+        // committed position, which the next owner re-sends anyway.
+        s.producer.purge(PurgeConfig::default().queue().inflight());
+        s.syncs_producer
+            .purge(PurgeConfig::default().queue().inflight());
+        warn!(flow = %flow, units = s.units.len(), "fenced: stopped producing for every unit");
+    } else if let Err(e) = &result {
         // Whatever was acknowledged before the error is safe to commit.
         warn!(flow = %flow, error = %e, "flow session ending on error");
         let _ = s.handle_acks(&consumer);
@@ -198,6 +223,8 @@ pub fn run(
         s.commit(&consumer, CommitMode::Sync);
     }
     s.status.clear_flow(&flow);
+    s.units.clear();
+    s.publish_held();
     result
 }
 
@@ -205,7 +232,7 @@ impl Session<'_> {
     fn run_loop(
         &mut self,
         consumer: &Consumer,
-        units_rx: &mut watch::Receiver<BTreeSet<Unit>>,
+        units_rx: &mut watch::Receiver<Assignment>,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
         let w = &self.spec.worker;
@@ -217,9 +244,12 @@ impl Session<'_> {
                 self.drain(consumer, Instant::now() + w.drain_timeout);
                 return Ok(());
             }
+            if !self.fence.is_open() {
+                return Err(SessionError::Fenced);
+            }
             if units_rx.has_changed().unwrap_or(false) {
-                let wanted = units_rx.borrow_and_update().clone();
-                self.reconcile(consumer, &wanted)?;
+                self.wanted = units_rx.borrow_and_update().clone();
+                self.reconcile(consumer)?;
             }
             self.handle_acks(consumer)?;
             let now = Instant::now();
@@ -257,11 +287,8 @@ impl Session<'_> {
 
     /// Starts units that are wanted and not owned; releases owned units that
     /// are no longer wanted (stop fetching, wait for the target, commit, go).
-    fn reconcile(
-        &mut self,
-        consumer: &Consumer,
-        wanted: &BTreeSet<Unit>,
-    ) -> Result<(), SessionError> {
+    fn reconcile(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
+        let wanted = &self.wanted.units;
         let owned: BTreeSet<&Unit> = self.units.values().map(|u| &u.unit).collect();
         let added: Vec<Unit> = wanted
             .iter()
@@ -286,6 +313,10 @@ impl Session<'_> {
             consumer
                 .incremental_assign(&tpl)
                 .map_err(SessionError::Assign)?;
+            // librdkafka keeps a partition's pause flag across unassign and
+            // assign: a unit released (paused) and given back would never
+            // fetch again without this.
+            consumer.resume(&tpl).map_err(SessionError::Assign)?;
             for u in added {
                 let id = self.next_id;
                 self.next_id += 1;
@@ -314,6 +345,7 @@ impl Session<'_> {
                         over_limit: false,
                         fetch_paused: false,
                         release_deadline: None,
+                        acked_bytes: 0,
                     },
                 );
             }
@@ -325,7 +357,19 @@ impl Session<'_> {
             u.release_deadline = Some(Instant::now() + RELEASE_WAIT);
             self.apply_pause(consumer, id);
         }
+        self.publish_held();
         Ok(())
+    }
+
+    /// Tells the worker which units this session holds, as of which
+    /// assignment: it may give up a unit's ownership only once the session
+    /// applied an assignment without it and no longer holds it.
+    fn publish_held(&self) {
+        let units: BTreeSet<Unit> = self.units.values().map(|u| u.unit.clone()).collect();
+        self.held.send_replace(Held {
+            generation: self.wanted.generation,
+            units,
+        });
     }
 
     /// Completes releases whose records were all acknowledged (or whose wait ran out).
@@ -349,6 +393,8 @@ impl Session<'_> {
             let _ = self.syncs_producer.flush(RELEASE_SYNCS_WAIT);
             self.handle_acks(consumer)?;
         }
+        let released = !done.is_empty();
+        let mut again = false;
         for id in done {
             self.commit_units(consumer, &[id], CommitMode::Sync);
             let u = self.units.remove(&id).expect("listed above");
@@ -361,6 +407,14 @@ impl Session<'_> {
             self.status.remove(&u.unit);
             info!(flow = %u.unit.flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
                   committed = ?u.committed, unsettled = u.inflight.len(), "unit released");
+            again |= self.wanted.units.contains(&u.unit);
+        }
+        if released {
+            self.publish_held();
+        }
+        if again {
+            // Wanted back while it was being released: start it again.
+            self.reconcile(consumer)?;
         }
         Ok(())
     }
@@ -419,6 +473,9 @@ impl Session<'_> {
                 });
             }
             record = record.headers(owned);
+        }
+        if !self.fence.is_open() {
+            return Err(SessionError::Fenced);
         }
         loop {
             match self.producer.send(record) {
@@ -537,6 +594,7 @@ impl Session<'_> {
             Ok(downstream) => {
                 let flow = &self.spec.flow.name;
                 let u = self.units.get_mut(&id).expect("checked");
+                u.acked_bytes += bytes;
                 if let Err(e) = u.inflight.complete(RecordOffset(offset), Some(downstream)) {
                     debug_assert!(false, "acknowledgement of a record not in flight: {e:?}");
                     warn!(flow = %flow, error = ?e, "ignored a delivery report for a record not in flight");
@@ -692,6 +750,9 @@ impl Session<'_> {
     }
 
     fn commit_units(&mut self, consumer: &Consumer, ids: &[u64], mode: CommitMode) {
+        if !self.fence.is_open() {
+            return; // the units may have moved: their new owner commits
+        }
         let force = self.commit_failed.swap(false, Ordering::Relaxed);
         let mut tpl = TopicPartitionList::new();
         let mut moved = Vec::new();
@@ -811,6 +872,7 @@ impl Session<'_> {
                     in_flight: u.inflight.len() as u64,
                     lag,
                     error: u.error.clone(),
+                    bytes: u.acked_bytes,
                 },
             );
         }

@@ -48,6 +48,9 @@ pub struct UnitStatus {
     /// Source high watermark minus position, when known.
     pub lag: Option<i64>,
     pub error: Option<String>,
+    /// Bytes the target acknowledged for this unit since its session
+    /// started (the worker derives bytes/s from it).
+    pub bytes: u64,
 }
 
 /// The latest status of every unit this process runs, and a running count

@@ -14,10 +14,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use strait_common::config::Config;
+use strait_common::coord::lease::Fence;
 use strait_common::formats::OffsetSync;
 use strait_common::model::{TopicPartition, Unit};
 use strait_testkit::{self as testkit, Rec};
-use strait_worker::{run_flow, FlowSpec, StatusBoard, UnitState, UnitStatus};
+use strait_worker::{
+    run_flow, Assignment, FlowSpec, Held, StatusBoard, UnitLink, UnitState, UnitStatus,
+};
 
 type Mock = MockCluster<'static, DefaultProducerContext>;
 
@@ -61,7 +64,16 @@ struct Harness {
     status: StatusBoard,
     shutdown: CancellationToken,
     flow: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _units: watch::Sender<BTreeSet<Unit>>,
+    units: watch::Sender<Assignment>,
+    held: watch::Receiver<Held>,
+    fence: Fence,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the flow running forever.
+        self.shutdown.cancel();
+    }
 }
 
 impl Harness {
@@ -114,12 +126,18 @@ drain_timeout = "5s"
                 remote_topic: REMOTE.into(),
             })
             .collect();
-        let (tx, rx) = watch::channel(units);
+        let fence = Fence::closed();
+        fence.open_until(Instant::now() + Duration::from_secs(3600));
+        let (link, tx, held) = UnitLink::new(fence.clone());
+        tx.send_replace(Assignment {
+            generation: 1,
+            units,
+        });
         let status = StatusBoard::default();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run_flow(
             FlowSpec::new(&config, flow),
-            rx,
+            link,
             status.clone(),
             shutdown.clone(),
         ));
@@ -129,7 +147,9 @@ drain_timeout = "5s"
             status,
             shutdown,
             flow: Some(task),
-            _units: tx,
+            units: tx,
+            held,
+            fence,
         }
     }
 
@@ -368,5 +388,109 @@ async fn commits_wait_until_offset_syncs_are_written() {
     )
     .await;
     assert!(!read_all_syncs(&h.source).is_empty());
+    h.stop().await;
+}
+
+/// Self-fencing (DESIGN.md, handoff rule 3): once the worker's lease can
+/// no longer be vouched for, the data plane writes and commits nothing
+/// more, for every unit at once, and resumes from the committed position
+/// when the fence opens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_fence_stops_writes_and_commits_until_it_opens() {
+    let (source, target) = Harness::clusters(2, 200);
+    let mut h = Harness::start(source, target, 2, "");
+    h.wait_for("all committed", Duration::from_secs(30), |h| {
+        committed(&h.source, 2) == vec![Some(200), Some(200)]
+    })
+    .await;
+    h.fence.close();
+    h.wait_for(
+        "the session let go of its units",
+        Duration::from_secs(10),
+        |h| h.held.borrow().units.is_empty(),
+    )
+    .await;
+    produce(&h.source, 2, 200..400);
+    // A negative check needs time to pass: several commit intervals and polls.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let landed = testkit::consume_with_offsets(
+        &h.target.bootstrap_servers(),
+        REMOTE,
+        2,
+        800,
+        Duration::from_secs(2),
+    );
+    assert_eq!(landed.len(), 400, "nothing written while fenced");
+    assert_eq!(committed(&h.source, 2), vec![Some(200), Some(200)]);
+
+    h.fence
+        .open_until(Instant::now() + Duration::from_secs(3600));
+    h.wait_for(
+        "all committed after the fence opened",
+        Duration::from_secs(30),
+        |h| committed(&h.source, 2) == vec![Some(400), Some(400)],
+    )
+    .await;
+    let landed = read_all(&h.target, 2, 800);
+    let dups = testkit::check_sequences(&records(&landed), 2, 400);
+    println!("fenced and reopened: 800 records, {dups} duplicates");
+    h.stop().await;
+}
+
+/// The release protocol's signal: the session says which units it holds
+/// as of which assignment, and a unit wanted back while it was being
+/// released starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_units_follow_assignments_and_a_unit_wanted_back_restarts() {
+    let (source, target) = Harness::clusters(2, 100);
+    let mut h = Harness::start(source, target, 2, "");
+    let all: BTreeSet<Unit> = h.units.borrow().units.clone();
+    h.wait_for(
+        "both units held and caught up",
+        Duration::from_secs(20),
+        |h| {
+            let held = h.held.borrow();
+            held.generation == 1
+                && held.units == all
+                && committed(&h.source, 2) == vec![Some(100), Some(100)]
+        },
+    )
+    .await;
+    let p0: BTreeSet<Unit> = all
+        .iter()
+        .filter(|u| u.source.partition == 0)
+        .cloned()
+        .collect();
+    h.units.send_replace(Assignment {
+        generation: 2,
+        units: p0.clone(),
+    });
+    h.wait_for("partition 1 released", Duration::from_secs(20), |h| {
+        let held = h.held.borrow();
+        held.generation == 2 && held.units == p0
+    })
+    .await;
+    assert_eq!(
+        committed(&h.source, 2)[1],
+        Some(100),
+        "released at its acknowledged position"
+    );
+    // Taken away and given back before the release can finish.
+    h.units.send_replace(Assignment {
+        generation: 3,
+        units: p0.clone(),
+    });
+    h.units.send_replace(Assignment {
+        generation: 4,
+        units: all.clone(),
+    });
+    produce(&h.source, 2, 100..200);
+    h.wait_for(
+        "both partitions replicate again",
+        Duration::from_secs(30),
+        |h| committed(&h.source, 2) == vec![Some(200), Some(200)],
+    )
+    .await;
+    assert_eq!(h.held.borrow().units, all);
     h.stop().await;
 }

@@ -83,9 +83,19 @@ pub struct Lease {
 impl Lease {
     /// Grants a lease of `ttl` and keeps it alive every `ttl / 4`.
     pub async fn acquire(coord: &Coord, ttl: Duration, what: &str) -> Result<Lease> {
+        Self::acquire_with(coord, ttl, what, Fence::closed()).await
+    }
+
+    /// As [`Lease::acquire`], opening an existing fence (a worker keeps one
+    /// fence across leases: its data plane holds it).
+    pub async fn acquire_with(
+        coord: &Coord,
+        ttl: Duration,
+        what: &str,
+        fence: Fence,
+    ) -> Result<Lease> {
         let sent = Instant::now();
         let id = coord.grant(ttl).await?;
-        let fence = Fence::closed();
         fence.open_until(sent + usable(ttl));
         let lease = Lease {
             id,

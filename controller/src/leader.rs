@@ -1,0 +1,460 @@
+//! The controller: campaigns for leadership, and while leader runs its
+//! duties (discovery, metadata sync, checkpoints: started by the caller)
+//! and writes the plan. Every write of a leader is a transaction guarded
+//! by the create revision of its leader key, so a deposed leader that has
+//! not noticed yet cannot overwrite its successor's plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use strait_common::config::Flow;
+use strait_common::coord::keys::Keys;
+use strait_common::coord::lease::Lease;
+use strait_common::coord::mirror::{mirror, Snapshot};
+use strait_common::coord::values::{
+    decode, encode, LeaderDoc, LoadDoc, PlanDoc, TopicAction, TopicOverrideDoc, WorkerDoc,
+    WorkerState, FORMAT,
+};
+use strait_common::coord::{Compare, Coord, Op, Revision};
+use strait_common::metrics as m;
+use strait_common::model::Unit;
+
+use crate::discovery::TopicOverrides;
+
+/// How often the leader re-plans with the latest load reports when nothing
+/// else changed.
+const LOAD_REBALANCE: Duration = Duration::from_secs(60);
+use crate::planner::{self, Input, Plan, PlannerConfig, Worker};
+
+#[derive(Debug, Clone)]
+pub struct ControllerSpec {
+    pub id: String,
+    pub deployment: String,
+    /// Base URL of this process's API (what followers redirect to).
+    pub address: String,
+    pub lease_ttl: Duration,
+    pub planner: PlannerConfig,
+}
+
+/// What the API needs from the controller loop.
+#[derive(Clone)]
+pub struct Leadership {
+    /// The create revision of our leader key while we lead.
+    pub term: watch::Receiver<Option<Revision>>,
+    /// Ask the leader to plan from scratch once (a forced rebalance).
+    pub rebalance: Arc<Notify>,
+}
+
+/// Starts the leader's duties; returns one receiver of discovered units
+/// per flow (in the order of the flows). Everything it starts must stop
+/// when `stop` fires.
+pub type Duties = Box<
+    dyn Fn(
+            watch::Receiver<TopicOverrides>,
+            CancellationToken,
+        ) -> anyhow::Result<Vec<watch::Receiver<BTreeSet<Unit>>>>
+        + Send
+        + Sync,
+>;
+
+pub struct Controller {
+    coord: Coord,
+    keys: Keys,
+    spec: ControllerSpec,
+    flows: Vec<Flow>,
+    duties: Duties,
+    term: watch::Sender<Option<Revision>>,
+    rebalance: Arc<Notify>,
+}
+
+impl Controller {
+    pub fn new(
+        coord: Coord,
+        spec: ControllerSpec,
+        flows: Vec<Flow>,
+        duties: Duties,
+    ) -> (Controller, Leadership) {
+        let (term, term_rx) = watch::channel(None);
+        let rebalance = Arc::new(Notify::new());
+        (
+            Controller {
+                keys: Keys::new(&spec.deployment),
+                coord,
+                spec,
+                flows,
+                duties,
+                term,
+                rebalance: rebalance.clone(),
+            },
+            Leadership {
+                term: term_rx,
+                rebalance,
+            },
+        )
+    }
+
+    /// Campaigns and leads until `shutdown`; then resigns so another
+    /// controller takes over at once.
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let lease = match Lease::acquire(&self.coord, self.spec.lease_ttl, "controller").await {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(error = %e, store = %self.coord.describe(), "cannot get a lease; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            let Some(term) = self.campaign(&lease, &shutdown).await else {
+                let _ = lease.revoke(&self.coord).await;
+                continue;
+            };
+            info!(controller = %self.spec.id, term, "leading");
+            metrics::gauge!(m::LEADER).set(1.0);
+            self.term.send_replace(Some(term));
+            self.lead(&lease, term, &shutdown).await;
+            self.term.send_replace(None);
+            metrics::gauge!(m::LEADER).set(0.0);
+            if shutdown.is_cancelled() {
+                info!(controller = %self.spec.id, "resigning");
+                let _ = self
+                    .coord
+                    .txn(
+                        vec![Compare::CreatedAt(self.keys.leader(), term)],
+                        vec![Op::delete(self.keys.leader())],
+                    )
+                    .await;
+                let _ = lease.revoke(&self.coord).await;
+                return;
+            }
+            warn!(controller = %self.spec.id, "no longer leading");
+            metrics::counter!(m::LEASES_LOST, "role" => "controller").increment(1);
+        }
+    }
+
+    /// Waits until our leader key exists; `None` when the lease was lost.
+    async fn campaign(&self, lease: &Lease, shutdown: &CancellationToken) -> Option<Revision> {
+        let key = self.keys.leader();
+        let doc = encode(&LeaderDoc {
+            format: FORMAT,
+            id: self.spec.id.clone(),
+            address: self.spec.address.clone(),
+        });
+        let lost = lease.lost();
+        let mut logged = false;
+        loop {
+            match self
+                .coord
+                .txn(
+                    vec![Compare::Absent(key.clone())],
+                    vec![Op::put_on(&key, doc.clone(), lease.id)],
+                )
+                .await
+            {
+                Ok(_) => match self.coord.get(&key).await {
+                    Ok(Some(kv)) if kv.lease == lease.id => return Some(kv.create_revision),
+                    Ok(Some(kv)) if !logged => {
+                        logged = true;
+                        let who = decode::<LeaderDoc>(&kv.value)
+                            .map(|d| d.id)
+                            .unwrap_or_default();
+                        info!(leader = %who, "following");
+                    }
+                    _ => {}
+                },
+                Err(e) => debug!(error = %e, "campaign failed; retrying"),
+            }
+            // The leader key goes with its holder's lease (or resignation).
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = lost.cancelled() => return None,
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    async fn lead(&self, lease: &Lease, term: Revision, shutdown: &CancellationToken) {
+        let stop = shutdown.child_token();
+        let _stop = stop.clone().drop_guard();
+        let lost = lease.lost();
+        let k = &self.keys;
+        let mut workers = mirror(self.coord.clone(), k.workers(), stop.clone());
+        let loads = mirror(self.coord.clone(), k.loads(), stop.clone());
+        let mut admin = mirror(self.coord.clone(), k.admin(), stop.clone());
+        let plans = mirror(self.coord.clone(), k.plans(), stop.clone());
+        let (overrides_tx, overrides_rx) = watch::channel(TopicOverrides::new());
+
+        // Wait for a consistent first view: the stored plan is where we
+        // start from, so a new leader keeps the plan intact.
+        for rx in [&workers, &loads, &admin, &plans] {
+            let mut rx = rx.clone();
+            tokio::select! {
+                r = rx.wait_for(|s| s.synced) => if r.is_err() { return },
+                _ = lost.cancelled() => return,
+                _ = stop.cancelled() => return,
+            }
+        }
+        let mut previous = stored_plan(k, &plans.borrow());
+        metrics::gauge!(m::PLAN_EPOCH).set(previous.epoch as f64);
+        info!(
+            epoch = previous.epoch,
+            workers = previous.assignments.len(),
+            "took over the stored plan"
+        );
+        overrides_tx.send_replace(topic_overrides(k, &admin.borrow()));
+        let mut discovered = match (self.duties)(overrides_rx, stop.clone()) {
+            Ok(rx) => rx,
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "cannot start the leader's duties; stepping down"
+                );
+                return;
+            }
+        };
+        let mut known: Vec<Option<BTreeSet<Unit>>> = vec![None; self.flows.len()];
+        let mut from_scratch = false;
+
+        loop {
+            for (i, rx) in discovered.iter_mut().enumerate() {
+                if rx.has_changed().unwrap_or(false) {
+                    known[i] = Some(rx.borrow_and_update().clone());
+                }
+            }
+            overrides_tx.send_if_modified(|o| {
+                let now = topic_overrides(k, &admin.borrow());
+                (now != *o).then(|| *o = now).is_some()
+            });
+            // A flow not discovered yet keeps the units the stored plan has.
+            let mut units: BTreeSet<Unit> = BTreeSet::new();
+            for (flow, seen) in self.flows.iter().zip(&known) {
+                match seen {
+                    Some(set) => units.extend(set.iter().cloned()),
+                    None => units.extend(
+                        previous
+                            .assignments
+                            .values()
+                            .flatten()
+                            .filter(|u| u.flow == flow.name)
+                            .cloned(),
+                    ),
+                }
+            }
+            let (ws, paused) = {
+                let a = admin.borrow();
+                (
+                    live_workers(k, &workers.borrow(), &a),
+                    paused_units(k, &a, &units),
+                )
+            };
+            let unit_loads = unit_loads(&loads.borrow());
+            let base = if from_scratch {
+                Plan {
+                    epoch: previous.epoch,
+                    assignments: BTreeMap::new(),
+                }
+            } else {
+                previous.clone()
+            };
+            let mut next = planner::plan(
+                Input {
+                    previous: &base,
+                    workers: &ws,
+                    units: &units,
+                    paused: &paused,
+                    loads: &unit_loads,
+                },
+                self.spec.planner,
+            );
+            if next.assignments == previous.assignments {
+                next.epoch = previous.epoch;
+            } else if next.epoch == previous.epoch {
+                next.epoch += 1;
+            }
+            let stale: Vec<String> = plans
+                .borrow()
+                .kvs
+                .keys()
+                .filter_map(|key| k.id_under(&k.plans(), key).map(str::to_owned))
+                .filter(|w| !next.assignments.contains_key(w))
+                .collect();
+            if next.epoch != previous.epoch || !stale.is_empty() || from_scratch {
+                match self.write_plan(term, &next, &stale).await {
+                    Ok(true) => {
+                        let moves = moved(&previous, &next);
+                        metrics::counter!(m::PLANS_WRITTEN).increment(1);
+                        metrics::counter!(m::UNIT_MOVES).increment(moves as u64);
+                        metrics::gauge!(m::PLAN_EPOCH).set(next.epoch as f64);
+                        info!(
+                            epoch = next.epoch,
+                            workers = next.assignments.len(),
+                            units = units.len(),
+                            moves,
+                            "plan written"
+                        );
+                        previous = next;
+                        from_scratch = false;
+                    }
+                    Ok(false) => {
+                        warn!("the leader key changed under us: deposed");
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, "cannot write the plan; retrying"),
+                }
+            }
+
+            tokio::select! {
+                _ = workers.changed() => {}
+                _ = admin.changed() => {}
+                _ = changed_any(&mut discovered) => {}
+                _ = self.rebalance.notified() => from_scratch = true,
+                // Loads change with every report; balancing by them on a
+                // slower beat keeps units from chasing noise.
+                _ = tokio::time::sleep(LOAD_REBALANCE) => {}
+                _ = lost.cancelled() => return,
+                _ = stop.cancelled() => return,
+            }
+            // Let a burst of changes (a worker's units, a rolling restart) settle.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn write_plan(
+        &self,
+        term: Revision,
+        plan: &Plan,
+        stale: &[String],
+    ) -> strait_common::coord::Result<bool> {
+        let k = &self.keys;
+        let mut ops: Vec<Op> = plan
+            .assignments
+            .iter()
+            .map(|(w, units)| {
+                Op::put(
+                    k.plan(w),
+                    encode(&PlanDoc {
+                        format: FORMAT,
+                        epoch: plan.epoch,
+                        units: units.iter().cloned().collect(),
+                    }),
+                )
+            })
+            .collect();
+        ops.extend(stale.iter().map(|w| Op::delete(k.plan(w))));
+        self.coord
+            .txn(vec![Compare::CreatedAt(k.leader(), term)], ops)
+            .await
+    }
+}
+
+/// Resolves once any receiver changed.
+async fn changed_any(rxs: &mut [watch::Receiver<BTreeSet<Unit>>]) {
+    if rxs.is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        if rxs.iter().any(|r| r.has_changed().unwrap_or(false)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn moved(a: &Plan, b: &Plan) -> usize {
+    let before = a.owners();
+    b.owners()
+        .iter()
+        .filter(|(u, w)| before.get(*u).is_some_and(|old| old != *w))
+        .count()
+}
+
+/// The plan as stored: the highest epoch, and every worker's units.
+pub fn stored_plan(k: &Keys, snap: &Snapshot) -> Plan {
+    let mut plan = Plan::default();
+    for (key, kv) in &snap.kvs {
+        let Some(worker) = k.id_under(&k.plans(), key) else {
+            continue;
+        };
+        match decode::<PlanDoc>(&kv.value) {
+            Ok(doc) => {
+                plan.epoch = plan.epoch.max(doc.epoch);
+                plan.assignments
+                    .insert(worker.to_owned(), doc.units.into_iter().collect());
+            }
+            Err(e) => warn!(key = %key, error = %e, "unreadable plan entry skipped"),
+        }
+    }
+    plan
+}
+
+/// Registered workers; draining ones (shutting down, or drained by an operator) included as such.
+pub fn live_workers(k: &Keys, workers: &Snapshot, admin: &Snapshot) -> Vec<Worker> {
+    workers
+        .kvs
+        .iter()
+        .filter_map(|(key, kv)| {
+            let id = k.id_under(&k.workers(), key)?;
+            let doc = match decode::<WorkerDoc>(&kv.value) {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(worker = id, error = %e, "unreadable registration skipped");
+                    return None;
+                }
+            };
+            Some(Worker {
+                id: id.to_owned(),
+                draining: doc.state == WorkerState::Draining
+                    || admin.kvs.contains_key(&k.drained(id)),
+            })
+        })
+        .collect()
+}
+
+/// Units an operator paused, among the live ones.
+pub fn paused_units(k: &Keys, admin: &Snapshot, units: &BTreeSet<Unit>) -> BTreeSet<Unit> {
+    let prefix = k.paused_units();
+    let flagged: BTreeSet<(String, strait_common::model::TopicPartition)> = admin
+        .kvs
+        .keys()
+        .filter_map(|key| k.unit_under(&prefix, key))
+        .map(|(f, tp)| (f.to_owned(), tp))
+        .collect();
+    units
+        .iter()
+        .filter(|u| flagged.contains(&(u.flow.clone(), u.source.clone())))
+        .cloned()
+        .collect()
+}
+
+pub fn topic_overrides(k: &Keys, admin: &Snapshot) -> TopicOverrides {
+    admin
+        .kvs
+        .iter()
+        .filter_map(|(key, kv)| {
+            let (flow, topic) = k.topic_under(key)?;
+            let doc = decode::<TopicOverrideDoc>(&kv.value).ok()?;
+            Some((
+                (flow.to_owned(), topic.to_owned()),
+                doc.action == TopicAction::Add,
+            ))
+        })
+        .collect()
+}
+
+/// Bytes/s per unit from the workers' reports.
+pub fn unit_loads(loads: &Snapshot) -> BTreeMap<Unit, f64> {
+    loads
+        .kvs
+        .values()
+        .filter_map(|kv| decode::<LoadDoc>(&kv.value).ok())
+        .flat_map(|d| d.units)
+        .map(|u| (u.unit, u.bytes_per_sec))
+        .collect()
+}

@@ -1,0 +1,425 @@
+//! A worker's membership in a deployment: it registers on a lease, follows
+//! its plan, takes a unit only after creating the unit's owner key, gives
+//! the key back only after the data plane released the unit, reports its
+//! load, and fences itself when its lease cannot be renewed
+//! (DESIGN.md, "Coordination", the five handoff rules).
+//!
+//! It talks to the store through the coordination trait only, and to the
+//! data plane through one [`UnitLink`] per flow.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use strait_common::coord::keys::Keys;
+use strait_common::coord::lease::{Fence, Lease};
+use strait_common::coord::mirror::mirror;
+use strait_common::coord::values::{
+    decode, encode, LoadDoc, OwnerDoc, PlanDoc, UnitLoad, WorkerDoc, WorkerState, FORMAT,
+};
+use strait_common::coord::{Compare, Coord, Op};
+use strait_common::metrics as m;
+use strait_common::model::Unit;
+
+use crate::{Assignment, Held, StatusBoard, UnitLink};
+
+#[derive(Debug, Clone)]
+pub struct MemberSpec {
+    pub id: String,
+    pub deployment: String,
+    /// Where this process serves metrics and status.
+    pub address: String,
+    pub lease_ttl: Duration,
+    /// How often per-unit load is reported.
+    pub report_interval: Duration,
+    /// How long a drain waits for the data plane to release its units.
+    pub drain_timeout: Duration,
+}
+
+/// The worker's ends of the flows' links.
+pub struct Ports {
+    flows: BTreeMap<String, (watch::Sender<Assignment>, watch::Receiver<Held>)>,
+    changed: Arc<Notify>,
+}
+
+/// Creates the data plane links of `flows`, all behind one fence, and the
+/// member's ends of them.
+pub fn links(flows: &[String]) -> (Fence, BTreeMap<String, UnitLink>, Ports) {
+    let fence = Fence::closed();
+    let changed = Arc::new(Notify::new());
+    let mut links = BTreeMap::new();
+    let mut ports = BTreeMap::new();
+    for f in flows {
+        let (link, assign, held) = UnitLink::new(fence.clone());
+        links.insert(f.clone(), link);
+        let (mut rx, notify) = (held.clone(), changed.clone());
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                notify.notify_one();
+            }
+        });
+        ports.insert(f.clone(), (assign, held));
+    }
+    (
+        fence,
+        links,
+        Ports {
+            flows: ports,
+            changed,
+        },
+    )
+}
+
+impl Ports {
+    fn assign(&self, wanted: &BTreeSet<Unit>) {
+        for (flow, (assign, _)) in &self.flows {
+            let units: BTreeSet<Unit> =
+                wanted.iter().filter(|u| &u.flow == flow).cloned().collect();
+            assign.send_if_modified(|a| {
+                if a.units == units {
+                    return false;
+                }
+                a.generation += 1;
+                a.units = units;
+                true
+            });
+        }
+    }
+
+    /// The data plane neither holds `unit` nor can still start it: it
+    /// applied the latest assignment of the unit's flow, and that
+    /// assignment did not name the unit.
+    fn released(&self, unit: &Unit) -> bool {
+        let Some((assign, held)) = self.flows.get(&unit.flow) else {
+            return true;
+        };
+        let (sent, held) = (assign.borrow(), held.borrow());
+        held.generation >= sent.generation
+            && !sent.units.contains(unit)
+            && !held.units.contains(unit)
+    }
+}
+
+enum Ended {
+    /// The lease was lost: every owner key is gone with it.
+    Lost,
+    /// Drained: every unit released (or the drain timed out), lease still held.
+    Drained(Lease),
+}
+
+pub struct Member {
+    coord: Coord,
+    keys: Keys,
+    spec: MemberSpec,
+    fence: Fence,
+    ports: Ports,
+    status: StatusBoard,
+}
+
+impl Member {
+    pub fn new(
+        coord: Coord,
+        spec: MemberSpec,
+        fence: Fence,
+        ports: Ports,
+        status: StatusBoard,
+    ) -> Member {
+        Member {
+            keys: Keys::new(&spec.deployment),
+            coord,
+            spec,
+            fence,
+            ports,
+            status,
+        }
+    }
+
+    /// Takes part until `drain` fires, then releases every unit, and
+    /// returns the lease for the caller to revoke once the data plane has
+    /// stopped (revoking deletes the owner keys, so not before).
+    pub async fn run(self, drain: CancellationToken) -> Option<Lease> {
+        loop {
+            if drain.is_cancelled() {
+                return None;
+            }
+            let lease = match Lease::acquire_with(
+                &self.coord,
+                self.spec.lease_ttl,
+                "worker",
+                self.fence.clone(),
+            )
+            .await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(error = %e, store = %self.coord.describe(), "cannot get a lease; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = drain.cancelled() => return None,
+                    }
+                }
+            };
+            match self.incarnation(lease, &drain).await {
+                Ended::Drained(lease) => return Some(lease),
+                Ended::Lost => {
+                    // Units go first: nothing may run on a lease that is gone.
+                    self.ports.assign(&BTreeSet::new());
+                    metrics::counter!(m::LEASES_LOST, "role" => "worker").increment(1);
+                    warn!(worker = %self.spec.id, "lease lost: units dropped; joining again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn register(&self, lease: &Lease, state: WorkerState) -> bool {
+        let doc = WorkerDoc {
+            format: FORMAT,
+            id: self.spec.id.clone(),
+            address: self.spec.address.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            state,
+        };
+        match self
+            .coord
+            .put(
+                &self.keys.worker(&self.spec.id),
+                encode(&doc),
+                Some(lease.id),
+            )
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "cannot register");
+                false
+            }
+        }
+    }
+
+    async fn incarnation(&self, lease: Lease, drain: &CancellationToken) -> Ended {
+        let lost = lease.lost();
+        let stop = CancellationToken::new();
+        let _stop = stop.clone().drop_guard();
+        while !self.register(&lease, WorkerState::Active).await {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = lost.cancelled() => return Ended::Lost,
+            }
+        }
+        info!(worker = %self.spec.id, store = %self.coord.describe(), "registered");
+        let plan_key = self.keys.plan(&self.spec.id);
+        let mut plan_rx = mirror(self.coord.clone(), plan_key.clone(), stop.clone());
+        let mut owners_rx = mirror(self.coord.clone(), self.keys.owners(), stop.clone());
+        // Owner keys held, with the exact value written (deletes are
+        // guarded by it, so only our own key is ever deleted).
+        let mut owned: BTreeMap<Unit, Vec<u8>> = BTreeMap::new();
+        let mut applied_epoch = 0u64;
+        let mut desired: BTreeSet<Unit> = BTreeSet::new();
+        let mut draining: Option<Instant> = None;
+        let mut load = LoadReporter::default();
+        let mut next_report = Instant::now();
+        let mut blocked_logged: BTreeSet<Unit> = BTreeSet::new();
+
+        loop {
+            if lost.is_cancelled() {
+                return Ended::Lost;
+            }
+            if drain.is_cancelled() && draining.is_none() {
+                info!(worker = %self.spec.id, units = owned.len(), "draining: releasing every unit");
+                draining = Some(Instant::now() + self.spec.drain_timeout);
+                self.register(&lease, WorkerState::Draining).await;
+            }
+
+            // Rule 4: a plan older than the one applied is ignored.
+            {
+                let snap = plan_rx.borrow_and_update();
+                match snap.kvs.get(&plan_key) {
+                    Some(kv) => match decode::<PlanDoc>(&kv.value) {
+                        Ok(doc) if doc.epoch >= applied_epoch => {
+                            if doc.epoch > applied_epoch {
+                                debug!(epoch = doc.epoch, units = doc.units.len(), "plan received");
+                            }
+                            applied_epoch = doc.epoch;
+                            desired = doc.units.into_iter().collect();
+                        }
+                        Ok(doc) => debug!(epoch = doc.epoch, applied_epoch, "older plan ignored"),
+                        Err(e) => warn!(key = %plan_key, error = %e, "unreadable plan ignored"),
+                    },
+                    None if snap.synced => desired.clear(),
+                    None => {}
+                }
+            }
+            let wanted: BTreeSet<Unit> = if draining.is_some() {
+                BTreeSet::new()
+            } else {
+                desired.clone()
+            };
+
+            // Rule 1: start a unit only after creating its owner key.
+            let owners = owners_rx.borrow_and_update().clone();
+            let mut blocked = 0usize;
+            let missing: Vec<Unit> = wanted
+                .iter()
+                .filter(|u| !owned.contains_key(*u))
+                .cloned()
+                .collect();
+            for u in &missing {
+                let key = self.keys.owner(u);
+                match owners.kvs.get(&key) {
+                    Some(kv) if kv.lease == lease.id => {
+                        owned.insert(u.clone(), kv.value.clone());
+                    }
+                    Some(kv) => {
+                        blocked += 1;
+                        if blocked_logged.insert(u.clone()) {
+                            let holder = decode::<OwnerDoc>(&kv.value)
+                                .map(|d| d.worker)
+                                .unwrap_or_default();
+                            info!(unit = %u, holder, "waiting for the previous owner to release");
+                        }
+                    }
+                    None => {
+                        let value = encode(&OwnerDoc {
+                            format: FORMAT,
+                            worker: self.spec.id.clone(),
+                            epoch: applied_epoch,
+                        });
+                        match self
+                            .coord
+                            .txn(
+                                vec![Compare::Absent(key.clone())],
+                                vec![Op::put_on(&key, value.clone(), lease.id)],
+                            )
+                            .await
+                        {
+                            Ok(true) => {
+                                blocked_logged.remove(u);
+                                owned.insert(u.clone(), value);
+                            }
+                            Ok(false) => blocked += 1, // taken meanwhile; the watch will say by whom
+                            Err(e) => {
+                                warn!(unit = %u, error = %e, "cannot take the owner key");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            blocked_logged.retain(|u| wanted.contains(u) && !owned.contains_key(u));
+
+            // The data plane runs what is both wanted and owned.
+            let run: BTreeSet<Unit> = owned
+                .keys()
+                .filter(|u| wanted.contains(*u))
+                .cloned()
+                .collect();
+            self.ports.assign(&run);
+
+            // Rule 2: give a key back only after the data plane released
+            // the unit (stopped, acknowledged, committed).
+            let done: Vec<Unit> = owned
+                .keys()
+                .filter(|u| !wanted.contains(*u) && self.ports.released(u))
+                .cloned()
+                .collect();
+            for u in done {
+                let key = self.keys.owner(&u);
+                let value = owned[&u].clone();
+                match self
+                    .coord
+                    .txn(
+                        vec![Compare::Value(key.clone(), value)],
+                        vec![Op::delete(&key)],
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        owned.remove(&u);
+                        debug!(unit = %u, "owner key released");
+                    }
+                    Err(e) => {
+                        warn!(unit = %u, error = %e, "cannot release the owner key; retrying");
+                        break;
+                    }
+                }
+            }
+            metrics::gauge!(m::UNITS_OWNED).set(owned.len() as f64);
+            metrics::gauge!(m::UNITS_WAITING).set(blocked as f64);
+
+            if Instant::now() >= next_report {
+                next_report = Instant::now() + self.spec.report_interval;
+                let doc = load.report(&self.spec.id, &self.status);
+                if let Err(e) = self
+                    .coord
+                    .put(&self.keys.load(&self.spec.id), encode(&doc), Some(lease.id))
+                    .await
+                {
+                    debug!(error = %e, "load report not written");
+                }
+            }
+
+            if let Some(deadline) = draining {
+                if owned.is_empty() {
+                    info!(worker = %self.spec.id, "drained: every unit released");
+                    return Ended::Drained(lease);
+                }
+                if Instant::now() >= deadline {
+                    warn!(worker = %self.spec.id, held = owned.len(),
+                          "drain timed out; the data plane commits what was acknowledged and the rest goes with the lease");
+                    return Ended::Drained(lease);
+                }
+            }
+
+            tokio::select! {
+                _ = plan_rx.changed() => {}
+                _ = owners_rx.changed() => {}
+                _ = self.ports.changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = lost.cancelled() => {}
+                _ = drain.cancelled(), if draining.is_none() => {}
+            }
+        }
+    }
+}
+
+/// Turns the data plane's byte counters into bytes/s between reports.
+#[derive(Default)]
+struct LoadReporter {
+    last: BTreeMap<Unit, (u64, Instant)>,
+}
+
+impl LoadReporter {
+    fn report(&mut self, worker: &str, status: &StatusBoard) -> LoadDoc {
+        let now = Instant::now();
+        let snapshot = status.snapshot();
+        let mut units = Vec::with_capacity(snapshot.len());
+        let mut next = BTreeMap::new();
+        for (unit, s) in snapshot {
+            let rate = match self.last.get(&unit) {
+                Some(&(bytes, at)) if s.bytes >= bytes && now > at => {
+                    (s.bytes - bytes) as f64 / (now - at).as_secs_f64()
+                }
+                _ => 0.0,
+            };
+            next.insert(unit.clone(), (s.bytes, now));
+            units.push(UnitLoad {
+                unit,
+                bytes_per_sec: rate,
+                lag: s.lag,
+                state: s.state.as_str().to_owned(),
+                error: s.error,
+            });
+        }
+        self.last = next;
+        LoadDoc {
+            format: FORMAT,
+            worker: worker.to_owned(),
+            units,
+        }
+    }
+}
