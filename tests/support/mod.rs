@@ -17,11 +17,17 @@ pub struct Strait {
     pub metrics_port: u16,
     pub log: PathBuf,
     config: PathBuf,
+    args: Vec<String>,
 }
 
 impl Strait {
     /// Writes `config` (with `{metrics}` replaced by a free port) and starts strait.
     pub fn start(name: &str, config: &str) -> Strait {
+        Strait::start_with(name, config, &[])
+    }
+
+    /// As `start`, with more `strait run` arguments (`--role`, `--id`).
+    pub fn start_with(name: &str, config: &str, args: &[&str]) -> Strait {
         let dir = std::env::temp_dir().join("strait-tests");
         std::fs::create_dir_all(&dir).unwrap();
         let metrics_port = free_port();
@@ -36,6 +42,7 @@ impl Strait {
             metrics_port,
             log: dir.join(format!("{name}.log")),
             config: path,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         s
@@ -50,6 +57,7 @@ impl Strait {
         let child = Command::new(env!("CARGO_BIN_EXE_strait"))
             .args(["run", "--config"])
             .arg(&self.config)
+            .args(&self.args)
             .env("STRAIT_LOG", "info,librdkafka=warn")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -138,6 +146,43 @@ impl Strait {
             code,
             serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    /// Any call on strait's HTTP endpoint: (status, head, body).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, String, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let body = body.unwrap_or("");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, head.to_owned(), body.to_owned())
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     pub fn metrics(&self) -> String {

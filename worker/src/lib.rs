@@ -119,6 +119,14 @@ pub async fn run_flow(
     let spec = Arc::new(spec);
     let flow = spec.flow.name.clone();
     loop {
+        // No session without a lease to vouch for it (at start, and after
+        // fencing until the worker holds a new lease).
+        while !link.fence.is_open() {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
         let (s, l, sh, st) = (spec.clone(), link.clone(), shutdown.clone(), status.clone());
         let result = tokio::task::spawn_blocking(move || session::run(&s, &l, &sh, &st))
             .await
@@ -132,16 +140,10 @@ pub async fn run_flow(
                 return Err(e).with_context(|| format!("flow {flow}"));
             }
             Err(SessionError::Fenced) => {
-                metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "fenced")
-                    .increment(1);
                 // The worker re-acquires its units with a new lease and
                 // assigns them again; the next session waits for that.
-                while !link.fence.is_open() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-                        _ = shutdown.cancelled() => return Ok(()),
-                    }
-                }
+                metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "fenced")
+                    .increment(1);
             }
             Err(e) => {
                 metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "session")
