@@ -722,6 +722,32 @@ target = "dr"
     }
 
     #[test]
+    fn coordination_settings_are_checked_by_key() {
+        let e = err(&format!(
+            "{MINIMAL}\n[coordination]\netcd = [\"127.0.0.1:2379\"]\n"
+        ));
+        assert!(
+            e.starts_with("coordination.etcd[0]: an endpoint is a URL"),
+            "{e}"
+        );
+        let e = err(&format!("{MINIMAL}\n[coordination]\nlease_ttl = \"1s\"\n"));
+        assert!(e.starts_with("coordination.lease_ttl: at least 2s"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[coordination]\nuser = \"u\"\n"));
+        assert!(
+            e.starts_with("coordination.user: user and password go together"),
+            "{e}"
+        );
+        let e = err(&format!("{MINIMAL}\n[planner]\nbalance_ratio = 0.5\n"));
+        assert!(e.starts_with("planner.balance_ratio"), "{e}");
+        let c = Config::parse(&format!(
+            "{MINIMAL}\n[coordination]\netcd = [\"http://127.0.0.1:2379\"]\n"
+        ))
+        .unwrap();
+        assert!(c.coordination.is_fleet());
+        assert!(!Config::parse(MINIMAL).unwrap().coordination.is_fleet());
+    }
+
+    #[test]
     fn unknown_keys_are_refused_by_name() {
         let e = err(&format!("{MINIMAL}\n[worker]\ncommit_intervall = \"1s\"\n"));
         assert!(

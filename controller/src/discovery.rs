@@ -439,7 +439,7 @@ topics = ["orders", "pay.*", "dr.*"]
 
     #[test]
     fn an_operator_adds_and_removes_topics_over_the_regexes_but_never_cycles() {
-        // flow() replicates orders and payments only.
+        // flow() replicates orders, pay.* and dr.* (dr.orders would loop back).
         let source = sizes(&[("orders", 1), ("audit", 1), ("dr.orders", 1)]);
         let target = sizes(&[("us.orders", 1), ("us.audit", 1), ("us.dr.orders", 1)]);
         let mut o = none();
