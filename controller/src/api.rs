@@ -372,11 +372,12 @@ fn unit_path(
     Ok((f, TopicPartition { topic, partition }))
 }
 
-async fn pause(
-    State(s): State<ApiState>,
+async fn set_paused(
+    s: ApiState,
     headers: HeaderMap,
     uri: Uri,
     path: Result<Path<(String, String, String)>, PathRejection>,
+    on: bool,
 ) -> Response {
     let term = match admit(&s, &headers, &uri, true).await {
         Ok(t) => t,
@@ -386,19 +387,28 @@ async fn pause(
         Ok(x) => x,
         Err(r) => return r,
     };
-    match write(
-        &s,
-        term,
-        vec![Op::put(s.keys.paused(&f, &tp), encode(&FlagDoc::default()))],
-    )
-    .await
-    {
+    let key = s.keys.paused(&f, &tp);
+    let op = if on {
+        Op::put(&key, encode(&FlagDoc::default()))
+    } else {
+        Op::delete(&key)
+    };
+    match write(&s, term, vec![op]).await {
         Ok(()) => {
-            Json(json!({ "flow": f, "topic": tp.topic, "partition": tp.partition, "paused": true }))
+            Json(json!({ "flow": f, "topic": tp.topic, "partition": tp.partition, "paused": on }))
                 .into_response()
         }
         Err(r) => r,
     }
+}
+
+async fn pause(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    uri: Uri,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> Response {
+    set_paused(s, headers, uri, path, true).await
 }
 
 async fn resume(
@@ -407,21 +417,7 @@ async fn resume(
     uri: Uri,
     path: Result<Path<(String, String, String)>, PathRejection>,
 ) -> Response {
-    let term = match admit(&s, &headers, &uri, true).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let (f, tp) = match unit_path(&s, path) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match write(&s, term, vec![Op::delete(s.keys.paused(&f, &tp))]).await {
-        Ok(()) => Json(
-            json!({ "flow": f, "topic": tp.topic, "partition": tp.partition, "paused": false }),
-        )
-        .into_response(),
-        Err(r) => r,
-    }
+    set_paused(s, headers, uri, path, false).await
 }
 
 async fn workers(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) -> Response {

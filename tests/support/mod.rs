@@ -125,18 +125,8 @@ impl Strait {
 
     /// GET `path` on strait's HTTP endpoint: (status code, body).
     pub fn get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).unwrap();
-        let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (code, body.to_owned())
+        let (code, _, body) = self.call("GET", path, None, None);
+        (code, body)
     }
 
     /// GET `path` and parse the JSON body.
