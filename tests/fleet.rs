@@ -441,6 +441,26 @@ fn the_api_redirects_to_the_leader_and_explains_bad_requests() {
         "{v}"
     );
 
+    // Removing a topic, and forgetting the operator's decision again.
+    assert_eq!(
+        c1.call("DELETE", "/v1/topics/src-dst/audit", None, tok).0,
+        200
+    );
+    assert_eq!(
+        c1.call("DELETE", "/v1/topics/src-dst/extra/override", None, tok)
+            .0,
+        200
+    );
+    let (_, v) = c1.get_json("/v1/topics");
+    let overrides = v["overrides"].as_array().unwrap();
+    assert!(
+        overrides
+            .iter()
+            .any(|o| o["topic"] == "audit" && o["action"] == "remove"),
+        "{v}"
+    );
+    assert!(!overrides.iter().any(|o| o["topic"] == "extra"), "{v}");
+
     // Every route is in the OpenAPI document.
     let (code, doc) = c1.get_json("/openapi.json");
     assert_eq!(code, 200);

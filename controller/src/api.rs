@@ -308,11 +308,13 @@ async fn add_topic(
     set_topic(&s, term, &b.flow, &b.topic, Some(TopicAction::Add)).await
 }
 
-async fn remove_topic(
-    State(s): State<ApiState>,
+/// `DELETE /v1/topics/{flow}/{topic}` (remove) and `.../override` (forget).
+async fn topic_by_path(
+    s: ApiState,
     headers: HeaderMap,
     uri: Uri,
     path: Result<Path<(String, String)>, PathRejection>,
+    action: Option<TopicAction>,
 ) -> Response {
     let term = match admit(&s, &headers, &uri, true).await {
         Ok(t) => t,
@@ -321,10 +323,19 @@ async fn remove_topic(
     let Ok(Path((f, t))) = path else {
         return error(
             StatusCode::BAD_REQUEST,
-            "expected /v1/topics/{flow}/{topic}",
+            "expected /v1/topics/{flow}/{topic}[/override]",
         );
     };
-    set_topic(&s, term, &f, &t, Some(TopicAction::Remove)).await
+    set_topic(&s, term, &f, &t, action).await
+}
+
+async fn remove_topic(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    uri: Uri,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    topic_by_path(s, headers, uri, path, Some(TopicAction::Remove)).await
 }
 
 async fn forget_topic(
@@ -333,17 +344,7 @@ async fn forget_topic(
     uri: Uri,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
-    let term = match admit(&s, &headers, &uri, true).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let Ok(Path((f, t))) = path else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "expected /v1/topics/{flow}/{topic}/override",
-        );
-    };
-    set_topic(&s, term, &f, &t, None).await
+    topic_by_path(s, headers, uri, path, None).await
 }
 
 fn unit_path(
