@@ -32,6 +32,25 @@ pub const LEADER: &str = "strait_controller_leader";
 pub const PLAN_EPOCH: &str = "strait_plan_epoch";
 pub const PLANS_WRITTEN: &str = "strait_plans_written_total";
 pub const UNIT_MOVES: &str = "strait_unit_moves_total";
+/// Breaches of the guarantees strait is built on, counted where the code
+/// can see them (label `invariant`, one of [`INVARIANTS`]). Must stay 0; the
+/// chaos suite reads them after every scenario.
+pub const INVARIANT_VIOLATIONS: &str = "strait_invariant_violations_total";
+
+/// A worker's data plane held a unit while the unit's owner key belonged to
+/// another worker's lease, its own lease being valid.
+pub const SINGLE_OWNER: &str = "single_owner";
+/// A commit would have passed the records the target acknowledged.
+pub const COMMIT_PAST_ACK: &str = "commit_past_ack";
+/// The checkpoints topic holds a checkpoint below an earlier one of the same
+/// group and partition (seen when the checkpoint service reads it back).
+pub const CHECKPOINT_BACKWARDS: &str = "checkpoint_backwards";
+pub const INVARIANTS: [&str; 3] = [SINGLE_OWNER, COMMIT_PAST_ACK, CHECKPOINT_BACKWARDS];
+
+/// Counts one breach of `invariant`.
+pub fn violated(invariant: &'static str) {
+    metrics::counter!(INVARIANT_VIOLATIONS, "invariant" => invariant).increment(1);
+}
 
 /// Buckets of the latency histogram, in seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -40,6 +59,15 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
+    describe_counter!(
+        INVARIANT_VIOLATIONS,
+        Unit::Count,
+        "breaches of strait's guarantees seen by this process, by invariant (single_owner, commit_past_ack, checkpoint_backwards); must stay 0"
+    );
+    // Exported from the start, so "0" is a reading and not an absence.
+    for invariant in INVARIANTS {
+        metrics::counter!(INVARIANT_VIOLATIONS, "invariant" => invariant).absolute(0);
+    }
     describe_counter!(
         RECORDS_REPLICATED,
         Unit::Count,

@@ -16,7 +16,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use strait_common::config::{ClusterConfig, Flow};
 use strait_common::formats::{Checkpoint, OffsetSync};
@@ -47,11 +47,15 @@ impl Checkpoints {
     }
 
     /// Takes a checkpoint read back from the checkpoints topic (after a
-    /// restart): later checkpoints never go below it.
-    pub fn restore(&mut self, cp: &Checkpoint) {
+    /// restart), in topic order: later checkpoints never go below it.
+    /// Returns false if it is below one read before it for the same group
+    /// and partition: someone wrote a checkpoint backwards.
+    pub fn restore(&mut self, cp: &Checkpoint) -> bool {
         let key = (cp.group.clone(), cp.topic.clone(), cp.partition);
         let last = self.last.entry(key).or_insert(cp.downstream_offset);
+        let forward = cp.downstream_offset >= *last;
         *last = (*last).max(cp.downstream_offset);
+        forward
     }
 
     /// Translates `committed` on `tp` without emitting anything.
@@ -155,7 +159,11 @@ fn checkpoint_loop(
             quiet_since = Instant::now();
             if let (Some(k), Some(v)) = (msg.key(), msg.payload()) {
                 if let Ok(cp) = Checkpoint::decode(k, v) {
-                    state.restore(&cp);
+                    if !state.restore(&cp) {
+                        m::violated(m::CHECKPOINT_BACKWARDS);
+                        error!(flow = %flow, group = %cp.group, topic = %cp.topic, partition = cp.partition,
+                               offset = cp.downstream_offset, "invariant broken: the checkpoints topic holds a checkpoint below an earlier one");
+                    }
                     restored += 1;
                 }
             }
@@ -458,14 +466,18 @@ mod tests {
         );
         // A restarted service restores from the topic before emitting.
         let mut restarted = Checkpoints::default();
-        restarted.restore(&Checkpoint {
+        let at = |downstream_offset| Checkpoint {
             group: "billing".into(),
             topic: "us.orders".into(),
             partition: 0,
-            upstream_offset: 45,
-            downstream_offset: 145,
+            upstream_offset: downstream_offset - 100,
+            downstream_offset,
             metadata: String::new(),
-        });
+        };
+        assert!(restarted.restore(&at(140)));
+        assert!(restarted.restore(&at(145)));
+        // A checkpoint below an earlier one on the topic is a breach, reported.
+        assert!(!restarted.restore(&at(120)), "backwards on the topic");
         restarted.observe_sync(&sync(0, 100));
         restarted.observe_sync(&sync(50, 150));
         assert_eq!(restarted.checkpoint(&f, "billing", &tp(), 45), None);

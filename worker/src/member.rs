@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use strait_common::coord::keys::Keys;
 use strait_common::coord::lease::{Fence, Lease};
@@ -88,6 +88,14 @@ impl Ports {
                 true
             });
         }
+    }
+
+    /// Every unit the data plane holds, in any flow.
+    fn held(&self) -> BTreeSet<Unit> {
+        self.flows
+            .values()
+            .flat_map(|(_, held)| held.borrow().units.clone())
+            .collect()
     }
 
     /// The data plane neither holds `unit` nor can still start it: it
@@ -224,6 +232,7 @@ impl Member {
         let mut load = LoadReporter::default();
         let mut next_report = Instant::now();
         let mut blocked_logged: BTreeSet<Unit> = BTreeSet::new();
+        let mut breaches = BreachCheck::new();
 
         loop {
             if lost.is_cancelled() {
@@ -311,6 +320,15 @@ impl Member {
                 }
             }
             blocked_logged.retain(|u| wanted.contains(u) && !owned.contains_key(u));
+            if self.fence.is_open() && owners.synced {
+                breaches.check(&self.ports.held(), |u| {
+                    owners
+                        .kvs
+                        .get(&self.keys.owner(u))
+                        .filter(|kv| kv.lease != lease.id)
+                        .map(|kv| kv.lease)
+                });
+            }
 
             // The data plane runs what is both wanted and owned.
             let run: BTreeSet<Unit> = owned
@@ -387,6 +405,43 @@ impl Member {
     }
 }
 
+/// Invariant `single_owner`, checked from this side: while our lease is
+/// valid, the data plane never holds a unit whose owner key is on another
+/// lease. A data plane that kept a unit of an earlier incarnation (lost
+/// lease) is stopped by the fence within a poll, so a new incarnation
+/// checks only after a short grace.
+struct BreachCheck {
+    from: Instant,
+    counted: BTreeSet<(Unit, i64)>,
+}
+
+impl BreachCheck {
+    const GRACE: Duration = Duration::from_secs(2);
+
+    fn new() -> Self {
+        BreachCheck {
+            from: Instant::now() + Self::GRACE,
+            counted: BTreeSet::new(),
+        }
+    }
+
+    /// `other(u)`: the lease holding `u`'s owner key when it is not ours.
+    fn check(&mut self, held: &BTreeSet<Unit>, other: impl Fn(&Unit) -> Option<i64>) {
+        if Instant::now() < self.from {
+            return;
+        }
+        for u in held {
+            if let Some(lease) = other(u) {
+                if self.counted.insert((u.clone(), lease)) {
+                    m::violated(m::SINGLE_OWNER);
+                    error!(unit = %u, other_lease = format!("{lease:x}"),
+                           "invariant broken: this worker replicates a unit owned on another lease");
+                }
+            }
+        }
+    }
+}
+
 /// Turns the data plane's byte counters into bytes/s between reports.
 #[derive(Default)]
 struct LoadReporter {
@@ -421,5 +476,37 @@ impl LoadReporter {
             worker: worker.to_owned(),
             units,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_common::model::TopicPartition;
+
+    fn unit(p: i32) -> Unit {
+        Unit {
+            flow: "a-b".into(),
+            source: TopicPartition {
+                topic: "orders".into(),
+                partition: p,
+            },
+            remote_topic: "src.orders".into(),
+        }
+    }
+
+    #[test]
+    fn a_unit_held_while_another_lease_owns_it_is_a_breach_counted_once() {
+        let mut check = BreachCheck::new();
+        let held = BTreeSet::from([unit(0), unit(1)]);
+        let other = |u: &Unit| (u.source.partition == 1).then_some(7);
+        check.check(&held, other);
+        assert!(check.counted.is_empty(), "nothing counted in the grace");
+        check.from = Instant::now();
+        check.check(&held, other);
+        check.check(&held, other);
+        assert_eq!(check.counted, BTreeSet::from([(unit(1), 7)]));
+        check.check(&held, |_| None);
+        assert_eq!(check.counted.len(), 1, "owned by us: no breach");
     }
 }

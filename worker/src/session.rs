@@ -93,6 +93,10 @@ struct UnitSlot {
     release_deadline: Option<Instant>,
     /// Bytes the target acknowledged for this unit in this session.
     acked_bytes: u64,
+    /// Highest source offset the target acknowledged (or the flow skipped)
+    /// in this session, kept apart from the in-flight window so a commit can
+    /// be checked against it (invariant `commit_past_ack`).
+    acked_high: Option<i64>,
 }
 
 /// Handles of the per-record metrics, resolved once per session so the hot
@@ -346,6 +350,7 @@ impl Session<'_> {
                         fetch_paused: false,
                         release_deadline: None,
                         acked_bytes: 0,
+                        acked_high: None,
                     },
                 );
             }
@@ -528,6 +533,7 @@ impl Session<'_> {
                     u.next_expected = Some(offset + 1);
                 }
                 let _ = u.inflight.complete(RecordOffset(offset), None);
+                u.acked_high = u.acked_high.max(Some(offset));
                 metrics::counter!(m::RECORDS_SKIPPED, "flow" => flow.clone()).increment(1);
                 u.skipped += 1;
                 // A refused batch can be thousands of records: the first one
@@ -595,6 +601,7 @@ impl Session<'_> {
                 let flow = &self.spec.flow.name;
                 let u = self.units.get_mut(&id).expect("checked");
                 u.acked_bytes += bytes;
+                u.acked_high = u.acked_high.max(Some(offset));
                 if let Err(e) = u.inflight.complete(RecordOffset(offset), Some(downstream)) {
                     debug_assert!(false, "acknowledgement of a record not in flight: {e:?}");
                     warn!(flow = %flow, error = ?e, "ignored a delivery report for a record not in flight");
@@ -768,6 +775,15 @@ impl Session<'_> {
                 Some(&pending) => NextOffset(pos.0.min(pending)),
                 None => pos,
             };
+            if u.acked_high.is_none_or(|high| pos.0 > high + 1) {
+                // Cannot happen while the window is right; if it does, the
+                // commit would skip records the target never acknowledged.
+                m::violated(m::COMMIT_PAST_ACK);
+                error!(flow = %self.spec.flow.name, topic = %u.unit.source.topic,
+                       partition = u.unit.source.partition, commit = pos.0, acknowledged = ?u.acked_high,
+                       "invariant broken: commit past acknowledged records; not committed");
+                continue;
+            }
             if (force || u.committed != Some(pos.0))
                 && tpl
                     .add_partition_offset(
