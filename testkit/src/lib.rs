@@ -4,6 +4,8 @@
 //! Works against any bootstrap address: tansu, Kafka or librdkafka's mock
 //! cluster (which has no admin API: create its topics through the mock).
 
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
