@@ -14,3 +14,12 @@ log="$STRAIT_SANDBOX_DIR/test.log"
 cargo test --workspace --lib --bins --tests --locked "$@" 2>&1 | tee "$log"
 # One closing line with the totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
+
+# The chaos suite's CI profile: a fleet of processes under faults (see the
+# README). STRAIT_CHAOS=0 skips it; the rolling upgrade starts on an older
+# build when this clone has its commit.
+if [ "${STRAIT_CHAOS:-1}" != 0 ]; then
+  compose/sandbox.sh down >/dev/null 2>&1 || true # its brokers are not needed any more
+  old=$(scripts/chaos-old.sh)
+  target/debug/strait-chaos --profile ci --dir "$STRAIT_SANDBOX_DIR/chaos" ${old:+--old-strait "$old"}
+fi

@@ -1,0 +1,120 @@
+//! One row per scenario run, and the table every run prints.
+
+use std::time::Duration;
+
+use crate::traffic::Outcome;
+
+pub struct Row {
+    pub scenario: &'static str,
+    pub faults: String,
+    pub outcome: Option<Outcome>,
+    /// Checkpoints of the scenario's application group seen on the target.
+    pub checkpoints: u64,
+    /// Invariant breaches: counted by the processes, or seen by the harness.
+    pub breaches: Vec<String>,
+    /// Why the scenario could not finish, if it could not.
+    pub error: Option<String>,
+}
+
+impl Row {
+    pub fn new(scenario: &'static str) -> Row {
+        Row {
+            scenario,
+            faults: "-".into(),
+            outcome: None,
+            checkpoints: 0,
+            breaches: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Nothing lost, nothing reordered, no invariant broken, finished.
+    pub fn passed(&self) -> bool {
+        self.error.is_none()
+            && self.breaches.is_empty()
+            && self.outcome.as_ref().is_some_and(|o| {
+                o.missing == 0 && o.out_of_order == 0 && o.foreign == 0 && o.produced > 0
+            })
+    }
+
+    pub fn summary(&self) -> String {
+        let verdict = if self.passed() { "ok" } else { "FAILED" };
+        let mut s = format!("{} {verdict}: {}", self.scenario, self.faults);
+        if let Some(o) = &self.outcome {
+            s += &format!(
+                "; {} produced, {} missing, {} duplicates, {} out of order, longest stall {}, recovery {}, {} checkpoints",
+                o.produced,
+                o.missing,
+                o.duplicates,
+                o.out_of_order,
+                secs(Some(o.longest_stall)),
+                secs(o.recovery),
+                self.checkpoints
+            );
+        }
+        if let Some(o) = self.outcome.as_ref().filter(|o| o.foreign > 0) {
+            s += &format!(
+                "; {} records on the target that were never written",
+                o.foreign
+            );
+        }
+        for b in &self.breaches {
+            s += &format!("; breach: {b}");
+        }
+        if let Some(e) = &self.error {
+            s += &format!("; error: {e}");
+        }
+        s
+    }
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{:.1}s", d.as_secs_f64()))
+}
+
+/// A Markdown table of the rows.
+pub fn table(rows: &[Row]) -> String {
+    let header = [
+        "scenario",
+        "faults injected",
+        "records produced",
+        "missing",
+        "duplicates",
+        "out of order",
+        "longest stall",
+        "recovery",
+        "invariants",
+        "result",
+    ];
+    let mut lines = vec![
+        format!("| {} |", header.join(" | ")),
+        format!("|{}", "---|".repeat(header.len())),
+    ];
+    for r in rows {
+        let o = r.outcome.clone().unwrap_or_default();
+        let invariants = if r.breaches.is_empty() {
+            "0 breaches".to_owned()
+        } else {
+            r.breaches.join("; ")
+        };
+        let result = match (&r.error, r.passed()) {
+            (Some(e), _) => format!("FAILED: {e}"),
+            (None, true) => "ok".into(),
+            (None, false) => "FAILED".into(),
+        };
+        lines.push(format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.faults,
+            o.produced,
+            o.missing,
+            o.duplicates,
+            o.out_of_order,
+            secs(r.outcome.as_ref().map(|o| o.longest_stall)),
+            secs(o.recovery),
+            invariants,
+            result
+        ));
+    }
+    lines.join("\n")
+}
