@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use strait_common::config::{Config, Flow};
 use strait_common::coord::embedded::Embedded;
+use strait_common::coord::lease::Fence;
 use strait_common::coord::etcd::Etcd;
 use strait_common::coord::Coord;
 use strait_common::model::Unit;
@@ -196,7 +197,7 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
 /// checkpoints, heartbeats. All of it stops when leadership ends.
 fn duties(config: Config, flows: Vec<Flow>, status: StatusBoard, topics: TopicBoard) -> Duties {
     Box::new(
-        move |overrides: watch::Receiver<TopicOverrides>, stop: CancellationToken| {
+        move |overrides: watch::Receiver<TopicOverrides>, fence: Fence, stop: CancellationToken| {
             let (discovery, receivers) =
                 Discovery::new(&config, &flows, overrides, topics.clone())?;
             tokio::spawn(discovery.run(stop.clone()));
@@ -210,7 +211,7 @@ fn duties(config: Config, flows: Vec<Flow>, status: StatusBoard, topics: TopicBo
                         target: spec.target.clone(),
                         syncs_cluster: spec.syncs_cluster.clone(),
                     };
-                    tokio::spawn(log_end(run_checkpoints(cp, stop.clone()), "checkpoints"));
+                    tokio::spawn(log_end(run_checkpoints(cp, fence.clone(), stop.clone()), "checkpoints"));
                 }
                 if spec.flow.heartbeats.is_some() {
                     tokio::spawn(log_end(

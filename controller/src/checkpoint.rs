@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use strait_common::config::{ClusterConfig, Flow};
+use strait_common::coord::lease::Fence;
 use strait_common::formats::{Checkpoint, OffsetSync};
 use strait_common::kafka::{client_config, manual_consumer};
 use strait_common::metrics as m;
@@ -119,16 +120,20 @@ pub struct CheckpointSpec {
     pub syncs_cluster: ClusterConfig,
 }
 
-/// Runs the checkpoint service of one flow until `shutdown`.
+/// Runs the checkpoint service of one flow until `shutdown`, writing only
+/// while `fence` (the leader's lease) is open: a leader paused past its
+/// lease, running again, must not emit what it computed before the pause
+/// (another leader emitted newer checkpoints meanwhile).
 pub async fn run_checkpoints(
     spec: CheckpointSpec,
+    fence: Fence,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(interval) = spec.flow.checkpoints else {
         return Ok(());
     };
     let spec = Arc::new(spec);
-    tokio::task::spawn_blocking(move || checkpoint_loop(&spec, interval, &shutdown))
+    tokio::task::spawn_blocking(move || checkpoint_loop(&spec, interval, &fence, &shutdown))
         .await
         .context("checkpoint service panicked")?
 }
@@ -140,6 +145,7 @@ fn consumer(cluster: &ClusterConfig, group: &str) -> anyhow::Result<BaseConsumer
 fn checkpoint_loop(
     spec: &CheckpointSpec,
     interval: Duration,
+    fence: &Fence,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let flow = spec.flow.name.clone();
@@ -204,7 +210,10 @@ fn checkpoint_loop(
             continue;
         }
         next = Instant::now() + interval;
-        if let Err(e) = round(spec, &mut state, &lister, &producer, &cp_topic, &emitted) {
+        if !fence.is_open() {
+            continue; // leadership is ending; `shutdown` follows
+        }
+        if let Err(e) = round(spec, &mut state, &lister, &producer, &cp_topic, &emitted, fence) {
             metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "checkpoint")
                 .increment(1);
             warn!(flow = %flow, error = format!("{e:#}"), "checkpoint round failed");
@@ -222,6 +231,7 @@ fn round(
     producer: &ThreadedProducer<DefaultProducerContext>,
     cp_topic: &str,
     emitted: &metrics::Counter,
+    fence: &Fence,
 ) -> anyhow::Result<()> {
     let partitions: Vec<TopicPartition> = state.partitions().cloned().collect();
     if partitions.is_empty() {
@@ -254,6 +264,11 @@ fn round(
             let Some(cp) = state.checkpoint(&spec.flow, group, &tp, committed) else {
                 continue;
             };
+            // Checked per record: the round may have begun before a pause.
+            anyhow::ensure!(
+                fence.is_open(),
+                "the leader's lease lapsed mid-round; nothing more is written"
+            );
             let (key, value) = (cp.encode_key()?, cp.encode_value()?);
             let record = BaseRecord::to(cp_topic)
                 .partition(0)
@@ -264,7 +279,7 @@ fn round(
             debug!(flow = %spec.flow.name, group, topic = %cp.topic, partition = cp.partition,
                    upstream = cp.upstream_offset, downstream = cp.downstream_offset, "checkpoint");
         }
-        if spec.flow.sync_group_offsets {
+        if spec.flow.sync_group_offsets && fence.is_open() {
             match commit_to_target(&spec.target, group, &state.emitted(group)) {
                 Ok(GroupCommit::Committed(moved)) => {
                     debug!(flow = %spec.flow.name, group, partitions = moved.len(), "group offsets synced to the target")

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use strait_common::config::Flow;
 use strait_common::coord::keys::Keys;
-use strait_common::coord::lease::Lease;
+use strait_common::coord::lease::{Fence, Lease};
 use strait_common::coord::mirror::{mirror, Snapshot};
 use strait_common::coord::values::{
     decode, encode, LeaderDoc, LoadDoc, PlanDoc, TopicAction, TopicOverrideDoc, WorkerDoc,
@@ -52,10 +52,12 @@ pub struct Leadership {
 
 /// Starts the leader's duties; returns one receiver of discovered units
 /// per flow (in the order of the flows). Everything it starts must stop
-/// when `stop` fires.
+/// when `stop` fires, and write nothing another leader may have superseded
+/// once the `Fence` (the leader's lease) closes.
 pub type Duties = Box<
     dyn Fn(
             watch::Receiver<TopicOverrides>,
+            Fence,
             CancellationToken,
         ) -> anyhow::Result<Vec<watch::Receiver<BTreeSet<Unit>>>>
         + Send
@@ -209,7 +211,7 @@ impl Controller {
             "took over the stored plan"
         );
         overrides_tx.send_replace(topic_overrides(k, &admin.borrow()));
-        let mut discovered = match (self.duties)(overrides_rx, stop.clone()) {
+        let mut discovered = match (self.duties)(overrides_rx, lease.fence(), stop.clone()) {
             Ok(rx) => rx,
             Err(e) => {
                 warn!(
