@@ -25,7 +25,18 @@ if [ ! -x "$bin" ]; then
   git archive "$rev" | tar -x -C "$src"
   echo "chaos-old: building strait at $short" >&2
   # Its own target directory: building it in ours would replace
-  # target/debug/strait with the old binary.
+  # target/debug/strait with the old binary. Seeded with hard links to our
+  # compiled dependencies (same Cargo.lock), so only strait's crates build.
+  if [ -d target/debug/deps ] && [ ! -d "$out/target/debug/deps" ]; then
+    mkdir -p "$out/target/debug"
+    cp -al target/debug/deps target/debug/build target/debug/.fingerprint "$out/target/debug/" 2>/dev/null || true
+    # strait's own crates must build from the old sources: drop their
+    # artifacts (never overwrite a hard-linked file) and fingerprints.
+    find "$out/target/debug" -name '*strait*' -prune -exec rm -rf {} +
+  fi
+  # git archive stamps files with the commit's time; make them newer than
+  # anything built, so nothing of ours is taken for them.
+  find "$src" -type f -exec touch {} +
   cargo build --locked --quiet --bin strait --manifest-path "$src/Cargo.toml" --target-dir "$out/target" >&2
   cp "$out/target/debug/strait" "$bin"
 fi
