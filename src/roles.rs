@@ -15,8 +15,8 @@ use tracing::{info, warn};
 
 use strait_common::config::{Config, Flow};
 use strait_common::coord::embedded::Embedded;
-use strait_common::coord::lease::Fence;
 use strait_common::coord::etcd::Etcd;
+use strait_common::coord::lease::Fence;
 use strait_common::coord::Coord;
 use strait_common::model::Unit;
 use strait_controller::api::{self, ApiState};
@@ -211,7 +211,10 @@ fn duties(config: Config, flows: Vec<Flow>, status: StatusBoard, topics: TopicBo
                         target: spec.target.clone(),
                         syncs_cluster: spec.syncs_cluster.clone(),
                     };
-                    tokio::spawn(log_end(run_checkpoints(cp, fence.clone(), stop.clone()), "checkpoints"));
+                    tokio::spawn(log_end(
+                        run_checkpoints(cp, fence.clone(), stop.clone()),
+                        "checkpoints",
+                    ));
                 }
                 if spec.flow.heartbeats.is_some() {
                     tokio::spawn(log_end(

@@ -213,7 +213,9 @@ fn checkpoint_loop(
         if !fence.is_open() {
             continue; // leadership is ending; `shutdown` follows
         }
-        if let Err(e) = round(spec, &mut state, &lister, &producer, &cp_topic, &emitted, fence) {
+        if let Err(e) = round(
+            spec, &mut state, &lister, &producer, &cp_topic, &emitted, fence,
+        ) {
             metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "checkpoint")
                 .increment(1);
             warn!(flow = %flow, error = format!("{e:#}"), "checkpoint round failed");
