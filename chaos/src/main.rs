@@ -160,7 +160,21 @@ fn run(args: Args) -> anyhow::Result<bool> {
             Profile::Soak => chosen[rng.below(chosen.len())],
         };
         println!("strait-chaos: [{}] {} ...", n + 1, scenario.name);
-        let row = run_scenario(&mut fleet, &mut rng, scenario, n, &load);
+        // A helper that panics (a process that would not stop, say) fails
+        // the scenario, not the run: the table is still printed.
+        let row = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_scenario(&mut fleet, &mut rng, scenario, n, &load)
+        }))
+        .unwrap_or_else(|panic| {
+            let mut row = Row::new(scenario.name);
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            row.error = Some(format!("harness panicked: {why}"));
+            row
+        });
         println!("strait-chaos: {}", row.summary());
         rows.push(row);
     }
