@@ -209,6 +209,7 @@ fn run_scenario(fleet: &mut Fleet, rng: &mut Rng, s: &Scenario, n: usize, load: 
             &remote,
             load.partitions,
             load.rate,
+            s.groups,
         )?;
         let mut healed = traffic.healed();
         let body = (|| -> anyhow::Result<()> {

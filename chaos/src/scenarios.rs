@@ -19,6 +19,8 @@ type Inject = fn(&mut Fleet, &mut Rng, &Traffic) -> anyhow::Result<Injected>;
 pub struct Scenario {
     pub name: &'static str,
     pub inject: Inject,
+    /// Application groups committing on the source (each is checkpointed).
+    pub groups: usize,
 }
 
 /// Every scenario, in the order the CI profile runs them.
@@ -26,38 +28,52 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "rolling-upgrade",
         inject: rolling_upgrade,
+        groups: 1,
     },
     Scenario {
         name: "worker-kills",
         inject: worker_kills,
+        groups: 1,
     },
     Scenario {
         name: "worker-paused-past-lease",
         inject: worker_paused_past_lease,
+        groups: 1,
     },
     Scenario {
         name: "leader-killed",
         inject: leader_killed,
+        groups: 1,
     },
     Scenario {
         name: "leader-paused-past-lease",
         inject: leader_paused_past_lease,
+        groups: 1,
+    },
+    Scenario {
+        name: "leader-paused-mid-checkpoint-round",
+        inject: leader_paused_mid_checkpoint_round,
+        groups: 24,
     },
     Scenario {
         name: "etcd-unreachable-20s",
         inject: etcd_unreachable,
+        groups: 1,
     },
     Scenario {
         name: "target-unreachable-30s",
         inject: target_unreachable,
+        groups: 1,
     },
     Scenario {
         name: "source-slow",
         inject: source_slow,
+        groups: 1,
     },
     Scenario {
         name: "connection-resets",
         inject: connection_resets,
+        groups: 1,
     },
 ];
 
@@ -180,6 +196,39 @@ fn leader_paused_past_lease(f: &mut Fleet, _: &mut Rng, t: &Traffic) -> anyhow::
             "SIGSTOP leader c{} for {}s, SIGCONT",
             i + 1,
             pause.as_secs()
+        ),
+        healed,
+    })
+}
+
+/// As leader-paused-past-lease, three times, with 24 application groups:
+/// a checkpoint round then takes long enough that a pause lands inside one.
+/// The round resumes after SIGCONT with positions and syncs read before the
+/// pause; unfenced, it wrote checkpoints below the new leader's.
+fn leader_paused_mid_checkpoint_round(
+    f: &mut Fleet,
+    rng: &mut Rng,
+    t: &Traffic,
+) -> anyhow::Result<Injected> {
+    let mut paused = Vec::new();
+    let mut healed = t.healed();
+    for _ in 0..3 {
+        let Some(i) = f.leader() else {
+            anyhow::bail!("no leader to pause");
+        };
+        // Somewhere inside a round (rounds start every second).
+        f.idle(Duration::from_millis(rng.below(1000) as u64));
+        f.controllers[i].signal("STOP");
+        f.idle(f.ttl + Duration::from_secs(4));
+        f.controllers[i].signal("CONT");
+        healed = t.healed();
+        paused.push(format!("c{}", i + 1));
+        f.idle(Duration::from_secs(4));
+    }
+    Ok(Injected {
+        faults: format!(
+            "SIGSTOP leader past its lease x3 ({}), 24 groups checkpointed",
+            paused.join(", ")
         ),
         healed,
     })

@@ -75,6 +75,83 @@ struct Ledger {
     foreign: u64,
 }
 
+impl Ledger {
+    fn new(partitions: i32) -> Ledger {
+        Ledger {
+            parts: (0..partitions).map(|_| Part::default()).collect(),
+            sent: vec![0; partitions as usize],
+            foreign: 0,
+        }
+    }
+
+    /// A record read from the target: `p{partition}-{seq}` found in
+    /// partition `found_in`.
+    fn arrived(&mut self, value: Option<&[u8]>, found_in: i32, now: Instant) {
+        let parsed = value
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.strip_prefix('p')?.split_once('-'))
+            .and_then(|(p, s)| Some((p.parse::<i32>().ok()?, s.parse::<usize>().ok()?)));
+        let Some((p, seq)) =
+            parsed.filter(|&(p, _)| p == found_in && p >= 0 && (p as usize) < self.parts.len())
+        else {
+            self.foreign += 1;
+            return;
+        };
+        let part = &mut self.parts[p as usize];
+        part.received += 1;
+        if part.mark(seq, SEEN) & SEEN != 0 {
+            return; // a duplicate: no progress
+        }
+        match part.max_first {
+            Some(max) if seq < max => part.out_of_order += 1,
+            _ => part.max_first = Some(seq),
+        }
+        if part.seen_at.len() <= seq {
+            part.seen_at.resize(seq + 1, None);
+        }
+        part.seen_at[seq] = Some(now);
+        part.progress(now);
+        part.advance();
+    }
+
+    fn outcome(&self, healed: &Healed) -> Outcome {
+        let mut o = Outcome {
+            foreign: self.foreign,
+            ..Outcome::default()
+        };
+        for p in &self.parts {
+            let acked = p.state.iter().filter(|&&s| s & ACKED != 0).count() as u64;
+            let seen = p.state.iter().filter(|&&s| s & SEEN != 0).count() as u64;
+            o.produced += acked;
+            o.unacknowledged += p.state.iter().filter(|&&s| s & ACKED == 0).count() as u64;
+            o.missing += p
+                .state
+                .iter()
+                .filter(|&&s| s & ACKED != 0 && s & SEEN == 0)
+                .count() as u64;
+            o.duplicates += p.received - seen;
+            o.out_of_order += p.out_of_order;
+            o.longest_stall = o.longest_stall.max(p.longest_stall);
+        }
+        // The last arrival of a record written before the faults ended.
+        let mut last: Option<Instant> = None;
+        let mut complete = true;
+        for (p, &need) in self.parts.iter().zip(&healed.mark) {
+            for seq in 0..need {
+                if p.state.get(seq).is_some_and(|s| s & ACKED != 0) {
+                    match p.seen_at.get(seq).copied().flatten() {
+                        Some(t) => last = last.max(Some(t)),
+                        None => complete = false,
+                    }
+                }
+            }
+        }
+        o.recovery = complete
+            .then(|| last.map_or(Duration::ZERO, |t| t.saturating_duration_since(healed.at)));
+        o
+    }
+}
+
 /// What one run of traffic came to.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -144,12 +221,9 @@ impl Traffic {
         remote: &str,
         partitions: i32,
         rate: u32,
+        groups: usize,
     ) -> anyhow::Result<Traffic> {
-        let ledger = Arc::new(Mutex::new(Ledger {
-            parts: (0..partitions).map(|_| Part::default()).collect(),
-            sent: vec![0; partitions as usize],
-            foreign: 0,
-        }));
+        let ledger = Arc::new(Mutex::new(Ledger::new(partitions)));
         let producer: ThreadedProducer<Acks> = ClientConfig::new()
             .set("bootstrap.servers", source)
             .set("enable.idempotence", "true")
@@ -178,20 +252,28 @@ impl Traffic {
             std::thread::spawn(move || produce(producer, &t, partitions, rate, &l, &stop));
         let (l, stop) = (ledger.clone(), stop_checking.clone());
         let checker = std::thread::spawn(move || check(consumer, &l, &stop));
-        // An application group reading the source, committing as it goes:
-        // the checkpoint service translates its positions to the target.
-        let (l, stop, t, s) = (
-            ledger.clone(),
-            stop_producing.clone(),
-            topic.to_owned(),
-            source.to_owned(),
-        );
+        // Application groups reading the source, committing as they go:
+        // the checkpoint service translates their positions to the target.
+        let apps = (0..groups.max(1))
+            .map(|i| {
+                ClientConfig::new()
+                    .set("bootstrap.servers", source)
+                    .set("group.id", app_group_n(topic, i))
+                    .set("enable.auto.commit", "false")
+                    .create::<BaseConsumer>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (l, stop, t) = (ledger.clone(), stop_producing.clone(), topic.to_owned());
         let app = std::thread::spawn(move || {
-            let group = app_group(&t);
             while !stop.load(Ordering::Relaxed) {
-                let positions = positions(&l);
-                if !positions.is_empty() {
-                    strait_testkit::commit_group(&s, &group, &t, &positions);
+                let mut tpl = TopicPartitionList::new();
+                for (p, o) in positions(&l) {
+                    let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o));
+                }
+                if tpl.count() > 0 {
+                    for c in &apps {
+                        let _ = c.commit(&tpl, rdkafka::consumer::CommitMode::Sync);
+                    }
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -266,40 +348,7 @@ impl Traffic {
             let _ = h.join();
         }
         let l = self.ledger.lock().unwrap();
-        let mut o = Outcome {
-            foreign: l.foreign,
-            ..Outcome::default()
-        };
-        for p in &l.parts {
-            let acked = p.state.iter().filter(|&&s| s & ACKED != 0).count() as u64;
-            let seen = p.state.iter().filter(|&&s| s & SEEN != 0).count() as u64;
-            o.produced += acked;
-            o.unacknowledged += p.state.iter().filter(|&&s| s & ACKED == 0).count() as u64;
-            o.missing += p
-                .state
-                .iter()
-                .filter(|&&s| s & ACKED != 0 && s & SEEN == 0)
-                .count() as u64;
-            o.duplicates += p.received - seen;
-            o.out_of_order += p.out_of_order;
-            o.longest_stall = o.longest_stall.max(p.longest_stall);
-        }
-        // The last arrival of a record written before the faults ended.
-        let mut last: Option<Instant> = None;
-        let mut complete = true;
-        for (p, &need) in l.parts.iter().zip(&healed.mark) {
-            for seq in 0..need {
-                if p.state.get(seq).is_some_and(|s| s & ACKED != 0) {
-                    match p.seen_at.get(seq).copied().flatten() {
-                        Some(t) => last = last.max(Some(t)),
-                        None => complete = false,
-                    }
-                }
-            }
-        }
-        o.recovery = complete
-            .then(|| last.map_or(Duration::ZERO, |t| t.saturating_duration_since(healed.at)));
-        o
+        l.outcome(healed)
     }
 }
 
@@ -310,9 +359,17 @@ impl Drop for Traffic {
     }
 }
 
-/// The source consumer group of the application reading `topic`.
+/// The source consumer group of the application reading `topic`; more
+/// groups of the same scenario are named after it with `-g{i}`.
 pub fn app_group(topic: &str) -> String {
     format!("chaos-app-{topic}")
+}
+
+fn app_group_n(topic: &str, i: usize) -> String {
+    match i {
+        0 => app_group(topic),
+        i => format!("{}-g{i}", app_group(topic)),
+    }
 }
 
 /// The application's position per partition: past the highest acknowledged
@@ -327,9 +384,10 @@ fn positions(ledger: &Mutex<Ledger>) -> Vec<(i32, i64)> {
         .collect()
 }
 
-/// Checkpoints of `group` on the checkpoints topic `topic` (one partition,
-/// as MirrorMaker 2 lays it out), read from the beginning: how many, and
-/// how many went below an earlier one of the same partition.
+/// Checkpoints of the groups of `group` (it and its `-g{i}` siblings) on
+/// the checkpoints topic `topic` (one partition, as MirrorMaker 2 lays it
+/// out), read from the beginning: how many, and how many went below an
+/// earlier one of the same group and partition.
 pub fn checkpoints(target: &str, topic: &str, group: &str) -> anyhow::Result<(u64, u64)> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", target)
@@ -340,7 +398,8 @@ pub fn checkpoints(target: &str, topic: &str, group: &str) -> anyhow::Result<(u6
     tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
     c.assign(&tpl)?;
     let (mut n, mut backwards) = (0, 0);
-    let mut last: std::collections::HashMap<(String, i32), i64> = Default::default();
+    let mut last: std::collections::HashMap<(String, String, i32), i64> = Default::default();
+    let siblings = format!("{group}-g");
     let mut quiet = Instant::now();
     while quiet.elapsed() < Duration::from_secs(3) {
         let Some(Ok(m)) = c.poll(Duration::from_millis(200)) else {
@@ -353,12 +412,12 @@ pub fn checkpoints(target: &str, topic: &str, group: &str) -> anyhow::Result<(u6
         let Ok(cp) = Checkpoint::decode(k, v) else {
             continue;
         };
-        if cp.group != group {
+        if cp.group != group && !cp.group.starts_with(&siblings) {
             continue;
         }
         n += 1;
         let prev = last
-            .entry((cp.topic, cp.partition))
+            .entry((cp.group, cp.topic, cp.partition))
             .or_insert(cp.downstream_offset);
         if cp.downstream_offset < *prev {
             backwards += 1;
@@ -425,33 +484,68 @@ fn check(consumer: BaseConsumer, ledger: &Mutex<Ledger>, stop: &AtomicBool) {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let now = Instant::now();
-        let parsed = m
-            .payload()
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.strip_prefix('p')?.split_once('-'))
-            .and_then(|(p, s)| Some((p.parse::<i32>().ok()?, s.parse::<usize>().ok()?)));
-        let mut l = ledger.lock().unwrap();
-        let Some((p, seq)) =
-            parsed.filter(|&(p, _)| p == m.partition() && (p as usize) < l.parts.len())
-        else {
-            l.foreign += 1;
-            continue;
+        ledger
+            .lock()
+            .unwrap()
+            .arrived(m.payload(), m.partition(), Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_counts_missing_duplicates_order_stalls_and_recovery() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut l = Ledger::new(2);
+        for seq in 0..6 {
+            l.parts[0].mark(seq, ACKED);
+            l.parts[1].mark(seq, ACKED);
+        }
+        l.parts[1].mark(6, FAILED); // never acknowledged: not expected
+        l.sent = vec![6, 7];
+        let healed = Healed {
+            at: at(100),
+            mark: vec![4, 4],
         };
-        let part = &mut l.parts[p as usize];
-        part.received += 1;
-        if part.mark(seq, SEEN) & SEEN != 0 {
-            continue; // a duplicate: no progress
+        let v = |s: &str| Some(s.as_bytes().to_vec());
+        // Partition 0: 0 1 2, a re-sent suffix 1 2, then 3 4 5 late.
+        for (i, r) in ["p0-0", "p0-1", "p0-2", "p0-1", "p0-2"].iter().enumerate() {
+            l.arrived(v(r).as_deref(), 0, at(i as u64 * 10));
         }
-        match part.max_first {
-            Some(max) if seq < max => part.out_of_order += 1,
-            _ => part.max_first = Some(seq),
+        for (i, r) in ["p0-3", "p0-4", "p0-5"].iter().enumerate() {
+            l.arrived(v(r).as_deref(), 0, at(3000 + i as u64));
         }
-        if part.seen_at.len() <= seq {
-            part.seen_at.resize(seq + 1, None);
+        // Partition 1: 0, then 2 before 1 (out of order), 3 and 4 lost;
+        // 5 arrives; a record in the wrong partition; garbage.
+        for r in ["p1-0", "p1-2", "p1-1", "p1-5"] {
+            l.arrived(v(r).as_deref(), 1, at(50));
         }
-        part.seen_at[seq] = Some(now);
-        part.progress(now);
-        part.advance();
+        l.arrived(v("p0-9").as_deref(), 1, at(60));
+        l.arrived(Some(b"junk"), 1, at(60));
+        l.arrived(None, 1, at(60));
+
+        let o = l.outcome(&healed);
+        assert_eq!(o.produced, 12);
+        assert_eq!(o.unacknowledged, 1);
+        assert_eq!(o.missing, 2, "p1-3 and p1-4");
+        assert_eq!(o.duplicates, 2);
+        assert_eq!(o.out_of_order, 1, "p1-1 after p1-2");
+        assert_eq!(o.foreign, 3);
+        assert_eq!(
+            o.longest_stall,
+            Duration::from_millis(2980),
+            "p0: 20ms -> 3000ms"
+        );
+        assert_eq!(o.recovery, None, "p1-3 never came");
+
+        // Once p1-3 arrives, recovery ends at the last record before the mark.
+        l.arrived(v("p1-3").as_deref(), 1, at(5100));
+        let o = l.outcome(&healed);
+        assert_eq!(o.recovery, Some(Duration::from_millis(5000)));
+        assert_eq!(l.parts[0].done_below, 6);
+        assert_eq!(l.parts[1].done_below, 4, "p1-4 is still missing");
     }
 }
