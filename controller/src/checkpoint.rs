@@ -184,10 +184,7 @@ fn checkpoint_loop(
     tpl.add_partition_offset(&syncs_topic, 0, Offset::Beginning)?;
     syncs.assign(&tpl)?;
     let lister = consumer(&spec.source, &own_group)?;
-    let producer: ThreadedProducer<DefaultProducerContext> = client_config(&spec.target)
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "30000")
-        .create()?;
+    let mut producer: Option<ThreadedProducer<DefaultProducerContext>> = None;
     let emitted = metrics::counter!(m::CHECKPOINTS, "flow" => flow.clone());
 
     let mut next = Instant::now();
@@ -213,19 +210,58 @@ fn checkpoint_loop(
         if !fence.is_open() {
             continue; // leadership is ending; `shutdown` follows
         }
-        if let Err(e) = round(
-            spec, &mut state, &lister, &producer, &cp_topic, &emitted, fence,
-        ) {
+        let p = match &producer {
+            Some(p) => p,
+            None => match checkpoint_producer(spec) {
+                Ok(p) => producer.insert(p),
+                Err(e) => {
+                    metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "checkpoint")
+                        .increment(1);
+                    warn!(flow = %flow, error = format!("{e:#}"), "checkpoint producer not ready");
+                    continue;
+                }
+            },
+        };
+        let marks = state.last.clone();
+        if let Err(e) = round(spec, &mut state, &lister, p, &cp_topic, &emitted, fence) {
+            // Nothing of the round was written: emit it again next time.
+            state.last = marks;
             metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "checkpoint")
                 .increment(1);
-            warn!(flow = %flow, error = format!("{e:#}"), "checkpoint round failed");
+            warn!(flow = %flow, error = format!("{e:#}"), "checkpoint round failed; its checkpoints are aborted");
+            let _ = p.abort_transaction(Duration::from_secs(10));
+            if p.client().fatal_error().is_some() {
+                producer = None; // fenced by a newer leader, or broken: start over
+            }
         }
     }
-    let _ = producer.flush(Duration::from_secs(5));
     Ok(())
 }
 
-/// One round: list groups, read their positions, emit what moved forward.
+/// The checkpoint writer: transactional, with one transactional id per
+/// deployment and flow, so a new leader's `init_transactions` fences the
+/// previous leader's producer at the broker. A leader paused past its lease
+/// may still hold checkpoints queued in librdkafka when it runs again; the
+/// broker refuses them and the transaction they were in is aborted, so
+/// (read-committed) readers never see them behind the new leader's.
+fn checkpoint_producer(
+    spec: &CheckpointSpec,
+) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config(&spec.target)
+        .set(
+            "transactional.id",
+            format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment)),
+        )
+        .set("message.timeout.ms", "30000")
+        .create()?;
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .context("taking over the checkpoint producer (init transactions)")?;
+    Ok(producer)
+}
+
+/// One round: list groups, read their positions, emit what moved forward,
+/// in one transaction.
 fn round(
     spec: &CheckpointSpec,
     state: &mut Checkpoints,
@@ -242,6 +278,7 @@ fn round(
     let groups = lister
         .fetch_group_list(None, Duration::from_secs(10))
         .context("listing groups")?;
+    producer.begin_transaction()?;
     let mut tpl = TopicPartitionList::new();
     for tp in &partitions {
         tpl.add_partition(&tp.topic, tp.partition);
@@ -293,7 +330,11 @@ fn round(
             }
         }
     }
-    producer.flush(Duration::from_secs(10))?;
+    anyhow::ensure!(
+        fence.is_open(),
+        "the leader's lease lapsed mid-round; nothing more is written"
+    );
+    producer.commit_transaction(Duration::from_secs(10))?;
     Ok(())
 }
 
