@@ -126,7 +126,8 @@ pub struct Fleet {
     pub workers: Vec<Strait>,
     pub ttl: Duration,
     pub new_bin: PathBuf,
-    invariants: BTreeMap<(String, &'static str), Counted>,
+    /// Counters read from the processes, by (process, series).
+    counters: BTreeMap<(String, String), Counted>,
 }
 
 pub struct FleetSpec<'a> {
@@ -234,7 +235,7 @@ impl Fleet {
             workers,
             ttl: spec.ttl,
             new_bin: spec.new_bin.to_owned(),
-            invariants: BTreeMap::new(),
+            counters: BTreeMap::new(),
         })
     }
 
@@ -295,8 +296,13 @@ impl Fleet {
         v
     }
 
-    /// Reads every running process's invariant counters.
+    /// Reads every running process's invariant counters (and unit moves).
     pub fn sample_invariants(&mut self) {
+        let mut series: Vec<String> = m::INVARIANTS
+            .iter()
+            .map(|inv| invariant_series(inv))
+            .collect();
+        series.push(m::UNIT_MOVES.to_owned());
         let procs = self.controllers.iter_mut().chain(self.workers.iter_mut());
         for p in procs {
             if !p.running() {
@@ -304,15 +310,15 @@ impl Fleet {
             }
             let name = p.log.file_stem().unwrap().to_string_lossy().into_owned();
             let text = p.metrics();
-            for inv in m::INVARIANTS {
-                let series = format!("{}{{invariant=\"{inv}\"}}", m::INVARIANT_VIOLATIONS);
+            for s in &series {
                 let Some(v) = text.lines().find_map(|l| {
-                    l.strip_prefix(&series)
+                    l.strip_prefix(s.as_str())
+                        .filter(|rest| rest.starts_with(' '))
                         .and_then(|v| v.trim().parse::<f64>().ok())
                 }) else {
                     continue;
                 };
-                let c = self.invariants.entry((name.clone(), inv)).or_default();
+                let c = self.counters.entry((name.clone(), s.clone())).or_default();
                 if v < c.last {
                     c.banked += c.last; // restarted since the last reading
                 }
@@ -321,13 +327,26 @@ impl Fleet {
         }
     }
 
+    /// A counter summed over every process and its restarts.
+    fn total(&self, series: &str) -> u64 {
+        self.counters
+            .iter()
+            .filter(|((_, s), _)| s == series)
+            .map(|(_, c)| (c.banked + c.last) as u64)
+            .sum()
+    }
+
     /// Breaches of each invariant counted by the processes so far.
     pub fn invariant_totals(&self) -> BTreeMap<&'static str, u64> {
-        let mut t: BTreeMap<&'static str, u64> = m::INVARIANTS.iter().map(|&i| (i, 0)).collect();
-        for ((_, inv), c) in &self.invariants {
-            *t.entry(inv).or_default() += (c.banked + c.last) as u64;
-        }
-        t
+        m::INVARIANTS
+            .iter()
+            .map(|&inv| (inv, self.total(&invariant_series(inv))))
+            .collect()
+    }
+
+    /// Units whose worker changed between consecutive plans, so far.
+    pub fn unit_moves(&self) -> u64 {
+        self.total(m::UNIT_MOVES)
     }
 
     /// Sleeps `d` while reading the invariant counters now and then.
@@ -360,6 +379,10 @@ impl Fleet {
         }
         Ok(start.elapsed())
     }
+}
+
+fn invariant_series(invariant: &str) -> String {
+    format!("{}{{invariant=\"{invariant}\"}}", m::INVARIANT_VIOLATIONS)
 }
 
 fn fleet_config(source: &str, target: &str, etcd: &str, ttl: Duration) -> String {

@@ -222,6 +222,7 @@ fn run_scenario(fleet: &mut Fleet, rng: &mut Rng, s: &Scenario, n: usize, load: 
             traffic.measure_stalls_from_now();
             fleet.idle(Duration::from_secs(3));
             let before = fleet.invariant_totals();
+            let moves_before = fleet.unit_moves();
             let injected = (s.inject)(fleet, rng, &traffic)?;
             row.faults = injected.faults;
             healed = injected.healed;
@@ -231,6 +232,7 @@ fn run_scenario(fleet: &mut Fleet, rng: &mut Rng, s: &Scenario, n: usize, load: 
             })?;
             fleet.idle(Duration::from_secs(2));
             fleet.sample_invariants();
+            row.moves = Some(fleet.unit_moves() - moves_before);
             for (inv, n) in fleet.invariant_totals() {
                 let was = before.get(inv).copied().unwrap_or(0);
                 if n > was {

@@ -10,6 +10,9 @@ pub struct Row {
     pub outcome: Option<Outcome>,
     /// Checkpoints of the scenario's application group seen on the target.
     pub checkpoints: u64,
+    /// Units the leaders moved between workers from the first fault until
+    /// the target caught up (every topic's units, not only this one's).
+    pub moves: Option<u64>,
     /// Invariant breaches: counted by the processes, or seen by the harness.
     pub breaches: Vec<String>,
     /// Why the scenario could not finish, if it could not.
@@ -23,6 +26,7 @@ impl Row {
             faults: "-".into(),
             outcome: None,
             checkpoints: 0,
+            moves: None,
             breaches: Vec::new(),
             error: None,
         }
@@ -42,13 +46,14 @@ impl Row {
         let mut s = format!("{} {verdict}: {}", self.scenario, self.faults);
         if let Some(o) = &self.outcome {
             s += &format!(
-                "; {} produced, {} missing, {} duplicates, {} out of order, longest stall {}, recovery {}, {} checkpoints",
+                "; {} produced, {} missing, {} duplicates, {} out of order, longest stall {}, recovery {}, {} unit moves, {} checkpoints",
                 o.produced,
                 o.missing,
                 o.duplicates,
                 o.out_of_order,
                 secs(Some(o.longest_stall)),
                 secs(o.recovery),
+                self.moves.map_or("-".into(), |n| n.to_string()),
                 self.checkpoints
             );
         }
@@ -83,6 +88,7 @@ pub fn table(rows: &[Row]) -> String {
         "out of order",
         "longest stall",
         "recovery",
+        "unit moves",
         "invariants",
         "result",
     ];
@@ -103,7 +109,7 @@ pub fn table(rows: &[Row]) -> String {
             (None, false) => "FAILED".into(),
         };
         lines.push(format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.faults,
             o.produced,
@@ -112,6 +118,7 @@ pub fn table(rows: &[Row]) -> String {
             o.out_of_order,
             secs(r.outcome.as_ref().map(|o| o.longest_stall)),
             secs(o.recovery),
+            r.moves.map_or("-".into(), |n| n.to_string()),
             invariants,
             result
         ));

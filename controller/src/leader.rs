@@ -223,6 +223,13 @@ impl Controller {
         };
         let mut known: Vec<Option<BTreeSet<Unit>>> = vec![None; self.flows.len()];
         let mut from_scratch = false;
+        // The loads the planner balances by, taken afresh only every
+        // LOAD_REBALANCE (or on a forced rebalance). A re-plan for any other
+        // reason (a worker joins or leaves, a watch re-lists, a topic
+        // appears) sees the same loads, so units move only for that reason
+        // and never chase the noise of the latest reports.
+        let mut balance_loads = unit_loads(&loads.borrow());
+        let mut loads_due = tokio::time::Instant::now() + LOAD_REBALANCE;
 
         loop {
             for (i, rx) in discovered.iter_mut().enumerate() {
@@ -256,7 +263,10 @@ impl Controller {
                     paused_units(k, &a, &units),
                 )
             };
-            let unit_loads = unit_loads(&loads.borrow());
+            if from_scratch || tokio::time::Instant::now() >= loads_due {
+                balance_loads = unit_loads(&loads.borrow());
+                loads_due = tokio::time::Instant::now() + LOAD_REBALANCE;
+            }
             let base = if from_scratch {
                 Plan {
                     epoch: previous.epoch,
@@ -271,7 +281,7 @@ impl Controller {
                     workers: &ws,
                     units: &units,
                     paused: &paused,
-                    loads: &unit_loads,
+                    loads: &balance_loads,
                 },
                 self.spec.planner,
             );
@@ -317,9 +327,7 @@ impl Controller {
                 _ = admin.changed() => {}
                 _ = changed_any(&mut discovered) => {}
                 _ = self.rebalance.notified() => from_scratch = true,
-                // Loads change with every report; balancing by them on a
-                // slower beat keeps units from chasing noise.
-                _ = tokio::time::sleep(LOAD_REBALANCE) => {}
+                _ = tokio::time::sleep_until(loads_due) => {}
                 _ = lost.cancelled() => return,
                 _ = stop.cancelled() => return,
             }
