@@ -263,8 +263,16 @@ impl Controller {
                     paused_units(k, &a, &units),
                 )
             };
-            if from_scratch || tokio::time::Instant::now() >= loads_due {
-                balance_loads = unit_loads(&loads.borrow());
+            let rebalance = from_scratch || tokio::time::Instant::now() >= loads_due;
+            if rebalance {
+                let fresh = unit_loads(&loads.borrow());
+                // Reports of no traffic at all (the target was away for the
+                // last window, say) say nothing about balance: balancing by
+                // them would fall back to unit counts and move most units,
+                // then move them back once traffic returns.
+                if fresh.values().any(|&l| l > 0.0) || balance_loads.is_empty() {
+                    balance_loads = fresh;
+                }
                 loads_due = tokio::time::Instant::now() + LOAD_REBALANCE;
             }
             let base = if from_scratch {
@@ -275,16 +283,20 @@ impl Controller {
             } else {
                 previous.clone()
             };
-            let mut next = planner::plan(
-                Input {
-                    previous: &base,
-                    workers: &ws,
-                    units: &units,
-                    paused: &paused,
-                    loads: &balance_loads,
-                },
-                self.spec.planner,
-            );
+            let input = Input {
+                previous: &base,
+                workers: &ws,
+                units: &units,
+                paused: &paused,
+                loads: &balance_loads,
+            };
+            // Between rebalances a plan that still fits is kept as it is:
+            // taking over leadership, or a watch re-listing, moves nothing.
+            let mut next = if !rebalance && planner::still_fits(input) {
+                previous.clone()
+            } else {
+                planner::plan(input, self.spec.planner)
+            };
             if next.assignments == previous.assignments {
                 next.epoch = previous.epoch;
             } else if next.epoch == previous.epoch {

@@ -91,6 +91,37 @@ pub struct Input<'a> {
     pub loads: &'a BTreeMap<Unit, f64>,
 }
 
+/// Whether the previous plan still fits the input as it is: exactly the
+/// eligible (live, non-draining) workers hold entries, and every active
+/// (live, not paused) unit is assigned exactly once, nothing else. Loads are
+/// not looked at: a plan that fits needs no move except to rebalance, which
+/// the caller does on its own beat, so a new leader or a re-listed watch
+/// moves nothing.
+pub fn still_fits(input: Input<'_>) -> bool {
+    let eligible: BTreeSet<&str> = input
+        .workers
+        .iter()
+        .filter(|w| !w.draining)
+        .map(|w| w.id.as_str())
+        .collect();
+    let planned: BTreeSet<&str> = input
+        .previous
+        .assignments
+        .keys()
+        .map(String::as_str)
+        .collect();
+    if eligible != planned {
+        return false;
+    }
+    let mut seen: BTreeSet<&Unit> = BTreeSet::new();
+    for u in input.previous.assignments.values().flatten() {
+        if !input.units.contains(u) || input.paused.contains(u) || !seen.insert(u) {
+            return false;
+        }
+    }
+    seen.len() == input.units.difference(input.paused).count()
+}
+
 /// Computes the next plan.
 pub fn plan(input: Input<'_>, config: PlannerConfig) -> Plan {
     let assignments = assign(input, config);
@@ -401,6 +432,44 @@ mod tests {
         assert_eq!(p1.epoch, 1);
         let p2 = run(&p1, &ws, &us, &none, &BTreeMap::new());
         assert_eq!(p2, p1, "nothing changed, nothing moves, same epoch");
+    }
+
+    #[test]
+    fn a_plan_fits_until_workers_units_or_pauses_change() {
+        let (ws, us) = (workers(4), units(30));
+        let none = BTreeSet::new();
+        let loads = BTreeMap::new();
+        let p = run(&Plan::default(), &ws, &us, &none, &loads);
+        let fits = |ws: &[Worker], us: &BTreeSet<Unit>, paused: &BTreeSet<Unit>| {
+            still_fits(Input {
+                previous: &p,
+                workers: ws,
+                units: us,
+                paused,
+                loads: &loads,
+            })
+        };
+        assert!(fits(&ws, &us, &none));
+        // Heavier loads alone do not make it unfit (rebalancing is separate).
+        let mut gone = ws.clone();
+        gone.pop();
+        assert!(!fits(&gone, &us, &none), "a worker left");
+        assert!(!fits(&workers(5), &us, &none), "a worker joined");
+        let mut draining = ws.clone();
+        draining[1].draining = true;
+        assert!(!fits(&draining, &us, &none), "a worker drains");
+        assert!(!fits(&ws, &units(31), &none), "a new unit");
+        assert!(!fits(&ws, &units(29), &none), "a unit went away");
+        let paused = BTreeSet::from([unit(3)]);
+        assert!(!fits(&ws, &us, &paused), "a unit paused");
+        let p2 = run(&p, &ws, &us, &paused, &loads);
+        assert!(still_fits(Input {
+            previous: &p2,
+            workers: &ws,
+            units: &us,
+            paused: &paused,
+            loads: &loads,
+        }));
     }
 
     #[test]
