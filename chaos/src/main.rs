@@ -54,13 +54,13 @@ struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Records per second written to each scenario's topic.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
     rate: u32,
     /// Partitions of each scenario's topic.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
     partitions: i32,
     /// Lease TTL of the fleet, in seconds.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(2..))]
     lease_ttl: u64,
     /// Where processes write their logs and configs.
     #[arg(long)]
