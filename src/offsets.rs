@@ -1,20 +1,51 @@
-//! `strait offsets translate|failover`: consumer group failover by hand.
+//! `strait offsets translate|failover`: consumer group failover by hand,
+//! for one group, the groups matching a regex, or every group a flow
+//! checkpoints, in one pass.
 
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use strait_common::config::Config;
 use strait_common::syncs::Rule;
+use strait_controller::checkpoint::failover::wanted;
 use strait_controller::checkpoint::{
-    commit_to_target, translate_group, CheckpointSpec, GroupCommit, Translated,
+    failover_groups, translate_groups, CheckpointSpec, FailoverRow, GroupOutcome, GroupSelector,
+    Translated,
 };
+
+/// Which source groups a command is about (exactly one of these).
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct Groups {
+    /// One group.
+    #[arg(long, short)]
+    group: Option<String>,
+    /// Every group whose whole id matches this regex (strait's own never do).
+    #[arg(long, value_name = "REGEX")]
+    groups: Option<String>,
+    /// Every group the flow checkpoints (its `groups` and `groups_exclude`).
+    #[arg(long)]
+    all_groups: bool,
+}
+
+impl Groups {
+    fn selector(&self) -> Result<GroupSelector, String> {
+        match (&self.group, &self.groups) {
+            (Some(g), _) => Ok(GroupSelector::One(g.clone())),
+            (None, Some(re)) => {
+                GroupSelector::matching(re).map_err(|e| format!("--groups: invalid regex: {e}"))
+            }
+            (None, None) => Ok(GroupSelector::Checkpointed),
+        }
+    }
+}
 
 #[derive(Subcommand)]
 pub enum Action {
-    /// Print where a source consumer group would resume on the target.
+    /// Print where source consumer groups would resume on the target.
     Translate {
-        #[arg(long, short)]
-        group: String,
+        #[command(flatten)]
+        groups: Groups,
         /// Only this flow (default: every flow).
         #[arg(long)]
         flow: Option<String>,
@@ -22,14 +53,18 @@ pub enum Action {
         #[arg(long)]
         json: bool,
     },
-    /// Commit the translated positions to the same group on the target, so
-    /// its consumers resume there. Refused while the group has active
-    /// members on the target; never moves the group backwards.
+    /// Commit the translated positions to the same groups on the target, so
+    /// their consumers resume there. A group with active members on the
+    /// target is refused (nothing written for it; exit code 3); a group is
+    /// never moved backwards, so running it twice changes nothing.
     Failover {
-        #[arg(long, short)]
-        group: String,
+        #[command(flatten)]
+        groups: Groups,
         #[arg(long)]
         flow: Option<String>,
+        /// Read and print everything, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -41,7 +76,7 @@ pub type FlowRow = (String, Translated);
 pub enum TranslateError {
     /// The request named a flow that does not exist.
     NoSuchFlow(String),
-    /// Reading syncs or the group's offsets failed.
+    /// Reading syncs or the groups' offsets failed.
     Kafka(String),
 }
 
@@ -54,48 +89,54 @@ impl std::fmt::Display for TranslateError {
     }
 }
 
-/// Translates `group` through every flow (or only `only`): rows of (flow,
-/// translation), and the flows' specs. Blocking.
-pub fn translate_all(
-    config: &Config,
-    group: &str,
-    only: Option<&str>,
-) -> Result<(Vec<FlowRow>, Vec<CheckpointSpec>), TranslateError> {
+/// The checkpoint specs of every flow (or only `only`).
+fn specs(config: &Config, only: Option<&str>) -> Result<Vec<CheckpointSpec>, TranslateError> {
     let flows = config.flows().expect("validated by load");
     if let Some(name) = only {
         if !flows.iter().any(|f| f.name == name) {
             return Err(TranslateError::NoSuchFlow(name.to_owned()));
         }
     }
-    let mut rows = Vec::new();
-    let mut specs = Vec::new();
-    for flow in flows
+    Ok(flows
         .into_iter()
         .filter(|f| only.is_none_or(|n| f.name == n))
-    {
-        let cluster = |alias: &str| config.clusters[alias].clone();
-        let spec = CheckpointSpec {
-            deployment: config.deployment.clone(),
-            source: cluster(&flow.source),
-            target: cluster(&flow.target),
-            syncs_cluster: cluster(flow.offset_syncs().0),
-            flow,
-        };
-        let t = translate_group(&spec, group)
+        .map(|flow| {
+            let cluster = |alias: &str| config.clusters[alias].clone();
+            CheckpointSpec {
+                deployment: config.deployment.clone(),
+                source: cluster(&flow.source),
+                target: cluster(&flow.target),
+                syncs_cluster: cluster(flow.offset_syncs().0),
+                flow,
+            }
+        })
+        .collect())
+}
+
+/// Translates the selected groups through every flow (or only `only`):
+/// rows of (flow, translation), and the flows' specs. Blocking.
+pub fn translate_all(
+    config: &Config,
+    selector: &GroupSelector,
+    only: Option<&str>,
+) -> Result<(Vec<FlowRow>, Vec<CheckpointSpec>), TranslateError> {
+    let specs = specs(config, only)?;
+    let mut rows = Vec::new();
+    for spec in &specs {
+        let t = translate_groups(spec, selector)
             .map_err(|e| TranslateError::Kafka(format!("flow {}: {e:#}", spec.flow.name)))?;
         rows.extend(t.into_iter().map(|t| (spec.flow.name.clone(), t)));
-        specs.push(spec);
     }
     Ok((rows, specs))
 }
 
 /// The JSON form of translated rows (CLI `--json` and the HTTP endpoint).
-pub fn rows_json(group: &str, rows: &[FlowRow]) -> serde_json::Value {
+pub fn rows_json(rows: &[FlowRow]) -> serde_json::Value {
     rows.iter()
         .map(|(flow, t)| {
             serde_json::json!({
                 "flow": flow,
-                "group": group,
+                "group": t.group,
                 "topic": t.remote_topic,
                 "partition": t.partition,
                 "source_offset": t.source_offset,
@@ -107,14 +148,27 @@ pub fn rows_json(group: &str, rows: &[FlowRow]) -> serde_json::Value {
         .collect()
 }
 
+fn rule(t: &Translated) -> String {
+    match t.translation.rule {
+        Rule::Exact => "exact".to_owned(),
+        Rule::MirrorMaker2 => format!("mm2 (re-reads up to {})", t.translation.max_reread),
+    }
+}
+
 pub fn run(config: &Config, action: Action) -> ExitCode {
-    let (group, only) = match &action {
-        Action::Translate { group, flow, .. } | Action::Failover { group, flow } => {
-            (group.clone(), flow.clone())
+    let (groups, only) = match &action {
+        Action::Translate { groups, flow, .. } | Action::Failover { groups, flow, .. } => {
+            (groups.clone(), flow.clone())
         }
     };
-    let group = &group;
-    let (rows, specs) = match translate_all(config, group, only.as_deref()) {
+    let selector = match groups.selector() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("strait: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (rows, specs) = match translate_all(config, &selector, only.as_deref()) {
         Ok(r) => r,
         Err(e @ TranslateError::NoSuchFlow(_)) => {
             eprintln!("strait: {e}");
@@ -128,73 +182,172 @@ pub fn run(config: &Config, action: Action) -> ExitCode {
     match action {
         Action::Translate { json, .. } => {
             if json {
-                println!("{}", rows_json(group, &rows));
+                println!("{}", rows_json(&rows));
             } else if rows.is_empty() {
-                println!("group {group}: nothing to translate (no committed offsets on replicated partitions, or no offset syncs yet)");
+                println!("nothing to translate (no committed offsets on replicated partitions, or no offset syncs yet)");
             } else {
                 println!(
-                    "{:<16} {:<32} {:>9} {:>14} {:>14}  rule",
-                    "flow", "target topic", "partition", "source offset", "target offset"
+                    "{:<12} {:<24} {:<32} {:>9} {:>13} {:>13}  rule",
+                    "flow", "group", "target topic", "partition", "source offset", "target offset"
                 );
                 for (flow, t) in &rows {
-                    let rule = match t.translation.rule {
-                        Rule::Exact => "exact".to_owned(),
-                        Rule::MirrorMaker2 => {
-                            format!("mm2 (re-reads up to {})", t.translation.max_reread)
-                        }
-                    };
                     println!(
-                        "{flow:<16} {:<32} {:>9} {:>14} {:>14}  {rule}",
-                        t.remote_topic, t.partition, t.source_offset, t.translation.offset.0
+                        "{flow:<12} {:<24} {:<32} {:>9} {:>13} {:>13}  {}",
+                        t.group,
+                        t.remote_topic,
+                        t.partition,
+                        t.source_offset,
+                        t.translation.offset.0,
+                        rule(t)
                     );
                 }
             }
             ExitCode::SUCCESS
         }
-        Action::Failover { .. } => {
-            let mut code = ExitCode::SUCCESS;
-            for spec in &specs {
-                let offsets: Vec<(String, i32, i64)> = rows
-                    .iter()
-                    .filter(|(f, _)| *f == spec.flow.name)
-                    .map(|(_, t)| (t.remote_topic.clone(), t.partition, t.translation.offset.0))
-                    .collect();
-                if offsets.is_empty() {
-                    println!(
-                        "flow {}: group {group}: nothing to fail over",
-                        spec.flow.name
-                    );
-                    continue;
-                }
-                match commit_to_target(&spec.target, group, &offsets) {
-                    Ok(GroupCommit::Committed(moved)) => {
-                        for (t, p, o) in moved {
-                            println!(
-                                "flow {}: group {group}: {t}/{p} now at {o} on {}",
-                                spec.flow.name, spec.flow.target
-                            );
-                        }
-                    }
-                    Ok(GroupCommit::UpToDate) => {
-                        println!(
-                            "flow {}: group {group} is already at or past the translated positions",
-                            spec.flow.name
-                        )
-                    }
-                    Ok(GroupCommit::Active { members }) => {
-                        eprintln!(
-                            "strait: group {group} has {members} active member(s) on {}: stop them first; nothing written",
-                            spec.flow.target
-                        );
-                        code = ExitCode::from(3);
-                    }
-                    Err(e) => {
-                        eprintln!("strait: flow {}: {e:#}", spec.flow.name);
-                        code = ExitCode::FAILURE;
-                    }
-                }
+        Action::Failover { dry_run, .. } => failover(&specs, &rows, &selector, dry_run),
+    }
+}
+
+/// Writes (or, in a dry run, shows) every flow's translated positions to
+/// the target groups and prints one table.
+fn failover(
+    specs: &[CheckpointSpec],
+    rows: &[FlowRow],
+    selector: &GroupSelector,
+    dry_run: bool,
+) -> ExitCode {
+    let (mut refused, mut failed) = (0usize, 0usize);
+    let mut table: Vec<[String; 9]> = Vec::new();
+    for spec in specs {
+        let flow = &spec.flow.name;
+        let translated: Vec<Translated> = rows
+            .iter()
+            .filter(|(f, _)| f == flow)
+            .map(|(_, t)| t.clone())
+            .collect();
+        if translated.is_empty() {
+            let which = match selector {
+                GroupSelector::One(g) => format!("group {g}"),
+                _ => "no selected group".to_owned(),
+            };
+            println!("flow {flow}: {which}: nothing to fail over (no committed offsets on replicated partitions, or no offset syncs yet)");
+            continue;
+        }
+        let want = wanted(&translated);
+        let index: std::collections::HashMap<(&str, &str, i32), &Translated> = translated
+            .iter()
+            .map(|t| ((t.group.as_str(), t.remote_topic.as_str(), t.partition), t))
+            .collect();
+        let name = format!("{}.offsets", spec.flow.commit_group(&spec.deployment));
+        let outcomes = match failover_groups(&spec.target, &name, &want, dry_run) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("strait: flow {flow}: {e:#}");
+                failed += 1;
+                continue;
             }
-            code
+        };
+        for (outcome, frows) in outcomes {
+            let group = frows.first().map(|r| r.group.clone()).unwrap_or_default();
+            let result = match &outcome {
+                GroupOutcome::Written if dry_run => "would write",
+                GroupOutcome::Written => "written",
+                GroupOutcome::UpToDate => "up to date",
+                GroupOutcome::Refused(_) => "refused",
+                GroupOutcome::Failed(_) => "failed",
+            };
+            match &outcome {
+                GroupOutcome::Refused(why) => {
+                    refused += 1;
+                    eprintln!(
+                        "strait: group {group} has active members on {} ({why}): stop them first; nothing written for it",
+                        spec.flow.target
+                    );
+                }
+                GroupOutcome::Failed(e) => {
+                    failed += 1;
+                    eprintln!("strait: flow {flow}: group {group}: {e}");
+                }
+                _ => {}
+            }
+            for r in frows {
+                let t = index.get(&(r.group.as_str(), r.topic.as_str(), r.partition));
+                table.push(row(flow, t.copied(), &r, result));
+            }
         }
     }
+    if !table.is_empty() {
+        let header = [
+            "flow",
+            "group",
+            "topic",
+            "partition",
+            "source",
+            "target",
+            "exact",
+            "max re-read",
+            "result",
+        ]
+        .map(str::to_owned);
+        let widths: Vec<usize> = (0..9)
+            .map(|i| {
+                std::iter::once(&header)
+                    .chain(&table)
+                    .map(|r| r[i].len())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for r in std::iter::once(&header).chain(&table) {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, (c, w))| {
+                    if (3..=7).contains(&i) {
+                        format!("{c:>w$}")
+                    } else {
+                        format!("{c:<w$}")
+                    }
+                })
+                .collect();
+            println!("{}", cells.join("  ").trim_end());
+        }
+    }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else if refused > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn row(flow: &str, t: Option<&Translated>, r: &FailoverRow, result: &str) -> [String; 9] {
+    let result = if result == "written" || result == "would write" {
+        if r.moves {
+            result.to_owned()
+        } else {
+            "up to date".to_owned()
+        }
+    } else {
+        result.to_owned()
+    };
+    [
+        flow.to_owned(),
+        r.group.clone(),
+        r.topic.clone(),
+        r.partition.to_string(),
+        t.map_or("-".into(), |t| t.source_offset.to_string()),
+        r.offset.to_string(),
+        t.map_or("-".into(), |t| {
+            if t.translation.rule == Rule::Exact {
+                "yes".into()
+            } else {
+                "no".into()
+            }
+        }),
+        t.map_or("-".into(), |t| t.translation.max_reread.to_string()),
+        result,
+    ]
 }

@@ -20,7 +20,7 @@ use strait_common::coord::lease::Fence;
 use strait_common::coord::Coord;
 use strait_common::model::Unit;
 use strait_controller::api::{self, ApiState};
-use strait_controller::checkpoint::{run_checkpoints, CheckpointSpec};
+use strait_controller::checkpoint::{run_checkpoints, CheckpointBoard, CheckpointSpec};
 use strait_controller::discovery::{Discovery, TopicBoard, TopicOverrides};
 use strait_controller::leader::{Controller, ControllerSpec, Duties};
 use strait_controller::planner::PlannerConfig;
@@ -77,6 +77,7 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
     let metrics = serve::install_metrics()?;
     let status = StatusBoard::default();
     let topics = TopicBoard::default();
+    let checkpoints = CheckpointBoard::default();
     info!(listen = %config.metrics.listen, flows = flows.len(), deployment = %config.deployment,
           id = %id, ?role, store = %coord.describe(), "strait started; metrics at http://{}/metrics", config.metrics.listen);
 
@@ -102,6 +103,7 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
             flows.clone(),
             status.clone(),
             topics.clone(),
+            checkpoints.clone(),
         );
         let (controller, leadership) = Controller::new(coord.clone(), spec, flows.clone(), duties);
         extra = api::router(ApiState::new(
@@ -116,6 +118,7 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
         config: Arc::new(config.clone()),
         status: status.clone(),
         topics,
+        checkpoints,
     };
     let http = serve::bind(
         config.metrics.listen,
@@ -195,7 +198,13 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
 
 /// What the leader runs besides planning: discovery and metadata sync,
 /// checkpoints, heartbeats. All of it stops when leadership ends.
-fn duties(config: Config, flows: Vec<Flow>, status: StatusBoard, topics: TopicBoard) -> Duties {
+fn duties(
+    config: Config,
+    flows: Vec<Flow>,
+    status: StatusBoard,
+    topics: TopicBoard,
+    checkpoints: CheckpointBoard,
+) -> Duties {
     Box::new(
         move |overrides: watch::Receiver<TopicOverrides>, fence: Fence, stop: CancellationToken| {
             let (discovery, receivers) =
@@ -212,7 +221,7 @@ fn duties(config: Config, flows: Vec<Flow>, status: StatusBoard, topics: TopicBo
                         syncs_cluster: spec.syncs_cluster.clone(),
                     };
                     tokio::spawn(log_end(
-                        run_checkpoints(cp, fence.clone(), stop.clone()),
+                        run_checkpoints(cp, fence.clone(), checkpoints.clone(), stop.clone()),
                         "checkpoints",
                     ));
                 }

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use strait_common::config::Config;
+use strait_controller::checkpoint::{CheckpointBoard, GroupSelector};
 use strait_controller::discovery::TopicBoard;
 use strait_worker::StatusBoard;
 
@@ -46,6 +47,7 @@ pub struct Api {
     pub config: Arc<Config>,
     pub status: StatusBoard,
     pub topics: TopicBoard,
+    pub checkpoints: CheckpointBoard,
 }
 
 /// Binds `addr` (failing at once if it is taken) and serves `/metrics`,
@@ -99,6 +101,12 @@ fn error(code: StatusCode, message: impl Into<String>) -> Response {
 /// Every unit this process runs and every flow's heartbeat figures.
 async fn status(State(api): State<Api>) -> Response {
     let health = api.status.health();
+    let checkpoints = api
+        .checkpoints
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default();
+    let now = std::time::Instant::now();
     let units = api.status.snapshot();
     let flows: Vec<_> = api
         .config
@@ -107,6 +115,25 @@ async fn status(State(api): State<Api>) -> Response {
         .iter()
         .map(|f| {
             let h = health.get(&f.name).copied().unwrap_or_default();
+            // Present while this process runs the flow's checkpoint service
+            // (the leader): how far checkpoints trail the source commits.
+            let cp = checkpoints.get(&f.name).map(|c| {
+                let age = |o: &Option<(String, std::time::Instant)>| {
+                    o.as_ref()
+                        .map(|(_, t)| now.saturating_duration_since(*t).as_secs_f64())
+                };
+                let group =
+                    |o: &Option<(String, std::time::Instant)>| o.as_ref().map(|(g, _)| g.clone());
+                json!({
+                    "groups": c.groups,
+                    "round_seconds": c.round.as_secs_f64(),
+                    "lag_seconds": age(&c.oldest),
+                    "oldest_group": group(&c.oldest),
+                    "group_sync_lag_seconds": age(&c.sync_oldest),
+                    "group_sync_oldest_group": group(&c.sync_oldest),
+                    "groups_active_on_target": c.active_on_target,
+                })
+            });
             json!({
                 "name": f.name,
                 "source": f.source,
@@ -114,6 +141,7 @@ async fn status(State(api): State<Api>) -> Response {
                 "units": units.keys().filter(|u| u.flow == f.name).count(),
                 "heartbeat_age_seconds": h.heartbeat_age_seconds,
                 "heartbeat_latency_seconds": h.heartbeat_latency_seconds,
+                "checkpoints": cp,
             })
         })
         .collect();
@@ -159,6 +187,7 @@ async fn status(State(api): State<Api>) -> Response {
 #[derive(Deserialize)]
 struct TranslateQuery {
     group: Option<String>,
+    groups: Option<String>,
     flow: Option<String>,
 }
 
@@ -170,18 +199,36 @@ async fn translate(
     let Ok(Query(q)) = query else {
         return error(StatusCode::BAD_REQUEST, "malformed query string");
     };
-    let Some(group) = q.group.filter(|g| !g.is_empty()) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "query parameter `group` is required",
-        );
+    let selector = match (q.group.filter(|g| !g.is_empty()), q.groups) {
+        (Some(g), None) => GroupSelector::One(g),
+        (None, Some(re)) => match GroupSelector::matching(&re) {
+            Ok(s) => s,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("`groups`: invalid regex: {e}"),
+                )
+            }
+        },
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either `group` or `groups`, not both",
+            )
+        }
+        (None, None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "query parameter `group` (or `groups`, a regex) is required",
+            )
+        }
     };
     let config = api.config.clone();
-    let g = group.clone();
     let result =
-        tokio::task::spawn_blocking(move || translate_all(&config, &g, q.flow.as_deref())).await;
+        tokio::task::spawn_blocking(move || translate_all(&config, &selector, q.flow.as_deref()))
+            .await;
     match result {
-        Ok(Ok((rows, _))) => Json(rows_json(&group, &rows)).into_response(),
+        Ok(Ok((rows, _))) => Json(rows_json(&rows)).into_response(),
         Ok(Err(e @ TranslateError::NoSuchFlow(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
         Ok(Err(e)) => error(StatusCode::BAD_GATEWAY, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

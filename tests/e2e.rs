@@ -516,7 +516,10 @@ fn the_failover_command_moves_an_idle_group_and_refuses_an_active_one() {
     let (code, body) = strait.get_json("/v1/offsets/translate");
     assert_eq!(
         (code, body["error"].as_str()),
-        (400, Some("query parameter `group` is required"))
+        (
+            400,
+            Some("query parameter `group` (or `groups`, a regex) is required")
+        )
     );
     let (code, body) = strait.get_json(&format!("/v1/offsets/translate?group={group}&flow=nope"));
     assert_eq!(

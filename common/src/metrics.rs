@@ -23,6 +23,15 @@ pub const TOPIC_CONFIGS_CHANGED: &str = "strait_topic_configs_changed_total";
 pub const TOPICS_CONFIG_MISMATCHED: &str = "strait_topics_config_mismatched";
 pub const ACLS_CHANGED: &str = "strait_acls_changed_total";
 pub const CHECKPOINTS: &str = "strait_checkpoints_emitted_total";
+/// Age of the oldest checkpointed group's newest landed checkpoints: every
+/// commit that group made before `now - this` is translated on the target.
+pub const CHECKPOINT_LAG: &str = "strait_checkpoint_lag_seconds";
+/// The same for the offsets `sync_group_offsets` commits to target groups.
+pub const GROUP_SYNC_LAG: &str = "strait_group_offsets_sync_lag_seconds";
+pub const CHECKPOINT_ROUND: &str = "strait_checkpoint_round_seconds";
+pub const CHECKPOINT_ROUNDS: &str = "strait_checkpoint_rounds_total";
+pub const CHECKPOINT_ROUNDS_OVERRUN: &str = "strait_checkpoint_rounds_overrun_total";
+pub const CHECKPOINT_GROUPS: &str = "strait_checkpoint_groups";
 pub const HEARTBEAT_AGE: &str = "strait_heartbeat_age_seconds";
 pub const HEARTBEAT_LATENCY: &str = "strait_heartbeat_latency_seconds";
 pub const LEASES_LOST: &str = "strait_leases_lost_total";
@@ -144,6 +153,66 @@ pub fn describe() {
         UNITS_WAITING,
         Unit::Count,
         "units planned for this worker whose previous owner has not released them yet"
+    );
+    describe_counter!(
+        TOPIC_CONFIGS_CHANGED,
+        Unit::Count,
+        "configs changed on remote topics to match their source, by flow"
+    );
+    describe_gauge!(
+        TOPICS_CONFIG_MISMATCHED,
+        Unit::Count,
+        "remote topics whose configs could not be brought in step at the last sync, by flow"
+    );
+    describe_counter!(
+        ACLS_CHANGED,
+        Unit::Count,
+        "ACLs created or deleted on remote topics, by flow and change"
+    );
+    describe_counter!(
+        CHECKPOINTS,
+        Unit::Count,
+        "checkpoints written to the target, by flow"
+    );
+    describe_gauge!(
+        CHECKPOINT_LAG,
+        Unit::Seconds,
+        "how far the target's checkpoints may trail the source commits they translate: age of the oldest group's newest landed round, by flow"
+    );
+    describe_gauge!(
+        GROUP_SYNC_LAG,
+        Unit::Seconds,
+        "the same for the offsets sync_group_offsets commits to idle target groups, by flow"
+    );
+    describe_gauge!(
+        CHECKPOINT_ROUND,
+        Unit::Seconds,
+        "duration of the last checkpoint round, by flow"
+    );
+    describe_counter!(
+        CHECKPOINT_ROUNDS,
+        Unit::Count,
+        "checkpoint rounds whose transaction committed, by flow"
+    );
+    describe_counter!(
+        CHECKPOINT_ROUNDS_OVERRUN,
+        Unit::Count,
+        "checkpoint rounds that took longer than checkpoint_interval, by flow"
+    );
+    describe_gauge!(
+        CHECKPOINT_GROUPS,
+        Unit::Count,
+        "source consumer groups the last checkpoint round covered, by flow"
+    );
+    describe_gauge!(
+        HEARTBEAT_AGE,
+        Unit::Seconds,
+        "age of the newest heartbeat of the flow's source seen on the target"
+    );
+    describe_gauge!(
+        HEARTBEAT_LATENCY,
+        Unit::Seconds,
+        "replication latency of the newest heartbeat seen on the target"
     );
     describe_gauge!(LEADER, "1 while this controller is the leader");
     describe_gauge!(PLAN_EPOCH, "epoch of the plan the leader last wrote");

@@ -1,5 +1,6 @@
 //! The admin calls rdkafka's API lacks — IncrementalAlterConfigs for
-//! topics, and CreateAcls/DescribeAcls/DeleteAcls for literal topic ACLs —
+//! topics, CreateAcls/DescribeAcls/DeleteAcls for literal topic ACLs, and
+//! consumer group offsets for many groups at once ([`groups`]) —
 //! bound to librdkafka in this one module. Every handle it creates is
 //! released by a guard, on every path; nothing librdkafka owns escapes.
 //! Blocking: call these from a blocking thread.
@@ -11,6 +12,9 @@ use std::time::Duration;
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 use thiserror::Error;
+
+mod groups;
+pub use groups::{alter_group_offsets, list_group_offsets, GroupError, PartitionOffset};
 
 /// One change to a topic config.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,35 @@
+//! Consumer group failover: source consumer groups' committed positions,
+//! translated through the offset syncs, written as MirrorMaker 2
+//! checkpoints to `{source}.checkpoints.internal` on the target (and, with
+//! `sync_group_offsets`, committed to the idle groups there), so an
+//! application can fail over and resume where it was.
+//!
+//! - [`core`]: the pure part (sync histories, translation, never backwards,
+//!   freshness);
+//! - [`service`]: the leader's checkpoint service, one per flow;
+//! - [`failover`]: translation and failover on demand (`strait offsets`,
+//!   the HTTP endpoint), also used by the service for `sync_group_offsets`;
+//! - [`reader`]: reading the internal topics up to their end.
+//!
+//! It reads and writes records of strait's internal topics only, never
+//! replicated data.
+
+pub mod core;
+pub mod failover;
+pub mod reader;
+pub mod service;
+
+pub use self::core::{Checkpoints, Freshness};
+pub use failover::{
+    failover_groups, translate_groups, FailoverRow, GroupOutcome, GroupSelector, Translated,
+};
+pub use service::{run_checkpoints, CheckpointBoard, CheckpointHealth, CheckpointSpec};
+
+use std::time::Duration;
+
+/// Requests for group offsets under way at once, per cluster.
+pub const GROUP_REQUESTS_IN_FLIGHT: usize = 64;
+/// How long one group-offsets request may take.
+pub const GROUP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reading an internal topic to its end may take.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,444 @@
+//! The checkpoint service of one flow, run by the leader.
+//!
+//! It tails the offset-syncs topic with one reader for its whole life.
+//! Every `checkpoint_interval` a round lists the source groups once,
+//! fetches the selected groups' committed offsets with a bounded number of
+//! admin requests in flight, translates only what changed since the last
+//! round, and writes the checkpoints that move forward in one transaction.
+//! With `sync_group_offsets`, the groups whose checkpoints moved are then
+//! committed to the target (idle groups only, never backwards).
+//!
+//! How far the target trails each group is tracked ([`Freshness`]) and
+//! exported: `strait_checkpoint_lag_seconds` and
+//! `strait_group_offsets_sync_lag_seconds`, with the oldest group in
+//! `/v1/status`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use strait_common::config::{ClusterConfig, Flow};
+use strait_common::coord::lease::Fence;
+use strait_common::formats::{Checkpoint, OffsetSync};
+use strait_common::kafka::client_config;
+use strait_common::metrics as m;
+use strait_common::policy::checkpoints_topic;
+
+use super::core::{Checkpoints, Freshness};
+use super::failover::{failover_groups, group_client, list_groups, source_positions, GroupOutcome};
+use super::reader::InternalTopic;
+use super::READ_TIMEOUT;
+
+/// Where the service finds its clusters.
+#[derive(Debug, Clone)]
+pub struct CheckpointSpec {
+    pub deployment: String,
+    pub flow: Flow,
+    pub source: ClusterConfig,
+    pub target: ClusterConfig,
+    pub syncs_cluster: ClusterConfig,
+}
+
+/// How one flow's checkpoints keep up, for `/v1/status`.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointHealth {
+    /// Groups the last round checkpointed.
+    pub groups: usize,
+    /// How long the last round took.
+    pub round: Duration,
+    /// The group whose checkpoints trail its source commits most, and
+    /// since when (the time its positions were read).
+    pub oldest: Option<(String, Instant)>,
+    /// The same for the offsets committed to the target groups
+    /// (`sync_group_offsets`); groups active on the target are not counted.
+    pub sync_oldest: Option<(String, Instant)>,
+    /// Groups `sync_group_offsets` left alone: active on the target.
+    pub active_on_target: usize,
+}
+
+/// Every flow's [`CheckpointHealth`], as the leader's services report it.
+pub type CheckpointBoard = Arc<Mutex<BTreeMap<String, CheckpointHealth>>>;
+
+/// Runs the checkpoint service of one flow until `shutdown`, writing only
+/// while `fence` (the leader's lease) is open: a leader paused past its
+/// lease, running again, must not emit what it computed before the pause
+/// (another leader emitted newer checkpoints meanwhile).
+pub async fn run_checkpoints(
+    spec: CheckpointSpec,
+    fence: Fence,
+    board: CheckpointBoard,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(interval) = spec.flow.checkpoints else {
+        return Ok(());
+    };
+    let spec = Arc::new(spec);
+    tokio::task::spawn_blocking(move || {
+        let result = Service::start(&spec, interval, &board, &shutdown)
+            .and_then(|mut s| s.run(&fence, &shutdown));
+        if let Ok(mut b) = board.lock() {
+            b.remove(&spec.flow.name);
+        }
+        result
+    })
+    .await
+    .context("checkpoint service panicked")?
+}
+
+struct Service<'a> {
+    spec: &'a CheckpointSpec,
+    interval: Duration,
+    board: &'a CheckpointBoard,
+    state: Checkpoints,
+    syncs: InternalTopic,
+    source: BaseConsumer,
+    cp_topic: String,
+    producer: Option<ThreadedProducer<DefaultProducerContext>>,
+    checkpointed: Freshness,
+    synced: Freshness,
+    /// Groups whose target offsets may be behind their checkpoints.
+    to_sync: HashSet<String>,
+    active_on_target: usize,
+    last_round: Duration,
+    groups: usize,
+    metrics: Metrics,
+}
+
+struct Metrics {
+    emitted: metrics::Counter,
+    errors: metrics::Counter,
+    lag: metrics::Gauge,
+    sync_lag: metrics::Gauge,
+    round: metrics::Gauge,
+    rounds: metrics::Counter,
+    overrun: metrics::Counter,
+    groups: metrics::Gauge,
+}
+
+impl<'a> Service<'a> {
+    /// Rebuilds "never backwards" from what earlier runs wrote, then reads
+    /// the offset syncs written so far.
+    fn start(
+        spec: &'a CheckpointSpec,
+        interval: Duration,
+        board: &'a CheckpointBoard,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let flow = &spec.flow.name;
+        let own = format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment));
+        let cp_topic = checkpoints_topic(&spec.flow.source);
+        let mut state = Checkpoints::default();
+        let mut restored = 0u64;
+        let mut reader = InternalTopic::open(&spec.target, &own, &cp_topic)?;
+        reader.read_to_end(READ_TIMEOUT, |k, v, _| {
+            if let Ok(cp) = Checkpoint::decode(k, v) {
+                if !state.restore(&cp) {
+                    m::violated(m::CHECKPOINT_BACKWARDS);
+                    error!(flow = %flow, group = %cp.group, topic = %cp.topic, partition = cp.partition,
+                           offset = cp.downstream_offset, "invariant broken: the checkpoints topic holds a checkpoint below an earlier one");
+                }
+                restored += 1;
+            }
+        })?;
+        drop(reader);
+        let mut syncs =
+            InternalTopic::open(&spec.syncs_cluster, &own, &spec.flow.offset_syncs().1)?;
+        let mut n = 0u64;
+        if !shutdown.is_cancelled() {
+            syncs.read_to_end(READ_TIMEOUT, |k, v, _| {
+                if let Ok(sync) = OffsetSync::decode(k, v) {
+                    state.observe_sync(&sync);
+                    n += 1;
+                }
+            })?;
+        }
+        info!(flow = %flow, restored, syncs = n, "checkpoint service started");
+        let f = flow.clone();
+        Ok(Service {
+            spec,
+            interval,
+            board,
+            state,
+            syncs,
+            source: group_client(&spec.source, &own)?,
+            cp_topic,
+            producer: None,
+            checkpointed: Freshness::default(),
+            synced: Freshness::default(),
+            to_sync: HashSet::new(),
+            active_on_target: 0,
+            last_round: Duration::ZERO,
+            groups: 0,
+            metrics: Metrics {
+                emitted: metrics::counter!(m::CHECKPOINTS, "flow" => f.clone()),
+                errors: metrics::counter!(m::ERRORS, "flow" => f.clone(), "kind" => "checkpoint"),
+                lag: metrics::gauge!(m::CHECKPOINT_LAG, "flow" => f.clone()),
+                sync_lag: metrics::gauge!(m::GROUP_SYNC_LAG, "flow" => f.clone()),
+                round: metrics::gauge!(m::CHECKPOINT_ROUND, "flow" => f.clone()),
+                rounds: metrics::counter!(m::CHECKPOINT_ROUNDS, "flow" => f.clone()),
+                overrun: metrics::counter!(m::CHECKPOINT_ROUNDS_OVERRUN, "flow" => f.clone()),
+                groups: metrics::gauge!(m::CHECKPOINT_GROUPS, "flow" => f.clone()),
+            },
+        })
+    }
+
+    fn run(&mut self, fence: &Fence, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let flow = self.spec.flow.name.clone();
+        let mut next = Instant::now();
+        while !shutdown.is_cancelled() {
+            // Take every sync written since the last look.
+            let state = &mut self.state;
+            if let Err(e) =
+                self.syncs.poll_ready(
+                    Duration::from_millis(50),
+                    |k, v, _| match OffsetSync::decode(k, v) {
+                        Ok(sync) => state.observe_sync(&sync),
+                        Err(e) => debug!(flow = %flow, error = %e, "offset sync skipped"),
+                    },
+                )
+            {
+                warn!(flow = %flow, error = format!("{e:#}"), "reading offset syncs");
+            }
+            self.report();
+            if Instant::now() < next {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let started = Instant::now();
+            next = started + self.interval;
+            if !fence.is_open() {
+                continue; // leadership is ending; `shutdown` follows
+            }
+            self.round(fence, started);
+            self.last_round = started.elapsed();
+            self.metrics.round.set(self.last_round.as_secs_f64());
+            if self.last_round > self.interval {
+                self.metrics.overrun.increment(1);
+                warn!(flow = %flow, took = ?self.last_round, interval = ?self.interval, groups = self.groups,
+                      "checkpoint round took longer than checkpoint_interval");
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes how fresh the checkpoints are.
+    fn report(&self) {
+        let now = Instant::now();
+        let age = |f: &Freshness| f.oldest(now).map_or(0.0, |(_, a)| a.as_secs_f64());
+        self.metrics.lag.set(age(&self.checkpointed));
+        if self.spec.flow.sync_group_offsets {
+            self.metrics.sync_lag.set(age(&self.synced));
+        }
+        let since = |f: &Freshness| {
+            f.oldest(now)
+                .map(|(g, a)| (g.to_owned(), now.checked_sub(a).unwrap_or(now)))
+        };
+        if let Ok(mut b) = self.board.lock() {
+            b.insert(
+                self.spec.flow.name.clone(),
+                CheckpointHealth {
+                    groups: self.groups,
+                    round: self.last_round,
+                    oldest: since(&self.checkpointed),
+                    sync_oldest: since(&self.synced),
+                    active_on_target: self.active_on_target,
+                },
+            );
+        }
+    }
+
+    fn round(&mut self, fence: &Fence, started: Instant) {
+        let flow = self.spec.flow.name.clone();
+        if self.producer.is_none() {
+            match checkpoint_producer(self.spec) {
+                Ok(p) => self.producer = Some(p),
+                Err(e) => {
+                    self.metrics.errors.increment(1);
+                    warn!(flow = %flow, error = format!("{e:#}"), "checkpoint producer not ready");
+                    return;
+                }
+            }
+        }
+        let marks = self.state.marks();
+        match self.checkpoint_round(fence, started) {
+            Ok(landed) => {
+                self.metrics.rounds.increment(1);
+                for g in &landed {
+                    self.checkpointed.landed(g, started);
+                }
+            }
+            Err(e) => {
+                // Nothing of the round was written: emit it again next time.
+                self.state.roll_back(marks);
+                self.metrics.errors.increment(1);
+                warn!(flow = %flow, error = format!("{e:#}"), "checkpoint round failed; its checkpoints are aborted");
+                if let Some(p) = &self.producer {
+                    let _ = p.abort_transaction(Duration::from_secs(10));
+                    if p.client().fatal_error().is_some() {
+                        self.producer = None; // fenced by a newer leader, or broken: start over
+                    }
+                }
+                return;
+            }
+        }
+        if self.spec.flow.sync_group_offsets && fence.is_open() {
+            self.sync_round(started);
+        }
+    }
+
+    /// Lists the groups, reads their positions, and writes what moved
+    /// forward in one transaction. Returns the groups whose positions were
+    /// all read and whose checkpoints landed.
+    fn checkpoint_round(&mut self, fence: &Fence, started: Instant) -> anyhow::Result<Vec<String>> {
+        let flow = &self.spec.flow;
+        let groups: Vec<String> = list_groups(&self.source)?
+            .into_keys()
+            .filter(|g| flow.checkpoints_group(g))
+            .collect();
+        let live: HashSet<&str> = groups.iter().map(String::as_str).collect();
+        self.state.retain_groups(&live);
+        self.checkpointed.retain(|g| live.contains(g));
+        self.synced.retain(|g| live.contains(g));
+        self.to_sync.retain(|g| live.contains(g.as_str()));
+        for g in &groups {
+            self.checkpointed.seen(g, started);
+            if flow.sync_group_offsets {
+                self.synced.seen(g, started);
+            }
+        }
+        self.groups = groups.len();
+        self.metrics.groups.set(groups.len() as f64);
+        let positions = source_positions(&self.source, &groups);
+        let producer = self.producer.as_ref().expect("created above");
+        producer.begin_transaction()?;
+        let mut landed = Vec::with_capacity(groups.len());
+        let mut moved = Vec::new();
+        for (group, result) in positions {
+            let positions = match result {
+                Ok(p) => p,
+                Err(e) => {
+                    self.metrics.errors.increment(1);
+                    warn!(flow = %flow.name, group, error = format!("{e:#}"), "group offsets not read; retried next round");
+                    continue;
+                }
+            };
+            let mut any = false;
+            for (tp, committed) in positions {
+                let Some(cp) = self.state.checkpoint(flow, &group, &tp, committed) else {
+                    continue;
+                };
+                // Checked per record: the round may have begun before a pause.
+                anyhow::ensure!(
+                    fence.is_open(),
+                    "the leader's lease lapsed mid-round; nothing more is written"
+                );
+                let (key, value) = (cp.encode_key()?, cp.encode_value()?);
+                let record = BaseRecord::to(&self.cp_topic)
+                    .partition(0)
+                    .key(&key)
+                    .payload(&value);
+                producer.send(record).map_err(|(e, _)| e)?;
+                self.metrics.emitted.increment(1);
+                any = true;
+                debug!(flow = %flow.name, group, topic = %cp.topic, partition = cp.partition,
+                       upstream = cp.upstream_offset, downstream = cp.downstream_offset, "checkpoint");
+            }
+            if any {
+                moved.push(group.clone());
+            }
+            landed.push(group);
+        }
+        anyhow::ensure!(
+            fence.is_open(),
+            "the leader's lease lapsed mid-round; nothing more is written"
+        );
+        producer.commit_transaction(Duration::from_secs(10))?;
+        self.to_sync.extend(moved);
+        Ok(landed)
+    }
+
+    /// Commits the checkpointed positions of the groups that moved to the
+    /// same groups on the target, where they are idle.
+    fn sync_round(&mut self, started: Instant) {
+        let flow = &self.spec.flow.name;
+        let mut groups: Vec<String> = self.to_sync.iter().cloned().collect();
+        groups.sort();
+        let wanted: Vec<_> = groups
+            .iter()
+            .map(|g| (g.clone(), self.state.emitted(g)))
+            .filter(|(_, o)| !o.is_empty())
+            .collect();
+        if wanted.is_empty() {
+            for g in self.to_sync.drain() {
+                self.synced.landed(&g, started);
+            }
+            return;
+        }
+        let name = format!(
+            "{}.checkpoints",
+            self.spec.flow.commit_group(&self.spec.deployment)
+        );
+        let outcomes = match failover_groups(&self.spec.target, &name, &wanted, false) {
+            Ok(o) => o,
+            Err(e) => {
+                self.metrics.errors.increment(1);
+                warn!(flow = %flow, error = format!("{e:#}"), "group offsets not synced; retried next round");
+                return;
+            }
+        };
+        let mut active = 0;
+        for ((group, _), (outcome, rows)) in wanted.iter().zip(outcomes) {
+            match outcome {
+                GroupOutcome::Written | GroupOutcome::UpToDate => {
+                    if outcome == GroupOutcome::Written {
+                        debug!(flow = %flow, group, partitions = rows.iter().filter(|r| r.moves).count(),
+                               "group offsets synced to the target");
+                    }
+                    self.to_sync.remove(group);
+                    self.synced.landed(group, started);
+                }
+                GroupOutcome::Refused(_) => {
+                    // Its consumers run on the target: not ours to move, and
+                    // not counted as trailing.
+                    active += 1;
+                    self.synced.retain(|g| g != group);
+                }
+                GroupOutcome::Failed(e) => {
+                    self.metrics.errors.increment(1);
+                    warn!(flow = %flow, group, error = e, "group offsets not synced; retried next round");
+                }
+            }
+        }
+        self.active_on_target = active;
+    }
+}
+
+/// The checkpoint writer: transactional, with one transactional id per
+/// deployment and flow, so a new leader's `init_transactions` fences the
+/// previous leader's producer at the broker. A leader paused past its lease
+/// may still hold checkpoints queued in librdkafka when it runs again; the
+/// broker refuses them and the transaction they were in is aborted, so
+/// (read-committed) readers never see them behind the new leader's.
+fn checkpoint_producer(
+    spec: &CheckpointSpec,
+) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config(&spec.target)
+        .set(
+            "transactional.id",
+            format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment)),
+        )
+        .set("message.timeout.ms", "30000")
+        // A round's checkpoints go out as soon as they are queued.
+        .set("linger.ms", "5")
+        .create()?;
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .context("taking over the checkpoint producer (init transactions)")?;
+    Ok(producer)
+}

@@ -1,0 +1,326 @@
+//! Consumer group offsets through the admin API: ListConsumerGroupOffsets
+//! (OffsetFetch) and AlterConsumerGroupOffsets (OffsetCommit without a
+//! member), for many groups with a bounded number of requests in flight on
+//! one client. librdkafka takes one group per call and routes each call to
+//! that group's coordinator, so the requests spread over the coordinators
+//! by themselves; nothing here opens a consumer per group.
+
+use std::os::raw::c_void;
+use std::time::{Duration, Instant};
+
+use rdkafka::bindings as rd;
+use rdkafka::client::{Client, ClientContext};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{cstring, text, AdminError, Guard};
+
+/// Why one group's request failed, with the broker's code, so callers can
+/// tell "the group has members" from a broken request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupError {
+    pub code: RDKafkaErrorCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for GroupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.message.is_empty() {
+            write!(f, "{}", self.code)
+        } else {
+            write!(f, "{} ({})", self.message, self.code)
+        }
+    }
+}
+
+impl GroupError {
+    fn admin(e: AdminError) -> Self {
+        let code = match e {
+            AdminError::Timeout(_) => RDKafkaErrorCode::RequestTimedOut,
+            _ => RDKafkaErrorCode::Fail,
+        };
+        GroupError {
+            code,
+            message: e.to_string(),
+        }
+    }
+
+    /// The broker refused because the group has live members (an offset
+    /// commit without a member id is only accepted for an empty group).
+    pub fn group_is_active(&self) -> bool {
+        matches!(
+            self.code,
+            RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::FencedInstanceId
+        )
+    }
+}
+
+/// One partition's committed position: `None` where the group has none.
+pub type PartitionOffset = (String, i32, Option<i64>);
+
+/// Committed offsets of each group in `groups`: every partition the group
+/// committed (`partitions` = `None`), or only the named ones. At most
+/// `in_flight` requests are under way at once. Results come back in the
+/// order of `groups`. Blocking.
+pub fn list_group_offsets<C: ClientContext>(
+    client: &Client<C>,
+    groups: &[(String, Option<Vec<(String, i32)>>)],
+    in_flight: usize,
+    timeout: Duration,
+) -> Vec<Result<Vec<PartitionOffset>, GroupError>> {
+    // SAFETY: `issue` passes its pointers to exactly one
+    // ListConsumerGroupOffsets call; `read` reads that call's result event.
+    let results = unsafe {
+        pipelined(
+            client,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
+            groups.len(),
+            in_flight,
+            timeout,
+            |i, rk, options, queue| {
+                let (group, partitions) = &groups[i];
+                let name = cstring(group)?;
+                let tpl = partitions.as_ref().map(|ps| {
+                    let mut tpl = TopicPartitionList::with_capacity(ps.len());
+                    for (t, p) in ps {
+                        tpl.add_partition(t, *p);
+                    }
+                    tpl
+                });
+                let req = Guard(
+                    rd::rd_kafka_ListConsumerGroupOffsets_new(
+                        name.as_ptr(),
+                        tpl.as_ref().map_or(std::ptr::null(), |t| t.ptr()),
+                    ),
+                    rd::rd_kafka_ListConsumerGroupOffsets_destroy,
+                );
+                let mut reqs = [req.0];
+                // librdkafka copies the request objects it is given.
+                rd::rd_kafka_ListConsumerGroupOffsets(rk, reqs.as_mut_ptr(), 1, options, queue);
+                Ok(())
+            },
+            |event| {
+                let result = rd::rd_kafka_event_ListConsumerGroupOffsets_result(event);
+                group_result(result.is_null(), || {
+                    let mut n = 0usize;
+                    let list = rd::rd_kafka_ListConsumerGroupOffsets_result_groups(result, &mut n);
+                    (list, n)
+                })
+            },
+        )
+    };
+    // A partition-level error (an unknown partition, say) means no
+    // committed position there.
+    results
+        .into_iter()
+        .map(|r| {
+            r.map(|parts| {
+                parts
+                    .into_iter()
+                    .map(|(t, p, o, err)| (t, p, o.filter(|_| err.is_ok())))
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+/// Commits offsets to each group in `groups` ((group, [(topic, partition,
+/// offset)])) without joining it: the broker accepts this only while the
+/// group has no members. Per group: its partitions' outcomes. Blocking.
+pub fn alter_group_offsets<C: ClientContext>(
+    client: &Client<C>,
+    groups: &[(String, Vec<(String, i32, i64)>)],
+    in_flight: usize,
+    timeout: Duration,
+) -> Vec<Result<Vec<(String, i32, Result<(), GroupError>)>, GroupError>> {
+    // SAFETY: as in `list_group_offsets`, for AlterConsumerGroupOffsets.
+    let results = unsafe {
+        pipelined(
+            client,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS,
+            groups.len(),
+            in_flight,
+            timeout,
+            |i, rk, options, queue| {
+                let (group, offsets) = &groups[i];
+                let name = cstring(group)?;
+                let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+                for (t, p, o) in offsets {
+                    tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                        .map_err(|e| AdminError::Failed(e.to_string()))?;
+                }
+                let req = Guard(
+                    rd::rd_kafka_AlterConsumerGroupOffsets_new(name.as_ptr(), tpl.ptr()),
+                    rd::rd_kafka_AlterConsumerGroupOffsets_destroy,
+                );
+                let mut reqs = [req.0];
+                rd::rd_kafka_AlterConsumerGroupOffsets(rk, reqs.as_mut_ptr(), 1, options, queue);
+                Ok(())
+            },
+            |event| {
+                let result = rd::rd_kafka_event_AlterConsumerGroupOffsets_result(event);
+                group_result(result.is_null(), || {
+                    let mut n = 0usize;
+                    let list = rd::rd_kafka_AlterConsumerGroupOffsets_result_groups(result, &mut n);
+                    (list, n)
+                })
+            },
+        )
+    };
+    results
+        .into_iter()
+        .map(|r| {
+            r.map(|parts| {
+                parts
+                    .into_iter()
+                    .map(|(t, p, _, err)| (t, p, err))
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+type Parts = Vec<(String, i32, Option<i64>, Result<(), GroupError>)>;
+
+/// Reads the single group result of a group-offsets result event.
+///
+/// # Safety
+/// `groups` must return the result's group array and its length.
+unsafe fn group_result(
+    wrong_type: bool,
+    groups: impl FnOnce() -> (*mut *const rd::rd_kafka_group_result_t, usize),
+) -> Result<Parts, GroupError> {
+    if wrong_type {
+        return Err(GroupError::admin(AdminError::Failed(
+            "unexpected event".into(),
+        )));
+    }
+    let (list, n) = groups();
+    if n != 1 || list.is_null() {
+        return Err(GroupError::admin(AdminError::Failed(format!(
+            "{n} group results for one group"
+        ))));
+    }
+    let g = *list;
+    let err = rd::rd_kafka_group_result_error(g);
+    if !err.is_null() {
+        return Err(GroupError {
+            code: rd::rd_kafka_error_code(err).into(),
+            message: text(rd::rd_kafka_error_string(err)),
+        });
+    }
+    let tpl = rd::rd_kafka_group_result_partitions(g);
+    let mut out = Vec::new();
+    if tpl.is_null() {
+        return Ok(out);
+    }
+    let tpl = &*tpl;
+    for i in 0..usize::try_from(tpl.cnt).unwrap_or(0) {
+        let e = &*tpl.elems.add(i);
+        let offset = (e.offset >= 0).then_some(e.offset);
+        let err = if e.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Ok(())
+        } else {
+            Err(GroupError {
+                code: e.err.into(),
+                message: text(rd::rd_kafka_err2str(e.err)),
+            })
+        };
+        out.push((text(e.topic), e.partition, offset, err));
+    }
+    Ok(out)
+}
+
+/// Runs `n` admin requests of kind `op` on one private queue, at most
+/// `in_flight` at a time: `issue(i, ...)` issues request `i`, `read`
+/// turns its result event into an answer. An answer missing when `timeout`
+/// (plus a second) has passed without any request finishing is a timeout.
+///
+/// # Safety
+/// `issue` must pass the given pointers to one librdkafka admin call of
+/// kind `op`; `read` must only read the event it is given.
+unsafe fn pipelined<C: ClientContext>(
+    client: &Client<C>,
+    op: rd::rd_kafka_admin_op_t,
+    n: usize,
+    in_flight: usize,
+    timeout: Duration,
+    mut issue: impl FnMut(
+        usize,
+        *mut rd::rd_kafka_t,
+        *mut rd::rd_kafka_AdminOptions_t,
+        *mut rd::rd_kafka_queue_t,
+    ) -> Result<(), AdminError>,
+    mut read: impl FnMut(*mut rd::rd_kafka_event_t) -> Result<Parts, GroupError>,
+) -> Vec<Result<Parts, GroupError>> {
+    let mut out: Vec<Option<Result<Parts, GroupError>>> = (0..n).map(|_| None).collect();
+    if n == 0 {
+        return Vec::new();
+    }
+    let rk = client.native_ptr();
+    let queue = Guard(rd::rd_kafka_queue_new(rk), rd::rd_kafka_queue_destroy);
+    let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    let (mut next, mut open) = (0usize, 0usize);
+    let mut last_progress = Instant::now();
+    let wait = timeout + Duration::from_secs(1);
+    while next < n || open > 0 {
+        while next < n && open < in_flight.max(1) {
+            let options = Guard(
+                rd::rd_kafka_AdminOptions_new(rk, op),
+                rd::rd_kafka_AdminOptions_destroy,
+            );
+            let mut errstr = [0 as std::os::raw::c_char; 256];
+            rd::rd_kafka_AdminOptions_set_request_timeout(
+                options.0,
+                timeout_ms,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            );
+            // The opaque carries the request's index (plus one: never null).
+            rd::rd_kafka_AdminOptions_set_opaque(options.0, (next + 1) as *mut c_void);
+            match issue(next, rk, options.0, queue.0) {
+                Ok(()) => open += 1,
+                Err(e) => out[next] = Some(Err(GroupError::admin(e))),
+            }
+            next += 1;
+        }
+        if open == 0 {
+            continue;
+        }
+        let left = wait.saturating_sub(last_progress.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        let event = Guard(
+            rd::rd_kafka_queue_poll(queue.0, left.as_millis().clamp(1, i32::MAX as u128) as i32),
+            rd::rd_kafka_event_destroy,
+        );
+        if event.0.is_null() {
+            continue;
+        }
+        let index = (rd::rd_kafka_event_opaque(event.0) as usize).wrapping_sub(1);
+        let Some(slot) = out.get_mut(index) else {
+            continue; // not one of ours
+        };
+        open -= 1;
+        last_progress = Instant::now();
+        *slot = Some(
+            if rd::rd_kafka_event_error(event.0)
+                != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            {
+                Err(GroupError {
+                    code: rd::rd_kafka_event_error(event.0).into(),
+                    message: text(rd::rd_kafka_event_error_string(event.0)),
+                })
+            } else {
+                read(event.0)
+            },
+        );
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(GroupError::admin(AdminError::Timeout(wait)))))
+        .collect()
+}
