@@ -22,3 +22,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "deps: cargo not found; install a Rust toolchain (rustup)" >&2; exit 1; }
 "$here/compose/sandbox.sh" install
+# An independent Kafka client for the tests (tests/support/hold_group.py).
+clients="${STRAIT_TOOLS:-$HOME/.cache/strait}/venv-clients"
+if ! "$clients/bin/python" -c 'import kafka' 2>/dev/null; then
+  echo "deps: installing kafka-python into $clients" >&2
+  python3 -m venv "$clients"
+  "$clients/bin/pip" install -q --disable-pip-version-check kafka-python
+fi

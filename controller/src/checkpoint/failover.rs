@@ -314,10 +314,7 @@ pub fn failover_groups(
             Err(e) => vec![e],
         };
         if let Some(active) = errors.iter().find(|e| e.group_is_active()) {
-            out[*i].0 = GroupOutcome::Refused(format!(
-                "the target refused the commit: the group has active members ({})",
-                active.code
-            ));
+            out[*i].0 = GroupOutcome::Refused(format!("the target refused the commit: {active}"));
         } else if let Some(e) = errors.first() {
             out[*i].0 = GroupOutcome::Failed(format!("committing on the target: {e}"));
         }
