@@ -324,3 +324,55 @@ unsafe fn pipelined<C: ClientContext>(
         .map(|r| r.unwrap_or_else(|| Err(GroupError::admin(AdminError::Timeout(wait)))))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::consumer::Consumer as _;
+
+    #[test]
+    fn a_refusal_because_of_members_is_told_apart_from_a_failure() {
+        let e = |code| GroupError {
+            code,
+            message: String::new(),
+        };
+        for code in [
+            RDKafkaErrorCode::UnknownMemberId,
+            RDKafkaErrorCode::IllegalGeneration,
+            RDKafkaErrorCode::RebalanceInProgress,
+        ] {
+            assert!(e(code).group_is_active(), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::CoordinatorNotAvailable,
+            RDKafkaErrorCode::GroupAuthorizationFailed,
+            RDKafkaErrorCode::RequestTimedOut,
+        ] {
+            assert!(!e(code).group_is_active(), "{code:?}");
+        }
+        let timeout = GroupError::admin(AdminError::Timeout(Duration::from_secs(1)));
+        assert_eq!(timeout.code, RDKafkaErrorCode::RequestTimedOut);
+    }
+
+    #[test]
+    fn no_groups_no_requests() {
+        let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .unwrap();
+        assert!(list_group_offsets(client.client(), &[], 8, Duration::from_secs(1)).is_empty());
+        assert!(alter_group_offsets(client.client(), &[], 8, Duration::from_secs(1)).is_empty());
+    }
+
+    #[test]
+    fn every_request_to_an_unreachable_cluster_fails() {
+        let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .unwrap();
+        let groups: Vec<_> = (0..3).map(|i| (format!("g{i}"), None)).collect();
+        let r = list_group_offsets(client.client(), &groups, 2, Duration::from_millis(300));
+        assert_eq!(r.len(), 3);
+        assert!(r.iter().all(|x| x.is_err()), "{r:?}");
+    }
+}
