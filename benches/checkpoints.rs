@@ -230,6 +230,7 @@ fn main() {
         figures.push(measure(&sb, &admin_src, &controller, &lay, seconds));
         controller.stop_with("TERM", Duration::from_secs(60));
     }
+    let translate = translate_under_load(&sb, &admin_src, &worker, &run, &parts);
     worker.stop_with("TERM", Duration::from_secs(60));
 
     println!();
@@ -257,6 +258,98 @@ fn main() {
             f.rss_mb,
         );
     }
+    let (n, took, sent) = translate;
+    println!();
+    println!(
+        "offsets translate, one group on {n} partitions, while {sent} records of 1 KB were written and replicated: median {:.2} s, max {:.2} s over {} calls",
+        took[took.len() / 2].as_secs_f64(),
+        took.last().unwrap().as_secs_f64(),
+        took.len()
+    );
+}
+
+/// `strait offsets translate` for one group committed on 1,000 partitions
+/// (or all, if fewer), while a producer writes to those topics as fast as
+/// it can and the worker replicates: wall time of each call.
+fn translate_under_load(
+    sb: &Sandbox,
+    admin_src: &AdminClient<DefaultClientContext>,
+    worker: &Strait,
+    run: &str,
+    parts: &[(String, i32)],
+) -> (usize, Vec<Duration>, u64) {
+    let group = format!("{run}-wide");
+    let wide: Vec<(String, i32, i64)> = parts
+        .iter()
+        .take(1000)
+        .map(|(t, p)| (t.clone(), *p, 100))
+        .collect();
+    let n = wide.len();
+    let r = alter_group_offsets(
+        admin_src.inner(),
+        &[(group.clone(), wide)],
+        1,
+        Duration::from_secs(30),
+    );
+    assert!(r[0].is_ok(), "{r:?}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, source) = (stop.clone(), sb.source.clone());
+        let parts: Vec<(String, i32)> = parts.iter().take(1000).cloned().collect();
+        std::thread::spawn(move || {
+            let p = producer(&source);
+            let value = vec![b'x'; 1000];
+            let started = Instant::now();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+                for (t, part) in parts.iter().step_by(7) {
+                    let rec = rdkafka::producer::BaseRecord::<[u8], [u8]>::to(t)
+                        .partition(*part)
+                        .payload(&value[..]);
+                    if p.send(rec).is_err() {
+                        std::thread::sleep(Duration::from_millis(5));
+                    } else {
+                        sent += 1;
+                    }
+                }
+            }
+            let _ = rdkafka::producer::Producer::flush(&p, Duration::from_secs(30));
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_secs(5));
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let out = std::process::Command::new(Path::new(env!("CARGO_BIN_EXE_strait")))
+            .args([
+                "offsets",
+                "translate",
+                "--group",
+                &group,
+                "--json",
+                "--config",
+            ])
+            .arg(worker.config_path())
+            .output()
+            .unwrap();
+        took.push(started.elapsed());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            rows.as_array().map(Vec::len),
+            Some(n),
+            "every partition translated"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = load.join().unwrap();
+    took.sort();
+    (n, took, sent)
 }
 
 fn measure(

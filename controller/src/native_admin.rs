@@ -14,7 +14,10 @@ use rdkafka::client::{Client, ClientContext};
 use thiserror::Error;
 
 mod groups;
-pub use groups::{alter_group_offsets, list_group_offsets, GroupError, PartitionOffset};
+pub use groups::{
+    alter_group_offsets, list_consumer_groups, list_group_offsets, GroupError, GroupState,
+    PartitionOffset,
+};
 
 /// One change to a topic config.
 #[derive(Debug, Clone, PartialEq, Eq)]

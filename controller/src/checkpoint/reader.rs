@@ -9,16 +9,34 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use strait_common::config::ClusterConfig;
 use strait_common::kafka::manual_consumer;
 
+/// librdkafka also reports reaching the end of the partition as a global
+/// error event; for this reader that is news, not an error.
+struct EndIsNews;
+
+impl ClientContext for EndIsNews {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for EndIsNews {}
+
 /// A reader of partition 0 of one internal topic.
 pub struct InternalTopic {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<EndIsNews>,
     topic: String,
 }
 
@@ -35,12 +53,12 @@ impl InternalTopic {
     /// A reader of `topic` on `cluster`, positioned at its beginning.
     /// `group` only names the client; it never commits.
     pub fn open(cluster: &ClusterConfig, group: &str, topic: &str) -> anyhow::Result<Self> {
-        let consumer: BaseConsumer = manual_consumer(cluster, group)
+        let consumer: BaseConsumer<EndIsNews> = manual_consumer(cluster, group)
             // End-of-partition events tell the reader it has caught up
             // even where the last offsets hold no record it is given
             // (transaction markers, compacted records).
             .set("enable.partition.eof", "true")
-            .create()
+            .create_with_context(EndIsNews)
             .with_context(|| format!("a reader of {topic}"))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Beginning)?;

@@ -13,7 +13,7 @@
 //! `strait_group_offsets_sync_lag_seconds`, with the oldest group in
 //! `/v1/status`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,8 +80,20 @@ pub async fn run_checkpoints(
     };
     let spec = Arc::new(spec);
     tokio::task::spawn_blocking(move || {
-        let result = Service::start(&spec, interval, &board, &shutdown)
-            .and_then(|mut s| s.run(&fence, &shutdown));
+        let result = Service::start(&spec, interval, &board, &shutdown).and_then(|mut s| {
+            if !spec.flow.sync_group_offsets {
+                return s.run(&fence, &shutdown);
+            }
+            let shared = s.sync.clone();
+            let errors = s.metrics.errors.clone();
+            let stop_sync = shutdown.child_token();
+            std::thread::scope(|scope| {
+                scope.spawn(|| sync_loop(&spec, &shared, &fence, &errors, &stop_sync));
+                let result = s.run(&fence, &shutdown);
+                stop_sync.cancel();
+                result
+            })
+        });
         if let Ok(mut b) = board.lock() {
             b.remove(&spec.flow.name);
         }
@@ -101,10 +113,8 @@ struct Service<'a> {
     cp_topic: String,
     producer: Option<ThreadedProducer<DefaultProducerContext>>,
     checkpointed: Freshness,
-    synced: Freshness,
-    /// Groups whose target offsets may be behind their checkpoints.
-    to_sync: HashSet<String>,
-    active_on_target: usize,
+    /// Shared with the group-offsets sync (`sync_group_offsets`).
+    sync: Arc<Mutex<SyncState>>,
     last_round: Duration,
     groups: usize,
     metrics: Metrics,
@@ -170,9 +180,7 @@ impl<'a> Service<'a> {
             cp_topic,
             producer: None,
             checkpointed: Freshness::default(),
-            synced: Freshness::default(),
-            to_sync: HashSet::new(),
-            active_on_target: 0,
+            sync: Arc::default(),
             last_round: Duration::ZERO,
             groups: 0,
             metrics: Metrics {
@@ -231,10 +239,18 @@ impl<'a> Service<'a> {
     fn report(&self) {
         let now = Instant::now();
         let age = |f: &Freshness| f.oldest(now).map_or(0.0, |(_, a)| a.as_secs_f64());
+        let since = |f: &Freshness| {
+            f.oldest(now)
+                .map(|(g, a)| (g.to_owned(), now.checked_sub(a).unwrap_or(now)))
+        };
         self.metrics.lag.set(age(&self.checkpointed));
-        if self.spec.flow.sync_group_offsets {
-            self.metrics.sync_lag.set(age(&self.synced));
-        }
+        let (sync_oldest, active_on_target) = {
+            let sync = self.sync.lock().expect("sync state");
+            if self.spec.flow.sync_group_offsets {
+                self.metrics.sync_lag.set(age(&sync.synced));
+            }
+            (since(&sync.synced), sync.active.len())
+        };
         let since = |f: &Freshness| {
             f.oldest(now)
                 .map(|(g, a)| (g.to_owned(), now.checked_sub(a).unwrap_or(now)))
@@ -246,8 +262,8 @@ impl<'a> Service<'a> {
                     groups: self.groups,
                     round: self.last_round,
                     oldest: since(&self.checkpointed),
-                    sync_oldest: since(&self.synced),
-                    active_on_target: self.active_on_target,
+                    sync_oldest,
+                    active_on_target,
                 },
             );
         }
@@ -287,9 +303,6 @@ impl<'a> Service<'a> {
                 return;
             }
         }
-        if self.spec.flow.sync_group_offsets && fence.is_open() {
-            self.sync_round(started);
-        }
     }
 
     /// Lists the groups, reads their positions, and writes what moved
@@ -304,12 +317,17 @@ impl<'a> Service<'a> {
         let live: HashSet<&str> = groups.iter().map(String::as_str).collect();
         self.state.retain_groups(&live);
         self.checkpointed.retain(|g| live.contains(g));
-        self.synced.retain(|g| live.contains(g));
-        self.to_sync.retain(|g| live.contains(g.as_str()));
-        for g in &groups {
-            self.checkpointed.seen(g, started);
-            if flow.sync_group_offsets {
-                self.synced.seen(g, started);
+        {
+            let mut sync = self.sync.lock().expect("sync state");
+            let sync = &mut *sync;
+            sync.synced.retain(|g| live.contains(g));
+            sync.pending.retain(|g, _| live.contains(g.as_str()));
+            sync.active.retain(|g| live.contains(g.as_str()));
+            for g in &groups {
+                self.checkpointed.seen(g, started);
+                if flow.sync_group_offsets && !sync.active.contains(g) {
+                    sync.synced.seen(g, started);
+                }
             }
         }
         self.groups = groups.len();
@@ -359,63 +377,92 @@ impl<'a> Service<'a> {
             "the leader's lease lapsed mid-round; nothing more is written"
         );
         producer.commit_transaction(Duration::from_secs(10))?;
-        self.to_sync.extend(moved);
+        if flow.sync_group_offsets {
+            let mut sync = self.sync.lock().expect("sync state");
+            for g in moved {
+                let offsets = self.state.emitted(&g);
+                sync.pending.insert(g, (offsets, started));
+            }
+        }
         Ok(landed)
     }
+}
 
-    /// Commits the checkpointed positions of the groups that moved to the
-    /// same groups on the target, where they are idle.
-    fn sync_round(&mut self, started: Instant) {
-        let flow = &self.spec.flow.name;
-        let mut groups: Vec<String> = self.to_sync.iter().cloned().collect();
-        groups.sort();
-        let wanted: Vec<_> = groups
-            .iter()
-            .map(|g| (g.clone(), self.state.emitted(g)))
-            .filter(|(_, o)| !o.is_empty())
-            .collect();
-        if wanted.is_empty() {
-            for g in self.to_sync.drain() {
-                self.synced.landed(&g, started);
-            }
-            return;
+/// What the checkpoint rounds hand to the group-offsets sync, and what it
+/// reports back.
+#[derive(Default)]
+struct SyncState {
+    /// Per group: its newest checkpointed positions not yet on the target,
+    /// and when they were read on the source.
+    pending: HashMap<String, (Vec<(String, i32, i64)>, Instant)>,
+    synced: Freshness,
+    /// Groups refused because they are active on the target.
+    active: HashSet<String>,
+}
+
+/// `sync_group_offsets`: commits the groups' checkpointed positions to the
+/// same groups on the target, where they are idle, never backwards. Runs
+/// beside the rounds, so a slow target does not delay checkpoints.
+fn sync_loop(
+    spec: &CheckpointSpec,
+    shared: &Mutex<SyncState>,
+    fence: &Fence,
+    errors: &metrics::Counter,
+    shutdown: &CancellationToken,
+) {
+    let flow = &spec.flow.name;
+    let name = format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment));
+    while !shutdown.is_cancelled() {
+        let batch = std::mem::take(&mut shared.lock().expect("sync state").pending);
+        if batch.is_empty() || !fence.is_open() {
+            shared.lock().expect("sync state").pending.extend(batch);
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
         }
-        let name = format!(
-            "{}.checkpoints",
-            self.spec.flow.commit_group(&self.spec.deployment)
-        );
-        let outcomes = match failover_groups(&self.spec.target, &name, &wanted, false) {
+        let mut batch: Vec<_> = batch.into_iter().collect();
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        let wanted: Vec<_> = batch
+            .iter()
+            .map(|(g, (o, _))| (g.clone(), o.clone()))
+            .collect();
+        let outcomes = match failover_groups(&spec.target, &name, &wanted, false) {
             Ok(o) => o,
             Err(e) => {
-                self.metrics.errors.increment(1);
-                warn!(flow = %flow, error = format!("{e:#}"), "group offsets not synced; retried next round");
-                return;
+                errors.increment(1);
+                warn!(flow = %flow, error = format!("{e:#}"), "group offsets not synced; retried");
+                let mut sync = shared.lock().expect("sync state");
+                for (g, v) in batch {
+                    sync.pending.entry(g).or_insert(v);
+                }
+                drop(sync);
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
             }
         };
-        let mut active = 0;
-        for ((group, _), (outcome, rows)) in wanted.iter().zip(outcomes) {
+        let mut sync = shared.lock().expect("sync state");
+        for ((group, (offsets, read)), (outcome, rows)) in batch.into_iter().zip(outcomes) {
             match outcome {
                 GroupOutcome::Written | GroupOutcome::UpToDate => {
                     if outcome == GroupOutcome::Written {
                         debug!(flow = %flow, group, partitions = rows.iter().filter(|r| r.moves).count(),
                                "group offsets synced to the target");
                     }
-                    self.to_sync.remove(group);
-                    self.synced.landed(group, started);
+                    sync.active.remove(&group);
+                    sync.synced.landed(&group, read);
                 }
                 GroupOutcome::Refused(_) => {
                     // Its consumers run on the target: not ours to move, and
-                    // not counted as trailing.
-                    active += 1;
-                    self.synced.retain(|g| g != group);
+                    // not counted as trailing. Tried again when it moves.
+                    sync.synced.retain(|g| g != group);
+                    sync.active.insert(group);
                 }
                 GroupOutcome::Failed(e) => {
-                    self.metrics.errors.increment(1);
-                    warn!(flow = %flow, group, error = e, "group offsets not synced; retried next round");
+                    errors.increment(1);
+                    warn!(flow = %flow, group, error = e, "group offsets not synced; retried");
+                    sync.pending.entry(group).or_insert((offsets, read));
                 }
             }
         }
-        self.active_on_target = active;
     }
 }
 

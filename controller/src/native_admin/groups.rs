@@ -183,6 +183,69 @@ pub fn alter_group_offsets<C: ClientContext>(
         .collect()
 }
 
+/// Whether a listed group has members, as ListGroups reports its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    /// No members: offsets may be committed from outside.
+    Empty,
+    /// Members are joined, joining or rebalancing.
+    Active,
+    /// Dead, or a state the broker does not report (tansu, older brokers):
+    /// only an offset commit's answer tells.
+    Unknown,
+}
+
+/// Every consumer group on the cluster with its state (ListGroups on every
+/// broker, no DescribeGroups). Fails if any broker's answer is missing, so
+/// a listing never silently leaves groups out. Blocking.
+pub fn list_consumer_groups<C: ClientContext>(
+    client: &Client<C>,
+    timeout: Duration,
+) -> Result<Vec<(String, GroupState)>, GroupError> {
+    use rd::rd_kafka_consumer_group_state_t as S;
+    // SAFETY: one ListConsumerGroups call on the request's queue; the
+    // result is read while its event lives.
+    unsafe {
+        let event = super::request(
+            client,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPS,
+            timeout,
+            |rk, o, q| rd::rd_kafka_ListConsumerGroups(rk, o, q),
+        )
+        .map_err(GroupError::admin)?;
+        let result = rd::rd_kafka_event_ListConsumerGroups_result(event.0);
+        if result.is_null() {
+            return Err(GroupError::admin(AdminError::Failed(
+                "unexpected event".into(),
+            )));
+        }
+        let mut n = 0usize;
+        let errors = rd::rd_kafka_ListConsumerGroups_result_errors(result, &mut n);
+        if n > 0 && !errors.is_null() {
+            let e = *errors;
+            return Err(GroupError {
+                code: rd::rd_kafka_error_code(e).into(),
+                message: format!("listing groups: {}", text(rd::rd_kafka_error_string(e))),
+            });
+        }
+        let mut n = 0usize;
+        let list = rd::rd_kafka_ListConsumerGroups_result_valid(result, &mut n);
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let g = *list.add(i);
+            let state = match rd::rd_kafka_ConsumerGroupListing_state(g) {
+                S::RD_KAFKA_CONSUMER_GROUP_STATE_EMPTY => GroupState::Empty,
+                S::RD_KAFKA_CONSUMER_GROUP_STATE_STABLE
+                | S::RD_KAFKA_CONSUMER_GROUP_STATE_PREPARING_REBALANCE
+                | S::RD_KAFKA_CONSUMER_GROUP_STATE_COMPLETING_REBALANCE => GroupState::Active,
+                _ => GroupState::Unknown,
+            };
+            out.push((text(rd::rd_kafka_ConsumerGroupListing_group_id(g)), state));
+        }
+        Ok(out)
+    }
+}
+
 type Parts = Vec<(String, i32, Option<i64>, Result<(), GroupError>)>;
 
 /// Reads the single group result of a group-offsets result event.
