@@ -29,6 +29,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use strait_controller::native_admin::GroupCommits;
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
@@ -477,7 +478,7 @@ fn measure(
             measuring.store(true, Ordering::Relaxed);
         }
         let offset = START + tick;
-        let batch: Vec<(String, Vec<(String, i32, i64)>)> = lay
+        let batch: Vec<GroupCommits> = lay
             .iter()
             .map(|(g, ps)| {
                 (

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use strait_controller::native_admin::GroupCommits;
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
@@ -56,7 +57,7 @@ fn checkpoint_config(sb: &Sandbox, deployment: &str, topic: &str, flow_extra: &s
 
 /// Commits offsets to many groups at once without joining them, as their
 /// applications would have (one admin request per group, many in flight).
-fn commit_groups(bootstrap: &str, groups: &[(String, Vec<(String, i32, i64)>)]) {
+fn commit_groups(bootstrap: &str, groups: &[GroupCommits]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -209,7 +210,7 @@ fn a_hundred_groups_are_all_checkpointed_within_two_rounds_of_their_commits() {
     let r = rounds();
     wait_for("two checkpoint rounds", MINUTE, || rounds() >= r + 2.0);
 
-    let groups: Vec<(String, Vec<(String, i32, i64)>)> = (0..100)
+    let groups: Vec<GroupCommits> = (0..100)
         .map(|i| {
             let p = i % 4;
             (

@@ -15,8 +15,8 @@ use thiserror::Error;
 
 mod groups;
 pub use groups::{
-    alter_group_offsets, list_consumer_groups, list_group_offsets, GroupError, GroupState,
-    PartitionOffset,
+    alter_group_offsets, list_consumer_groups, list_group_offsets, AlterOutcome, GroupCommits,
+    GroupError, GroupQuery, GroupState, PartitionOffset,
 };
 
 /// One change to a topic config.

@@ -7,6 +7,7 @@
 //! Used by `strait offsets translate|failover`, the HTTP endpoint, and the
 //! checkpoint service's `sync_group_offsets`.
 
+use crate::native_admin::GroupCommits;
 use std::collections::{HashMap, HashSet};
 
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
@@ -80,13 +81,16 @@ pub(crate) fn list_groups(client: &BaseConsumer) -> anyhow::Result<HashMap<Strin
         .collect())
 }
 
+/// A group's committed positions, or why they could not be read.
+pub(crate) type Positions = anyhow::Result<Vec<(TopicPartition, i64)>>;
+
 /// Committed positions of `groups` on the source, fetched with at most
 /// [`GROUP_REQUESTS_IN_FLIGHT`] requests under way. Per group: its
 /// (topic-partition, committed) pairs, or why they could not be read.
 pub(crate) fn source_positions(
     client: &BaseConsumer,
     groups: &[String],
-) -> Vec<(String, anyhow::Result<Vec<(TopicPartition, i64)>>)> {
+) -> Vec<(String, Positions)> {
     let requests: Vec<_> = groups.iter().map(|g| (g.clone(), None)).collect();
     let results = list_group_offsets(
         client.client(),
@@ -209,7 +213,7 @@ pub struct FailoverRow {
 pub fn failover_groups(
     target: &ClusterConfig,
     client_name: &str,
-    wanted: &[(String, Vec<(String, i32, i64)>)],
+    wanted: &[GroupCommits],
     dry_run: bool,
 ) -> anyhow::Result<Vec<(GroupOutcome, Vec<FailoverRow>)>> {
     let client = group_client(target, client_name)?;
@@ -227,7 +231,8 @@ pub fn failover_groups(
             (g.clone(), Some(parts))
         })
         .collect();
-    let mut current: HashMap<usize, Result<HashMap<(String, i32), i64>, String>> = idle
+    type Current = Result<HashMap<(String, i32), i64>, String>;
+    let mut current: HashMap<usize, Current> = idle
         .iter()
         .copied()
         .zip(list_group_offsets(
@@ -248,7 +253,7 @@ pub fn failover_groups(
             (i, r)
         })
         .collect();
-    let mut commits: Vec<(usize, (String, Vec<(String, i32, i64)>))> = Vec::new();
+    let mut commits: Vec<(usize, GroupCommits)> = Vec::new(); // (index in `wanted`, commit)
     for (i, (group, offsets)) in wanted.iter().enumerate() {
         let row = |t: &String, p: i32, o: i64, before: Option<i64>| FailoverRow {
             group: group.clone(),
@@ -320,8 +325,8 @@ pub fn failover_groups(
 
 /// The groups among `rows` and their translated positions, as
 /// [`failover_groups`] takes them.
-pub fn wanted(rows: &[Translated]) -> Vec<(String, Vec<(String, i32, i64)>)> {
-    let mut by_group: Vec<(String, Vec<(String, i32, i64)>)> = Vec::new();
+pub fn wanted(rows: &[Translated]) -> Vec<GroupCommits> {
+    let mut by_group: Vec<GroupCommits> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for r in rows {
         let i = *index.entry(&r.group).or_insert_with(|| {

@@ -300,7 +300,6 @@ impl<'a> Service<'a> {
                         self.producer = None; // fenced by a newer leader, or broken: start over
                     }
                 }
-                return;
             }
         }
     }
@@ -388,13 +387,17 @@ impl<'a> Service<'a> {
     }
 }
 
+/// A group's positions to sync: (remote topic, partition, offset), and when
+/// they were read on the source.
+type Pending = (Vec<(String, i32, i64)>, Instant);
+
 /// What the checkpoint rounds hand to the group-offsets sync, and what it
 /// reports back.
 #[derive(Default)]
 struct SyncState {
     /// Per group: its newest checkpointed positions not yet on the target,
     /// and when they were read on the source.
-    pending: HashMap<String, (Vec<(String, i32, i64)>, Instant)>,
+    pending: HashMap<String, Pending>,
     synced: Freshness,
     /// Groups refused because they are active on the target.
     active: HashSet<String>,

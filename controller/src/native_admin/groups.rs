@@ -60,6 +60,12 @@ impl GroupError {
 
 /// One partition's committed position: `None` where the group has none.
 pub type PartitionOffset = (String, i32, Option<i64>);
+/// A group and the (topic, partition, offset) positions to commit for it.
+pub type GroupCommits = (String, Vec<(String, i32, i64)>);
+/// A group and the partitions to read (`None`: every one it committed).
+pub type GroupQuery = (String, Option<Vec<(String, i32)>>);
+/// One group's commit: each partition's outcome, or the group's error.
+pub type AlterOutcome = Result<Vec<(String, i32, Result<(), GroupError>)>, GroupError>;
 
 /// Committed offsets of each group in `groups`: every partition the group
 /// committed (`partitions` = `None`), or only the named ones. At most
@@ -67,7 +73,7 @@ pub type PartitionOffset = (String, i32, Option<i64>);
 /// order of `groups`. Blocking.
 pub fn list_group_offsets<C: ClientContext>(
     client: &Client<C>,
-    groups: &[(String, Option<Vec<(String, i32)>>)],
+    groups: &[GroupQuery],
     in_flight: usize,
     timeout: Duration,
 ) -> Vec<Result<Vec<PartitionOffset>, GroupError>> {
@@ -132,10 +138,10 @@ pub fn list_group_offsets<C: ClientContext>(
 /// group has no members. Per group: its partitions' outcomes. Blocking.
 pub fn alter_group_offsets<C: ClientContext>(
     client: &Client<C>,
-    groups: &[(String, Vec<(String, i32, i64)>)],
+    groups: &[GroupCommits],
     in_flight: usize,
     timeout: Duration,
-) -> Vec<Result<Vec<(String, i32, Result<(), GroupError>)>, GroupError>> {
+) -> Vec<AlterOutcome> {
     // SAFETY: as in `list_group_offsets`, for AlterConsumerGroupOffsets.
     let results = unsafe {
         pipelined(
