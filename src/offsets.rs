@@ -9,8 +9,8 @@ use strait_common::config::Config;
 use strait_common::syncs::Rule;
 use strait_controller::checkpoint::failover::wanted;
 use strait_controller::checkpoint::{
-    failover_groups, translate_groups, CheckpointSpec, FailoverRow, GroupOutcome, GroupSelector,
-    Translated,
+    checkpointed_groups, failover_groups, translate_groups, CheckpointSpec, FailoverRow,
+    GroupOutcome, GroupSelector, Translated,
 };
 
 /// Which source groups a command is about (exactly one of these).
@@ -52,6 +52,10 @@ pub enum Action {
         /// JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
+        /// Take the newest checkpoints on the target instead of asking the
+        /// source (for when the source cluster is gone).
+        #[arg(long)]
+        from_checkpoints: bool,
     },
     /// Commit the translated positions to the same groups on the target, so
     /// their consumers resume there. A group with active members on the
@@ -65,6 +69,10 @@ pub enum Action {
         /// Read and print everything, write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Take the newest checkpoints on the target instead of asking the
+        /// source (for when the source cluster is gone).
+        #[arg(long)]
+        from_checkpoints: bool,
     },
 }
 
@@ -114,17 +122,31 @@ fn specs(config: &Config, only: Option<&str>) -> Result<Vec<CheckpointSpec>, Tra
 }
 
 /// Translates the selected groups through every flow (or only `only`):
-/// rows of (flow, translation), and the flows' specs. Blocking.
+/// rows of (flow, translation), and the flows' specs. With
+/// `from_checkpoints`, the positions are the newest checkpoints on the
+/// target and the source is not asked. Blocking.
 pub fn translate_all(
     config: &Config,
     selector: &GroupSelector,
     only: Option<&str>,
+    from_checkpoints: bool,
 ) -> Result<(Vec<FlowRow>, Vec<CheckpointSpec>), TranslateError> {
     let specs = specs(config, only)?;
     let mut rows = Vec::new();
     for spec in &specs {
-        let t = translate_groups(spec, selector)
-            .map_err(|e| TranslateError::Kafka(format!("flow {}: {e:#}", spec.flow.name)))?;
+        let t = if from_checkpoints {
+            checkpointed_groups(spec, selector)
+        } else {
+            translate_groups(spec, selector)
+        };
+        let t = t.map_err(|e| {
+            let hint = if from_checkpoints {
+                ""
+            } else {
+                " (if the source cluster is gone, --from-checkpoints takes the newest checkpoints on the target)"
+            };
+            TranslateError::Kafka(format!("flow {}: {e:#}{hint}", spec.flow.name))
+        })?;
         rows.extend(t.into_iter().map(|t| (spec.flow.name.clone(), t)));
     }
     Ok((rows, specs))
@@ -140,26 +162,36 @@ pub fn rows_json(rows: &[FlowRow]) -> serde_json::Value {
                 "topic": t.remote_topic,
                 "partition": t.partition,
                 "source_offset": t.source_offset,
-                "target_offset": t.translation.offset.0,
-                "exact": t.translation.rule == Rule::Exact,
-                "max_reread": t.translation.max_reread,
+                "target_offset": t.target_offset,
+                "exact": t.translation.map(|x| x.rule == Rule::Exact),
+                "max_reread": t.translation.map(|x| x.max_reread),
             })
         })
         .collect()
 }
 
 fn rule(t: &Translated) -> String {
-    match t.translation.rule {
-        Rule::Exact => "exact".to_owned(),
-        Rule::MirrorMaker2 => format!("mm2 (re-reads up to {})", t.translation.max_reread),
+    match t.translation {
+        None => "from the newest checkpoint".to_owned(),
+        Some(x) if x.rule == Rule::Exact => "exact".to_owned(),
+        Some(x) => format!("mm2 (re-reads up to {})", x.max_reread),
     }
 }
 
 pub fn run(config: &Config, action: Action) -> ExitCode {
-    let (groups, only) = match &action {
-        Action::Translate { groups, flow, .. } | Action::Failover { groups, flow, .. } => {
-            (groups.clone(), flow.clone())
+    let (groups, only, from_checkpoints) = match &action {
+        Action::Translate {
+            groups,
+            flow,
+            from_checkpoints,
+            ..
         }
+        | Action::Failover {
+            groups,
+            flow,
+            from_checkpoints,
+            ..
+        } => (groups.clone(), flow.clone(), *from_checkpoints),
     };
     let selector = match groups.selector() {
         Ok(s) => s,
@@ -168,7 +200,7 @@ pub fn run(config: &Config, action: Action) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (rows, specs) = match translate_all(config, &selector, only.as_deref()) {
+    let (rows, specs) = match translate_all(config, &selector, only.as_deref(), from_checkpoints) {
         Ok(r) => r,
         Err(e @ TranslateError::NoSuchFlow(_)) => {
             eprintln!("strait: {e}");
@@ -197,7 +229,7 @@ pub fn run(config: &Config, action: Action) -> ExitCode {
                         t.remote_topic,
                         t.partition,
                         t.source_offset,
-                        t.translation.offset.0,
+                        t.target_offset,
                         rule(t)
                     );
                 }
@@ -340,14 +372,13 @@ fn row(flow: &str, t: Option<&Translated>, r: &FailoverRow, result: &str) -> [St
         r.partition.to_string(),
         t.map_or("-".into(), |t| t.source_offset.to_string()),
         r.offset.to_string(),
-        t.map_or("-".into(), |t| {
-            if t.translation.rule == Rule::Exact {
-                "yes".into()
-            } else {
-                "no".into()
-            }
-        }),
-        t.map_or("-".into(), |t| t.translation.max_reread.to_string()),
+        match t.and_then(|t| t.translation) {
+            Some(x) if x.rule == Rule::Exact => "yes".into(),
+            Some(_) => "no".into(),
+            None => "-".into(),
+        },
+        t.and_then(|t| t.translation)
+            .map_or("-".into(), |x| x.max_reread.to_string()),
         result,
     ]
 }

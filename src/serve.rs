@@ -224,9 +224,10 @@ async fn translate(
         }
     };
     let config = api.config.clone();
-    let result =
-        tokio::task::spawn_blocking(move || translate_all(&config, &selector, q.flow.as_deref()))
-            .await;
+    let result = tokio::task::spawn_blocking(move || {
+        translate_all(&config, &selector, q.flow.as_deref(), false)
+    })
+    .await;
     match result {
         Ok(Ok((rows, _))) => Json(rows_json(&rows)).into_response(),
         Ok(Err(e @ TranslateError::NoSuchFlow(_))) => error(StatusCode::NOT_FOUND, e.to_string()),

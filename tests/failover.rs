@@ -22,11 +22,21 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// Runs `strait <args> --config …`, killing it if it has not answered
 /// within `limit` (a hang is what this guards against).
 fn cli_within(strait: &Strait, args: &[&str], limit: Duration) -> (Output, Duration) {
+    cli_with_config(strait, strait.config_path(), args, limit)
+}
+
+/// As [`cli_within`], with another config file.
+fn cli_with_config(
+    strait: &Strait,
+    config: &std::path::Path,
+    args: &[&str],
+    limit: Duration,
+) -> (Output, Duration) {
     let started = Instant::now();
     let mut child = Command::new(strait.binary())
         .args(args)
         .arg("--config")
-        .arg(strait.config_path())
+        .arg(config)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -417,4 +427,88 @@ fn failover_of_all_groups_refuses_the_one_active_on_the_target_and_writes_the_ot
         out.status.success()
     });
     assert_eq!(at(&active), Some(40), "{last:?}");
+}
+
+#[test]
+fn a_failover_from_checkpoints_needs_nothing_from_a_lost_source() {
+    let sb = sandbox();
+    let t = unique("lost");
+    let remote = format!("src.{t}");
+    let prefix = unique("lost-app");
+    let deployment = unique("lost");
+    let (a, b) = (format!("{prefix}-a"), format!("{prefix}-b"));
+    create_topic(&sb.source, &t, 2);
+    produce(&sb.source, &t, &Rec::seqs(2, 0..100));
+    commit_group(&sb.source, &a, &t, &[(0, 20), (1, 25)]);
+    commit_group(&sb.source, &b, &t, &[(0, 30)]);
+    let cfg = checkpoint_config(
+        &sb,
+        &deployment,
+        &t,
+        &format!("checkpoints = true\ncheckpoint_interval = \"500ms\"\ngroups = [\"{prefix}-.*\"]"),
+    );
+    let strait = Strait::start(&deployment, &cfg);
+    wait_for("checkpoints of both groups", MINUTE, || {
+        let cps = checkpoints(&sb.target, "src.checkpoints.internal");
+        let has = |g: &str, p, at| {
+            cps.iter()
+                .any(|c| c.0 == g && c.1 == remote && c.2 == p && c.3 == at)
+        };
+        has(&a, 0, 20) && has(&a, 1, 25) && has(&b, 0, 30)
+    });
+
+    // The source is lost: the operator's config still names it, but
+    // nothing answers there.
+    let lost = std::env::temp_dir().join(format!("{deployment}-lost.toml"));
+    let text = std::fs::read_to_string(strait.config_path())
+        .unwrap()
+        .replace(&sb.source, "127.0.0.1:1");
+    std::fs::write(&lost, text).unwrap();
+    let (out, _) = cli_with_config(
+        &strait,
+        &lost,
+        &["offsets", "failover", "--all-groups"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--from-checkpoints"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(committed(&sb.target, &a, &remote, 2), vec![None, None]);
+
+    let (out, _) = cli_with_config(
+        &strait,
+        &lost,
+        &[
+            "offsets",
+            "translate",
+            "--all-groups",
+            "--from-checkpoints",
+            "--json",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
+    assert!(
+        rows[0]["exact"].is_null(),
+        "not recorded in checkpoints: {rows}"
+    );
+
+    let (out, _) = cli_with_config(
+        &strait,
+        &lost,
+        &["offsets", "failover", "--all-groups", "--from-checkpoints"],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        committed(&sb.target, &a, &remote, 2),
+        vec![Some(20), Some(25)]
+    );
+    assert_eq!(committed(&sb.target, &b, &remote, 2)[0], Some(30));
+    let _ = std::fs::remove_file(&lost);
 }

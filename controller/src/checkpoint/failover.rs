@@ -64,7 +64,11 @@ pub struct Translated {
     pub partition: i32,
     /// The group's committed position on the source.
     pub source_offset: i64,
-    pub translation: Translation,
+    /// Where the group resumes on the target.
+    pub target_offset: i64,
+    /// How it was translated; `None` for a position read back from the
+    /// checkpoints topic, which does not record it.
+    pub translation: Option<Translation>,
 }
 
 /// A client of `cluster` for listing groups and issuing admin requests.
@@ -165,11 +169,59 @@ pub fn translate_groups(
                     remote_topic: spec.flow.remote_topic(&tp.topic),
                     partition: tp.partition,
                     source_offset: committed,
-                    translation,
+                    target_offset: translation.offset.0,
+                    translation: Some(translation),
                 });
             }
         }
     }
+    out.sort_by(|a, b| {
+        (&a.group, &a.remote_topic, a.partition).cmp(&(&b.group, &b.remote_topic, b.partition))
+    });
+    Ok(out)
+}
+
+/// The selected groups' newest checkpoints, read from the checkpoints topic
+/// on the target up to its end: what a failover can use when the source
+/// cluster is gone (nothing here reads the source). Positions are the ones
+/// the checkpoint service last translated, so they trail the groups' last
+/// commits by up to the checkpoint lag. Sorted like [`translate_groups`].
+pub fn checkpointed_groups(
+    spec: &CheckpointSpec,
+    selector: &GroupSelector,
+) -> anyhow::Result<Vec<Translated>> {
+    let name = format!("{}.offsets", spec.flow.commit_group(&spec.deployment));
+    let topic = strait_common::policy::checkpoints_topic(&spec.flow.source);
+    let mut reader = InternalTopic::open(&spec.target, &name, &topic)?;
+    let mut newest: HashMap<(String, String, i32), (i64, i64)> = HashMap::new();
+    reader.read_to_end(READ_TIMEOUT, |k, v, _| {
+        let Ok(cp) = strait_common::formats::Checkpoint::decode(k, v) else {
+            return;
+        };
+        if !selector.selects(&spec.flow, &cp.group) {
+            return;
+        }
+        let e = newest
+            .entry((cp.group, cp.topic, cp.partition))
+            .or_insert((cp.upstream_offset, cp.downstream_offset));
+        // Checkpoints never move backwards; the highest is the newest.
+        if cp.downstream_offset >= e.1 {
+            *e = (cp.upstream_offset, cp.downstream_offset);
+        }
+    })?;
+    let mut out: Vec<Translated> = newest
+        .into_iter()
+        .map(
+            |((group, remote_topic, partition), (up, down))| Translated {
+                group,
+                remote_topic,
+                partition,
+                source_offset: up,
+                target_offset: down,
+                translation: None,
+            },
+        )
+        .collect();
     out.sort_by(|a, b| {
         (&a.group, &a.remote_topic, a.partition).cmp(&(&b.group, &b.remote_topic, b.partition))
     });
@@ -335,7 +387,7 @@ pub fn wanted(rows: &[Translated]) -> Vec<GroupCommits> {
         });
         by_group[i]
             .1
-            .push((r.remote_topic.clone(), r.partition, r.translation.offset.0));
+            .push((r.remote_topic.clone(), r.partition, r.target_offset));
     }
     by_group
 }

@@ -21,7 +21,8 @@ pub mod service;
 
 pub use self::core::{Checkpoints, Freshness};
 pub use failover::{
-    failover_groups, translate_groups, FailoverRow, GroupOutcome, GroupSelector, Translated,
+    checkpointed_groups, failover_groups, translate_groups, FailoverRow, GroupOutcome,
+    GroupSelector, Translated,
 };
 pub use service::{run_checkpoints, CheckpointBoard, CheckpointHealth, CheckpointSpec};
 
