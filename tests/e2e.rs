@@ -201,6 +201,20 @@ fn an_oversized_record_stops_its_partition_visibly_and_others_go_on() {
     assert!(strait
         .log_text()
         .contains("unit stopped: record refused by the target"));
+    // The error says which limit to raise.
+    let (_, status) = strait.get_json("/v1/status");
+    let failed = status["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["state"] == "failed")
+        .cloned()
+        .unwrap();
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("(50002 bytes)") && error.contains("raise max.message.bytes"),
+        "{error}"
+    );
 
     // Partition 1 is complete; partition 0 holds exactly the five records before the refused one.
     let got = consume(&sb.target, &format!("src.{topic}"), 2, 25, MINUTE);
@@ -216,6 +230,53 @@ fn an_oversized_record_stops_its_partition_visibly_and_others_go_on() {
     wait_for("commits", MINUTE, || {
         committed(&sb.source, &group, &topic, 2)[0] == Some(5)
     });
+}
+
+#[test]
+fn records_of_2_and_5_mb_are_replicated_with_default_settings() {
+    let sb = sandbox();
+    let topic = unique("large");
+    let deployment = unique("large");
+    // On Kafka the source topic must allow such records; the remote topic
+    // is created admitting what its source admits.
+    create_topic_with(&sb.source, &topic, 1, &[("max.message.bytes", "8388608")]);
+    let sized = |seq: usize, len: usize| {
+        let mut r = Rec::seq(0, seq);
+        r.value = Some((0..len).map(|i| (i % 251) as u8).collect());
+        r
+    };
+    let records = vec![
+        Rec::seq(0, 0),
+        sized(1, 2 * 1024 * 1024),
+        Rec::seq(0, 2),
+        sized(3, 5 * 1024 * 1024),
+        Rec::seq(0, 4),
+    ];
+    produce(&sb.source, &topic, &records);
+    let strait = Strait::start(&deployment, &config(&sb, &deployment, &topic, "", ""));
+    let got = consume(&sb.target, &format!("src.{topic}"), 1, 5, MINUTE);
+    assert_eq!(got.len(), 5, "every record arrived once");
+    for (want, got) in records.iter().zip(&got) {
+        assert_eq!(
+            (want.key.as_ref(), want.value.as_ref().map(Vec::len)),
+            (got.key.as_ref(), got.value.as_ref().map(Vec::len))
+        );
+        assert!(want.value == got.value, "value intact");
+    }
+    assert_eq!(
+        strait
+            .metric("strait_units{flow=\"src-dst\",state=\"failed\"}")
+            .unwrap_or(0.0),
+        0.0,
+        "no partition stopped"
+    );
+    assert_eq!(
+        raw_configs(&sb.target, &format!("src.{topic}"))
+            .get("max.message.bytes")
+            .map(String::as_str),
+        Some("8388608"),
+        "the remote topic admits what its source admits"
+    );
 }
 
 #[test]

@@ -46,7 +46,9 @@ pub trait ClusterAdmin: Send + Sync + 'static {
         name: &str,
         total: i32,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
-    /// The configs set on the topic itself (not broker defaults).
+    /// The configs set on the topic itself (not broker defaults), and the
+    /// effective `max.message.bytes` whatever sets it: the largest record
+    /// batch the topic holds, which its remote topic must admit.
     fn topic_configs(
         &self,
         name: &str,
@@ -64,6 +66,9 @@ pub trait ClusterAdmin: Send + Sync + 'static {
 }
 
 /// Topic-level config overrides: name -> value.
+/// The topic config that bounds a record's size.
+pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+
 pub type TopicConfigs = BTreeMap<String, String>;
 
 /// A cluster's admin API through librdkafka.
@@ -156,8 +161,9 @@ impl ClusterAdmin for KafkaAdmin {
             .entries
             .into_iter()
             .filter(|e| {
-                !e.is_default
-                    && matches!(e.source, ConfigSource::DynamicTopic | ConfigSource::Unknown)
+                (!e.is_default
+                    && matches!(e.source, ConfigSource::DynamicTopic | ConfigSource::Unknown))
+                    || e.name == MAX_MESSAGE_BYTES
             })
             .filter_map(|e| Some((e.name, e.value?)))
             .collect())

@@ -10,16 +10,25 @@ use tracing::{info, warn};
 use strait_common::config::Flow;
 use strait_common::metrics as m;
 
-use crate::admin::{ClusterAdmin, TopicConfigs, TopicSizes};
+use crate::admin::{ClusterAdmin, TopicConfigs, TopicSizes, MAX_MESSAGE_BYTES};
 use crate::native_admin::{AclOperation, AclPermission, ConfigOp, TopicAcl};
 
 /// The changes that make a remote topic's configs match its source's:
 /// every copied config the source sets and the target lacks or differs on.
 /// A config set only on the target is left alone (it may be an operator's).
+/// `max.message.bytes` is only ever raised: a remote topic that admits
+/// larger records than its source already admits the source's.
 pub fn config_changes(flow: &Flow, source: &TopicConfigs, target: &TopicConfigs) -> Vec<ConfigOp> {
+    let admits = |k: &str, v: &str| {
+        k == MAX_MESSAGE_BYTES
+            && matches!(
+                (target.get(k).and_then(|t| t.parse::<i64>().ok()), v.parse::<i64>()),
+                (Some(t), Ok(s)) if t >= s
+            )
+    };
     source
         .iter()
-        .filter(|(k, v)| flow.copies_config(k) && target.get(*k) != Some(*v))
+        .filter(|(k, v)| flow.copies_config(k) && target.get(*k) != Some(*v) && !admits(k, v))
         .map(|(k, v)| ConfigOp::Set(k.clone(), v.clone()))
         .collect()
 }
@@ -292,6 +301,32 @@ mod tests {
         assert_eq!(
             config_changes(&f, &src, &tgt),
             vec![ConfigOp::Set("retention.ms".into(), "1".into())]
+        );
+    }
+
+    #[test]
+    fn a_remote_topic_admits_the_largest_source_records_and_is_never_lowered() {
+        let f = flow("");
+        let configs = |pairs: &[(&str, &str)]| -> TopicConfigs {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let src = configs(&[("max.message.bytes", "5242880")]);
+        assert_eq!(
+            config_changes(&f, &src, &configs(&[("max.message.bytes", "1048588")])),
+            vec![ConfigOp::Set("max.message.bytes".into(), "5242880".into())],
+            "raised to admit the source's records"
+        );
+        assert_eq!(
+            config_changes(&f, &src, &configs(&[("max.message.bytes", "10485760")])),
+            vec![],
+            "already admits them: an operator's larger limit stays"
+        );
+        assert_eq!(
+            config_changes(&f, &src, &configs(&[])),
+            vec![ConfigOp::Set("max.message.bytes".into(), "5242880".into())]
         );
     }
 }

@@ -151,6 +151,8 @@ pub fn producer(bootstrap: &str) -> Producer {
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
+        // Large-record tests write records of several MB.
+        .set("message.max.bytes", "16000000")
         .create()
         .unwrap()
 }

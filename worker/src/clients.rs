@@ -168,8 +168,20 @@ pub fn consumer(spec: &FlowSpec, ctx: SourceContext) -> KafkaResult<Consumer> {
     c.create_with_context(ctx)
 }
 
+/// The largest record the target producer sends, unless the target
+/// cluster's `kafka` table sets `message.max.bytes`. librdkafka's own
+/// default (1,000,000 bytes) refused records the source held; this is above
+/// what any default Kafka broker stores (about 1 MB; topics raise it with
+/// `max.message.bytes`), so a record is refused only by the target broker,
+/// and below a broker's default `socket.request.max.bytes` (100 MiB), which
+/// bounds a produce request. Batches stay at `batch.size`.
+pub const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
 pub fn producer(spec: &FlowSpec, ctx: TargetContext) -> KafkaResult<Producer> {
     let mut c = reliable_producer(&spec.target);
+    if !spec.target.kafka.contains_key("message.max.bytes") {
+        c.set("message.max.bytes", MAX_RECORD_BYTES.to_string());
+    }
     // librdkafka's own queue must hold at least what strait lets be in flight.
     let kbytes = (spec.worker.max_in_flight_bytes / 1024 * 2).clamp(16 * 1024, 2_097_151);
     c.set("queue.buffering.max.kbytes", kbytes.to_string())

@@ -36,6 +36,19 @@ pub fn kind(err: &KafkaError) -> &'static str {
     }
 }
 
+/// What an operator can do about a refusal, where the error says it.
+pub fn remedy(err: &KafkaError) -> Option<&'static str> {
+    match err.rdkafka_error_code() {
+        Some(Code::MessageSizeTooLarge) | Some(Code::InvalidMessageSize) => Some(
+            "raise max.message.bytes of the remote topic (and message.max.bytes of the target brokers, and replica.fetch.max.bytes where it is lower), or message.max.bytes in the target cluster's kafka table if it is set there",
+        ),
+        Some(Code::TopicAuthorizationFailed) | Some(Code::ClusterAuthorizationFailed) => {
+            Some("grant strait's principal Write on the remote topic")
+        }
+        _ => None,
+    }
+}
+
 /// Classifies an error of a produce call or a delivery report.
 pub fn classify_produce(err: &KafkaError) -> Action {
     match err.rdkafka_error_code() {
@@ -98,6 +111,10 @@ mod tests {
             Action::RestartSession
         );
         assert_eq!(kind(&e(Code::MessageSizeTooLarge)), "record_too_large");
+        assert!(remedy(&e(Code::MessageSizeTooLarge))
+            .unwrap()
+            .contains("max.message.bytes of the remote topic"));
+        assert_eq!(remedy(&e(Code::QueueFull)), None);
         assert_eq!(kind(&e(Code::BrokerTransportFailure)), "transport");
     }
 

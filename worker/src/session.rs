@@ -548,9 +548,14 @@ impl Session<'_> {
                 self.after_progress(id);
             }
             OnRefused::Stop => {
-                let reason = format!("record at offset {offset} refused by the target: {e}");
+                let remedy = errors::remedy(e)
+                    .map(|r| format!("; {r}"))
+                    .unwrap_or_default();
+                let reason = format!(
+                    "record at offset {offset} ({bytes} bytes) refused by the target: {e}{remedy}"
+                );
                 error!(flow = %flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
-                       offset, error = %e, "unit stopped: record refused by the target");
+                       offset, bytes, error = %e, remedy, "unit stopped: record refused by the target");
                 u.state = UnitState::Failed;
                 u.error = Some(reason);
                 self.apply_pause(consumer, id);
