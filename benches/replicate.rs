@@ -89,7 +89,60 @@ impl Timing {
 
 /// Writes the load with strait's producer settings.
 fn produce(bootstrap: &str, topic: &str, load: &Load) -> Timing {
-    let value = vec![b'v'; load.size];
+    produce_values(bootstrap, topic, load, &[vec![b'v'; load.size]])
+}
+
+/// JSON log lines of about `size` bytes, as applications write them: the
+/// same field names, varying values, a random trace id. What compression
+/// is measured on (a value of one repeated byte would flatter it).
+fn json_values(size: usize) -> Vec<Vec<u8>> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let levels = ["INFO", "INFO", "INFO", "WARN", "DEBUG", "ERROR"];
+    let msgs = [
+        "order placed",
+        "payment authorised",
+        "cart updated",
+        "stock reserved",
+        "session refreshed",
+    ];
+    // Enough distinct values that a batch (about 1 MB per partition) holds
+    // no value twice: repeats would flatter codecs with long windows.
+    (0..65536)
+        .map(|i| {
+            let mut v = format!(
+                r#"{{"ts":"2026-12-02T00:{:02}:{:02}.{:03}Z","level":"{}","service":"checkout-{}","host":"ip-10-0-{}-{}","user_id":{},"order":"ord-{:08x}","amount":{}.{:02},"currency":"EUR","trace":"{:016x}{:016x}","msg":"{}","items":["#,
+                i % 60,
+                next() % 60,
+                next() % 1000,
+                levels[(next() % 6) as usize],
+                next() % 8,
+                next() % 8,
+                next() % 250,
+                next() % 100_000,
+                next() as u32,
+                next() % 500,
+                next() % 100,
+                next(),
+                next(),
+                msgs[(next() % 5) as usize],
+            );
+            while v.len() + 40 < size {
+                v.push_str(&format!(r#"{{"sku":"sku-{:05}","qty":{}}},"#, next() % 20_000, 1 + next() % 4));
+            }
+            v.push_str(r#"{"sku":"sku-00000","qty":1}]}"#);
+            v.into_bytes()
+        })
+        .collect()
+}
+
+/// Writes the load with strait's producer settings, cycling through `values`.
+fn produce_values(bootstrap: &str, topic: &str, load: &Load, values: &[Vec<u8>]) -> Timing {
     let start = Instant::now();
     let p: ThreadedProducer<FirstDelivery> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -105,7 +158,7 @@ fn produce(bootstrap: &str, topic: &str, load: &Load) -> Timing {
         let mut rec = BaseRecord::to(topic)
             .partition((i % load.partitions as usize) as i32)
             .key(&key)
-            .payload(&value);
+            .payload(&values[i % values.len()]);
         while let Err((_, back)) = p.send(rec) {
             p.poll(Duration::from_millis(1));
             rec = back;
@@ -144,19 +197,36 @@ fn consume(bootstrap: &str, topic: &str, load: &Load) -> Timing {
     Timing::new(start, first.unwrap(), Instant::now())
 }
 
-/// Replicates the load with the worker's data plane, in process.
-fn replicate(
-    rt: &tokio::runtime::Runtime,
-    source: &str,
-    target: &str,
-    topic: &str,
-    remote: &str,
-    load: &Load,
+/// One replication to measure.
+struct Job<'a> {
+    source: &'a str,
+    target: &'a str,
+    topic: &'a str,
+    remote: &'a str,
+    load: &'a Load,
     run: usize,
-) -> Timing {
+    compression: &'a str,
+    /// Keep the data plane up 1.5 s after the last acknowledgement, so its
+    /// statistics report the bytes it sent.
+    settle: bool,
+}
+
+/// Replicates the load with the worker's data plane, in process: its timing
+/// and the CPU seconds used until the last acknowledgement.
+fn replicate(rt: &tokio::runtime::Runtime, job: &Job) -> (Timing, f64) {
+    let Job {
+        source,
+        target,
+        topic,
+        remote,
+        load,
+        run,
+        compression,
+        settle,
+    } = *job;
     let text = format!(
         r#"
-deployment = "bench{run}-{pid}"
+deployment = "bench{run}-{pid}-{compression}"
 [clusters.src]
 bootstrap = "{source}"
 [clusters.dst]
@@ -164,6 +234,7 @@ bootstrap = "{target}"
 [[flows]]
 source = "src"
 target = "dst"
+compression = "{compression}"
 {worker}
 "#,
         pid = std::process::id(),
@@ -191,7 +262,7 @@ target = "dst"
         generation: 1,
         units,
     });
-    let start = Instant::now();
+    let (start, cpu0) = (Instant::now(), self_cpu());
     let task = rt.spawn(run_flow(spec, link, status.clone(), shutdown.clone()));
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut first = None;
@@ -212,9 +283,14 @@ target = "dst"
         std::thread::sleep(Duration::from_micros(500));
     }
     let timing = Timing::new(start, first.unwrap_or_else(Instant::now), Instant::now());
+    let cpu = self_cpu() - cpu0;
+    if settle {
+        // The producer's statistics (every second) report the bytes sent.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
     shutdown.cancel();
     rt.block_on(task).unwrap().unwrap();
-    timing
+    (timing, cpu)
 }
 
 fn median(v: &[Timing], f: impl Fn(&Timing) -> Duration) -> Duration {
@@ -232,7 +308,7 @@ fn main() {
     };
     let runs = env_or("BENCH_RUNS", 5).max(1);
     // The same metrics recorder as `strait run`, so the data plane pays what it pays in production.
-    let _metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .expect("metrics recorder");
     let sb = strait_testkit::sandbox();
@@ -273,9 +349,18 @@ fn main() {
         });
         both.push(started.elapsed());
         create_topic(&target, &remote, load.partitions);
-        repl.push(replicate(
-            &rt, &source, &target, &src_topic, &remote, &load, run,
-        ));
+        // No compression here: the producer alone does not compress either.
+        let job = Job {
+            source: &source,
+            target: &target,
+            topic: &src_topic,
+            remote: &remote,
+            load: &load,
+            run,
+            compression: "none",
+            settle: false,
+        };
+        repl.push(replicate(&rt, &job).0);
         eprintln!(
             "run {run}: producer {:.2?}+{:.2?}, consumer {:.2?}+{:.2?}, strait {:.2?}+{:.2?} (start-up + steady)",
             prod[run].startup, prod[run].steady, cons[run].startup, cons[run].steady, repl[run].startup, repl[run].steady
@@ -321,4 +406,86 @@ fn main() {
         mb / both,
         100.0 * both / total
     );
+    codecs(&rt, &source, &target, &load, runs, stamp, &metrics);
+}
+
+/// CPU seconds this process has used (user + system).
+fn self_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn counter(metrics: &metrics_exporter_prometheus::PrometheusHandle, name: &str) -> f64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The target producer's codecs on JSON records (BENCH_CODECS, default
+/// none,lz4,zstd): steady MB/s, CPU seconds per MB of records, and the
+/// bytes sent to the target, median of the runs.
+fn codecs(
+    rt: &tokio::runtime::Runtime,
+    source: &str,
+    target: &str,
+    load: &Load,
+    runs: usize,
+    stamp: u64,
+    metrics: &metrics_exporter_prometheus::PrometheusHandle,
+) {
+    let codecs = std::env::var("BENCH_CODECS").unwrap_or_else(|_| "none,lz4,zstd".into());
+    let values = json_values(load.size);
+    let raw: usize = (0..load.records)
+        .map(|i| values[i % values.len()].len() + 8)
+        .sum();
+    let mb = raw as f64 / 1e6;
+    println!(
+        "\ncodecs: {} JSON records of about {} B ({mb:.1} MB), median of {runs} run(s)",
+        load.records, load.size
+    );
+    println!(
+        "{:<8} {:>13} {:>14} {:>20} {:>8}",
+        "codec", "steady MB/s", "CPU s per MB", "MB sent to target", "ratio"
+    );
+    for codec in codecs.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let (mut rates, mut cpus, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs {
+            let base = format!("bench-{stamp}-{codec}-{run}");
+            let remote = format!("src.{base}");
+            create_topic(source, &base, load.partitions);
+            produce_values(source, &base, load, &values);
+            create_topic(target, &remote, load.partitions);
+            let sent0 = counter(metrics, "strait_target_bytes_sent_total");
+            let job = Job {
+                source,
+                target,
+                topic: &base,
+                remote: &remote,
+                load,
+                run,
+                compression: codec,
+                settle: true,
+            };
+            let (t, cpu) = replicate(rt, &job);
+            rates.push(mb / t.steady.as_secs_f64());
+            cpus.push(cpu / mb);
+            sent.push((counter(metrics, "strait_target_bytes_sent_total") - sent0) / 1e6);
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (rate, cpu, sent) = (med(&mut rates), med(&mut cpus), med(&mut sent));
+        println!(
+            "{codec:<8} {rate:>13.1} {cpu:>14.4} {sent:>20.1} {:>7.2}x",
+            mb / sent.max(1e-9)
+        );
+    }
 }

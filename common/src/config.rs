@@ -107,6 +107,34 @@ pub enum SyncsLocation {
     Target,
 }
 
+/// How the target producer compresses record batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// The default when neither the flow nor the target cluster's `kafka`
+    /// table names one: chosen by measurement (see the README's benchmark).
+    pub const DEFAULT: Compression = Compression::Lz4;
+
+    /// librdkafka's name for it (`compression.type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OnRefused {
@@ -144,6 +172,10 @@ pub struct FlowConfig {
     pub offset_syncs_location: SyncsLocation,
     #[serde(default)]
     pub on_refused: OnRefused,
+    /// Compression of the batches written to the target (default lz4,
+    /// unless the target cluster's `kafka` table sets `compression.type`).
+    #[serde(default)]
+    pub compression: Option<Compression>,
     /// Emit heartbeats to `heartbeats` on the source, and replicate
     /// heartbeat topics whatever the topic filters say (as MirrorMaker 2 does).
     #[serde(default = "default_true")]
@@ -383,6 +415,9 @@ pub struct Flow {
     pub offset_lag_max: u64,
     pub offset_syncs_location: SyncsLocation,
     pub on_refused: OnRefused,
+    /// As configured on the flow; `None` leaves it to the target cluster's
+    /// `kafka` table, else [`Compression::DEFAULT`].
+    pub compression: Option<Compression>,
     /// Heartbeat interval, when heartbeats are on.
     pub heartbeats: Option<Duration>,
     /// Checkpoint interval, when checkpoints are on.
@@ -659,6 +694,7 @@ impl Config {
                 offset_lag_max: f.offset_lag_max,
                 offset_syncs_location: f.offset_syncs_location,
                 on_refused: f.on_refused,
+                compression: f.compression,
                 heartbeats: f.heartbeats.then_some(f.heartbeat_interval),
                 checkpoints: f.checkpoints.then_some(f.checkpoint_interval),
                 groups: compile("groups", &f.groups)?,
@@ -716,6 +752,26 @@ target = "dr"
         assert!(!flows[0].replicates("__consumer_offsets"));
         assert_eq!(c.discovery.interval, Duration::from_secs(10));
         assert_eq!(flows[0].start, StartAt::Earliest);
+        assert_eq!(flows[0].compression, None, "left to the cluster, else lz4");
+        assert_eq!(Compression::DEFAULT, Compression::Lz4);
+    }
+
+    #[test]
+    fn a_flow_names_its_codec_and_a_wrong_one_is_refused_by_key() {
+        let c = Config::parse(
+            &MINIMAL.replace("target = \"dr\"", "target = \"dr\"\ncompression = \"zstd\""),
+        )
+        .unwrap();
+        assert_eq!(c.flows().unwrap()[0].compression, Some(Compression::Zstd));
+        assert_eq!(Compression::None.as_str(), "none");
+        let e = err(&MINIMAL.replace(
+            "target = \"dr\"",
+            "target = \"dr\"\ncompression = \"brotli\"",
+        ));
+        assert!(
+            e.starts_with("flows[0].compression: unknown variant `brotli`"),
+            "{e}"
+        );
     }
 
     #[test]

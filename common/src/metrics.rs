@@ -6,6 +6,8 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 pub const RECORDS_REPLICATED: &str = "strait_records_replicated_total";
 pub const BYTES_REPLICATED: &str = "strait_bytes_replicated_total";
+/// Bytes the target producer sent (requests on the wire, after compression).
+pub const TARGET_BYTES_SENT: &str = "strait_target_bytes_sent_total";
 pub const RECORDS_SKIPPED: &str = "strait_records_skipped_total";
 pub const REPLICATION_LATENCY: &str = "strait_replication_latency_seconds";
 pub const IN_FLIGHT_BYTES: &str = "strait_in_flight_bytes";
@@ -86,6 +88,11 @@ pub fn describe() {
         BYTES_REPLICATED,
         Unit::Bytes,
         "key+value bytes acknowledged by the target, by flow"
+    );
+    describe_counter!(
+        TARGET_BYTES_SENT,
+        Unit::Bytes,
+        "bytes the target producer sent to the target brokers (after compression), by flow"
     );
     describe_counter!(
         RECORDS_SKIPPED,

@@ -16,7 +16,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use tracing::{debug, warn};
 
-use strait_common::config::StartAt;
+use strait_common::config::{Compression, StartAt};
 use strait_common::kafka::{manual_consumer, reliable_producer};
 use strait_common::metrics as m;
 
@@ -87,9 +87,20 @@ impl ConsumerContext for SourceContext {
 pub struct TargetContext {
     pub flow: String,
     pub acks: mpsc::Sender<Ack>,
+    /// Bytes this producer had sent at its last statistics.
+    pub sent: std::sync::atomic::AtomicU64,
 }
 
 impl ClientContext for TargetContext {
+    fn stats(&self, stats: Statistics) {
+        let total: u64 = stats.brokers.values().map(|b| b.txbytes).sum();
+        let before = self.sent.swap(total, Ordering::Relaxed);
+        if total > before {
+            metrics::counter!(m::TARGET_BYTES_SENT, "flow" => self.flow.clone())
+                .increment(total - before);
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         metrics::counter!(m::ERRORS, "flow" => self.flow.clone(), "kind" => errors::kind(&error))
             .increment(1);
@@ -182,6 +193,21 @@ pub fn producer(spec: &FlowSpec, ctx: TargetContext) -> KafkaResult<Producer> {
     if !spec.target.kafka.contains_key("message.max.bytes") {
         c.set("message.max.bytes", MAX_RECORD_BYTES.to_string());
     }
+    // The flow's codec, else the cluster's passthrough, else the default.
+    let cluster_sets = ["compression.type", "compression.codec"]
+        .iter()
+        .any(|k| spec.target.kafka.contains_key(*k));
+    match spec.flow.compression {
+        Some(codec) => {
+            c.set("compression.type", codec.as_str());
+        }
+        None if !cluster_sets => {
+            c.set("compression.type", Compression::DEFAULT.as_str());
+        }
+        None => {}
+    }
+    // Statistics give the bytes sent to the target (after compression).
+    c.set("statistics.interval.ms", "1000");
     // librdkafka's own queue must hold at least what strait lets be in flight.
     let kbytes = (spec.worker.max_in_flight_bytes / 1024 * 2).clamp(16 * 1024, 2_097_151);
     c.set("queue.buffering.max.kbytes", kbytes.to_string())

@@ -173,6 +173,7 @@ pub fn run(
         clients::TargetContext {
             flow: flow.clone(),
             acks: acks_tx,
+            sent: Default::default(),
         },
     )
     .map_err(SessionError::Clients)?;
