@@ -10,9 +10,16 @@
 //! warm-up, over 6 partitions:
 //!   1. one hop: one producer writes to a topic on the target, one consumer
 //!      reads it there;
-//!   2. strait: the producer writes to the source, a `strait run` process
-//!      (default settings, BENCH_STRAIT_TOML appended to the flow) replicates
-//!      to the target, and the same consumer reads the remote topic.
+//!   2. two hops, plain: the producer writes to the source, a bare
+//!      forwarder (one consumer, one producer, both librdkafka defaults but
+//!      idempotence, no commits, nothing else) copies each record to the
+//!      target as soon as it is read, and the same consumer reads it there:
+//!      what the second broker hop costs by itself;
+//!   3. strait: the producer writes to the source, a `strait run` process
+//!      (default settings; BENCH_STRAIT_TOML is appended to the flow,
+//!      BENCH_SOURCE_KAFKA and BENCH_TARGET_KAFKA become the clusters'
+//!      `kafka` tables) replicates to the target, and the same consumer
+//!      reads the remote topic.
 //! Latency is the reading consumer's clock minus the record's timestamp
 //! (one machine, one clock). Printed: p50, p99, p99.9 and max.
 
@@ -107,6 +114,40 @@ fn read(bootstrap: &str, topic: &str, from_ms: i64, stop: &AtomicBool) -> Vec<i6
     out
 }
 
+/// Copies every record of `from` (source) to `to` (target) as soon as it
+/// is read, keeping partition and timestamp, until `stop`.
+fn forward(source: &str, from: &str, target: &str, to: &str, stop: &AtomicBool) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", source)
+        .set("group.id", "strait-bench-forwarder")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(from, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let p = producer(target);
+    while !stop.load(Ordering::Relaxed) {
+        let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let mut rec = BaseRecord::<[u8], [u8]>::to(to)
+            .partition(m.partition())
+            .payload(m.payload().unwrap_or_default());
+        if let Timestamp::CreateTime(ts) = m.timestamp() {
+            rec = rec.timestamp(ts);
+        }
+        while let Err((_, back)) = p.send(rec) {
+            std::thread::sleep(Duration::from_millis(1));
+            rec = back;
+        }
+    }
+    let _ = p.flush(Duration::from_secs(10));
+}
+
 struct Figures {
     records: usize,
     p50: i64,
@@ -162,9 +203,17 @@ fn main() {
         .filter_map(|r| r.trim().parse().ok())
         .collect();
     let seconds: f64 = env_or("BENCH_SECONDS", 20.0);
-    let extra = std::env::var("BENCH_STRAIT_TOML")
-        .unwrap_or_default()
-        .replace("\\n", "\n");
+    let var = |name: &str| std::env::var(name).unwrap_or_default().replace("\\n", "\n");
+    let extra = var("BENCH_STRAIT_TOML");
+    let kafka = |name: &str| {
+        let v = var(name);
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!("kafka = {{ {v} }}")
+        }
+    };
+    let (source_kafka, target_kafka) = (kafka("BENCH_SOURCE_KAFKA"), kafka("BENCH_TARGET_KAFKA"));
     let run = unique("lat");
     let deployment = run.clone();
     let config = format!(
@@ -172,8 +221,10 @@ fn main() {
 deployment = "{deployment}"
 [clusters.src]
 bootstrap = "{source}"
+{source_kafka}
 [clusters.dst]
 bootstrap = "{target}"
+{target_kafka}
 [[flows]]
 source = "src"
 target = "dst"
@@ -198,6 +249,22 @@ listen = "{{metrics}}"
         let hop = format!("{run}-hop-{rate}");
         create_topic(&sb.target, &hop, PARTITIONS);
         let baseline = measure(&sb.target, &hop, &sb.target, &hop, rate, seconds);
+        // Two hops through a bare forwarder (its topics are not strait's).
+        let (pipe_src, pipe_dst) = (
+            format!("pipe-{run}-{rate}"),
+            format!("pipe-{run}-{rate}-copy"),
+        );
+        create_topic(&sb.source, &pipe_src, PARTITIONS);
+        create_topic(&sb.target, &pipe_dst, PARTITIONS);
+        let stop_pipe = Arc::new(AtomicBool::new(false));
+        let pipe = {
+            let (stop, source, target) = (stop_pipe.clone(), sb.source.clone(), sb.target.clone());
+            let (from, to) = (pipe_src.clone(), pipe_dst.clone());
+            std::thread::spawn(move || forward(&source, &from, &target, &to, &stop))
+        };
+        let piped = measure(&sb.source, &pipe_src, &sb.target, &pipe_dst, rate, seconds);
+        stop_pipe.store(true, Ordering::Relaxed);
+        pipe.join().unwrap();
         let src = format!("{run}-src-{rate}");
         create_topic(&sb.source, &src, PARTITIONS);
         let remote = format!("src.{src}");
@@ -208,7 +275,7 @@ listen = "{{metrics}}"
                 .contains(&format!("topic=\"{src}\",partition=\"{}\"", PARTITIONS - 1))
         });
         let through = measure(&sb.source, &src, &sb.target, &remote, rate, seconds);
-        rows.push((rate, baseline, through));
+        rows.push((rate, baseline, piped, through));
     }
     strait.stop_with("TERM", Duration::from_secs(60));
     println!(
@@ -216,10 +283,20 @@ listen = "{{metrics}}"
     );
     println!("| rate | path | records | p50 | p99 | p99.9 | max | added p50 | added p99 |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (rate, (b, bs), (s, ss)) in rows {
+    for (rate, (b, bs), (f, fs), (s, ss)) in rows {
         println!(
             "| {rate} MB/s | one hop | {} of {bs} | {} | {} | {} | {} | | |",
             b.records, b.p50, b.p99, b.p999, b.max
+        );
+        println!(
+            "| {rate} MB/s | two hops, bare forwarder | {} of {fs} | {} | {} | {} | {} | {} | {} |",
+            f.records,
+            f.p50,
+            f.p99,
+            f.p999,
+            f.max,
+            f.p50 - b.p50,
+            f.p99 - b.p99
         );
         println!(
             "| {rate} MB/s | strait | {} of {ss} | {} | {} | {} | {} | {} | {} |",

@@ -176,6 +176,14 @@ pub fn consumer(spec: &FlowSpec, ctx: SourceContext) -> KafkaResult<Consumer> {
         },
     )
     .set("statistics.interval.ms", "2000");
+    // librdkafka waits up to 500 ms for a fetch to fill. A broker that holds
+    // the fetch that long even as records arrive (tansu does) adds it to
+    // every record's latency; one that answers when records arrive (Kafka)
+    // only sends more empty fetches while idle (20 a second per broker).
+    // Measured with the latency benchmark: p50 about 45 ms lower on tansu.
+    if !spec.source.kafka.contains_key("fetch.wait.max.ms") {
+        c.set("fetch.wait.max.ms", "50");
+    }
     c.create_with_context(ctx)
 }
 
