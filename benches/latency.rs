@@ -20,6 +20,7 @@
 //!      BENCH_SOURCE_KAFKA and BENCH_TARGET_KAFKA become the clusters'
 //!      `kafka` tables) replicates to the target, and the same consumer
 //!      reads the remote topic.
+//!
 //! Latency is the reading consumer's clock minus the record's timestamp
 //! (one machine, one clock). Printed: p50, p99, p99.9 and max.
 
