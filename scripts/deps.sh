@@ -24,8 +24,10 @@ command -v cargo >/dev/null || { echo "deps: cargo not found; install a Rust too
 "$here/compose/sandbox.sh" install
 # An independent Kafka client for the tests (tests/support/hold_group.py).
 clients="${STRAIT_TOOLS:-$HOME/.cache/strait}/venv-clients"
-if ! "$clients/bin/python" -c 'import kafka' 2>/dev/null; then
-  echo "deps: installing kafka-python into $clients" >&2
+# lz4: strait compresses towards the target with lz4 by default, and
+# kafka-python decodes it only with that package.
+if ! "$clients/bin/python" -c 'import kafka, lz4' 2>/dev/null; then
+  echo "deps: installing kafka-python and lz4 into $clients" >&2
   python3 -m venv "$clients"
-  "$clients/bin/pip" install -q --disable-pip-version-check kafka-python
+  "$clients/bin/pip" install -q --disable-pip-version-check kafka-python lz4
 fi

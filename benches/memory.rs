@@ -1,0 +1,137 @@
+//! Peak memory of a `strait run` process replicating a backlog at full
+//! speed with default settings, for few and for many partitions. Not a
+//! test: it prints figures and asserts nothing.
+//!
+//!   compose/sandbox.sh up
+//!   cargo bench --bench memory
+//!
+//! For each partition count in BENCH_PARTITIONS (default 6,2000): about
+//! BENCH_MB (default 400) MB of 1 KB records spread over that many source
+//! partitions (written before strait starts, so it replicates as fast as it
+//! can), then strait starts and runs until every partition's progress is
+//! committed at its end. Printed: the time that took, MB/s, and the
+//! process's peak RSS (VmHWM).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+use strait_controller::native_admin::list_group_offsets;
+use strait_testkit::process::Strait;
+use strait_testkit::{create_topic, producer, sandbox, unique, wait_for};
+
+fn proc_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let sb = sandbox();
+    let counts: Vec<usize> = std::env::var("BENCH_PARTITIONS")
+        .unwrap_or_else(|_| "6,2000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mb: usize = std::env::var("BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &sb.source)
+        .create()
+        .unwrap();
+    let mut rows = Vec::new();
+    for &partitions in &counts {
+        let run = unique("mem");
+        let per_topic = partitions.min(100);
+        let topics = partitions.div_ceil(per_topic);
+        let per_partition = (mb * 1000 / partitions).max(1);
+        let value = vec![b'x'; 1000];
+        let p = producer(&sb.source);
+        let mut parts = Vec::new();
+        for t in 0..topics {
+            let name = format!("{run}-t{t}");
+            let n = per_topic.min(partitions - t * per_topic);
+            create_topic(&sb.source, &name, n as i32);
+            for part in 0..n {
+                parts.push((name.clone(), part as i32));
+            }
+        }
+        for i in 0..per_partition {
+            for (t, part) in &parts {
+                let key = format!("k{i}");
+                let mut rec = BaseRecord::to(t).partition(*part).key(&key).payload(&value);
+                while let Err((_, back)) = p.send(rec) {
+                    std::thread::sleep(Duration::from_millis(2));
+                    rec = back;
+                }
+            }
+        }
+        p.flush(Duration::from_secs(300)).unwrap();
+        drop(p);
+        let config = format!(
+            r#"
+deployment = "{run}"
+[clusters.src]
+bootstrap = "{source}"
+[clusters.dst]
+bootstrap = "{target}"
+[[flows]]
+source = "src"
+target = "dst"
+topics = ["{run}-.*"]
+[metrics]
+listen = "{{metrics}}"
+"#,
+            source = sb.source,
+            target = sb.target,
+        );
+        let dir = std::env::temp_dir().join("strait-bench-memory");
+        let started = Instant::now();
+        let mut strait = Strait::launch(
+            Path::new(env!("CARGO_BIN_EXE_strait")),
+            &dir,
+            &run,
+            &config,
+            &[],
+        );
+        let group = format!("strait.{run}.src-dst");
+        wait_for(
+            "replication of the backlog",
+            Duration::from_secs(900),
+            || {
+                let req = vec![(group.clone(), None)];
+                list_group_offsets(admin.inner(), &req, 1, Duration::from_secs(10))
+                    .remove(0)
+                    .is_ok_and(|ps| {
+                        ps.iter()
+                            .filter(|(_, _, o)| *o == Some(per_partition as i64))
+                            .count()
+                            == partitions
+                    })
+            },
+        );
+        let took = started.elapsed();
+        let rss = proc_kb(strait.pid(), "VmHWM:") as f64 / 1024.0;
+        strait.stop_with("TERM", Duration::from_secs(60));
+        let total_mb = (partitions * per_partition * 1000) as f64 / 1e6;
+        rows.push((partitions, total_mb, took, rss));
+    }
+    println!("\n| partitions | MB replicated | took (start to last commit) | MB/s | peak RSS |");
+    println!("|---|---|---|---|---|");
+    for (p, total, took, rss) in rows {
+        println!(
+            "| {p} | {total:.0} | {:.1} s | {:.1} | {rss:.0} MB |",
+            took.as_secs_f64(),
+            total / took.as_secs_f64()
+        );
+    }
+}
