@@ -5,8 +5,9 @@
 //!   compose/sandbox.sh up
 //!   cargo bench --bench memory
 //!
-//! For each partition count in BENCH_PARTITIONS (default 6,2000): about
-//! BENCH_MB (default 400) MB of 1 KB records spread over that many source
+//! For each partition count in BENCH_PARTITIONS (default 6,2000): BENCH_MB
+//! MB of 1 KB records (default: 400, or 1 MB a partition where that is
+//! more: 2,000 MB over 2,000 partitions) spread over that many source
 //! partitions (written before strait starts, so it replicates as fast as it
 //! can), then strait starts and runs until every partition's progress is
 //! committed at its end. Printed: the time that took, MB/s, and the
@@ -40,16 +41,14 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let mb: usize = std::env::var("BENCH_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400);
+    let mb_env: Option<usize> = std::env::var("BENCH_MB").ok().and_then(|v| v.parse().ok());
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &sb.source)
         .create()
         .unwrap();
     let mut rows = Vec::new();
     for &partitions in &counts {
+        let mb = mb_env.unwrap_or(400.max(partitions));
         let run = unique("mem");
         let per_topic = partitions.min(100);
         let topics = partitions.div_ceil(per_topic);
