@@ -99,24 +99,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn proc_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn proc_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn config(sb: &Sandbox, deployment: &str, topics: &str, groups: &str) -> String {
     format!(
         r#"
@@ -474,7 +456,10 @@ fn measure(
         }
         let in_window = started.elapsed() >= warmup;
         if in_window && cpu0.is_none() {
-            cpu0 = Some((Instant::now(), proc_cpu_seconds(controller.pid())));
+            cpu0 = Some((
+                Instant::now(),
+                strait_testkit::process::cpu_seconds(controller.pid()),
+            ));
             measuring.store(true, Ordering::Relaxed);
         }
         let offset = START + tick;
@@ -513,8 +498,9 @@ fn measure(
         assert!(offset < RECORDS as i64 - 1, "ran past the records");
     }
     let (t0, c0) = cpu0.unwrap();
-    let cpu = (proc_cpu_seconds(controller.pid()) - c0) / t0.elapsed().as_secs_f64();
-    let rss_mb = proc_kb(controller.pid(), "VmHWM:") as f64 / 1024.0;
+    let cpu =
+        (strait_testkit::process::cpu_seconds(controller.pid()) - c0) / t0.elapsed().as_secs_f64();
+    let rss_mb = strait_testkit::process::peak_rss_mb(controller.pid());
     let round = controller.metric("strait_checkpoint_round_seconds{flow=\"src-dst\"}");
     // Let the last commits land (up to 10 s) before counting the missing.
     std::thread::sleep(Duration::from_secs(10));

@@ -25,15 +25,6 @@ use strait_controller::native_admin::list_group_offsets;
 use strait_testkit::process::Strait;
 use strait_testkit::{create_topic, producer, sandbox, unique, wait_for};
 
-fn proc_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
     let sb = sandbox();
     let counts: Vec<usize> = std::env::var("BENCH_PARTITIONS")
@@ -119,7 +110,7 @@ listen = "{{metrics}}"
             },
         );
         let took = started.elapsed();
-        let rss = proc_kb(strait.pid(), "VmHWM:") as f64 / 1024.0;
+        let rss = strait_testkit::process::peak_rss_mb(strait.pid());
         strait.stop_with("TERM", Duration::from_secs(60));
         let total_mb = (partitions * per_partition * 1000) as f64 / 1e6;
         rows.push((partitions, total_mb, took, rss));

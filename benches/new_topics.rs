@@ -37,24 +37,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn proc_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn proc_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
     let sb = sandbox();
     let idle: usize = env_or("BENCH_TOPICS", 10_000);
@@ -133,7 +115,10 @@ listen = "{{metrics}}"
         &config,
         &[],
     );
-    let (t0, cpu0) = (Instant::now(), proc_cpu_seconds(strait.pid()));
+    let (t0, cpu0) = (
+        Instant::now(),
+        strait_testkit::process::cpu_seconds(strait.pid()),
+    );
     std::thread::sleep(Duration::from_secs(5));
 
     let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id());
@@ -178,8 +163,9 @@ listen = "{{metrics}}"
             None => missing += 1,
         }
     }
-    let cpu = (proc_cpu_seconds(strait.pid()) - cpu0) / t0.elapsed().as_secs_f64();
-    let rss = proc_kb(strait.pid(), "VmHWM:") as f64 / 1024.0;
+    let cpu =
+        (strait_testkit::process::cpu_seconds(strait.pid()) - cpu0) / t0.elapsed().as_secs_f64();
+    let rss = strait_testkit::process::peak_rss_mb(strait.pid());
     strait.stop_with("TERM", Duration::from_secs(60));
     got.sort();
     let at = |q: f64| got[((got.len() as f64 - 1.0) * q).round() as usize].as_secs_f64();

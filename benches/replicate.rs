@@ -262,7 +262,10 @@ compression = "{compression}"
         generation: 1,
         units,
     });
-    let (start, cpu0) = (Instant::now(), self_cpu());
+    let (start, cpu0) = (
+        Instant::now(),
+        strait_testkit::process::cpu_seconds(std::process::id()),
+    );
     let task = rt.spawn(run_flow(spec, link, status.clone(), shutdown.clone()));
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut first = None;
@@ -283,7 +286,7 @@ compression = "{compression}"
         std::thread::sleep(Duration::from_micros(500));
     }
     let timing = Timing::new(start, first.unwrap_or_else(Instant::now), Instant::now());
-    let cpu = self_cpu() - cpu0;
+    let cpu = strait_testkit::process::cpu_seconds(std::process::id()) - cpu0;
     if settle {
         // The producer's statistics (every second) report the bytes sent.
         std::thread::sleep(Duration::from_millis(1500));
@@ -407,16 +410,6 @@ fn main() {
         100.0 * both / total
     );
     codecs(&rt, &source, &target, &load, runs, stamp, &metrics);
-}
-
-/// CPU seconds this process has used (user + system).
-fn self_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 fn counter(metrics: &metrics_exporter_prometheus::PrometheusHandle, name: &str) -> f64 {
