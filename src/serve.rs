@@ -86,7 +86,16 @@ pub async fn bind(
         .route("/v1/status", get(status))
         .route("/v1/offsets/translate", get(translate))
         .with_state(api)
-        .merge(extra);
+        .merge(extra)
+        // Unknown routes answer like every other error: JSON.
+        .fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("no route {method} {}", uri.path()),
+                )
+            },
+        );
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -582,6 +582,12 @@ fn the_failover_command_moves_an_idle_group_and_refuses_an_active_one() {
             Some("query parameter `group` (or `groups`, a regex) is required")
         )
     );
+    let (code, body) = strait.get_json("/v1/nonexistent");
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (404, Some("no route GET /v1/nonexistent")),
+        "unknown routes answer with a JSON error"
+    );
     let (code, body) = strait.get_json(&format!("/v1/offsets/translate?group={group}&flow=nope"));
     assert_eq!(
         (code, body["error"].as_str()),
