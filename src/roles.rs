@@ -111,6 +111,7 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
             &config,
             flows.clone(),
             leadership,
+            topics.clone(),
         ));
         controller_task = Some(tokio::spawn(controller.run(stop_controller.clone())));
     }

@@ -401,6 +401,27 @@ fn the_api_redirects_to_the_leader_and_explains_bad_requests() {
             404,
             "no worker \\\"ghost\\\"",
         ),
+        (
+            "POST",
+            "/v1/units/src-dst/no-such-topic/0/pause",
+            None,
+            404,
+            "no unit src-dst/no-such-topic/0: the flow does not replicate that topic",
+        ),
+        (
+            "POST",
+            "/v1/units/src-dst/orders/0/resume",
+            None,
+            404,
+            "no unit src-dst/orders/0: the flow does not replicate that topic",
+        ),
+        (
+            "GET",
+            "/v1/nonexistent",
+            None,
+            404,
+            "no route GET /v1/nonexistent",
+        ),
     ];
     for (method, path, body, want, says) in cases {
         let (code, _, text) = c1.call(method, path, *body, tok);
@@ -416,16 +437,20 @@ fn the_api_redirects_to_the_leader_and_explains_bad_requests() {
         );
     }
 
-    // Pause and resume land in the unit list.
-    assert_eq!(
-        c1.call(
-            "POST",
-            &format!("/v1/units/src-dst/{topic}/1/pause"),
-            None,
-            tok
-        )
-        .0,
-        200
+    // Pause and resume land in the unit list. A unit can be paused once
+    // the plan holds it (before, it is a 404 like any unknown unit).
+    wait_for(
+        "the unit in the plan, paused",
+        Duration::from_secs(30),
+        || {
+            c1.call(
+                "POST",
+                &format!("/v1/units/src-dst/{topic}/1/pause"),
+                None,
+                tok,
+            )
+            .0 == 200
+        },
     );
     let out = c1.cli(&["topics", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -8,6 +8,7 @@
 // irrelevant next to an HTTP round trip.
 #![allow(clippy::result_large_err)]
 
+use crate::discovery::TopicBoard;
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -37,16 +38,26 @@ pub struct ApiState {
     flows: Vec<Flow>,
     token: Option<String>,
     leadership: Leadership,
+    /// The leader's discovery board: which source topics are replicated,
+    /// with how many partitions.
+    topics: TopicBoard,
 }
 
 impl ApiState {
-    pub fn new(coord: Coord, config: &Config, flows: Vec<Flow>, leadership: Leadership) -> Self {
+    pub fn new(
+        coord: Coord,
+        config: &Config,
+        flows: Vec<Flow>,
+        leadership: Leadership,
+        topics: TopicBoard,
+    ) -> Self {
         ApiState {
             coord,
             keys: Keys::new(&config.deployment),
             flows,
             token: config.api.token.clone().filter(|t| !t.is_empty()),
             leadership,
+            topics,
         }
     }
 }
@@ -389,6 +400,26 @@ async fn set_paused(
         Err(r) => return r,
     };
     let key = s.keys.paused(&f, &tp);
+    // Only a partition discovery replicates, or one already paused, can
+    // be paused or resumed.
+    let replicated = s.topics.lock().is_ok_and(|b| {
+        b.get(&(f.clone(), tp.topic.clone()))
+            .is_some_and(|t| tp.partition < t.source_partitions)
+    });
+    let known = replicated
+        || match list(&s, &s.keys.paused_units()).await {
+            Ok(paused) => paused.contains_key(&key),
+            Err(r) => return r,
+        };
+    if !known {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no unit {f}/{}/{}: the flow does not replicate that topic, or it has no such partition",
+                tp.topic, tp.partition
+            ),
+        );
+    }
     let op = if on {
         Op::put(&key, encode(&FlagDoc::default()))
     } else {
