@@ -126,7 +126,12 @@ fn translate_and_failover_answer_while_heartbeats_and_traffic_flow() {
             seq
         })
     };
-    std::thread::sleep(Duration::from_secs(2));
+    // The calls below run while live traffic is being replicated.
+    wait_for("strait replicating the live traffic", MINUTE, || {
+        committed(&sb.source, &format!("strait.{deployment}.src-dst"), &t, 2)
+            .iter()
+            .all(|c| c.is_some_and(|o| o > 250))
+    });
 
     let (out, took) = cli_within(
         &strait,

@@ -8,7 +8,7 @@
 //! checkpoint service's `sync_group_offsets`.
 
 use crate::native_admin::GroupCommits;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use regex::Regex;
@@ -390,9 +390,4 @@ pub fn wanted(rows: &[Translated]) -> Vec<GroupCommits> {
             .push((r.remote_topic.clone(), r.partition, r.target_offset));
     }
     by_group
-}
-
-/// Groups in `rows`, for callers that report groups with no rows.
-pub fn groups_of(rows: &[Translated]) -> HashSet<&str> {
-    rows.iter().map(|r| r.group.as_str()).collect()
 }

@@ -416,9 +416,13 @@ fn sync_loop(
     let flow = &spec.flow.name;
     let name = format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment));
     while !shutdown.is_cancelled() {
-        let batch = std::mem::take(&mut shared.lock().expect("sync state").pending);
-        if batch.is_empty() || !fence.is_open() {
-            shared.lock().expect("sync state").pending.extend(batch);
+        // While the lease is lapsing nothing is written (shutdown follows).
+        let batch = if fence.is_open() {
+            std::mem::take(&mut shared.lock().expect("sync state").pending)
+        } else {
+            HashMap::new()
+        };
+        if batch.is_empty() {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
