@@ -406,6 +406,7 @@ commit_interval = "200ms"
 offset_sync_interval = "500ms"
 drain_timeout = "10s"
 restart_backoff = "500ms"
+restart_backoff_max = "2s"
 [discovery]
 interval = "1s"
 [metrics]

@@ -14,12 +14,13 @@ mod scenarios;
 mod traffic;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 
 use fleet::{Fleet, FleetSpec, Tools};
+use rand::{Rng as _, SeedableRng as _};
 use report::Row;
 use scenarios::{Rng, Scenario, ALL};
 use traffic::Traffic;
@@ -115,12 +116,8 @@ fn run(args: Args) -> anyhow::Result<bool> {
     if let Some(old) = &args.old_strait {
         anyhow::ensure!(old.is_file(), "no old strait binary at {}", old.display());
     }
-    let seed = args.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    });
-    let mut rng = Rng::new(seed);
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let mut rng = Rng::seed_from_u64(seed);
     let dir = args.dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("strait-chaos-{}", std::process::id()))
     });
@@ -157,7 +154,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
                 None => break,
             },
             Profile::Soak if n > 0 && Instant::now() >= end => break,
-            Profile::Soak => chosen[rng.below(chosen.len())],
+            Profile::Soak => chosen[rng.random_range(0..chosen.len())],
         };
         println!("strait-chaos: [{}] {} ...", n + 1, scenario.name);
         // A helper that panics (a process that would not stop, say) fails

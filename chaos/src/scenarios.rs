@@ -2,6 +2,7 @@
 //! traffic runs, ends them, and says what it did and when the last fault
 //! ended; the runner does the measuring and the checking.
 
+use rand::Rng as _;
 use std::time::Duration;
 
 use crate::fleet::Fleet;
@@ -77,22 +78,9 @@ pub const ALL: &[Scenario] = &[
     },
 ];
 
-/// A small deterministic generator (xorshift), seeded per run and printed,
-/// so a run's choices can be replayed with `--seed`.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
+/// The scenarios' random choices: seeded per run and printed, so a run's
+/// choices can be replayed with `--seed` (on the same build).
+pub type Rng = rand::rngs::StdRng;
 
 fn name(f: &Fleet, i: usize) -> String {
     f.workers[i]
@@ -110,9 +98,9 @@ fn busy_worker(f: &mut Fleet, rng: &mut Rng, t: &Traffic) -> usize {
         .filter(|&i| owners.contains(&name(f, i)))
         .collect();
     if candidates.is_empty() {
-        rng.below(f.workers.len())
+        rng.random_range(0..f.workers.len())
     } else {
-        candidates[rng.below(candidates.len())]
+        candidates[rng.random_range(0..candidates.len())]
     }
 }
 
@@ -217,7 +205,7 @@ fn leader_paused_mid_checkpoint_round(
             anyhow::bail!("no leader to pause");
         };
         // Somewhere inside a round (rounds start every second).
-        f.idle(Duration::from_millis(rng.below(1000) as u64));
+        f.idle(Duration::from_millis(rng.random_range(0..1000) as u64));
         f.controllers[i].signal("STOP");
         f.idle(f.ttl + Duration::from_secs(4));
         f.controllers[i].signal("CONT");

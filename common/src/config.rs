@@ -237,9 +237,13 @@ pub struct WorkerConfig {
     /// How long SIGTERM waits for in-flight records before committing and exiting.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// Pause before a flow's session is restarted after an error.
+    /// Pause before a flow's session is restarted after an error; it
+    /// doubles with each failure in a row up to `restart_backoff_max`, with
+    /// jitter, so workers sharing a broken target do not retry in lockstep.
     #[serde(with = "humantime_serde")]
     pub restart_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_max: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -251,6 +255,7 @@ impl Default for WorkerConfig {
             offset_sync_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
             restart_backoff: Duration::from_secs(1),
+            restart_backoff_max: Duration::from_secs(10),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! its plan, takes a unit only after creating the unit's owner key, gives
 //! the key back only after the data plane released the unit, reports its
 //! load, and fences itself when its lease cannot be renewed
-//! (DESIGN.md, "Coordination", the five handoff rules).
+//! (docs/coordination.md, the handoff rules). The rules themselves are
+//! decided in [`crate::handoff`]; this loop does the store I/O.
 //!
 //! It talks to the store through the coordination trait only, and to the
 //! data plane through one [`UnitLink`] per flow.
@@ -15,6 +16,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use strait_common::backoff::{Backoff, COORD_RETRY_MAX};
 use strait_common::coord::keys::Keys;
 use strait_common::coord::lease::{Fence, Lease};
 use strait_common::coord::mirror::mirror;
@@ -25,6 +27,7 @@ use strait_common::coord::{Compare, Coord, Op};
 use strait_common::metrics as m;
 use strait_common::model::Unit;
 
+use crate::handoff::{owner_key, Handoff, PlanSeen};
 use crate::{Assignment, Held, StatusBoard, UnitLink};
 
 #[derive(Debug, Clone)]
@@ -150,6 +153,7 @@ impl Member {
     /// returns the lease for the caller to revoke once the data plane has
     /// stopped (revoking deletes the owner keys, so not before).
     pub async fn run(self, drain: CancellationToken) -> Option<Lease> {
+        let mut retry = Backoff::new(Duration::from_millis(500), COORD_RETRY_MAX);
         loop {
             if drain.is_cancelled() {
                 return None;
@@ -162,11 +166,15 @@ impl Member {
             )
             .await
             {
-                Ok(l) => l,
+                Ok(l) => {
+                    retry.reset();
+                    l
+                }
                 Err(e) => {
-                    warn!(error = %e, store = %self.coord.describe(), "cannot get a lease; retrying");
+                    let delay = retry.next_delay();
+                    warn!(error = %e, store = %self.coord.describe(), retry_in = ?delay, "cannot get a lease; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = tokio::time::sleep(delay) => continue,
                         _ = drain.cancelled() => return None,
                     }
                 }
@@ -223,15 +231,10 @@ impl Member {
         let plan_key = self.keys.plan(&self.spec.id);
         let mut plan_rx = mirror(self.coord.clone(), plan_key.clone(), stop.clone());
         let mut owners_rx = mirror(self.coord.clone(), self.keys.owners(), stop.clone());
-        // Owner keys held, with the exact value written (deletes are
-        // guarded by it, so only our own key is ever deleted).
-        let mut owned: BTreeMap<Unit, Vec<u8>> = BTreeMap::new();
-        let mut applied_epoch = 0u64;
-        let mut desired: BTreeSet<Unit> = BTreeSet::new();
+        let mut handoff = Handoff::default();
         let mut draining: Option<Instant> = None;
         let mut load = LoadReporter::default();
         let mut next_report = Instant::now();
-        let mut blocked_logged: BTreeSet<Unit> = BTreeSet::new();
         let mut breaches = BreachCheck::new();
 
         loop {
@@ -239,7 +242,7 @@ impl Member {
                 return Ended::Lost;
             }
             if drain.is_cancelled() && draining.is_none() {
-                info!(worker = %self.spec.id, units = owned.len(), "draining: releasing every unit");
+                info!(worker = %self.spec.id, units = handoff.owned(), "draining: releasing every unit");
                 draining = Some(Instant::now() + self.spec.drain_timeout);
                 self.register(&lease, WorkerState::Draining).await;
             }
@@ -249,77 +252,64 @@ impl Member {
                 let snap = plan_rx.borrow_and_update();
                 match snap.kvs.get(&plan_key) {
                     Some(kv) => match decode::<PlanDoc>(&kv.value) {
-                        Ok(doc) if doc.epoch >= applied_epoch => {
-                            if doc.epoch > applied_epoch {
-                                debug!(epoch = doc.epoch, units = doc.units.len(), "plan received");
+                        Ok(doc) => {
+                            let (epoch, units) = (doc.epoch, doc.units.len());
+                            match handoff.plan(doc) {
+                                PlanSeen::Applied { newer: true } => {
+                                    debug!(epoch, units, "plan received")
+                                }
+                                PlanSeen::Applied { newer: false } => {}
+                                PlanSeen::Stale { epoch, applied } => {
+                                    debug!(epoch, applied, "older plan ignored")
+                                }
                             }
-                            applied_epoch = doc.epoch;
-                            desired = doc.units.into_iter().collect();
                         }
-                        Ok(doc) => debug!(epoch = doc.epoch, applied_epoch, "older plan ignored"),
                         Err(e) => warn!(key = %plan_key, error = %e, "unreadable plan ignored"),
                     },
-                    None if snap.synced => desired.clear(),
+                    None if snap.synced => handoff.no_plan(),
                     None => {}
                 }
             }
-            let wanted: BTreeSet<Unit> = if draining.is_some() {
-                BTreeSet::new()
-            } else {
-                desired.clone()
-            };
+            let wanted = handoff.wanted(draining.is_some());
 
             // Rule 1: start a unit only after creating its owner key.
             let owners = owners_rx.borrow_and_update().clone();
             let mut blocked = 0usize;
-            let missing: Vec<Unit> = wanted
-                .iter()
-                .filter(|u| !owned.contains_key(*u))
-                .cloned()
-                .collect();
-            for u in &missing {
-                let key = self.keys.owner(u);
-                match owners.kvs.get(&key) {
-                    Some(kv) if kv.lease == lease.id => {
-                        owned.insert(u.clone(), kv.value.clone());
-                    }
-                    Some(kv) => {
-                        blocked += 1;
-                        if blocked_logged.insert(u.clone()) {
-                            let holder = decode::<OwnerDoc>(&kv.value)
-                                .map(|d| d.worker)
-                                .unwrap_or_default();
-                            info!(unit = %u, holder, "waiting for the previous owner to release");
-                        }
-                    }
-                    None => {
-                        let value = encode(&OwnerDoc {
-                            format: FORMAT,
-                            worker: self.spec.id.clone(),
-                            epoch: applied_epoch,
-                        });
-                        match self
-                            .coord
-                            .txn(
-                                vec![Compare::Absent(key.clone())],
-                                vec![Op::put_on(&key, value.clone(), lease.id)],
-                            )
-                            .await
-                        {
-                            Ok(true) => {
-                                blocked_logged.remove(u);
-                                owned.insert(u.clone(), value);
-                            }
-                            Ok(false) => blocked += 1, // taken meanwhile; the watch will say by whom
-                            Err(e) => {
-                                warn!(unit = %u, error = %e, "cannot take the owner key");
-                                break;
-                            }
-                        }
+            let claims = handoff.claims(&wanted, |u| {
+                owner_key(lease.id, owners.kvs.get(&self.keys.owner(u)), |v| {
+                    decode::<OwnerDoc>(v).map(|d| d.worker).unwrap_or_default()
+                })
+            });
+            for (u, newly) in &claims.waiting {
+                blocked += 1;
+                if let Some(holder) = newly {
+                    info!(unit = %u, holder, "waiting for the previous owner to release");
+                }
+            }
+            for u in claims.take {
+                let key = self.keys.owner(&u);
+                let value = encode(&OwnerDoc {
+                    format: FORMAT,
+                    worker: self.spec.id.clone(),
+                    epoch: handoff.epoch(),
+                });
+                match self
+                    .coord
+                    .txn(
+                        vec![Compare::Absent(key.clone())],
+                        vec![Op::put_on(&key, value.clone(), lease.id)],
+                    )
+                    .await
+                {
+                    Ok(true) => handoff.took(u, value),
+                    Ok(false) => blocked += 1, // taken meanwhile; the watch will say by whom
+                    Err(e) => {
+                        warn!(unit = %u, error = %e, "cannot take the owner key");
+                        break;
                     }
                 }
             }
-            blocked_logged.retain(|u| wanted.contains(u) && !owned.contains_key(u));
+            handoff.tidy(&wanted);
             if self.fence.is_open() && owners.synced {
                 breaches.check(&self.ports.held(), |u| {
                     owners
@@ -331,23 +321,12 @@ impl Member {
             }
 
             // The data plane runs what is both wanted and owned.
-            let run: BTreeSet<Unit> = owned
-                .keys()
-                .filter(|u| wanted.contains(*u))
-                .cloned()
-                .collect();
-            self.ports.assign(&run);
+            self.ports.assign(&handoff.run(&wanted));
 
             // Rule 2: give a key back only after the data plane released
             // the unit (stopped, acknowledged, committed).
-            let done: Vec<Unit> = owned
-                .keys()
-                .filter(|u| !wanted.contains(*u) && self.ports.released(u))
-                .cloned()
-                .collect();
-            for u in done {
+            for (u, value) in handoff.to_release(&wanted, |u| self.ports.released(u)) {
                 let key = self.keys.owner(&u);
-                let value = owned[&u].clone();
                 match self
                     .coord
                     .txn(
@@ -357,7 +336,7 @@ impl Member {
                     .await
                 {
                     Ok(_) => {
-                        owned.remove(&u);
+                        handoff.gave_back(&u);
                         debug!(unit = %u, "owner key released");
                     }
                     Err(e) => {
@@ -366,7 +345,7 @@ impl Member {
                     }
                 }
             }
-            metrics::gauge!(m::UNITS_OWNED).set(owned.len() as f64);
+            metrics::gauge!(m::UNITS_OWNED).set(handoff.owned() as f64);
             metrics::gauge!(m::UNITS_WAITING).set(blocked as f64);
 
             if Instant::now() >= next_report {
@@ -382,12 +361,12 @@ impl Member {
             }
 
             if let Some(deadline) = draining {
-                if owned.is_empty() {
+                if handoff.owned() == 0 {
                     info!(worker = %self.spec.id, "drained: every unit released");
                     return Ended::Drained(lease);
                 }
                 if Instant::now() >= deadline {
-                    warn!(worker = %self.spec.id, held = owned.len(),
+                    warn!(worker = %self.spec.id, held = handoff.owned(),
                           "drain timed out; the data plane commits what was acknowledged and the rest goes with the lease");
                     return Ended::Drained(lease);
                 }

@@ -8,7 +8,7 @@
 //! commit) or on an error it cannot recover in place; the caller then starts
 //! a new session, which resumes every unit from its committed position.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,16 +27,16 @@ use strait_common::config::OnRefused;
 use strait_common::coord::lease::Fence;
 use strait_common::formats::OffsetSync;
 use strait_common::metrics as m;
-use strait_common::model::{NextOffset, RecordOffset, Unit};
+use strait_common::model::{RecordOffset, Unit};
 
 use crate::clients::{
     self, Ack, Consumer, Producer, SyncAck, SyncTag, SyncsProducer, Tag, Watermarks,
 };
 use crate::errors::{self, Action};
-use crate::inflight::InFlight;
+use crate::link::{Assignment, FlowSpec, Held, UnitLink};
+use crate::progress::{Hysteresis, UnitProgress};
 use crate::status::{StatusBoard, UnitState, UnitStatus};
-use crate::{Assignment, FlowSpec, Held, UnitLink};
-use strait_common::syncs::{Sync, SyncEmitter};
+use strait_common::syncs::Sync;
 
 const POLL: Duration = Duration::from_millis(50);
 const TICK: Duration = Duration::from_secs(1);
@@ -73,30 +73,12 @@ struct UnitSlot {
     tpl: TopicPartitionList,
     state: UnitState,
     error: Option<String>,
-    inflight: InFlight,
-    syncs: SyncEmitter,
-    /// The last position sent in a commit.
-    committed: Option<i64>,
-    /// Next source offset expected; a record below it was already sent
-    /// (librdkafka re-fetches after pause/resume) and is dropped.
-    next_expected: Option<i64>,
-    /// First offset read in this session: the position before any acknowledgement.
-    start: Option<i64>,
-    /// Upstream offsets of offset syncs sent and not yet acknowledged, in
-    /// increasing order. No commit passes the first: a committed position
-    /// implies every sync below it is durable, which exact translation needs.
-    pending_syncs: VecDeque<i64>,
-    /// Records skipped in this session (on_refused = skip).
-    skipped: u64,
-    over_limit: bool,
+    /// What was sent, acknowledged and synced, and what may be committed.
+    progress: UnitProgress,
+    /// The unit's own in-flight limit.
+    over_limit: Hysteresis,
     fetch_paused: bool,
     release_deadline: Option<Instant>,
-    /// Bytes the target acknowledged for this unit in this session.
-    acked_bytes: u64,
-    /// Highest source offset the target acknowledged (or the flow skipped)
-    /// in this session, kept apart from the in-flight window so a commit can
-    /// be checked against it (invariant `commit_past_ack`).
-    acked_high: Option<i64>,
 }
 
 /// Handles of the per-record metrics, resolved once per session so the hot
@@ -133,11 +115,11 @@ struct Session<'a> {
     next_id: u64,
     in_flight_bytes: u64,
     in_flight_records: u64,
-    flow_over: bool,
+    /// The flow's in-flight limit.
+    flow_over: Hysteresis,
     commit_failed: Arc<AtomicBool>,
     watermarks: Watermarks,
     status: StatusBoard,
-    completed: Vec<crate::inflight::Completed>,
     to_emit: Vec<Sync>,
     fence: Fence,
     held: Arc<watch::Sender<Held>>,
@@ -201,11 +183,10 @@ pub fn run(
         next_id: 0,
         in_flight_bytes: 0,
         in_flight_records: 0,
-        flow_over: false,
+        flow_over: Hysteresis::default(),
         commit_failed,
         watermarks,
         status: status.clone(),
-        completed: Vec::new(),
         to_emit: Vec::new(),
         fence: link.fence.clone(),
         held: link.held.clone(),
@@ -340,18 +321,10 @@ impl Session<'_> {
                         tpl,
                         state: UnitState::Running,
                         error: None,
-                        inflight: InFlight::default(),
-                        syncs: SyncEmitter::new(self.spec.flow.offset_lag_max),
-                        committed: None,
-                        next_expected: None,
-                        start: None,
-                        pending_syncs: VecDeque::new(),
-                        skipped: 0,
-                        over_limit: false,
+                        progress: UnitProgress::new(self.spec.flow.offset_lag_max),
+                        over_limit: Hysteresis::default(),
                         fetch_paused: false,
                         release_deadline: None,
-                        acked_bytes: 0,
-                        acked_high: None,
                     },
                 );
             }
@@ -386,7 +359,7 @@ impl Session<'_> {
             .iter()
             .filter(|(_, u)| {
                 u.state == UnitState::Releasing
-                    && (u.inflight.settled() || u.release_deadline.is_some_and(|d| now >= d))
+                    && (u.progress.settled() || u.release_deadline.is_some_and(|d| now >= d))
             })
             .map(|(id, _)| *id)
             .collect();
@@ -412,7 +385,7 @@ impl Session<'_> {
             }
             self.status.remove(&u.unit);
             info!(flow = %u.unit.flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
-                  committed = ?u.committed, unsettled = u.inflight.len(), "unit released");
+                  committed = ?u.progress.committed(), unsettled = u.progress.in_flight(), "unit released");
             again |= self.wanted.units.contains(&u.unit);
         }
         if released {
@@ -438,13 +411,13 @@ impl Session<'_> {
         else {
             return Ok(()); // unassigned meanwhile
         };
-        let offset = msg.offset();
+        let offset = RecordOffset(msg.offset());
         let (remote, partition) = {
             let u = self.units.get_mut(&id).expect("indexed");
             if !matches!(u.state, UnitState::Running | UnitState::Paused) {
                 return Ok(()); // failed or releasing: resumes from the committed position later
             }
-            if u.next_expected.is_some_and(|n| offset < n) {
+            if !u.progress.accepts(offset) {
                 return Ok(()); // already sent in this session
             }
             (u.remote.clone(), u.unit.source.partition)
@@ -455,7 +428,7 @@ impl Session<'_> {
         let timestamp = msg.timestamp().to_millis();
         let tag = Box::new(Tag {
             unit: id,
-            offset,
+            offset: offset.0,
             bytes,
             timestamp_ms: timestamp.unwrap_or(0),
         });
@@ -505,9 +478,7 @@ impl Session<'_> {
             }
         }
         let u = self.units.get_mut(&id).expect("indexed");
-        u.inflight.sent(RecordOffset(offset), bytes);
-        u.next_expected = Some(offset + 1);
-        u.start.get_or_insert(offset);
+        u.progress.sent(offset, bytes);
         self.in_flight_bytes += bytes;
         self.in_flight_records += 1;
         self.flow_control(consumer, id);
@@ -520,7 +491,7 @@ impl Session<'_> {
         &mut self,
         consumer: &Consumer,
         id: u64,
-        offset: i64,
+        offset: RecordOffset,
         bytes: u64,
         e: &KafkaError,
         in_flight: bool,
@@ -529,29 +500,28 @@ impl Session<'_> {
         let u = self.units.get_mut(&id).expect("caller checked");
         match self.spec.flow.on_refused {
             OnRefused::Skip => {
-                if !in_flight {
-                    u.inflight.sent(RecordOffset(offset), bytes);
-                    u.next_expected = Some(offset + 1);
-                }
-                let _ = u.inflight.complete(RecordOffset(offset), None);
-                u.acked_high = u.acked_high.max(Some(offset));
+                self.to_emit.clear();
+                let skipped = u
+                    .progress
+                    .skipped(offset, bytes, in_flight, &mut self.to_emit);
                 metrics::counter!(m::RECORDS_SKIPPED, "flow" => flow.clone()).increment(1);
-                u.skipped += 1;
                 // A refused batch can be thousands of records: the first one
                 // of a unit's session is logged, the rest are counted.
-                if u.skipped == 1 {
+                let offset = offset.0;
+                if skipped == 1 {
                     warn!(flow = %flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
                           offset, error = %e, "record refused by the target, skipped (on_refused = skip); further skips of this partition are only counted (strait_records_skipped_total)");
                 } else {
                     debug!(flow = %flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
                            offset, error = %e, "record skipped");
                 }
-                self.after_progress(id);
+                self.emit_syncs(id);
             }
             OnRefused::Stop => {
                 let remedy = errors::remedy(e)
                     .map(|r| format!("; {r}"))
                     .unwrap_or_default();
+                let offset = offset.0;
                 let reason = format!(
                     "record at offset {offset} ({bytes} bytes) refused by the target: {e}{remedy}"
                 );
@@ -582,9 +552,7 @@ impl Session<'_> {
                 return Err(SessionError::OffsetSync(e));
             }
             if let Some(u) = self.units.get_mut(&tag.unit) {
-                if let Some(i) = u.pending_syncs.iter().position(|&p| p == tag.upstream) {
-                    u.pending_syncs.remove(i);
-                }
+                u.progress.sync_acked(tag.upstream);
             }
         }
         Ok(())
@@ -597,6 +565,7 @@ impl Session<'_> {
             bytes,
             timestamp_ms,
         } = *ack.tag;
+        let offset = RecordOffset(offset);
         self.in_flight_bytes -= bytes;
         self.in_flight_records -= 1;
         if !self.units.contains_key(&id) {
@@ -606,9 +575,11 @@ impl Session<'_> {
             Ok(downstream) => {
                 let flow = &self.spec.flow.name;
                 let u = self.units.get_mut(&id).expect("checked");
-                u.acked_bytes += bytes;
-                u.acked_high = u.acked_high.max(Some(offset));
-                if let Err(e) = u.inflight.complete(RecordOffset(offset), Some(downstream)) {
+                self.to_emit.clear();
+                if let Err(e) = u
+                    .progress
+                    .acked(offset, downstream, bytes, &mut self.to_emit)
+                {
                     debug_assert!(false, "acknowledgement of a record not in flight: {e:?}");
                     warn!(flow = %flow, error = ?e, "ignored a delivery report for a record not in flight");
                 }
@@ -623,7 +594,7 @@ impl Session<'_> {
                         .latency
                         .record((now - timestamp_ms).max(0) as f64 / 1000.0);
                 }
-                self.after_progress(id);
+                self.emit_syncs(id);
             }
             Err(e) => {
                 self.count_error(&e);
@@ -639,16 +610,8 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Moves the unit's acknowledged prefix out of the window and emits the
-    /// offset syncs it calls for.
-    fn after_progress(&mut self, id: u64) {
-        let u = self.units.get_mut(&id).expect("caller checked");
-        self.completed.clear();
-        u.inflight.drain_contiguous(&mut self.completed);
-        self.to_emit.clear();
-        for c in &self.completed {
-            u.syncs.observe(c.upstream, c.downstream, &mut self.to_emit);
-        }
+    /// Emits the offset syncs the unit's last progress called for (in `to_emit`).
+    fn emit_syncs(&mut self, id: u64) {
         for i in 0..self.to_emit.len() {
             let (up, down) = self.to_emit[i];
             self.emit_sync(id, up, down);
@@ -676,7 +639,7 @@ impl Session<'_> {
             Ok(()) => {
                 self.hot.syncs.increment(1);
                 let u = self.units.get_mut(&id).expect("looked up above");
-                u.pending_syncs.push_back(upstream);
+                u.progress.sync_sent(upstream);
             }
             Err((e, _)) => {
                 // Not queued (the queue is full): the next flush emits the
@@ -688,7 +651,11 @@ impl Session<'_> {
     }
 
     fn flush_unit_syncs(&mut self, id: u64) {
-        if let Some((up, down)) = self.units.get_mut(&id).and_then(|u| u.syncs.flush()) {
+        if let Some((up, down)) = self
+            .units
+            .get_mut(&id)
+            .and_then(|u| u.progress.flush_sync())
+        {
             self.emit_sync(id, up, down);
         }
     }
@@ -704,14 +671,8 @@ impl Session<'_> {
     /// and resumes below half of it; the flow likewise with its own limit.
     fn flow_control(&mut self, consumer: &Consumer, id: u64) {
         let max = self.spec.worker.max_in_flight_bytes;
-        let was = self.flow_over;
-        if self.in_flight_bytes > max {
-            self.flow_over = true;
-        } else if self.in_flight_bytes < max / 2 {
-            self.flow_over = false;
-        }
-        if was != self.flow_over {
-            debug!(flow = %self.spec.flow.name, paused = self.flow_over, bytes = self.in_flight_bytes, "flow in-flight limit");
+        if self.flow_over.update(self.in_flight_bytes, max) {
+            debug!(flow = %self.spec.flow.name, paused = self.flow_over.is_over(), bytes = self.in_flight_bytes, "flow in-flight limit");
             let ids: Vec<u64> = self.units.keys().copied().collect();
             for id in ids {
                 self.apply_pause(consumer, id);
@@ -726,14 +687,9 @@ impl Session<'_> {
         let Some(u) = self.units.get_mut(&id) else {
             return;
         };
-        let bytes = u.inflight.bytes();
-        if bytes > unit_max {
-            u.over_limit = true;
-        } else if bytes < unit_max / 2 {
-            u.over_limit = false;
-        }
+        u.over_limit.update(u.progress.in_flight_bytes(), unit_max);
         let stopped = matches!(u.state, UnitState::Failed | UnitState::Releasing);
-        let want = stopped || u.over_limit || self.flow_over;
+        let want = stopped || u.over_limit.is_over() || self.flow_over.is_over();
         if want != u.fetch_paused {
             let r = if want {
                 consumer.pause(&u.tpl)
@@ -773,33 +729,29 @@ impl Session<'_> {
             let Some(u) = self.units.get(id) else {
                 continue;
             };
-            let Some(pos) = u.inflight.acknowledged() else {
-                continue;
+            let pos = match u.progress.to_commit(force) {
+                Ok(Some(pos)) => pos,
+                Ok(None) => continue,
+                Err(breach) => {
+                    // Cannot happen while the window is right; if it does, the
+                    // commit would skip records the target never acknowledged.
+                    m::violated(m::COMMIT_PAST_ACK);
+                    error!(flow = %self.spec.flow.name, topic = %u.unit.source.topic,
+                           partition = u.unit.source.partition, commit = breach.position.0,
+                           acknowledged = ?breach.acknowledged_high,
+                           "invariant broken: commit past acknowledged records; not committed");
+                    continue;
+                }
             };
-            // Never past a record whose offset sync is not yet durable.
-            let pos = match u.pending_syncs.front() {
-                Some(&pending) => NextOffset(pos.0.min(pending)),
-                None => pos,
-            };
-            if u.acked_high.is_none_or(|high| pos.0 > high + 1) {
-                // Cannot happen while the window is right; if it does, the
-                // commit would skip records the target never acknowledged.
-                m::violated(m::COMMIT_PAST_ACK);
-                error!(flow = %self.spec.flow.name, topic = %u.unit.source.topic,
-                       partition = u.unit.source.partition, commit = pos.0, acknowledged = ?u.acked_high,
-                       "invariant broken: commit past acknowledged records; not committed");
-                continue;
-            }
-            if (force || u.committed != Some(pos.0))
-                && tpl
-                    .add_partition_offset(
-                        &u.unit.source.topic,
-                        u.unit.source.partition,
-                        Offset::Offset(pos.0),
-                    )
-                    .is_ok()
+            if tpl
+                .add_partition_offset(
+                    &u.unit.source.topic,
+                    u.unit.source.partition,
+                    Offset::Offset(pos.0),
+                )
+                .is_ok()
             {
-                moved.push((*id, pos.0));
+                moved.push((*id, pos));
             }
         }
         if moved.is_empty() {
@@ -809,7 +761,7 @@ impl Session<'_> {
             Ok(()) => {
                 for (id, pos) in moved {
                     if let Some(u) = self.units.get_mut(&id) {
-                        u.committed = Some(pos);
+                        u.progress.committed_at(pos);
                     }
                 }
                 metrics::counter!(m::COMMITS, "flow" => self.spec.flow.name.clone()).increment(1);
@@ -863,12 +815,7 @@ impl Session<'_> {
         for u in self.units.values() {
             by_state[u.state as usize] += 1;
             let tp = &u.unit.source;
-            let position = u
-                .inflight
-                .acknowledged()
-                .map(|p| p.0)
-                .or(u.committed)
-                .or(u.start);
+            let position = u.progress.position().map(|p| p.0);
             let lag = watermarks
                 .get(&(tp.topic.clone(), tp.partition))
                 .zip(position)
@@ -889,12 +836,12 @@ impl Session<'_> {
                 &u.unit,
                 UnitStatus {
                     state: u.state,
-                    committed: u.committed,
-                    acknowledged: u.inflight.acknowledged().map(|p| p.0),
-                    in_flight: u.inflight.len() as u64,
+                    committed: u.progress.committed().map(|p| p.0),
+                    acknowledged: u.progress.acknowledged().map(|p| p.0),
+                    in_flight: u.progress.in_flight() as u64,
                     lag,
                     error: u.error.clone(),
-                    bytes: u.acked_bytes,
+                    bytes: u.progress.acked_bytes(),
                 },
             );
         }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Coord, CoordError, Event, Kv, Revision};
+use crate::backoff::Backoff;
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -21,6 +22,9 @@ pub struct Snapshot {
 }
 
 const RETRY: Duration = Duration::from_millis(500);
+/// The mirror is every role's view of the store: it retries sooner than the
+/// other coordination retries so a store that comes back is seen quickly.
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Starts mirroring `prefix` until `shutdown`.
 pub fn mirror(
@@ -39,12 +43,13 @@ pub fn mirror(
 }
 
 async fn run(coord: Coord, prefix: &str, tx: &watch::Sender<Snapshot>) {
+    let mut retry = Backoff::new(RETRY, RETRY_MAX);
     loop {
         let (kvs, revision) = match coord.list(prefix).await {
             Ok(r) => r,
             Err(e) => {
                 debug!(prefix, error = %e, "listing failed; retrying");
-                tokio::time::sleep(RETRY).await;
+                tokio::time::sleep(retry.next_delay()).await;
                 continue;
             }
         };
@@ -54,11 +59,12 @@ async fn run(coord: Coord, prefix: &str, tx: &watch::Sender<Snapshot>) {
             synced: true,
         };
         tx.send_replace(snap.clone());
+        retry.reset();
         let mut w = match coord.watch(prefix, revision + 1).await {
             Ok(w) => w,
             Err(e) => {
                 warn!(prefix, error = %e, "watch failed; re-listing");
-                tokio::time::sleep(RETRY).await;
+                tokio::time::sleep(retry.next_delay()).await;
                 continue;
             }
         };
@@ -87,11 +93,11 @@ async fn run(coord: Coord, prefix: &str, tx: &watch::Sender<Snapshot>) {
                 }
                 Some(Err(e)) => {
                     warn!(prefix, error = %e, "watch broke; re-listing");
-                    tokio::time::sleep(RETRY).await;
+                    tokio::time::sleep(retry.next_delay()).await;
                     break;
                 }
                 None => {
-                    tokio::time::sleep(RETRY).await;
+                    tokio::time::sleep(retry.next_delay()).await;
                     break;
                 }
             }

@@ -1,0 +1,77 @@
+//! A flow's data plane over time: sessions, one after another, each
+//! resuming every unit from its committed position.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use strait_common::backoff::Backoff;
+use strait_common::metrics as m;
+
+use crate::link::{FlowSpec, UnitLink};
+use crate::session::{self, SessionError};
+use crate::status::StatusBoard;
+
+/// Runs a flow's data plane until `shutdown` fires, then drains (bounded by
+/// `worker.drain_timeout`). A session that fails is restarted after
+/// a jittered backoff (`worker.restart_backoff`, doubling to
+/// `worker.restart_backoff_max`; back to the base after a session that ran
+/// that long), resuming every unit from its committed position; only a failure to create the Kafka clients (a configuration
+/// error) ends the flow with an error.
+pub async fn run_flow(
+    spec: FlowSpec,
+    link: UnitLink,
+    status: StatusBoard,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let spec = Arc::new(spec);
+    let flow = spec.flow.name.clone();
+    let mut backoff = Backoff::new(spec.worker.restart_backoff, spec.worker.restart_backoff_max);
+    loop {
+        // No session without a lease to vouch for it (at start, and after
+        // fencing until the worker holds a new lease).
+        while !link.fence.is_open() {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+        let (s, l, sh, st) = (spec.clone(), link.clone(), shutdown.clone(), status.clone());
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || session::run(&s, &l, &sh, &st))
+            .await
+            .context("flow session panicked")?;
+        match result {
+            Ok(()) => {
+                info!(flow = %flow, "flow stopped");
+                return Ok(());
+            }
+            Err(e @ SessionError::Clients(_)) => {
+                return Err(e).with_context(|| format!("flow {flow}"));
+            }
+            Err(SessionError::Fenced) => {
+                // The worker re-acquires its units with a new lease and
+                // assigns them again; the next session waits for that.
+                metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "fenced")
+                    .increment(1);
+            }
+            Err(e) => {
+                metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "session")
+                    .increment(1);
+                if started.elapsed() >= spec.worker.restart_backoff_max {
+                    backoff.reset(); // it ran well for a while: this is a new failure
+                }
+                let delay = backoff.next_delay();
+                error!(flow = %flow, error = %e, retry_in = ?delay, failures = backoff.attempts(),
+                       "flow session failed; restarting from committed positions");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! What connects a flow's data plane to whoever decides its units: the
+//! flow's spec, the assignment it is told to follow, what it reports it
+//! holds, and the fence that stops it writing.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use strait_common::config::{ClusterConfig, Config, Flow, WorkerConfig};
+use strait_common::coord::lease::Fence;
+use strait_common::model::Unit;
+
+/// Everything a flow's data plane needs to know.
+#[derive(Debug, Clone)]
+pub struct FlowSpec {
+    pub deployment: String,
+    pub flow: Flow,
+    pub source: ClusterConfig,
+    pub target: ClusterConfig,
+    /// The cluster holding the flow's offset-syncs topic.
+    pub syncs_cluster: ClusterConfig,
+    pub worker: WorkerConfig,
+    pub per_partition_metrics: bool,
+}
+
+impl FlowSpec {
+    pub fn new(config: &Config, flow: Flow) -> Self {
+        let cluster = |alias: &str| config.clusters[alias].clone();
+        FlowSpec {
+            deployment: config.deployment.clone(),
+            source: cluster(&flow.source),
+            target: cluster(&flow.target),
+            syncs_cluster: cluster(flow.offset_syncs().0),
+            worker: config.worker.clone(),
+            per_partition_metrics: config.metrics.per_partition,
+            flow,
+        }
+    }
+}
+
+/// What a flow's data plane is told to replicate. `generation` grows with
+/// every change, so the worker can tell which assignment a session applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    pub generation: u64,
+    pub units: BTreeSet<Unit>,
+}
+
+/// What a flow's data plane holds: the units it replicates or is still
+/// releasing, as of the assignment `generation` it last applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    pub generation: u64,
+    pub units: BTreeSet<Unit>,
+}
+
+/// How a flow's data plane is connected to whoever decides its units.
+#[derive(Clone)]
+pub struct UnitLink {
+    pub units: watch::Receiver<Assignment>,
+    pub held: Arc<watch::Sender<Held>>,
+    /// Closed when the worker's lease cannot be vouched for: stop writing.
+    pub fence: Fence,
+}
+
+impl UnitLink {
+    /// A link and the ends its owner keeps: the assignment sender and the
+    /// holdings receiver.
+    pub fn new(fence: Fence) -> (UnitLink, watch::Sender<Assignment>, watch::Receiver<Held>) {
+        let (units_tx, units) = watch::channel(Assignment::default());
+        let (held, held_rx) = watch::channel(Held::default());
+        (
+            UnitLink {
+                units,
+                held: Arc::new(held),
+                fence,
+            },
+            units_tx,
+            held_rx,
+        )
+    }
+}
