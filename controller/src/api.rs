@@ -1,19 +1,15 @@
-//! The operator API, served by the leader controller (DESIGN.md,
-//! "Operations"). A follower answers every `/v1` call with a redirect to
+//! The operator API, served by the leader controller (docs/operations.md). A follower answers every `/v1` call with a redirect to
 //! the leader. Mutations need the bearer token when one is configured, and
 //! are written as transactions guarded by the leader's term, so an API call
 //! that reaches a deposed leader fails instead of landing.
-
-// Handlers answer with a ready `Response` on every error path; its size is
-// irrelevant next to an HTTP round trip.
-#![allow(clippy::result_large_err)]
 
 use crate::discovery::TopicBoard;
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -23,13 +19,15 @@ use serde_json::{json, Value};
 use strait_common::config::{Config, Flow};
 use strait_common::coord::keys::Keys;
 use strait_common::coord::values::{
-    decode, encode, FlagDoc, LeaderDoc, LoadDoc, OwnerDoc, TopicAction, TopicOverrideDoc,
-    WorkerDoc, FORMAT,
+    decode, encode, FlagDoc, LeaderDoc, LoadDoc, TopicAction, TopicOverrideDoc, WorkerDoc, FORMAT,
 };
 use strait_common::coord::{Compare, Coord, Op, Revision};
 use strait_common::model::TopicPartition;
 
-use crate::leader::{stored_plan, topic_overrides, Leadership};
+use crate::leader::Leadership;
+use crate::read_model::{
+    live_workers, load_reports, owner, stored_plan, topic_overrides, Entries as _,
+};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -80,104 +78,152 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-fn error(code: StatusCode, message: impl Into<String>) -> Response {
-    (code, Json(json!({ "error": message.into() }))).into_response()
+/// An API error: a status and a JSON body `{"error": ...}` (plus fields a
+/// client can act on, such as the leader's address), with any headers the
+/// status calls for.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+    headers: Vec<(header::HeaderName, header::HeaderValue)>,
 }
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+            headers: Vec::new(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    fn with_header(mut self, name: header::HeaderName, value: header::HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(self.body)).into_response();
+        r.headers_mut().extend(self.headers);
+        r
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
 
 async fn leader_address(s: &ApiState) -> Option<String> {
     let kv = s.coord.get(&s.keys.leader()).await.ok()??;
     decode::<LeaderDoc>(&kv.value).ok().map(|d| d.address)
 }
 
-/// Lets a call through on the leader (with the token, for mutations);
-/// otherwise answers for it.
-async fn admit(
-    s: &ApiState,
-    headers: &HeaderMap,
-    uri: &Uri,
-    mutating: bool,
-) -> Result<Revision, Response> {
-    if mutating {
+/// The admission step of every `/v1` call that reads: it runs on the
+/// leader (its term is the guard of any write); a follower answers with a
+/// redirect to the leader.
+pub struct Read;
+
+/// The same for calls that change something, which also need the bearer
+/// token when one is configured.
+pub struct Mutation(Revision);
+
+impl FromRequestParts<ApiState> for Read {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &ApiState) -> Result<Self, ApiError> {
+        admit(s, &parts.uri).await.map(|_| Read)
+    }
+}
+
+impl FromRequestParts<ApiState> for Mutation {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &ApiState) -> Result<Self, ApiError> {
         if let Some(token) = &s.token {
-            let given = headers
+            let given = parts
+                .headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             if given != Some(token.as_str()) {
-                let mut r = error(
+                return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "this call needs `Authorization: Bearer <api.token>`",
-                );
-                r.headers_mut().insert(
+                )
+                .with_header(
                     header::WWW_AUTHENTICATE,
-                    "Bearer".parse().expect("static header"),
-                );
-                return Err(r);
+                    header::HeaderValue::from_static("Bearer"),
+                ));
             }
         }
-    }
-    if let Some(term) = *s.leadership.term.borrow() {
-        return Ok(term);
-    }
-    match leader_address(s).await {
-        Some(addr) => {
-            let location = format!(
-                "{}{}",
-                addr.trim_end_matches('/'),
-                uri.path_and_query().map_or("", |p| p.as_str())
-            );
-            let mut r = (
-                StatusCode::TEMPORARY_REDIRECT,
-                Json(json!({ "error": "not the leader", "leader": addr })),
-            )
-                .into_response();
-            r.headers_mut().insert(
-                header::LOCATION,
-                location
-                    .parse()
-                    .map_err(|_| error(StatusCode::BAD_GATEWAY, "bad leader address"))?,
-            );
-            Err(r)
-        }
-        None => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no leader elected yet; retry shortly",
-        )),
+        admit(s, &parts.uri).await.map(Mutation)
     }
 }
 
+async fn admit(s: &ApiState, uri: &Uri) -> Result<Revision, ApiError> {
+    if let Some(term) = *s.leadership.term.borrow() {
+        return Ok(term);
+    }
+    let Some(addr) = leader_address(s).await else {
+        return Err(ApiError::unavailable(
+            "no leader elected yet; retry shortly",
+        ));
+    };
+    let location = format!(
+        "{}{}",
+        addr.trim_end_matches('/'),
+        uri.path_and_query().map_or("", |p| p.as_str())
+    );
+    let location = location
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_GATEWAY, "bad leader address"))?;
+    Err(ApiError {
+        status: StatusCode::TEMPORARY_REDIRECT,
+        body: json!({ "error": "not the leader", "leader": addr }),
+        headers: vec![(header::LOCATION, location)],
+    })
+}
+
 /// Writes guarded by the leader's term.
-async fn write(s: &ApiState, term: Revision, ops: Vec<Op>) -> Result<(), Response> {
+async fn write(s: &ApiState, term: Revision, ops: Vec<Op>) -> Result<(), ApiError> {
     match s
         .coord
         .txn(vec![Compare::CreatedAt(s.keys.leader(), term)], ops)
         .await
     {
         Ok(true) => Ok(()),
-        Ok(false) => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Ok(false) => Err(ApiError::unavailable(
             "leadership changed during the call; retry",
         )),
-        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e) => Err(ApiError::unavailable(e.to_string())),
     }
 }
 
-async fn list(s: &ApiState, prefix: &str) -> Result<BTreeMap<String, Vec<u8>>, Response> {
+async fn list(s: &ApiState, prefix: &str) -> Result<BTreeMap<String, Vec<u8>>, ApiError> {
     let (kvs, _) = s
         .coord
         .list(prefix)
         .await
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok(kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
 }
 
-fn flow<'a>(s: &'a ApiState, name: &str) -> Result<&'a Flow, Response> {
+fn flow<'a>(s: &'a ApiState, name: &str) -> Result<&'a Flow, ApiError> {
     s.flows.iter().find(|f| f.name == name).ok_or_else(|| {
         let known: Vec<&str> = s.flows.iter().map(|f| f.name.as_str()).collect();
-        error(
-            StatusCode::NOT_FOUND,
-            format!("no flow {name:?}; flows: {known:?}"),
-        )
+        ApiError::not_found(format!("no flow {name:?}; flows: {known:?}"))
     })
 }
 
@@ -207,19 +253,11 @@ async fn ready(State(s): State<ApiState>) -> Response {
     }
 }
 
-async fn list_topics(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) -> Response {
-    if let Err(r) = admit(&s, &headers, &uri, false).await {
-        return r;
-    }
-    let (plans, admin) = match (
-        list(&s, &s.keys.plans()).await,
-        list(&s, &s.keys.admin()).await,
-    ) {
-        (Ok(p), Ok(a)) => (p, a),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    let plan = stored_plan(&s.keys, &snapshot(plans));
-    let overrides = topic_overrides(&s.keys, &snapshot(admin));
+async fn list_topics(_: Read, State(s): State<ApiState>) -> ApiResult {
+    let plans = list(&s, &s.keys.plans()).await?;
+    let admin = list(&s, &s.keys.admin()).await?;
+    let plan = stored_plan(&s.keys, &plans);
+    let overrides = topic_overrides(&s.keys, &admin);
     let mut topics: BTreeMap<(String, String), (String, BTreeSet<i32>)> = BTreeMap::new();
     for u in plan.assignments.values().flatten() {
         topics
@@ -239,7 +277,7 @@ async fn list_topics(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) ->
         .iter()
         .map(|((flow, topic), add)| json!({ "flow": flow, "topic": topic, "action": if *add { "add" } else { "remove" } }))
         .collect();
-    Json(json!({ "topics": rows, "overrides": ops })).into_response()
+    Ok(Json(json!({ "topics": rows, "overrides": ops })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -255,21 +293,15 @@ async fn set_topic(
     flow_name: &str,
     topic: &str,
     action: Option<TopicAction>,
-) -> Response {
-    let f = match flow(s, flow_name) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
+) -> ApiResult {
+    let f = flow(s, flow_name)?;
     if !valid_topic(topic) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{topic:?} is not a Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"
-            ),
-        );
+        return Err(ApiError::bad_request(format!(
+            "{topic:?} is not a Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"
+        )));
     }
     if action == Some(TopicAction::Add) && !f.replicates_with(topic, Some(true)) {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, format!("flow {flow_name} can never replicate {topic:?}: an internal topic, or one that would loop back"));
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("flow {flow_name} can never replicate {topic:?}: an internal topic, or one that would loop back")));
     }
     let key = s.keys.topic_override(flow_name, topic);
     let op = match action {
@@ -282,123 +314,79 @@ async fn set_topic(
         ),
         None => Op::delete(&key),
     };
-    if let Err(r) = write(s, term, vec![op]).await {
-        return r;
-    }
+    write(s, term, vec![op]).await?;
     let status = if action == Some(TopicAction::Add) {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    (status, Json(json!({ "flow": flow_name, "topic": topic, "action": match action {
-        Some(TopicAction::Add) => "add", Some(TopicAction::Remove) => "remove", None => "regexes" } }))).into_response()
+    Ok((status, Json(json!({ "flow": flow_name, "topic": topic, "action": match action {
+        Some(TopicAction::Add) => "add", Some(TopicAction::Remove) => "remove", None => "regexes" } }))).into_response())
 }
 
 async fn add_topic(
+    Mutation(term): Mutation,
     State(s): State<ApiState>,
-    headers: HeaderMap,
-    uri: Uri,
     body: Result<Json<TopicBody>, JsonRejection>,
-) -> Response {
-    let term = match admit(&s, &headers, &uri, true).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let Json(b) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "expected {{\"flow\": \"..\", \"topic\": \"..\"}}: {}",
-                    e.body_text()
-                ),
-            )
-        }
-    };
+) -> ApiResult {
+    let Json(b) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected {{\"flow\": \"..\", \"topic\": \"..\"}}: {}",
+            e.body_text()
+        ))
+    })?;
     set_topic(&s, term, &b.flow, &b.topic, Some(TopicAction::Add)).await
 }
 
-/// `DELETE /v1/topics/{flow}/{topic}` (remove) and `.../override` (forget).
-async fn topic_by_path(
-    s: ApiState,
-    headers: HeaderMap,
-    uri: Uri,
-    path: Result<Path<(String, String)>, PathRejection>,
-    action: Option<TopicAction>,
-) -> Response {
-    let term = match admit(&s, &headers, &uri, true).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let Ok(Path((f, t))) = path else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "expected /v1/topics/{flow}/{topic}[/override]",
-        );
-    };
-    set_topic(&s, term, &f, &t, action).await
+type TopicPath = Result<Path<(String, String)>, PathRejection>;
+
+fn topic_path(path: TopicPath) -> Result<(String, String), ApiError> {
+    path.map(|Path(p)| p)
+        .map_err(|_| ApiError::bad_request("expected /v1/topics/{flow}/{topic}[/override]"))
 }
 
+/// `DELETE /v1/topics/{flow}/{topic}`.
 async fn remove_topic(
+    Mutation(term): Mutation,
     State(s): State<ApiState>,
-    headers: HeaderMap,
-    uri: Uri,
-    path: Result<Path<(String, String)>, PathRejection>,
-) -> Response {
-    topic_by_path(s, headers, uri, path, Some(TopicAction::Remove)).await
+    path: TopicPath,
+) -> ApiResult {
+    let (f, t) = topic_path(path)?;
+    set_topic(&s, term, &f, &t, Some(TopicAction::Remove)).await
 }
 
+/// `DELETE /v1/topics/{flow}/{topic}/override`: back to the flow's regexes.
 async fn forget_topic(
+    Mutation(term): Mutation,
     State(s): State<ApiState>,
-    headers: HeaderMap,
-    uri: Uri,
-    path: Result<Path<(String, String)>, PathRejection>,
-) -> Response {
-    topic_by_path(s, headers, uri, path, None).await
+    path: TopicPath,
+) -> ApiResult {
+    let (f, t) = topic_path(path)?;
+    set_topic(&s, term, &f, &t, None).await
 }
 
-fn unit_path(
-    s: &ApiState,
-    path: Result<Path<(String, String, String)>, PathRejection>,
-) -> Result<(String, TopicPartition), Response> {
+type UnitPath = Result<Path<(String, String, String)>, PathRejection>;
+
+fn unit_path(s: &ApiState, path: UnitPath) -> Result<(String, TopicPartition), ApiError> {
     let Ok(Path((f, topic, p))) = path else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "expected /v1/units/{flow}/{topic}/{partition}/pause|resume",
         ));
     };
     flow(s, &f)?;
     let partition: i32 = p.parse().ok().filter(|p| *p >= 0).ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("partition {p:?} is not a partition number"),
-        )
+        ApiError::bad_request(format!("partition {p:?} is not a partition number"))
     })?;
     if !valid_topic(&topic) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("{topic:?} is not a Kafka topic name"),
-        ));
+        return Err(ApiError::bad_request(format!(
+            "{topic:?} is not a Kafka topic name"
+        )));
     }
     Ok((f, TopicPartition { topic, partition }))
 }
 
-async fn set_paused(
-    s: ApiState,
-    headers: HeaderMap,
-    uri: Uri,
-    path: Result<Path<(String, String, String)>, PathRejection>,
-    on: bool,
-) -> Response {
-    let term = match admit(&s, &headers, &uri, true).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let (f, tp) = match unit_path(&s, path) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn set_paused(s: ApiState, term: Revision, path: UnitPath, on: bool) -> ApiResult {
+    let (f, tp) = unit_path(&s, path)?;
     let key = s.keys.paused(&f, &tp);
     // Only a partition discovery replicates, or one already paused, can
     // be paused or resumed.
@@ -406,74 +394,47 @@ async fn set_paused(
         b.get(&(f.clone(), tp.topic.clone()))
             .is_some_and(|t| tp.partition < t.source_partitions)
     });
-    let known = replicated
-        || match list(&s, &s.keys.paused_units()).await {
-            Ok(paused) => paused.contains_key(&key),
-            Err(r) => return r,
-        };
-    if !known {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no unit {f}/{}/{}: the flow does not replicate that topic, or it has no such partition",
-                tp.topic, tp.partition
-            ),
-        );
+    if !replicated && !list(&s, &s.keys.paused_units()).await?.has(&key) {
+        return Err(ApiError::not_found(format!(
+            "no unit {f}/{}/{}: the flow does not replicate that topic, or it has no such partition",
+            tp.topic, tp.partition
+        )));
     }
     let op = if on {
         Op::put(&key, encode(&FlagDoc::default()))
     } else {
         Op::delete(&key)
     };
-    match write(&s, term, vec![op]).await {
-        Ok(()) => {
-            Json(json!({ "flow": f, "topic": tp.topic, "partition": tp.partition, "paused": on }))
-                .into_response()
-        }
-        Err(r) => r,
-    }
+    write(&s, term, vec![op]).await?;
+    Ok(
+        Json(json!({ "flow": f, "topic": tp.topic, "partition": tp.partition, "paused": on }))
+            .into_response(),
+    )
 }
 
-async fn pause(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    uri: Uri,
-    path: Result<Path<(String, String, String)>, PathRejection>,
-) -> Response {
-    set_paused(s, headers, uri, path, true).await
+async fn pause(Mutation(term): Mutation, State(s): State<ApiState>, path: UnitPath) -> ApiResult {
+    set_paused(s, term, path, true).await
 }
 
-async fn resume(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    uri: Uri,
-    path: Result<Path<(String, String, String)>, PathRejection>,
-) -> Response {
-    set_paused(s, headers, uri, path, false).await
+async fn resume(Mutation(term): Mutation, State(s): State<ApiState>, path: UnitPath) -> ApiResult {
+    set_paused(s, term, path, false).await
 }
 
-async fn workers(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) -> Response {
-    if let Err(r) = admit(&s, &headers, &uri, false).await {
-        return r;
-    }
-    let (regs, plans, loads, admin) = match (
-        list(&s, &s.keys.workers()).await,
-        list(&s, &s.keys.plans()).await,
-        list(&s, &s.keys.loads()).await,
-        list(&s, &s.keys.drained_workers()).await,
-    ) {
-        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
-        (Err(r), ..) | (_, Err(r), ..) | (_, _, Err(r), _) | (.., Err(r)) => return r,
-    };
-    let plan = stored_plan(&s.keys, &snapshot(plans));
+async fn workers(_: Read, State(s): State<ApiState>) -> ApiResult {
+    let regs = list(&s, &s.keys.workers()).await?;
+    let plans = list(&s, &s.keys.plans()).await?;
+    let loads = list(&s, &s.keys.loads()).await?;
+    let admin = list(&s, &s.keys.drained_workers()).await?;
+    let plan = stored_plan(&s.keys, &plans);
     let mut rows = Vec::new();
-    for (key, value) in &regs {
-        let Some(id) = s.keys.id_under(&s.keys.workers(), key) else {
+    for w in live_workers(&s.keys, &regs, &admin) {
+        let Some(doc) = regs
+            .get(&s.keys.worker(&w.id))
+            .and_then(|v| decode::<WorkerDoc>(v).ok())
+        else {
             continue;
         };
-        let Ok(doc) = decode::<WorkerDoc>(value) else {
-            continue;
-        };
+        let id = w.id.as_str();
         let load = loads
             .get(&s.keys.load(id))
             .and_then(|v| decode::<LoadDoc>(v).ok());
@@ -482,42 +443,32 @@ async fn workers(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) -> Res
             "address": doc.address,
             "version": doc.version,
             "state": doc.state,
-            "drained": admin.contains_key(&s.keys.drained(id)),
+            "drained": admin.has(&s.keys.drained(id)),
             "units_planned": plan.assignments.get(id).map_or(0, |u| u.len()),
             "units_running": load.as_ref().map_or(0, |l| l.units.len()),
             "bytes_per_sec": load.as_ref().map_or(0.0, |l| l.units.iter().map(|u| u.bytes_per_sec).sum::<f64>()),
         }));
     }
-    Json(json!({ "workers": rows })).into_response()
+    Ok(Json(json!({ "workers": rows })).into_response())
 }
 
-async fn set_drained(
-    s: ApiState,
-    headers: HeaderMap,
-    uri: Uri,
-    id: Result<Path<String>, PathRejection>,
-    on: bool,
-) -> Response {
-    let term = match admit(&s, &headers, &uri, true).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+type WorkerPath = Result<Path<String>, PathRejection>;
+
+async fn set_drained(s: ApiState, term: Revision, id: WorkerPath, on: bool) -> ApiResult {
     let Ok(Path(id)) = id else {
-        return error(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "expected /v1/workers/{id}/drain|undrain",
-        );
+        ));
     };
     match s.coord.get(&s.keys.worker(&id)).await {
         Ok(Some(_)) => {}
         Ok(None) if !on => {}
         Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no worker {id:?} is registered"),
-            )
+            return Err(ApiError::not_found(format!(
+                "no worker {id:?} is registered"
+            )))
         }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return Err(ApiError::unavailable(e.to_string())),
     }
     let key = s.keys.drained(&id);
     let op = if on {
@@ -525,77 +476,45 @@ async fn set_drained(
     } else {
         Op::delete(&key)
     };
-    match write(&s, term, vec![op]).await {
-        Ok(()) => Json(json!({ "id": id, "drained": on })).into_response(),
-        Err(r) => r,
-    }
+    write(&s, term, vec![op]).await?;
+    Ok(Json(json!({ "id": id, "drained": on })).into_response())
 }
 
-async fn drain(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    uri: Uri,
-    id: Result<Path<String>, PathRejection>,
-) -> Response {
-    set_drained(s, headers, uri, id, true).await
+async fn drain(Mutation(term): Mutation, State(s): State<ApiState>, id: WorkerPath) -> ApiResult {
+    set_drained(s, term, id, true).await
 }
 
-async fn undrain(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    uri: Uri,
-    id: Result<Path<String>, PathRejection>,
-) -> Response {
-    set_drained(s, headers, uri, id, false).await
+async fn undrain(Mutation(term): Mutation, State(s): State<ApiState>, id: WorkerPath) -> ApiResult {
+    set_drained(s, term, id, false).await
 }
 
-async fn plan(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) -> Response {
-    if let Err(r) = admit(&s, &headers, &uri, false).await {
-        return r;
-    }
-    let plans = match list(&s, &s.keys.plans()).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let plan = stored_plan(&s.keys, &snapshot(plans));
+async fn plan(_: Read, State(s): State<ApiState>) -> ApiResult {
+    let plan = stored_plan(&s.keys, &list(&s, &s.keys.plans()).await?);
     let assignments: BTreeMap<&String, Vec<String>> = plan
         .assignments
         .iter()
         .map(|(w, units)| (w, units.iter().map(|u| u.to_string()).collect()))
         .collect();
-    Json(json!({ "epoch": plan.epoch, "assignments": assignments })).into_response()
+    Ok(Json(json!({ "epoch": plan.epoch, "assignments": assignments })).into_response())
 }
 
-async fn rebalance(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) -> Response {
-    if let Err(r) = admit(&s, &headers, &uri, true).await {
-        return r;
-    }
+async fn rebalance(_: Mutation, State(s): State<ApiState>) -> ApiResult {
     s.leadership.rebalance.notify_one();
-    (
+    Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "rebalance": "requested" })),
     )
-        .into_response()
+        .into_response())
 }
 
 /// Every unit: where the plan puts it, who holds it, and how it is doing.
-async fn units(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) -> Response {
-    if let Err(r) = admit(&s, &headers, &uri, false).await {
-        return r;
-    }
-    let (plans, owners, loads, admin) = match (
-        list(&s, &s.keys.plans()).await,
-        list(&s, &s.keys.owners()).await,
-        list(&s, &s.keys.loads()).await,
-        list(&s, &s.keys.paused_units()).await,
-    ) {
-        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
-        (Err(r), ..) | (_, Err(r), ..) | (_, _, Err(r), _) | (.., Err(r)) => return r,
-    };
-    let plan = stored_plan(&s.keys, &snapshot(plans));
-    let reported: BTreeMap<_, _> = loads
-        .values()
-        .filter_map(|v| decode::<LoadDoc>(v).ok())
+async fn units(_: Read, State(s): State<ApiState>) -> ApiResult {
+    let plans = list(&s, &s.keys.plans()).await?;
+    let owners = list(&s, &s.keys.owners()).await?;
+    let loads = list(&s, &s.keys.loads()).await?;
+    let admin = list(&s, &s.keys.paused_units()).await?;
+    let plan = stored_plan(&s.keys, &plans);
+    let reported: BTreeMap<_, _> = load_reports(&loads)
         .flat_map(|d| {
             let w = d.worker.clone();
             d.units
@@ -608,10 +527,6 @@ async fn units(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) -> Respo
     let rows: Vec<Value> = all
         .iter()
         .map(|u| {
-            let owner = owners
-                .get(&s.keys.owner(u))
-                .and_then(|v| decode::<OwnerDoc>(v).ok())
-                .map(|d| d.worker);
             let r = reported.get(u).map(|(_, l)| l);
             json!({
                 "flow": u.flow,
@@ -619,36 +534,16 @@ async fn units(State(s): State<ApiState>, headers: HeaderMap, uri: Uri) -> Respo
                 "partition": u.source.partition,
                 "remote_topic": u.remote_topic,
                 "planned": plan.owner(u),
-                "owner": owner,
+                "owner": owner(&s.keys, &owners, u),
                 "state": r.map(|l| l.state.clone()),
                 "lag": r.and_then(|l| l.lag),
                 "bytes_per_sec": r.map(|l| l.bytes_per_sec),
                 "error": r.and_then(|l| l.error.clone()),
-                "paused": admin.contains_key(&s.keys.paused(&u.flow, &u.source)),
+                "paused": admin.has(&s.keys.paused(&u.flow, &u.source)),
             })
         })
         .collect();
-    Json(json!({ "epoch": plan.epoch, "units": rows })).into_response()
-}
-
-fn snapshot(kvs: BTreeMap<String, Vec<u8>>) -> strait_common::coord::mirror::Snapshot {
-    strait_common::coord::mirror::Snapshot {
-        revision: 0,
-        kvs: kvs
-            .into_iter()
-            .map(|(key, value)| {
-                let kv = strait_common::coord::Kv {
-                    key: key.clone(),
-                    value,
-                    create_revision: 0,
-                    mod_revision: 0,
-                    lease: 0,
-                };
-                (key, kv)
-            })
-            .collect(),
-        synced: true,
-    }
+    Ok(Json(json!({ "epoch": plan.epoch, "units": rows })).into_response())
 }
 
 async fn openapi() -> Response {

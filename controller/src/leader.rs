@@ -4,11 +4,12 @@
 //! by the create revision of its leader key, so a deposed leader that has
 //! not noticed yet cannot overwrite its successor's plan.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -16,21 +17,17 @@ use strait_common::backoff::{Backoff, COORD_RETRY_MAX};
 use strait_common::config::Flow;
 use strait_common::coord::keys::Keys;
 use strait_common::coord::lease::{Fence, Lease};
-use strait_common::coord::mirror::{mirror, Snapshot};
-use strait_common::coord::values::{
-    decode, encode, LeaderDoc, LoadDoc, PlanDoc, TopicAction, TopicOverrideDoc, WorkerDoc,
-    WorkerState, FORMAT,
-};
+use strait_common::coord::mirror::mirror;
+use strait_common::coord::values::{decode, encode, LeaderDoc, PlanDoc, FORMAT};
 use strait_common::coord::{Compare, Coord, Op, Revision};
 use strait_common::metrics as m;
 use strait_common::model::Unit;
 
 use crate::discovery::TopicOverrides;
 
-/// How often the leader re-plans with the latest load reports when nothing
-/// else changed.
-const LOAD_REBALANCE: Duration = Duration::from_secs(60);
-use crate::planner::{self, Input, Plan, PlannerConfig, Worker};
+use crate::planner::{Plan, PlannerConfig};
+use crate::read_model::{live_workers, paused_units, stored_plan, topic_overrides, unit_loads};
+use crate::replan::{Replanner, Round, LOAD_REBALANCE};
 
 #[derive(Debug, Clone)]
 pub struct ControllerSpec {
@@ -52,18 +49,22 @@ pub struct Leadership {
 }
 
 /// Starts the leader's duties; returns one receiver of discovered units
-/// per flow (in the order of the flows). Everything it starts must stop
-/// when `stop` fires, and write nothing another leader may have superseded
+/// per flow (in the order of the flows) and the duties' tasks. Everything
+/// it starts must stop when `stop` fires (the leader joins the tasks when
+/// its term ends), and write nothing another leader may have superseded
 /// once the `Fence` (the leader's lease) closes.
 pub type Duties = Box<
     dyn Fn(
             watch::Receiver<TopicOverrides>,
             Fence,
             CancellationToken,
-        ) -> anyhow::Result<Vec<watch::Receiver<BTreeSet<Unit>>>>
+        ) -> anyhow::Result<(Vec<watch::Receiver<BTreeSet<Unit>>>, JoinSet<()>)>
         + Send
         + Sync,
 >;
+
+/// How long a term's end waits for its duties to stop.
+const DUTIES_STOP: Duration = Duration::from_secs(10);
 
 pub struct Controller {
     coord: Coord,
@@ -209,148 +210,140 @@ impl Controller {
                 _ = stop.cancelled() => return,
             }
         }
-        let mut previous = stored_plan(k, &plans.borrow());
+        let mut previous = stored_plan(k, &*plans.borrow());
         metrics::gauge!(m::PLAN_EPOCH).set(previous.epoch as f64);
         info!(
             epoch = previous.epoch,
             workers = previous.assignments.len(),
             "took over the stored plan"
         );
-        overrides_tx.send_replace(topic_overrides(k, &admin.borrow()));
-        let mut discovered = match (self.duties)(overrides_rx, lease.fence(), stop.clone()) {
-            Ok(rx) => rx,
-            Err(e) => {
-                warn!(
-                    error = format!("{e:#}"),
-                    "cannot start the leader's duties; stepping down"
+        overrides_tx.send_replace(topic_overrides(k, &*admin.borrow()));
+        let (mut discovered, mut tasks) =
+            match (self.duties)(overrides_rx, lease.fence(), stop.clone()) {
+                Ok(started) => started,
+                Err(e) => {
+                    warn!(
+                        error = format!("{e:#}"),
+                        "cannot start the leader's duties; stepping down"
+                    );
+                    return;
+                }
+            };
+        // The term: plan until it ends (every `return` below ends it).
+        async {
+            let mut known: Vec<Option<BTreeSet<Unit>>> = vec![None; self.flows.len()];
+            let mut from_scratch = false;
+            let mut replanner = Replanner::new(
+                self.spec.planner,
+                LOAD_REBALANCE,
+                unit_loads(&*loads.borrow()),
+                std::time::Instant::now(),
+            );
+
+            loop {
+                for (i, rx) in discovered.iter_mut().enumerate() {
+                    if rx.has_changed().unwrap_or(false) {
+                        known[i] = Some(rx.borrow_and_update().clone());
+                    }
+                }
+                overrides_tx.send_if_modified(|o| {
+                    let now = topic_overrides(k, &*admin.borrow());
+                    (now != *o).then(|| *o = now).is_some()
+                });
+                // A flow not discovered yet keeps the units the stored plan has.
+                let mut units: BTreeSet<Unit> = BTreeSet::new();
+                for (flow, seen) in self.flows.iter().zip(&known) {
+                    match seen {
+                        Some(set) => units.extend(set.iter().cloned()),
+                        None => units.extend(
+                            previous
+                                .assignments
+                                .values()
+                                .flatten()
+                                .filter(|u| u.flow == flow.name)
+                                .cloned(),
+                        ),
+                    }
+                }
+                let (ws, paused) = {
+                    let a = admin.borrow();
+                    (
+                        live_workers(k, &*workers.borrow(), &*a),
+                        paused_units(k, &*a, &units),
+                    )
+                };
+                let next = replanner.next(
+                    Round {
+                        previous: &previous,
+                        workers: &ws,
+                        units: &units,
+                        paused: &paused,
+                        from_scratch,
+                        now: std::time::Instant::now(),
+                    },
+                    || unit_loads(&*loads.borrow()),
                 );
-                return;
-            }
-        };
-        let mut known: Vec<Option<BTreeSet<Unit>>> = vec![None; self.flows.len()];
-        let mut from_scratch = false;
-        // The loads the planner balances by, taken afresh only every
-        // LOAD_REBALANCE (or on a forced rebalance). A re-plan for any other
-        // reason (a worker joins or leaves, a watch re-lists, a topic
-        // appears) sees the same loads, so units move only for that reason
-        // and never chase the noise of the latest reports.
-        let mut balance_loads = unit_loads(&loads.borrow());
-        let mut loads_due = tokio::time::Instant::now() + LOAD_REBALANCE;
-
-        loop {
-            for (i, rx) in discovered.iter_mut().enumerate() {
-                if rx.has_changed().unwrap_or(false) {
-                    known[i] = Some(rx.borrow_and_update().clone());
-                }
-            }
-            overrides_tx.send_if_modified(|o| {
-                let now = topic_overrides(k, &admin.borrow());
-                (now != *o).then(|| *o = now).is_some()
-            });
-            // A flow not discovered yet keeps the units the stored plan has.
-            let mut units: BTreeSet<Unit> = BTreeSet::new();
-            for (flow, seen) in self.flows.iter().zip(&known) {
-                match seen {
-                    Some(set) => units.extend(set.iter().cloned()),
-                    None => units.extend(
-                        previous
-                            .assignments
-                            .values()
-                            .flatten()
-                            .filter(|u| u.flow == flow.name)
-                            .cloned(),
-                    ),
-                }
-            }
-            let (ws, paused) = {
-                let a = admin.borrow();
-                (
-                    live_workers(k, &workers.borrow(), &a),
-                    paused_units(k, &a, &units),
-                )
-            };
-            let rebalance = from_scratch || tokio::time::Instant::now() >= loads_due;
-            if rebalance {
-                let fresh = unit_loads(&loads.borrow());
-                // Reports of no traffic at all (the target was away for the
-                // last window, say) say nothing about balance: balancing by
-                // them would fall back to unit counts and move most units,
-                // then move them back once traffic returns.
-                if fresh.values().any(|&l| l > 0.0) || balance_loads.is_empty() {
-                    balance_loads = fresh;
-                }
-                loads_due = tokio::time::Instant::now() + LOAD_REBALANCE;
-            }
-            let base = if from_scratch {
-                Plan {
-                    epoch: previous.epoch,
-                    assignments: BTreeMap::new(),
-                }
-            } else {
-                previous.clone()
-            };
-            let input = Input {
-                previous: &base,
-                workers: &ws,
-                units: &units,
-                paused: &paused,
-                loads: &balance_loads,
-            };
-            // Between rebalances a plan that still fits is kept as it is:
-            // taking over leadership, or a watch re-listing, moves nothing.
-            let mut next = if !rebalance && planner::still_fits(input) {
-                previous.clone()
-            } else {
-                planner::plan(input, self.spec.planner)
-            };
-            if next.assignments == previous.assignments {
-                next.epoch = previous.epoch;
-            } else if next.epoch == previous.epoch {
-                next.epoch += 1;
-            }
-            let stale: Vec<String> = plans
-                .borrow()
-                .kvs
-                .keys()
-                .filter_map(|key| k.id_under(&k.plans(), key).map(str::to_owned))
-                .filter(|w| !next.assignments.contains_key(w))
-                .collect();
-            if next.epoch != previous.epoch || !stale.is_empty() || from_scratch {
-                match self.write_plan(term, &next, &stale).await {
-                    Ok(true) => {
-                        let moves = moved(&previous, &next);
-                        metrics::counter!(m::PLANS_WRITTEN).increment(1);
-                        metrics::counter!(m::UNIT_MOVES).increment(moves as u64);
-                        metrics::gauge!(m::PLAN_EPOCH).set(next.epoch as f64);
-                        info!(
-                            epoch = next.epoch,
-                            workers = next.assignments.len(),
-                            units = units.len(),
-                            moves,
-                            "plan written"
-                        );
-                        previous = next;
-                        from_scratch = false;
+                let stale: Vec<String> = plans
+                    .borrow()
+                    .kvs
+                    .keys()
+                    .filter_map(|key| k.id_under(&k.plans(), key).map(str::to_owned))
+                    .filter(|w| !next.assignments.contains_key(w))
+                    .collect();
+                if next.epoch != previous.epoch || !stale.is_empty() || from_scratch {
+                    match self.write_plan(term, &next, &stale).await {
+                        Ok(true) => {
+                            let moves = moved(&previous, &next);
+                            metrics::counter!(m::PLANS_WRITTEN).increment(1);
+                            metrics::counter!(m::UNIT_MOVES).increment(moves as u64);
+                            metrics::gauge!(m::PLAN_EPOCH).set(next.epoch as f64);
+                            info!(
+                                epoch = next.epoch,
+                                workers = next.assignments.len(),
+                                units = units.len(),
+                                moves,
+                                "plan written"
+                            );
+                            previous = next;
+                            from_scratch = false;
+                        }
+                        Ok(false) => {
+                            warn!("the leader key changed under us: deposed");
+                            return;
+                        }
+                        Err(e) => warn!(error = %e, "cannot write the plan; retrying"),
                     }
-                    Ok(false) => {
-                        warn!("the leader key changed under us: deposed");
-                        return;
-                    }
-                    Err(e) => warn!(error = %e, "cannot write the plan; retrying"),
+                }
+
+                tokio::select! {
+                    _ = workers.changed() => {}
+                    _ = admin.changed() => {}
+                    _ = changed_any(&mut discovered) => {}
+                    _ = self.rebalance.notified() => from_scratch = true,
+                    _ = tokio::time::sleep_until(replanner.due().into()) => {}
+                    _ = lost.cancelled() => return,
+                    _ = stop.cancelled() => return,
+                }
+                // Let a burst of changes (a worker's units, a rolling restart) settle.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        .await;
+        stop.cancel();
+        let joined = tokio::time::timeout(DUTIES_STOP, async {
+            while let Some(done) = tasks.join_next().await {
+                if let Err(e) = done {
+                    warn!(error = %e, "a leader duty panicked");
                 }
             }
-
-            tokio::select! {
-                _ = workers.changed() => {}
-                _ = admin.changed() => {}
-                _ = changed_any(&mut discovered) => {}
-                _ = self.rebalance.notified() => from_scratch = true,
-                _ = tokio::time::sleep_until(loads_due) => {}
-                _ = lost.cancelled() => return,
-                _ = stop.cancelled() => return,
-            }
-            // Let a burst of changes (a worker's units, a rolling restart) settle.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        })
+        .await;
+        if joined.is_err() {
+            warn!(
+                left = tasks.len(),
+                "leader duties did not stop in time; aborting them"
+            );
+            tasks.abort_all();
         }
     }
 
@@ -401,88 +394,4 @@ fn moved(a: &Plan, b: &Plan) -> usize {
         .iter()
         .filter(|(u, w)| before.get(*u).is_some_and(|old| old != *w))
         .count()
-}
-
-/// The plan as stored: the highest epoch, and every worker's units.
-pub fn stored_plan(k: &Keys, snap: &Snapshot) -> Plan {
-    let mut plan = Plan::default();
-    for (key, kv) in &snap.kvs {
-        let Some(worker) = k.id_under(&k.plans(), key) else {
-            continue;
-        };
-        match decode::<PlanDoc>(&kv.value) {
-            Ok(doc) => {
-                plan.epoch = plan.epoch.max(doc.epoch);
-                plan.assignments
-                    .insert(worker.to_owned(), doc.units.into_iter().collect());
-            }
-            Err(e) => warn!(key = %key, error = %e, "unreadable plan entry skipped"),
-        }
-    }
-    plan
-}
-
-/// Registered workers; draining ones (shutting down, or drained by an operator) included as such.
-pub fn live_workers(k: &Keys, workers: &Snapshot, admin: &Snapshot) -> Vec<Worker> {
-    workers
-        .kvs
-        .iter()
-        .filter_map(|(key, kv)| {
-            let id = k.id_under(&k.workers(), key)?;
-            let doc = match decode::<WorkerDoc>(&kv.value) {
-                Ok(d) => d,
-                Err(e) => {
-                    warn!(worker = id, error = %e, "unreadable registration skipped");
-                    return None;
-                }
-            };
-            Some(Worker {
-                id: id.to_owned(),
-                draining: doc.state == WorkerState::Draining
-                    || admin.kvs.contains_key(&k.drained(id)),
-            })
-        })
-        .collect()
-}
-
-/// Units an operator paused, among the live ones.
-pub fn paused_units(k: &Keys, admin: &Snapshot, units: &BTreeSet<Unit>) -> BTreeSet<Unit> {
-    let prefix = k.paused_units();
-    let flagged: BTreeSet<(String, strait_common::model::TopicPartition)> = admin
-        .kvs
-        .keys()
-        .filter_map(|key| k.unit_under(&prefix, key))
-        .map(|(f, tp)| (f.to_owned(), tp))
-        .collect();
-    units
-        .iter()
-        .filter(|u| flagged.contains(&(u.flow.clone(), u.source.clone())))
-        .cloned()
-        .collect()
-}
-
-pub fn topic_overrides(k: &Keys, admin: &Snapshot) -> TopicOverrides {
-    admin
-        .kvs
-        .iter()
-        .filter_map(|(key, kv)| {
-            let (flow, topic) = k.topic_under(key)?;
-            let doc = decode::<TopicOverrideDoc>(&kv.value).ok()?;
-            Some((
-                (flow.to_owned(), topic.to_owned()),
-                doc.action == TopicAction::Add,
-            ))
-        })
-        .collect()
-}
-
-/// Bytes/s per unit from the workers' reports.
-pub fn unit_loads(loads: &Snapshot) -> BTreeMap<Unit, f64> {
-    loads
-        .kvs
-        .values()
-        .filter_map(|kv| decode::<LoadDoc>(&kv.value).ok())
-        .flat_map(|d| d.units)
-        .map(|u| (u.unit, u.bytes_per_sec))
-        .collect()
 }

@@ -9,3 +9,5 @@ pub mod leader;
 pub mod metadata;
 pub mod native_admin;
 pub mod planner;
+pub mod read_model;
+pub mod replan;

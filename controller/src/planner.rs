@@ -125,15 +125,24 @@ pub fn still_fits(input: Input<'_>) -> bool {
 /// Computes the next plan.
 pub fn plan(input: Input<'_>, config: PlannerConfig) -> Plan {
     let assignments = assign(input, config);
-    let epoch = if assignments == input.previous.assignments {
-        input.previous.epoch
-    } else {
-        input.previous.epoch + 1
-    };
-    Plan { epoch, assignments }
+    Plan {
+        epoch: epoch_after(input.previous, &assignments),
+        assignments,
+    }
 }
 
-fn assign(input: Input<'_>, config: PlannerConfig) -> BTreeMap<String, BTreeSet<Unit>> {
+/// The epoch rule: the epoch grows by one exactly when the assignment
+/// changes, so "nothing changed" keeps it and workers ignore older plans.
+pub fn epoch_after(previous: &Plan, assignments: &BTreeMap<String, BTreeSet<Unit>>) -> u64 {
+    if *assignments == previous.assignments {
+        previous.epoch
+    } else {
+        previous.epoch + 1
+    }
+}
+
+/// The assignment alone (see [`plan`]).
+pub fn assign(input: Input<'_>, config: PlannerConfig) -> BTreeMap<String, BTreeSet<Unit>> {
     let mut workers: Vec<&str> = input
         .workers
         .iter()
