@@ -243,7 +243,7 @@ compression = "{compression}"
             .replace("\\n", "\n"),
     );
     let config = Config::parse(&text).unwrap();
-    let flow = config.flows().unwrap().remove(0);
+    let flow = config.flows[0].clone();
     let units: BTreeSet<Unit> = (0..load.partitions)
         .map(|p| Unit {
             flow: flow.name.clone(),

@@ -181,7 +181,7 @@ fn run_command(command: Command) -> ExitCode {
     match command {
         Command::Offsets { action, .. } => offsets::run(&config, action),
         Command::Check { .. } => {
-            for f in config.flows().expect("validated by load") {
+            for f in &config.flows {
                 println!(
                     "flow {}: {} -> {}, remote topic of \"orders\": {}, progress group: {}",
                     f.name,

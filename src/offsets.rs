@@ -99,25 +99,16 @@ impl std::fmt::Display for TranslateError {
 
 /// The checkpoint specs of every flow (or only `only`).
 fn specs(config: &Config, only: Option<&str>) -> Result<Vec<CheckpointSpec>, TranslateError> {
-    let flows = config.flows().expect("validated by load");
     if let Some(name) = only {
-        if !flows.iter().any(|f| f.name == name) {
+        if config.flow(name).is_none() {
             return Err(TranslateError::NoSuchFlow(name.to_owned()));
         }
     }
-    Ok(flows
-        .into_iter()
+    Ok(config
+        .flows
+        .iter()
         .filter(|f| only.is_none_or(|n| f.name == n))
-        .map(|flow| {
-            let cluster = |alias: &str| config.clusters[alias].clone();
-            CheckpointSpec {
-                deployment: config.deployment.clone(),
-                source: cluster(&flow.source),
-                target: cluster(&flow.target),
-                syncs_cluster: cluster(flow.offset_syncs().0),
-                flow,
-            }
-        })
+        .map(|flow| CheckpointSpec::new(config, flow))
         .collect())
 }
 

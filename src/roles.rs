@@ -52,7 +52,7 @@ impl Role {
 const LOAD_REPORT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Result<()> {
-    let flows = config.flows()?;
+    let flows = config.flows.clone();
     let fleet = config.coordination.is_fleet();
     if !fleet && role != Role::All {
         anyhow::bail!(
@@ -210,31 +210,26 @@ fn duties(
         move |overrides: watch::Receiver<TopicOverrides>, fence: Fence, stop: CancellationToken| {
             let (discovery, receivers) =
                 Discovery::new(&config, &flows, overrides, topics.clone())?;
-            tokio::spawn(discovery.run(stop.clone()));
+            let mut tasks = JoinSet::new();
+            tasks.spawn(discovery.run(stop.clone()));
             for flow in &flows {
                 let spec = FlowSpec::new(&config, flow.clone());
                 if spec.flow.checkpoints.is_some() {
-                    let cp = CheckpointSpec {
-                        deployment: spec.deployment.clone(),
-                        flow: spec.flow.clone(),
-                        source: spec.source.clone(),
-                        target: spec.target.clone(),
-                        syncs_cluster: spec.syncs_cluster.clone(),
-                    };
-                    tokio::spawn(log_end(
+                    let cp = CheckpointSpec::new(&config, flow);
+                    tasks.spawn(log_end(
                         run_checkpoints(cp, fence.clone(), checkpoints.clone(), stop.clone()),
                         "checkpoints",
                     ));
                 }
                 if spec.flow.heartbeats.is_some() {
-                    tokio::spawn(log_end(
+                    tasks.spawn(log_end(
                         run_heartbeats(spec.clone(), status.clone(), stop.clone()),
                         "heartbeats",
                     ));
                 }
             }
             let out: Vec<watch::Receiver<BTreeSet<Unit>>> = receivers;
-            Ok(out)
+            Ok((out, tasks))
         },
     )
 }

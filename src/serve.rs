@@ -119,8 +119,7 @@ async fn status(State(api): State<Api>) -> Response {
     let units = api.status.snapshot();
     let flows: Vec<_> = api
         .config
-        .flows()
-        .unwrap_or_default()
+        .flows
         .iter()
         .map(|f| {
             let h = health.get(&f.name).copied().unwrap_or_default();

@@ -5,31 +5,6 @@ use rdkafka::ClientConfig;
 
 use crate::config::ClusterConfig;
 
-/// Settings strait sets itself because correctness depends on them; they are
-/// refused in a cluster's passthrough map.
-pub const OWNED_KEYS: &[&str] = &[
-    "bootstrap.servers",
-    "metadata.broker.list",
-    "group.id",
-    "group.instance.id",
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-    "auto.offset.reset",
-    "enable.partition.eof",
-    "enable.idempotence",
-    "enable.gapless.guarantee",
-    "acks",
-    "request.required.acks",
-    "max.in.flight.requests.per.connection",
-    "max.in.flight",
-    "message.timeout.ms",
-    "delivery.timeout.ms",
-    "retries",
-    "message.send.max.retries",
-    "transactional.id",
-    "statistics.interval.ms",
-];
-
 /// A client config for `cluster` carrying its passthrough settings.
 pub fn client_config(cluster: &ClusterConfig) -> ClientConfig {
     let mut c = ClientConfig::new();

@@ -430,7 +430,7 @@ source = "us"
 target = "dr"
 topics = ["orders", "pay.*", "dr.*"]
 "#;
-        Config::parse(text).unwrap().flows().unwrap().remove(0)
+        Config::parse(text).unwrap().flows.remove(0)
     }
 
     fn none() -> TopicOverrides {
@@ -551,7 +551,7 @@ topics = ["orders", "pay.*", "dr.*"]
                         [[flows]]\nsource = \"us\"\ntarget = \"dr\"\ntopics = [\"orders\"]\nheartbeats = false\ncheckpoints = false\n\
                         config_sync_interval = \"1h\"\n";
             let config = Config::parse(&format!("{text}{extra}")).unwrap();
-            let flows = config.flows().unwrap();
+            let flows = config.flows.clone();
             let source = FakeCluster::with(&[("orders", 2), ("other", 1)], true);
             let target = FakeCluster::with(&[], can_grow);
             let (s, t) = (source.clone(), target.clone());
@@ -710,7 +710,7 @@ topics = ["orders", "pay.*", "dr.*"]
                         [[flows]]\nsource = \"us\"\ntarget = \"dr\"\ntopics = [\"orders\"]\nheartbeats = false\n\
                         checkpoints = false\nsync_acls = true\nsync_acl_deletions = true\n";
             let config = Config::parse(text).unwrap();
-            let flows = config.flows().unwrap();
+            let flows = config.flows.clone();
             let source = FakeCluster::with(&[("orders", 1)], true);
             let target = FakeCluster::with(&[], true);
             let acl = |topic: &str, who: &str, operation, permission| TopicAcl {

@@ -222,7 +222,7 @@ mod tests {
             "deployment = \"t\"\n[clusters.us]\nbootstrap = \"x:1\"\n[clusters.dr]\nbootstrap = \"x:2\"\n\
              [[flows]]\nsource = \"us\"\ntarget = \"dr\"\ntopics = [\"orders\"]\nsync_acls = true\n{extra}"
         );
-        Config::parse(&text).unwrap().flows().unwrap().remove(0)
+        Config::parse(&text).unwrap().flows.remove(0)
     }
 
     fn acl(topic: &str, who: &str, operation: AclOperation, permission: AclPermission) -> TopicAcl {

@@ -26,12 +26,12 @@ pub struct FlowSpec {
 
 impl FlowSpec {
     pub fn new(config: &Config, flow: Flow) -> Self {
-        let cluster = |alias: &str| config.clusters[alias].clone();
+        let clusters = config.clusters_of(&flow);
         FlowSpec {
             deployment: config.deployment.clone(),
-            source: cluster(&flow.source),
-            target: cluster(&flow.target),
-            syncs_cluster: cluster(flow.offset_syncs().0),
+            source: clusters.source,
+            target: clusters.target,
+            syncs_cluster: clusters.syncs,
             worker: config.worker.clone(),
             per_partition_metrics: config.metrics.per_partition,
             flow,

@@ -115,7 +115,7 @@ drain_timeout = "5s"
             target.bootstrap_servers()
         );
         let config = Config::parse(&text).unwrap();
-        let flow = config.flows().unwrap().remove(0);
+        let flow = config.flows[0].clone();
         let units: BTreeSet<Unit> = (0..partitions)
             .map(|p| Unit {
                 flow: flow.name.clone(),

@@ -227,7 +227,7 @@ mod tests {
 
     fn flow() -> Flow {
         let text = "deployment = \"t\"\n[clusters.us]\nbootstrap = \"x:1\"\n[clusters.dr]\nbootstrap = \"x:2\"\n[[flows]]\nsource = \"us\"\ntarget = \"dr\"\n";
-        Config::parse(text).unwrap().flows().unwrap().remove(0)
+        Config::parse(text).unwrap().flows.remove(0)
     }
 
     fn tp() -> TopicPartition {

@@ -23,7 +23,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, Threa
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use strait_common::config::{ClusterConfig, Flow};
+use strait_common::config::{ClusterConfig, Config, Flow};
 use strait_common::coord::lease::Fence;
 use strait_common::formats::{Checkpoint, OffsetSync};
 use strait_common::kafka::client_config;
@@ -43,6 +43,20 @@ pub struct CheckpointSpec {
     pub source: ClusterConfig,
     pub target: ClusterConfig,
     pub syncs_cluster: ClusterConfig,
+}
+
+impl CheckpointSpec {
+    /// The spec of `flow`, one of `config`'s resolved flows.
+    pub fn new(config: &Config, flow: &Flow) -> Self {
+        let clusters = config.clusters_of(flow);
+        CheckpointSpec {
+            deployment: config.deployment.clone(),
+            flow: flow.clone(),
+            source: clusters.source,
+            target: clusters.target,
+            syncs_cluster: clusters.syncs,
+        }
+    }
 }
 
 /// How one flow's checkpoints keep up, for `/v1/status`.

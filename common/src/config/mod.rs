@@ -1,0 +1,203 @@
+//! strait's configuration: `strait.toml` ([`file`]) validated once at start
+//! ([`validate`]) into a [`Config`], whose flows are resolved (names, regexes,
+//! policies). Nothing validates again after that.
+//!
+//! `strait.example.toml` at the top of the repository documents every key.
+
+mod file;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use regex::Regex;
+use thiserror::Error;
+
+use crate::policy::ReplicationPolicy;
+
+pub use file::{
+    default_configs_exclude, ApiConfig, ClusterConfig, Compression, ConfigFile, CoordinationConfig,
+    DiscoveryConfig, EtcdTls, FlowConfig, MetricsConfig, OnRefused, PassthroughValue,
+    PlannerSettings, StartAt, SyncsLocation, WorkerConfig,
+};
+pub use validate::OWNED_KEYS;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The configuration, validated: what every role is built from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Names this deployment; part of the commit group `strait.{deployment}.{flow}`.
+    pub deployment: String,
+    /// Clusters by alias.
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    /// The flows, resolved, in the order of the file.
+    pub flows: Vec<Flow>,
+    pub worker: WorkerConfig,
+    pub discovery: DiscoveryConfig,
+    pub metrics: MetricsConfig,
+    pub coordination: CoordinationConfig,
+    pub api: ApiConfig,
+    pub planner: PlannerSettings,
+}
+
+/// The clusters one flow talks to.
+#[derive(Debug, Clone)]
+pub struct FlowClusters {
+    pub source: ClusterConfig,
+    pub target: ClusterConfig,
+    /// The cluster holding the flow's offset-syncs topic.
+    pub syncs: ClusterConfig,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| invalid("(syntax)", e.to_string()))?;
+        let file: ConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            };
+            invalid(key, e.into_inner().message().trim().to_owned())
+        })?;
+        validate::resolve(file)
+    }
+
+    /// The flow named `name`.
+    pub fn flow(&self, name: &str) -> Option<&Flow> {
+        self.flows.iter().find(|f| f.name == name)
+    }
+
+    /// The clusters of `flow` (a flow of this config: validation checked
+    /// that its aliases exist).
+    pub fn clusters_of(&self, flow: &Flow) -> FlowClusters {
+        let cluster = |alias: &str| self.clusters[alias].clone();
+        FlowClusters {
+            source: cluster(&flow.source),
+            target: cluster(&flow.target),
+            syncs: cluster(flow.offset_syncs().0),
+        }
+    }
+}
+
+/// A flow after validation: names resolved, regexes compiled.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    pub include: Vec<Regex>,
+    pub exclude: Vec<Regex>,
+    pub policy: ReplicationPolicy,
+    pub start: StartAt,
+    pub offset_lag_max: u64,
+    pub offset_syncs_location: SyncsLocation,
+    pub on_refused: OnRefused,
+    /// As configured on the flow; `None` leaves it to the target cluster's
+    /// `kafka` table, else [`Compression::DEFAULT`].
+    pub compression: Option<Compression>,
+    /// Heartbeat interval, when heartbeats are on.
+    pub heartbeats: Option<Duration>,
+    /// Checkpoint interval, when checkpoints are on.
+    pub checkpoints: Option<Duration>,
+    pub groups: Vec<Regex>,
+    pub groups_exclude: Vec<Regex>,
+    pub sync_group_offsets: bool,
+    /// Config sync interval, when on.
+    pub sync_topic_configs: Option<Duration>,
+    pub configs_exclude: Vec<Regex>,
+    pub sync_acls: bool,
+    pub sync_acl_deletions: bool,
+    pub replication_factor: Option<i32>,
+}
+
+impl Flow {
+    /// Whether the source topic `topic` is replicated by this flow.
+    pub fn replicates(&self, topic: &str) -> bool {
+        self.replicates_with(topic, None)
+    }
+
+    /// As [`Flow::replicates`], with an operator's decision on this topic
+    /// (added or removed through the API) taking precedence over the
+    /// regexes. Internal topics and cycles stay excluded whatever it says.
+    pub fn replicates_with(&self, topic: &str, operator: Option<bool>) -> bool {
+        if !self.policy.may_replicate(topic, &self.target) {
+            return false;
+        }
+        if let Some(decision) = operator {
+            return decision;
+        }
+        if self.heartbeats.is_some() && self.policy.is_heartbeats_topic(topic) {
+            return true;
+        }
+        self.include.iter().any(|r| r.is_match(topic))
+            && !self.exclude.iter().any(|r| r.is_match(topic))
+    }
+
+    /// Whether the topic config `name` is copied to remote topics.
+    pub fn copies_config(&self, name: &str) -> bool {
+        !self.configs_exclude.iter().any(|r| r.is_match(name))
+    }
+
+    /// Whether the source consumer group `group` is checkpointed by this
+    /// flow. strait's own groups never are.
+    pub fn checkpoints_group(&self, group: &str) -> bool {
+        !group.starts_with("strait.")
+            && self.groups.iter().any(|r| r.is_match(group))
+            && !self.groups_exclude.iter().any(|r| r.is_match(group))
+    }
+
+    pub fn remote_topic(&self, topic: &str) -> String {
+        self.policy.remote_topic(&self.source, topic)
+    }
+
+    /// The consumer group progress is committed under, on the source.
+    pub fn commit_group(&self, deployment: &str) -> String {
+        format!("strait.{deployment}.{}", self.name)
+    }
+
+    /// Cluster alias holding the offset-syncs topic, and the topic's name.
+    pub fn offset_syncs(&self) -> (&str, String) {
+        match self.offset_syncs_location {
+            SyncsLocation::Source => (
+                &self.source,
+                crate::policy::offset_syncs_topic(&self.target),
+            ),
+            SyncsLocation::Target => (
+                &self.target,
+                crate::policy::offset_syncs_topic(&self.source),
+            ),
+        }
+    }
+}

@@ -1,0 +1,254 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+deployment = "test"
+[clusters.us]
+bootstrap = "127.0.0.1:9092"
+[clusters.dr]
+bootstrap = "127.0.0.1:9093"
+[[flows]]
+source = "us"
+target = "dr"
+"#;
+
+fn err(text: &str) -> String {
+    Config::parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn minimal_config_gets_the_documented_defaults() {
+    let c = Config::parse(MINIMAL).unwrap();
+    let flows = c.flows;
+    assert_eq!(flows[0].name, "us-dr");
+    assert_eq!(flows[0].commit_group("test"), "strait.test.us-dr");
+    assert_eq!(flows[0].remote_topic("orders"), "us.orders");
+    assert_eq!(
+        flows[0].offset_syncs(),
+        ("us", "mm2-offset-syncs.dr.internal".to_owned())
+    );
+    assert!(flows[0].replicates("orders"));
+    assert!(!flows[0].replicates("dr.orders"), "cycle");
+    assert!(!flows[0].replicates("__consumer_offsets"));
+    assert_eq!(c.discovery.interval, Duration::from_secs(1));
+    assert_eq!(flows[0].start, StartAt::Earliest);
+    assert_eq!(flows[0].compression, None, "left to the cluster, else lz4");
+    assert_eq!(Compression::DEFAULT, Compression::Lz4);
+}
+
+#[test]
+fn a_flow_names_its_codec_and_a_wrong_one_is_refused_by_key() {
+    let c = Config::parse(
+        &MINIMAL.replace("target = \"dr\"", "target = \"dr\"\ncompression = \"zstd\""),
+    )
+    .unwrap();
+    assert_eq!(c.flows[0].compression, Some(Compression::Zstd));
+    assert_eq!(Compression::None.as_str(), "none");
+    let e = err(&MINIMAL.replace(
+        "target = \"dr\"",
+        "target = \"dr\"\ncompression = \"brotli\"",
+    ));
+    assert!(
+        e.starts_with("flows[0].compression: unknown variant `brotli`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_example_file_is_valid() {
+    let text = include_str!("../../../strait.example.toml");
+    Config::parse(text).unwrap();
+}
+
+#[test]
+fn coordination_settings_are_checked_by_key() {
+    let e = err(&format!(
+        "{MINIMAL}\n[coordination]\netcd = [\"127.0.0.1:2379\"]\n"
+    ));
+    assert!(
+        e.starts_with("coordination.etcd[0]: an endpoint is a URL"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}\n[coordination]\nlease_ttl = \"1s\"\n"));
+    assert!(e.starts_with("coordination.lease_ttl: at least 2s"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[coordination]\nuser = \"u\"\n"));
+    assert!(
+        e.starts_with("coordination.user: user and password go together"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}\n[planner]\nbalance_ratio = 0.5\n"));
+    assert!(e.starts_with("planner.balance_ratio"), "{e}");
+    let c = Config::parse(&format!(
+        "{MINIMAL}\n[coordination]\netcd = [\"http://127.0.0.1:2379\"]\n"
+    ))
+    .unwrap();
+    assert!(c.coordination.is_fleet());
+    assert!(!Config::parse(MINIMAL).unwrap().coordination.is_fleet());
+}
+
+#[test]
+fn unknown_keys_are_refused_by_name() {
+    let e = err(&format!("{MINIMAL}\n[worker]\ncommit_intervall = \"1s\"\n"));
+    assert!(
+        e.starts_with("worker.commit_intervall: unknown field `commit_intervall`"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\ntopic = [\"a\"]"));
+    assert!(
+        e.starts_with("flows[0].topic: unknown field `topic`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\npolicy = \"mirror\""));
+    assert!(
+        e.starts_with("flows[0].policy: unknown variant `mirror`"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}\n[worker]\ndrain_timeout = \"soon\"\n"));
+    assert!(e.starts_with("worker.drain_timeout:"), "{e}");
+    let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dx\""));
+    assert_eq!(e, "flows[0].target: no cluster named \"dx\" in [clusters]");
+    let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\ntopics = [\"(\"]"));
+    assert!(
+        e.starts_with("flows[0].topics[0]: regex parse error"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"us\""));
+    assert_eq!(e, "flows[0].target: source and target must differ");
+    let e = err(&format!("{MINIMAL}\n[worker]\nmax_in_flight_bytes = -1\n"));
+    assert!(e.starts_with("worker.max_in_flight_bytes:"), "{e}");
+    let e = err(&format!("{MINIMAL}\n[metrics]\nlisten = \"nowhere\"\n"));
+    assert!(e.starts_with("metrics.listen:"), "{e}");
+    let e = err(&MINIMAL.replace("target = \"dr\"", "target = \"dr\"\nreplication_factor = 0"));
+    assert!(
+        e.starts_with("flows[0].replication_factor: must be at least 1"),
+        "{e}"
+    );
+    let e = err("deployment = 3");
+    assert!(e.starts_with("deployment: invalid type"), "{e}");
+    let e = err("deployment = \"x\"\n[clusters]\n");
+    assert!(e.contains("missing field `flows`"), "{e}");
+}
+
+#[test]
+fn owned_librdkafka_settings_are_refused_in_passthrough() {
+    let e = err(&MINIMAL.replace(
+        "bootstrap = \"127.0.0.1:9093\"",
+        "bootstrap = \"127.0.0.1:9093\"\nkafka = { \"enable.idempotence\" = false }",
+    ));
+    assert_eq!(
+        e,
+        "clusters.dr.kafka.\"enable.idempotence\": strait owns this librdkafka setting; it cannot be passed through"
+    );
+    let ok = MINIMAL.replace(
+        "bootstrap = \"127.0.0.1:9093\"",
+        "bootstrap = \"127.0.0.1:9093\"\nkafka = { \"security.protocol\" = \"ssl\", \"socket.timeout.ms\" = 30000 }",
+    );
+    let c = Config::parse(&ok).unwrap();
+    assert_eq!(
+        c.clusters["dr"].kafka["socket.timeout.ms"].to_string(),
+        "30000"
+    );
+}
+
+#[test]
+fn flow_names_are_unique_and_aliases_cannot_hide_the_separator() {
+    let twice = format!("{MINIMAL}\n[[flows]]\nsource = \"us\"\ntarget = \"dr\"\n");
+    assert_eq!(
+        err(&twice),
+        "flows[1].name: flow name \"us-dr\" is used twice"
+    );
+    let e = err(&MINIMAL
+        .replace("target = \"dr\"", "target = \"dr\"\nseparator = \"-\"")
+        .replace("[clusters.dr]", "[clusters.d-r]")
+        .replace("target = \"dr\"", "target = \"d-r\""));
+    assert!(
+        e.starts_with("flows[0].separator: cluster alias \"d-r\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn heartbeat_topics_are_replicated_whatever_the_filters_unless_off() {
+    let c = Config::parse(
+        &MINIMAL.replace("target = \"dr\"", "target = \"dr\"\ntopics = [\"orders\"]"),
+    )
+    .unwrap();
+    let f = &c.flows[0];
+    assert_eq!(f.heartbeats, Some(Duration::from_secs(1)));
+    assert!(f.replicates("heartbeats"));
+    assert!(
+        f.replicates("eu.heartbeats"),
+        "heartbeats that came through another cluster"
+    );
+    assert!(
+        !f.replicates("dr.heartbeats"),
+        "never back to where they came from"
+    );
+    assert!(!f.replicates("payments"));
+    let off = Config::parse(&MINIMAL.replace(
+        "target = \"dr\"",
+        "target = \"dr\"\ntopics = [\"orders\"]\nheartbeats = false",
+    ))
+    .unwrap();
+    let f = &off.flows[0];
+    assert_eq!(f.heartbeats, None);
+    assert!(!f.replicates("heartbeats"));
+}
+
+#[test]
+fn throttles_durability_and_timestamp_configs_are_not_copied_by_default() {
+    let f = &Config::parse(MINIMAL).unwrap().flows[0];
+    for name in [
+        "min.insync.replicas",
+        "unclean.leader.election.enable",
+        "message.timestamp.type",
+        "leader.replication.throttled.replicas",
+        "message.timestamp.after.max.ms",
+    ] {
+        assert!(!f.copies_config(name), "{name}");
+    }
+    for name in [
+        "retention.ms",
+        "cleanup.policy",
+        "max.message.bytes",
+        "compression.type",
+    ] {
+        assert!(f.copies_config(name), "{name}");
+    }
+}
+
+#[test]
+fn group_filters_never_select_strait_itself() {
+    let c = Config::parse(&MINIMAL.replace(
+        "target = \"dr\"",
+        "target = \"dr\"\ngroups = [\"billing.*\", \"strait.*\"]\ngroups_exclude = [\"billing-test\"]",
+    ))
+    .unwrap();
+    let f = &c.flows[0];
+    assert_eq!(f.checkpoints, Some(Duration::from_secs(2)));
+    assert!(f.checkpoints_group("billing"));
+    assert!(!f.checkpoints_group("billing-test"));
+    assert!(
+        !f.checkpoints_group("strait.test.us-dr"),
+        "strait's own group"
+    );
+    assert!(!f.checkpoints_group("shipping"));
+}
+
+#[test]
+fn topic_filters_match_whole_names() {
+    let c = Config::parse(&MINIMAL.replace(
+        "target = \"dr\"",
+        "target = \"dr\"\ntopics = [\"orders\", \"pay.*\"]\ntopics_exclude = [\"pay-test\"]",
+    ))
+    .unwrap();
+    let f = &c.flows[0];
+    assert!(f.replicates("orders"));
+    assert!(!f.replicates("orders2"), "anchored");
+    assert!(!f.replicates("old-orders"), "anchored");
+    assert!(f.replicates("payments"));
+    assert!(!f.replicates("pay-test"));
+}

@@ -1,0 +1,262 @@
+//! Validation of `strait.toml`, once, at start: every error names the key
+//! it is about (`flows[1].topics[0]: ...`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::file::ConfigFile;
+use super::{invalid, Config, ConfigError, Flow};
+use crate::policy::{PolicyKind, ReplicationPolicy};
+
+/// librdkafka settings strait sets itself because correctness depends on
+/// them (`kafka.rs` sets them per role); a cluster's `kafka` table may not
+/// pass them through.
+pub const OWNED_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "group.instance.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "enable.partition.eof",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "acks",
+    "request.required.acks",
+    "max.in.flight.requests.per.connection",
+    "max.in.flight",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "retries",
+    "message.send.max.retries",
+    "transactional.id",
+    "statistics.interval.ms",
+];
+
+/// Validates the file and resolves it: names checked, regexes compiled,
+/// flows resolved. The only place `strait.toml` is validated.
+pub fn resolve(file: ConfigFile) -> Result<Config, ConfigError> {
+    let flows = flows(&file)?;
+    let ConfigFile {
+        deployment,
+        clusters,
+        flows: _,
+        worker,
+        discovery,
+        metrics,
+        coordination,
+        api,
+        planner,
+    } = file;
+    Ok(Config {
+        deployment,
+        clusters,
+        flows,
+        worker,
+        discovery,
+        metrics,
+        coordination,
+        api,
+        planner,
+    })
+}
+
+fn flows(file: &ConfigFile) -> Result<Vec<Flow>, ConfigError> {
+    let this = file;
+    if !valid_name(&this.deployment) {
+        return Err(invalid(
+            "deployment",
+            "use letters, digits, '-' and '_' only",
+        ));
+    }
+    if this.clusters.is_empty() {
+        return Err(invalid("clusters", "define at least one cluster"));
+    }
+    for (alias, cluster) in &this.clusters {
+        let key = format!("clusters.{alias}");
+        if !valid_name(alias) {
+            return Err(invalid(
+                key,
+                "an alias uses letters, digits, '-' and '_' only",
+            ));
+        }
+        if cluster.bootstrap.trim().is_empty() {
+            return Err(invalid(format!("{key}.bootstrap"), "must not be empty"));
+        }
+        for name in cluster.kafka.keys() {
+            if OWNED_KEYS.contains(&name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.kafka.\"{name}\""),
+                    "strait owns this librdkafka setting; it cannot be passed through",
+                ));
+            }
+        }
+    }
+    if this.flows.is_empty() {
+        return Err(invalid("flows", "define at least one [[flows]]"));
+    }
+    let c = &this.coordination;
+    for (i, e) in c.etcd.iter().enumerate() {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(invalid(
+                format!("coordination.etcd[{i}]"),
+                "an endpoint is a URL: http://host:2379 or https://host:2379",
+            ));
+        }
+    }
+    if c.lease_ttl < Duration::from_secs(2) {
+        return Err(invalid(
+            "coordination.lease_ttl",
+            "at least 2s (etcd's minimum)",
+        ));
+    }
+    if c.user.is_some() != c.password.is_some() {
+        return Err(invalid(
+            "coordination.user",
+            "user and password go together",
+        ));
+    }
+    if !(this.planner.balance_ratio >= 1.0 && this.planner.balance_ratio.is_finite()) {
+        return Err(invalid("planner.balance_ratio", "a number of at least 1.0"));
+    }
+    let w = &this.worker;
+    if w.unit_max_in_flight_bytes == 0 || w.max_in_flight_bytes < w.unit_max_in_flight_bytes {
+        return Err(invalid(
+            "worker.max_in_flight_bytes",
+            "must be positive and at least worker.unit_max_in_flight_bytes",
+        ));
+    }
+    for (key, d) in [
+        ("worker.commit_interval", w.commit_interval),
+        ("worker.offset_sync_interval", w.offset_sync_interval),
+        ("discovery.interval", this.discovery.interval),
+    ] {
+        if d.is_zero() {
+            return Err(invalid(key, "must be longer than zero"));
+        }
+    }
+
+    let mut names = BTreeSet::new();
+    let mut flows = Vec::new();
+    for (i, f) in this.flows.iter().enumerate() {
+        let key = |field: &str| format!("flows[{i}].{field}");
+        for (field, alias) in [("source", &f.source), ("target", &f.target)] {
+            if !this.clusters.contains_key(alias) {
+                return Err(invalid(
+                    key(field),
+                    format!("no cluster named {alias:?} in [clusters]"),
+                ));
+            }
+        }
+        if f.source == f.target {
+            return Err(invalid(key("target"), "source and target must differ"));
+        }
+        let name = f
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", f.source, f.target));
+        if !valid_name(&name) {
+            return Err(invalid(
+                key("name"),
+                "use letters, digits, '-' and '_' only",
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(invalid(
+                key("name"),
+                format!("flow name {name:?} is used twice"),
+            ));
+        }
+        if f.policy == PolicyKind::Prefix {
+            if f.separator.is_empty() {
+                return Err(invalid(key("separator"), "must not be empty"));
+            }
+            for alias in [&f.source, &f.target] {
+                if alias.contains(&f.separator) {
+                    return Err(invalid(
+                        key("separator"),
+                        format!("cluster alias {alias:?} contains the separator; cycles could not be detected"),
+                    ));
+                }
+            }
+        }
+        if f.sync_topic_configs && f.config_sync_interval.is_zero() {
+            return Err(invalid(
+                key("config_sync_interval"),
+                "must be longer than zero",
+            ));
+        }
+        if f.replication_factor.is_some_and(|rf| rf < 1) {
+            return Err(invalid(
+                key("replication_factor"),
+                "must be at least 1 (leave it out for the target's default)",
+            ));
+        }
+        if f.sync_acl_deletions && !f.sync_acls {
+            return Err(invalid(key("sync_acl_deletions"), "needs sync_acls = true"));
+        }
+        if f.sync_group_offsets && !f.checkpoints {
+            return Err(invalid(
+                key("sync_group_offsets"),
+                "needs checkpoints = true",
+            ));
+        }
+        if f.checkpoints && f.checkpoint_interval.is_zero() {
+            return Err(invalid(
+                key("checkpoint_interval"),
+                "must be longer than zero",
+            ));
+        }
+        if f.heartbeats && f.heartbeat_interval.is_zero() {
+            return Err(invalid(
+                key("heartbeat_interval"),
+                "must be longer than zero",
+            ));
+        }
+        if f.offset_lag_max == 0 {
+            return Err(invalid(key("offset_lag_max"), "must be at least 1"));
+        }
+        let compile = |field: &str, pats: &[String]| -> Result<Vec<Regex>, ConfigError> {
+            pats.iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    Regex::new(&format!("^(?:{p})$"))
+                        .map_err(|e| invalid(format!("flows[{i}].{field}[{j}]"), e.to_string()))
+                })
+                .collect()
+        };
+        flows.push(Flow {
+            name,
+            source: f.source.clone(),
+            target: f.target.clone(),
+            include: compile("topics", &f.topics)?,
+            exclude: compile("topics_exclude", &f.topics_exclude)?,
+            policy: ReplicationPolicy::new(f.policy, &f.separator),
+            start: f.start,
+            offset_lag_max: f.offset_lag_max,
+            offset_syncs_location: f.offset_syncs_location,
+            on_refused: f.on_refused,
+            compression: f.compression,
+            heartbeats: f.heartbeats.then_some(f.heartbeat_interval),
+            checkpoints: f.checkpoints.then_some(f.checkpoint_interval),
+            groups: compile("groups", &f.groups)?,
+            groups_exclude: compile("groups_exclude", &f.groups_exclude)?,
+            sync_group_offsets: f.sync_group_offsets,
+            sync_topic_configs: f.sync_topic_configs.then_some(f.config_sync_interval),
+            configs_exclude: compile("configs_exclude", &f.configs_exclude)?,
+            sync_acls: f.sync_acls,
+            sync_acl_deletions: f.sync_acl_deletions,
+            replication_factor: f.replication_factor,
+        });
+    }
+    Ok(flows)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
