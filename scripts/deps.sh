@@ -21,6 +21,10 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "deps: cargo not found; install a Rust toolchain (rustup)" >&2; exit 1; }
+# The style checks of scripts/test.sh.
+for c in fmt clippy; do
+  cargo "$c" --version >/dev/null 2>&1 || { echo "deps: cargo $c not found; rustup component add ${c/fmt/rustfmt}" >&2; exit 1; }
+done
 "$here/compose/sandbox.sh" install
 # An independent Kafka client for the tests (tests/support/hold_group.py).
 clients="${STRAIT_TOOLS:-$HOME/.cache/strait}/venv-clients"

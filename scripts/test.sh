@@ -8,6 +8,9 @@ export STRAIT_SANDBOX_DIR="${STRAIT_SANDBOX_DIR:-$PWD/compose/.sandbox}"
 compose/sandbox.sh up >/dev/null
 trap 'compose/sandbox.sh down >/dev/null 2>&1 || true' EXIT
 export STRAIT_SANDBOX="$STRAIT_SANDBOX_DIR/env"
+# Style first: a formatting slip or a clippy warning fails the run.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # Benchmarks and examples are compiled (so they keep building) but not run.
 cargo build --workspace --all-targets --locked
 log="$STRAIT_SANDBOX_DIR/test.log"
