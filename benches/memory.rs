@@ -10,8 +10,9 @@
 //! more: 2,000 MB over 2,000 partitions) spread over that many source
 //! partitions (written before strait starts, so it replicates as fast as it
 //! can), then strait starts and runs until every partition's progress is
-//! committed at its end. Printed: the time that took, MB/s, and the
-//! process's peak RSS (VmHWM).
+//! committed at its end. Printed: the time that took, MB/s, the process's
+//! peak RSS (VmHWM), and the series one `/metrics` scrape carries (those
+//! with a `partition` label apart) with the scrape's size.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -111,17 +112,32 @@ listen = "{{metrics}}"
         );
         let took = started.elapsed();
         let rss = strait_testkit::process::peak_rss_mb(strait.pid());
+        // The cost of per-partition series ([metrics] per_partition, on by
+        // default): how many series one scrape carries, and its size.
+        let scrape = strait.metrics();
+        let series: Vec<&str> = scrape
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
+        let per_partition_series = series.iter().filter(|l| l.contains("partition=\"")).count();
         strait.stop_with("TERM", Duration::from_secs(60));
         let total_mb = (partitions * per_partition * 1000) as f64 / 1e6;
-        rows.push((partitions, total_mb, took, rss));
+        rows.push((
+            partitions,
+            total_mb,
+            took,
+            rss,
+            (series.len(), per_partition_series, scrape.len()),
+        ));
     }
-    println!("\n| partitions | MB replicated | took (start to last commit) | MB/s | peak RSS |");
-    println!("|---|---|---|---|---|");
-    for (p, total, took, rss) in rows {
+    println!("\n| partitions | MB replicated | took (start to last commit) | MB/s | peak RSS | series (per partition) | scrape |");
+    println!("|---|---|---|---|---|---|---|");
+    for (p, total, took, rss, (series, per_part, bytes)) in rows {
         println!(
-            "| {p} | {total:.0} | {:.1} s | {:.1} | {rss:.0} MB |",
+            "| {p} | {total:.0} | {:.1} s | {:.1} | {rss:.0} MB | {series} ({per_part}) | {:.0} KB |",
             took.as_secs_f64(),
-            total / took.as_secs_f64()
+            total / took.as_secs_f64(),
+            bytes as f64 / 1024.0
         );
     }
 }

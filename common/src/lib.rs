@@ -11,3 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod syncs;
+pub mod telemetry;
+
+#[doc(hidden)]
+pub use tracing as __tracing;

@@ -124,7 +124,15 @@ pub fn describe() {
         "source high watermark minus committed position, per partition"
     );
     describe_gauge!(LAG, Unit::Count, "sum of the partitions' lag, by flow");
-    describe_counter!(ERRORS, Unit::Count, "errors by flow and kind");
+    let kinds: Vec<&str> = crate::telemetry::ErrorKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    describe_counter!(
+        ERRORS,
+        Unit::Count,
+        format!("errors by flow and kind ({})", kinds.join(", "))
+    );
     describe_counter!(
         COMMITS,
         Unit::Count,

@@ -18,9 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use strait_common::config::{Config, Flow};
+use strait_common::error_event;
 use strait_common::metrics as m;
 use strait_common::model::{TopicPartition, Unit};
 use strait_common::policy::{checkpoints_topic, HEARTBEATS_TOPIC};
+use strait_common::telemetry::ErrorKind;
 
 use crate::admin::{ClusterAdmin, KafkaAdmin, TopicConfigs, TopicSizes};
 use crate::metadata;
@@ -205,9 +207,13 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
         loop {
             for f in &mut self.flows {
                 if let Err(e) = f.discover().await {
-                    metrics::counter!(m::ERRORS, "flow" => f.flow.name.clone(), "kind" => "discovery")
-                        .increment(1);
-                    warn!(flow = %f.flow.name, error = format!("{e:#}"), "discovery failed; units unchanged");
+                    error_event!(
+                        warn,
+                        f.flow.name,
+                        ErrorKind::Discovery,
+                        error = format!("{e:#}"),
+                        "discovery failed; units unchanged"
+                    );
                 }
             }
             // An operator's topic change is applied at once, not at the
@@ -293,9 +299,7 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                     target.insert(remote.clone(), *parts);
                 }
                 Err(e) => {
-                    metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "create_topic")
-                        .increment(1);
-                    warn!(flow = %flow, topic = %remote, error = format!("{e:#}"), "remote topic not created");
+                    error_event!(warn, flow, ErrorKind::CreateTopic, topic = %remote, error = format!("{e:#}"), "remote topic not created");
                 }
             }
         }
@@ -310,10 +314,12 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                     self.warned_short.remove(remote);
                 }
                 Err(e) => {
-                    metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "create_partitions").increment(1);
+                    // Retried every discovery: warned once, then counted.
                     if self.warned_short.insert(remote.clone()) {
-                        warn!(flow = %flow, topic = %remote, source_partitions = want, target_partitions = have,
-                              error = format!("{e:#}"), "remote topic cannot grow; its extra source partitions wait");
+                        error_event!(warn, flow, ErrorKind::CreatePartitions, topic = %remote, source_partitions = want,
+                              target_partitions = have, error = format!("{e:#}"), "remote topic cannot grow; its extra source partitions wait");
+                    } else {
+                        error_event!(debug, flow, ErrorKind::CreatePartitions, topic = %remote, error = format!("{e:#}"), "remote topic still cannot grow");
                     }
                 }
             }

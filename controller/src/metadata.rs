@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tracing::{info, warn};
+use tracing::info;
 
 use strait_common::config::Flow;
+use strait_common::error_event;
 use strait_common::metrics as m;
+use strait_common::telemetry::ErrorKind;
 
 use crate::admin::{ClusterAdmin, TopicConfigs, TopicSizes, MAX_MESSAGE_BYTES};
 use crate::native_admin::{AclOperation, AclPermission, ConfigOp, TopicAcl};
@@ -57,9 +59,14 @@ pub async fn sync_configs<A: ClusterAdmin>(
         ) {
             (Ok(s), Ok(t)) => (s, t),
             (Err(e), _) | (_, Err(e)) => {
-                metrics::counter!(m::ERRORS, "flow" => name.clone(), "kind" => "describe_configs")
-                    .increment(1);
-                warn!(flow = %name, topic, error = format!("{e:#}"), "configs not compared");
+                error_event!(
+                    warn,
+                    name,
+                    ErrorKind::DescribeConfigs,
+                    topic,
+                    error = format!("{e:#}"),
+                    "configs not compared"
+                );
                 mismatched += 1;
                 in_sync.insert(topic.clone(), false);
                 continue;
@@ -81,9 +88,7 @@ pub async fn sync_configs<A: ClusterAdmin>(
                 in_sync.insert(topic.clone(), true);
             }
             Err(e) => {
-                metrics::counter!(m::ERRORS, "flow" => name.clone(), "kind" => "alter_configs")
-                    .increment(1);
-                warn!(flow = %name, topic = %remote, changes = ?changes, error = format!("{e:#}"), "remote topic configs not synced");
+                error_event!(warn, name, ErrorKind::AlterConfigs, topic = %remote, changes = ?changes, error = format!("{e:#}"), "remote topic configs not synced");
                 mismatched += 1;
                 in_sync.insert(topic.clone(), false);
             }
@@ -158,9 +163,13 @@ pub async fn sync_acls<A: ClusterAdmin>(
     ) {
         (Ok(s), Ok(t)) => (s, t),
         (Err(e), _) | (_, Err(e)) => {
-            metrics::counter!(m::ERRORS, "flow" => name.clone(), "kind" => "describe_acls")
-                .increment(1);
-            warn!(flow = %name, error = format!("{e:#}"), "ACLs not compared");
+            error_event!(
+                warn,
+                name,
+                ErrorKind::DescribeAcls,
+                error = format!("{e:#}"),
+                "ACLs not compared"
+            );
             return;
         }
     };
@@ -205,8 +214,7 @@ pub async fn sync_acls<A: ClusterAdmin>(
                 info!(flow = %name, acls = ?acls, "remote topic ACLs {what}");
             }
             Err(e) => {
-                metrics::counter!(m::ERRORS, "flow" => name.clone(), "kind" => "acls").increment(1);
-                warn!(flow = %name, acls = ?acls, error = format!("{e:#}"), "remote topic ACLs not {what}");
+                error_event!(warn, name, ErrorKind::Acls, acls = ?acls, error = format!("{e:#}"), "remote topic ACLs not {what}");
             }
         }
     }

@@ -17,10 +17,11 @@ use rdkafka::TopicPartitionList;
 use tracing::{debug, warn};
 
 use strait_common::config::{Compression, StartAt};
+use strait_common::error_event;
 use strait_common::kafka::{manual_consumer, reliable_producer};
 use strait_common::metrics as m;
+use strait_common::telemetry::ErrorKind;
 
-use crate::errors;
 use crate::FlowSpec;
 
 /// Which record a delivery report is about.
@@ -64,9 +65,7 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        metrics::counter!(m::ERRORS, "flow" => self.flow.clone(), "kind" => errors::kind(&error))
-            .increment(1);
-        warn!(flow = %self.flow, error = %error, reason, "source client error");
+        error_event!(warn, self.flow, ErrorKind::of(&error), error = %error, reason, "source client error");
     }
 }
 
@@ -76,9 +75,7 @@ impl ConsumerContext for SourceContext {
             Ok(()) => debug!(flow = %self.flow, partitions = offsets.count(), "progress committed"),
             Err(e) => {
                 self.commit_failed.store(true, Ordering::Relaxed);
-                metrics::counter!(m::ERRORS, "flow" => self.flow.clone(), "kind" => "commit")
-                    .increment(1);
-                warn!(flow = %self.flow, error = %e, "commit failed; will retry");
+                error_event!(warn, self.flow, ErrorKind::Commit, error = %e, "commit failed; will retry");
             }
         }
     }
@@ -102,9 +99,7 @@ impl ClientContext for TargetContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        metrics::counter!(m::ERRORS, "flow" => self.flow.clone(), "kind" => errors::kind(&error))
-            .increment(1);
-        warn!(flow = %self.flow, error = %error, reason, "target client error");
+        error_event!(warn, self.flow, ErrorKind::of(&error), error = %error, reason, "target client error");
     }
 }
 

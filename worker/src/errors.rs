@@ -16,26 +16,6 @@ pub enum Action {
     RestartSession,
 }
 
-/// A short, bounded label for the `kind` of `strait_errors_total`.
-pub fn kind(err: &KafkaError) -> &'static str {
-    match err.rdkafka_error_code() {
-        Some(Code::MessageSizeTooLarge) | Some(Code::InvalidMessageSize) => "record_too_large",
-        Some(Code::TopicAuthorizationFailed) | Some(Code::ClusterAuthorizationFailed) => {
-            "not_authorised"
-        }
-        Some(Code::InvalidMessage) | Some(Code::InvalidRecord) | Some(Code::InvalidTimestamp) => {
-            "invalid_record"
-        }
-        Some(Code::MessageTimedOut) | Some(Code::RequestTimedOut) => "timeout",
-        Some(Code::BrokerTransportFailure) | Some(Code::AllBrokersDown) => "transport",
-        Some(Code::UnknownPartition) | Some(Code::UnknownTopicOrPartition) => "unknown_partition",
-        Some(Code::QueueFull) => "queue_full",
-        Some(Code::Fatal) => "fatal",
-        Some(Code::PurgeQueue) | Some(Code::PurgeInflight) => "purged",
-        _ => "other",
-    }
-}
-
 /// What an operator can do about a refusal, where the error says it.
 pub fn remedy(err: &KafkaError) -> Option<&'static str> {
     match err.rdkafka_error_code() {
@@ -110,12 +90,10 @@ mod tests {
             classify_produce(&e(Code::OutOfOrderSequenceNumber)),
             Action::RestartSession
         );
-        assert_eq!(kind(&e(Code::MessageSizeTooLarge)), "record_too_large");
         assert!(remedy(&e(Code::MessageSizeTooLarge))
             .unwrap()
             .contains("max.message.bytes of the remote topic"));
         assert_eq!(remedy(&e(Code::QueueFull)), None);
-        assert_eq!(kind(&e(Code::BrokerTransportFailure)), "transport");
     }
 
     #[test]

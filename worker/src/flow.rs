@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::info;
 
 use strait_common::backoff::Backoff;
-use strait_common::metrics as m;
+use strait_common::error_event;
+use strait_common::telemetry::ErrorKind;
 
 use crate::link::{FlowSpec, UnitLink};
 use crate::session::{self, SessionError};
@@ -55,17 +56,19 @@ pub async fn run_flow(
             Err(SessionError::Fenced) => {
                 // The worker re-acquires its units with a new lease and
                 // assigns them again; the next session waits for that.
-                metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "fenced")
-                    .increment(1);
+                error_event!(
+                    info,
+                    flow,
+                    ErrorKind::Fenced,
+                    "flow session fenced; waiting for a new lease"
+                );
             }
             Err(e) => {
-                metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "session")
-                    .increment(1);
                 if started.elapsed() >= spec.worker.restart_backoff_max {
                     backoff.reset(); // it ran well for a while: this is a new failure
                 }
                 let delay = backoff.next_delay();
-                error!(flow = %flow, error = %e, retry_in = ?delay, failures = backoff.attempts(),
+                error_event!(error, flow, ErrorKind::Session, error = %e, retry_in = ?delay, failures = backoff.attempts(),
                        "flow session failed; restarting from committed positions");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -12,12 +12,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use strait_common::error_event;
 use strait_common::formats::Heartbeat;
 use strait_common::kafka::{client_config, manual_consumer};
 use strait_common::metrics as m;
 use strait_common::policy::HEARTBEATS_TOPIC;
+use strait_common::telemetry::ErrorKind;
 
 use crate::status::{FlowHealth, StatusBoard};
 use crate::FlowSpec;
@@ -84,9 +86,7 @@ pub async fn run_heartbeats(
             .key(&key)
             .payload(&value);
         if let Err((e, _)) = producer.send(record) {
-            metrics::counter!(m::ERRORS, "flow" => flow.clone(), "kind" => "heartbeat")
-                .increment(1);
-            warn!(flow = %flow, error = %e, "heartbeat not sent");
+            error_event!(warn, flow, ErrorKind::Heartbeat, error = %e, "heartbeat not sent");
         }
     }
     let _ = producer.flush(Duration::from_secs(2));

@@ -25,9 +25,11 @@ use tracing::{debug, error, info, warn};
 
 use strait_common::config::OnRefused;
 use strait_common::coord::lease::Fence;
+use strait_common::error_event;
 use strait_common::formats::OffsetSync;
 use strait_common::metrics as m;
 use strait_common::model::{RecordOffset, Unit};
+use strait_common::telemetry::ErrorKind;
 
 use crate::clients::{
     self, Ack, Consumer, Producer, SyncAck, SyncTag, SyncsProducer, Tag, Watermarks,
@@ -259,12 +261,15 @@ impl Session<'_> {
                 None => {}
                 Some(Ok(msg)) => self.on_record(consumer, &msg, shutdown)?,
                 Some(Err(e)) => {
-                    self.count_error(&e);
+                    let kind = ErrorKind::of(&e);
                     match errors::classify_consume(&e) {
                         Action::Retry | Action::Refused => {
-                            debug!(flow = %self.spec.flow.name, error = %e, "consume error, librdkafka retries")
+                            error_event!(debug, self.spec.flow.name, kind, error = %e, "consume error, librdkafka retries")
                         }
-                        Action::RestartSession => return Err(SessionError::Consume(e)),
+                        Action::RestartSession => {
+                            error_event!(warn, self.spec.flow.name, kind, error = %e, "consume error; the session restarts");
+                            return Err(SessionError::Consume(e));
+                        }
                     }
                 }
             }
@@ -469,7 +474,6 @@ impl Session<'_> {
                         }
                     }
                     Action::Refused => {
-                        self.count_error(&e);
                         self.refused(consumer, id, offset, bytes, &e, false);
                         return Ok(());
                     }
@@ -509,10 +513,10 @@ impl Session<'_> {
                 // of a unit's session is logged, the rest are counted.
                 let offset = offset.0;
                 if skipped == 1 {
-                    warn!(flow = %flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
+                    error_event!(warn, flow, ErrorKind::of(e), topic = %u.unit.source.topic, partition = u.unit.source.partition,
                           offset, error = %e, "record refused by the target, skipped (on_refused = skip); further skips of this partition are only counted (strait_records_skipped_total)");
                 } else {
-                    debug!(flow = %flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
+                    error_event!(debug, flow, ErrorKind::of(e), topic = %u.unit.source.topic, partition = u.unit.source.partition,
                            offset, error = %e, "record skipped");
                 }
                 self.emit_syncs(id);
@@ -525,7 +529,7 @@ impl Session<'_> {
                 let reason = format!(
                     "record at offset {offset} ({bytes} bytes) refused by the target: {e}{remedy}"
                 );
-                error!(flow = %flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
+                error_event!(error, flow, ErrorKind::of(e), topic = %u.unit.source.topic, partition = u.unit.source.partition,
                        offset, bytes, error = %e, remedy, "unit stopped: record refused by the target");
                 u.state = UnitState::Failed;
                 u.error = Some(reason);
@@ -596,15 +600,13 @@ impl Session<'_> {
                 }
                 self.emit_syncs(id);
             }
-            Err(e) => {
-                self.count_error(&e);
-                match errors::classify_produce(&e) {
-                    Action::Refused => self.refused(consumer, id, offset, bytes, &e, true),
-                    Action::Retry | Action::RestartSession => {
-                        return Err(SessionError::Delivery(e))
-                    }
+            Err(e) => match errors::classify_produce(&e) {
+                Action::Refused => self.refused(consumer, id, offset, bytes, &e, true),
+                Action::Retry | Action::RestartSession => {
+                    error_event!(warn, self.spec.flow.name, ErrorKind::of(&e), error = %e, "delivery failed; the session restarts");
+                    return Err(SessionError::Delivery(e));
                 }
-            }
+            },
         }
         self.flow_control(consumer, id);
         Ok(())
@@ -644,8 +646,7 @@ impl Session<'_> {
             Err((e, _)) => {
                 // Not queued (the queue is full): the next flush emits the
                 // latest again; exactness may suffer, soundness does not.
-                self.count_error(&e);
-                warn!(flow = %self.spec.flow.name, error = %e, "offset sync not queued");
+                error_event!(warn, self.spec.flow.name, ErrorKind::of(&e), error = %e, "offset sync not queued");
             }
         }
     }
@@ -768,8 +769,7 @@ impl Session<'_> {
             }
             Err(e) => {
                 self.commit_failed.store(true, Ordering::Relaxed);
-                self.count_error(&e);
-                warn!(flow = %self.spec.flow.name, error = %e, "commit failed; will retry");
+                error_event!(warn, self.spec.flow.name, ErrorKind::of(&e), error = %e, "commit failed; will retry");
             }
         }
     }
@@ -851,10 +851,5 @@ impl Session<'_> {
         }
         metrics::gauge!(m::LAG, "flow" => flow.clone()).set(total_lag as f64);
         metrics::gauge!(m::IN_FLIGHT_BYTES, "flow" => flow).set(self.in_flight_bytes as f64);
-    }
-
-    fn count_error(&self, e: &KafkaError) {
-        metrics::counter!(m::ERRORS, "flow" => self.spec.flow.name.clone(), "kind" => errors::kind(e))
-            .increment(1);
     }
 }

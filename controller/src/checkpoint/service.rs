@@ -25,10 +25,12 @@ use tracing::{debug, error, info, warn};
 
 use strait_common::config::{ClusterConfig, Config, Flow};
 use strait_common::coord::lease::Fence;
+use strait_common::error_event;
 use strait_common::formats::{Checkpoint, OffsetSync};
 use strait_common::kafka::client_config;
 use strait_common::metrics as m;
 use strait_common::policy::checkpoints_topic;
+use strait_common::telemetry::ErrorKind;
 
 use super::core::{Checkpoints, Freshness};
 use super::failover::{failover_groups, group_client, list_groups, source_positions, GroupOutcome};
@@ -99,10 +101,9 @@ pub async fn run_checkpoints(
                 return s.run(&fence, &shutdown);
             }
             let shared = s.sync.clone();
-            let errors = s.metrics.errors.clone();
             let stop_sync = shutdown.child_token();
             std::thread::scope(|scope| {
-                scope.spawn(|| sync_loop(&spec, &shared, &fence, &errors, &stop_sync));
+                scope.spawn(|| sync_loop(&spec, &shared, &fence, &stop_sync));
                 let result = s.run(&fence, &shutdown);
                 stop_sync.cancel();
                 result
@@ -136,7 +137,6 @@ struct Service<'a> {
 
 struct Metrics {
     emitted: metrics::Counter,
-    errors: metrics::Counter,
     lag: metrics::Gauge,
     sync_lag: metrics::Gauge,
     round: metrics::Gauge,
@@ -199,7 +199,6 @@ impl<'a> Service<'a> {
             groups: 0,
             metrics: Metrics {
                 emitted: metrics::counter!(m::CHECKPOINTS, "flow" => f.clone()),
-                errors: metrics::counter!(m::ERRORS, "flow" => f.clone(), "kind" => "checkpoint"),
                 lag: metrics::gauge!(m::CHECKPOINT_LAG, "flow" => f.clone()),
                 sync_lag: metrics::gauge!(m::GROUP_SYNC_LAG, "flow" => f.clone()),
                 round: metrics::gauge!(m::CHECKPOINT_ROUND, "flow" => f.clone()),
@@ -289,8 +288,13 @@ impl<'a> Service<'a> {
             match checkpoint_producer(self.spec) {
                 Ok(p) => self.producer = Some(p),
                 Err(e) => {
-                    self.metrics.errors.increment(1);
-                    warn!(flow = %flow, error = format!("{e:#}"), "checkpoint producer not ready");
+                    error_event!(
+                        warn,
+                        flow,
+                        ErrorKind::Checkpoint,
+                        error = format!("{e:#}"),
+                        "checkpoint producer not ready"
+                    );
                     return;
                 }
             }
@@ -306,8 +310,13 @@ impl<'a> Service<'a> {
             Err(e) => {
                 // Nothing of the round was written: emit it again next time.
                 self.state.roll_back(marks);
-                self.metrics.errors.increment(1);
-                warn!(flow = %flow, error = format!("{e:#}"), "checkpoint round failed; its checkpoints are aborted");
+                error_event!(
+                    warn,
+                    flow,
+                    ErrorKind::Checkpoint,
+                    error = format!("{e:#}"),
+                    "checkpoint round failed; its checkpoints are aborted"
+                );
                 if let Some(p) = &self.producer {
                     let _ = p.abort_transaction(Duration::from_secs(10));
                     if p.client().fatal_error().is_some() {
@@ -354,8 +363,14 @@ impl<'a> Service<'a> {
             let positions = match result {
                 Ok(p) => p,
                 Err(e) => {
-                    self.metrics.errors.increment(1);
-                    warn!(flow = %flow.name, group, error = format!("{e:#}"), "group offsets not read; retried next round");
+                    error_event!(
+                        warn,
+                        flow.name,
+                        ErrorKind::Checkpoint,
+                        group,
+                        error = format!("{e:#}"),
+                        "group offsets not read; retried next round"
+                    );
                     continue;
                 }
             };
@@ -424,7 +439,6 @@ fn sync_loop(
     spec: &CheckpointSpec,
     shared: &Mutex<SyncState>,
     fence: &Fence,
-    errors: &metrics::Counter,
     shutdown: &CancellationToken,
 ) {
     let flow = &spec.flow.name;
@@ -449,8 +463,13 @@ fn sync_loop(
         let outcomes = match failover_groups(&spec.target, &name, &wanted, false) {
             Ok(o) => o,
             Err(e) => {
-                errors.increment(1);
-                warn!(flow = %flow, error = format!("{e:#}"), "group offsets not synced; retried");
+                error_event!(
+                    warn,
+                    flow,
+                    ErrorKind::Checkpoint,
+                    error = format!("{e:#}"),
+                    "group offsets not synced; retried"
+                );
                 let mut sync = shared.lock().expect("sync state");
                 for (g, v) in batch {
                     sync.pending.entry(g).or_insert(v);
@@ -478,8 +497,14 @@ fn sync_loop(
                     sync.active.insert(group);
                 }
                 GroupOutcome::Failed(e) => {
-                    errors.increment(1);
-                    warn!(flow = %flow, group, error = e, "group offsets not synced; retried");
+                    error_event!(
+                        warn,
+                        flow,
+                        ErrorKind::Checkpoint,
+                        group,
+                        error = e,
+                        "group offsets not synced; retried"
+                    );
                     sync.pending.entry(group).or_insert((offsets, read));
                 }
             }
