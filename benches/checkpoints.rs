@@ -37,6 +37,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use strait_controller::native_admin::{alter_group_offsets, list_group_offsets};
+use strait_testkit::config::ConfigBuilder;
 use strait_testkit::process::Strait;
 use strait_testkit::{create_topic, producer, sandbox, send, unique, wait_for, Rec, Sandbox};
 
@@ -100,28 +101,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn config(sb: &Sandbox, deployment: &str, topics: &str, groups: &str) -> String {
-    format!(
-        r#"
-deployment = "{deployment}"
-[clusters.src]
-bootstrap = "{source}"
-[clusters.dst]
-bootstrap = "{target}"
-[[flows]]
-source = "src"
-target = "dst"
-topics = ["{topics}"]
-groups = ["{groups}"]
-sync_group_offsets = true
-[coordination]
-etcd = ["{etcd}"]
-[metrics]
-listen = "{{metrics}}"
-"#,
-        source = sb.source,
-        target = sb.target,
-        etcd = sb.etcd,
-    )
+    ConfigBuilder::new(deployment, &sb.source, &sb.target)
+        .flow("topics", [topics])
+        .flow("groups", [groups])
+        .flow("sync_group_offsets", true)
+        .coordination("etcd", vec![sb.etcd.clone()])
+        .build()
 }
 
 struct Figures {

@@ -34,6 +34,7 @@ use rdkafka::message::Timestamp;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+use strait_testkit::config::ConfigBuilder;
 use strait_testkit::process::Strait;
 use strait_testkit::{create_topic, producer, sandbox, unique, wait_for};
 
@@ -217,26 +218,12 @@ fn main() {
     let (source_kafka, target_kafka) = (kafka("BENCH_SOURCE_KAFKA"), kafka("BENCH_TARGET_KAFKA"));
     let run = unique("lat");
     let deployment = run.clone();
-    let config = format!(
-        r#"
-deployment = "{deployment}"
-[clusters.src]
-bootstrap = "{source}"
-{source_kafka}
-[clusters.dst]
-bootstrap = "{target}"
-{target_kafka}
-[[flows]]
-source = "src"
-target = "dst"
-topics = ["{run}-.*"]
-{extra}
-[metrics]
-listen = "{{metrics}}"
-"#,
-        source = sb.source,
-        target = sb.target,
-    );
+    let config = ConfigBuilder::new(&deployment, &sb.source, &sb.target)
+        .source_raw(&source_kafka)
+        .target_raw(&target_kafka)
+        .flow("topics", [format!("{run}-.*").as_str()])
+        .flow_raw(&extra)
+        .build();
     let dir = std::env::temp_dir().join("strait-bench-latency");
     let mut strait = Strait::launch(
         Path::new(env!("CARGO_BIN_EXE_strait")),

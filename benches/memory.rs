@@ -23,6 +23,7 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
 use strait_controller::native_admin::list_group_offsets;
+use strait_testkit::config::ConfigBuilder;
 use strait_testkit::process::Strait;
 use strait_testkit::{create_topic, producer, sandbox, unique, wait_for};
 
@@ -68,23 +69,9 @@ fn main() {
         }
         p.flush(Duration::from_secs(300)).unwrap();
         drop(p);
-        let config = format!(
-            r#"
-deployment = "{run}"
-[clusters.src]
-bootstrap = "{source}"
-[clusters.dst]
-bootstrap = "{target}"
-[[flows]]
-source = "src"
-target = "dst"
-topics = ["{run}-.*"]
-[metrics]
-listen = "{{metrics}}"
-"#,
-            source = sb.source,
-            target = sb.target,
-        );
+        let config = ConfigBuilder::new(&run, &sb.source, &sb.target)
+            .flow("topics", [format!("{run}-.*").as_str()])
+            .build();
         let dir = std::env::temp_dir().join("strait-bench-memory");
         let started = Instant::now();
         let mut strait = Strait::launch(

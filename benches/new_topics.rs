@@ -27,6 +27,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use strait_testkit::config::ConfigBuilder;
 use strait_testkit::process::Strait;
 use strait_testkit::{create_topic, produce, sandbox, unique, Rec};
 
@@ -90,23 +91,9 @@ fn main() {
         times[9].as_secs_f64() * 1e3
     );
 
-    let config = format!(
-        r#"
-deployment = "{run}"
-[clusters.src]
-bootstrap = "{source}"
-[clusters.dst]
-bootstrap = "{target}"
-[[flows]]
-source = "src"
-target = "dst"
-topics = ["{run}-new-.*"]
-[metrics]
-listen = "{{metrics}}"
-"#,
-        source = sb.source,
-        target = sb.target,
-    );
+    let config = ConfigBuilder::new(&run, &sb.source, &sb.target)
+        .flow("topics", [format!("{run}-new-.*").as_str()])
+        .build();
     let dir = std::env::temp_dir().join("strait-bench-new-topics");
     let mut strait = Strait::launch(
         Path::new(env!("CARGO_BIN_EXE_strait")),

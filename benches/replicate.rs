@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use strait_common::config::Config;
 use strait_common::coord::lease::Fence;
 use strait_common::model::{TopicPartition, Unit};
+use strait_testkit::config::ConfigBuilder;
 use strait_testkit::create_topic;
 use strait_worker::{run_flow, Assignment, FlowSpec, StatusBoard, UnitLink};
 
@@ -224,24 +225,15 @@ fn replicate(rt: &tokio::runtime::Runtime, job: &Job) -> (Timing, f64) {
         compression,
         settle,
     } = *job;
-    let text = format!(
-        r#"
-deployment = "bench{run}-{pid}-{compression}"
-[clusters.src]
-bootstrap = "{source}"
-[clusters.dst]
-bootstrap = "{target}"
-[[flows]]
-source = "src"
-target = "dst"
-compression = "{compression}"
-{worker}
-"#,
-        pid = std::process::id(),
-        worker = std::env::var("BENCH_WORKER_TOML")
-            .unwrap_or_default()
-            .replace("\\n", "\n"),
-    );
+    let worker = std::env::var("BENCH_WORKER_TOML")
+        .unwrap_or_default()
+        .replace("\\n", "\n");
+    let deployment = format!("bench{run}-{}-{compression}", std::process::id());
+    let text = ConfigBuilder::new(&deployment, source, target)
+        .no_metrics_endpoint()
+        .flow("compression", compression)
+        .flow_raw(&worker)
+        .build();
     let config = Config::parse(&text).unwrap();
     let flow = config.flows[0].clone();
     let units: BTreeSet<Unit> = (0..load.partitions)

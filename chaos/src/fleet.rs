@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 use strait_common::metrics as m;
+use strait_testkit::config::ConfigBuilder;
 use strait_testkit::free_port;
 use strait_testkit::process::Strait;
 
@@ -386,36 +387,17 @@ fn invariant_series(invariant: &str) -> String {
 }
 
 fn fleet_config(source: &str, target: &str, etcd: &str, ttl: Duration) -> String {
-    format!(
-        r#"# written by strait-chaos
-deployment = "chaos"
-[clusters.src]
-bootstrap = "{source}"
-[clusters.dst]
-bootstrap = "{target}"
-[[flows]]
-source = "src"
-target = "dst"
-topics = ["chaos-.*"]
-heartbeats = false
-checkpoints = true
-checkpoint_interval = "1s"
-groups = ["chaos-app-.*"]
-[worker]
-commit_interval = "200ms"
-offset_sync_interval = "500ms"
-drain_timeout = "10s"
-restart_backoff = "500ms"
-restart_backoff_max = "2s"
-[discovery]
-interval = "1s"
-[metrics]
-listen = "{{metrics}}"
-per_partition = false
-[coordination]
-etcd = ["http://{etcd}"]
-lease_ttl = "{ttl}s"
-"#,
-        ttl = ttl.as_secs()
-    )
+    let toml = ConfigBuilder::new("chaos", source, target)
+        .flow("topics", ["chaos-.*"])
+        .flow("heartbeats", false)
+        .flow("checkpoints", true)
+        .flow("checkpoint_interval", "1s")
+        .flow("groups", ["chaos-app-.*"])
+        .quick()
+        .worker("restart_backoff_max", "2s")
+        .metrics("per_partition", false)
+        .coordination("etcd", vec![format!("http://{etcd}")])
+        .coordination("lease_ttl", format!("{}s", ttl.as_secs()))
+        .build();
+    format!("# written by strait-chaos\n{toml}")
 }

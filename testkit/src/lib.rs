@@ -4,6 +4,7 @@
 //! Works against any bootstrap address: tansu, Kafka or librdkafka's mock
 //! cluster (which has no admin API: create its topics through the mock).
 
+pub mod config;
 pub mod process;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use strait_testkit::config::{ConfigBuilder, Raw};
+
 pub use strait_testkit::process::Strait;
 pub use strait_testkit::*;
 
@@ -37,32 +39,13 @@ pub fn config(
     extra_flow: &str,
     extra: &str,
 ) -> String {
-    format!(
-        r#"
-deployment = "{deployment}"
-[clusters.src]
-bootstrap = "{source}"
-[clusters.dst]
-bootstrap = "{target}"
-[[flows]]
-source = "src"
-target = "dst"
-topics = ["{topics}"]
-heartbeats = false
-checkpoints = false
-{extra_flow}
-[worker]
-commit_interval = "200ms"
-offset_sync_interval = "500ms"
-drain_timeout = "10s"
-restart_backoff = "500ms"
-[discovery]
-interval = "1s"
-[metrics]
-listen = "{{metrics}}"
-{extra}
-"#,
-        source = sb.source,
-        target = sb.target,
-    )
+    ConfigBuilder::new(deployment, &sb.source, &sb.target)
+        // `topics` comes escaped for a TOML string (`src\\.orders`).
+        .flow("topics", Raw(format!("[\"{topics}\"]")))
+        .flow("heartbeats", false)
+        .flow("checkpoints", false)
+        .flow_raw(extra_flow)
+        .quick()
+        .raw(extra)
+        .build()
 }

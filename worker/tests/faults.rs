@@ -17,6 +17,7 @@ use strait_common::config::Config;
 use strait_common::coord::lease::Fence;
 use strait_common::formats::OffsetSync;
 use strait_common::model::{TopicPartition, Unit};
+use strait_testkit::config::ConfigBuilder;
 use strait_testkit::{self as testkit, Rec};
 use strait_worker::{
     run_flow, Assignment, FlowSpec, Held, StatusBoard, UnitLink, UnitState, UnitStatus,
@@ -94,26 +95,18 @@ impl Harness {
     }
 
     fn start(source: Mock, target: Mock, partitions: i32, extra: &str) -> Harness {
-        let text = format!(
-            r#"
-deployment = "{DEPLOYMENT}"
-[clusters.src]
-bootstrap = "{}"
-[clusters.dst]
-bootstrap = "{}"
-[[flows]]
-source = "src"
-target = "dst"
-{extra}
-[worker]
-commit_interval = "100ms"
-offset_sync_interval = "100ms"
-restart_backoff = "200ms"
-drain_timeout = "5s"
-"#,
-            source.bootstrap_servers(),
-            target.bootstrap_servers()
-        );
+        let text = ConfigBuilder::new(
+            DEPLOYMENT,
+            &source.bootstrap_servers(),
+            &target.bootstrap_servers(),
+        )
+        .no_metrics_endpoint()
+        .flow_raw(extra)
+        .worker("commit_interval", "100ms")
+        .worker("offset_sync_interval", "100ms")
+        .worker("restart_backoff", "200ms")
+        .worker("drain_timeout", "5s")
+        .build();
         let config = Config::parse(&text).unwrap();
         let flow = config.flows[0].clone();
         let units: BTreeSet<Unit> = (0..partitions)
@@ -391,7 +384,7 @@ async fn commits_wait_until_offset_syncs_are_written() {
     h.stop().await;
 }
 
-/// Self-fencing (DESIGN.md, handoff rule 3): once the worker's lease can
+/// Self-fencing (docs/coordination.md, "Leases and fencing"): once the worker's lease can
 /// no longer be vouched for, the data plane writes and commits nothing
 /// more, for every unit at once, and resumes from the committed position
 /// when the fence opens again.

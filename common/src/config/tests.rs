@@ -252,3 +252,22 @@ fn topic_filters_match_whole_names() {
     assert!(f.replicates("payments"));
     assert!(!f.replicates("pay-test"));
 }
+
+#[test]
+fn the_test_config_builder_writes_configs_that_validate() {
+    use strait_testkit::config::ConfigBuilder;
+    let toml = ConfigBuilder::new("b1", "127.0.0.1:1", "127.0.0.1:2")
+        .flow("topics", ["orders-.*"])
+        .flow("checkpoints", true)
+        .flow("groups", ["app-.*"])
+        .target_kafka("compression.type", "zstd")
+        .quick()
+        .metrics("listen", "127.0.0.1:0")
+        .coordination("etcd", vec!["http://127.0.0.1:3".to_owned()])
+        .build();
+    let c = Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(c.flows[0].name, "src-dst");
+    assert!(c.flows[0].replicates("orders-1"));
+    assert_eq!(c.worker.commit_interval, Duration::from_millis(200));
+    assert!(c.coordination.is_fleet());
+}
