@@ -1,0 +1,124 @@
+//! What progress writes: the offset syncs the units' progress calls for,
+//! and the commits of the positions `UnitProgress` allows.
+
+use super::*;
+
+impl Session<'_> {
+    /// Emits the offset syncs the unit's last progress called for (in `to_emit`).
+    pub(super) fn emit_syncs(&mut self, id: u64) {
+        for i in 0..self.to_emit.len() {
+            let (up, down) = self.to_emit[i];
+            self.emit_sync(id, up, down);
+        }
+    }
+
+    pub(super) fn emit_sync(&mut self, id: u64, upstream: i64, downstream: i64) {
+        let u = &self.units[&id];
+        let sync = OffsetSync {
+            topic: u.unit.source.topic.clone(),
+            partition: u.unit.source.partition,
+            upstream_offset: upstream,
+            downstream_offset: downstream,
+        };
+        let Ok(key) = sync.encode_key() else {
+            return; // a topic name can't exceed 249 bytes in Kafka
+        };
+        let value = sync.encode_value();
+        let tag = Box::new(SyncTag { unit: id, upstream });
+        let record = BaseRecord::<[u8], [u8], Box<SyncTag>>::with_opaque_to(&self.syncs_topic, tag)
+            .partition(0)
+            .key(&key)
+            .payload(&value);
+        match self.syncs_producer.send(record) {
+            Ok(()) => {
+                self.hot.syncs.increment(1);
+                let u = self.units.get_mut(&id).expect("looked up above");
+                u.progress.sync_sent(upstream);
+            }
+            Err((e, _)) => {
+                // Not queued (the queue is full): the next flush emits the
+                // latest again; exactness may suffer, soundness does not.
+                error_event!(warn, self.spec.flow.name, ErrorKind::of(&e), error = %e, "offset sync not queued");
+            }
+        }
+    }
+
+    pub(super) fn flush_unit_syncs(&mut self, id: u64) {
+        if let Some((up, down)) = self
+            .units
+            .get_mut(&id)
+            .and_then(|u| u.progress.flush_sync())
+        {
+            self.emit_sync(id, up, down);
+        }
+    }
+
+    pub(super) fn flush_syncs(&mut self) {
+        let ids: Vec<u64> = self.units.keys().copied().collect();
+        for id in ids {
+            self.flush_unit_syncs(id);
+        }
+    }
+
+    /// Commits, for every unit, the position past its contiguous
+    /// acknowledged records (never further).
+    pub(super) fn commit(&mut self, consumer: &Consumer, mode: CommitMode) {
+        let ids: Vec<u64> = self.units.keys().copied().collect();
+        self.commit_units(consumer, &ids, mode);
+    }
+
+    pub(super) fn commit_units(&mut self, consumer: &Consumer, ids: &[u64], mode: CommitMode) {
+        if !self.fence.is_open() {
+            return; // the units may have moved: their new owner commits
+        }
+        let force = self.commit_failed.swap(false, Ordering::Relaxed);
+        let mut tpl = TopicPartitionList::new();
+        let mut moved = Vec::new();
+        for id in ids {
+            let Some(u) = self.units.get(id) else {
+                continue;
+            };
+            let pos = match u.progress.to_commit(force) {
+                Ok(Some(pos)) => pos,
+                Ok(None) => continue,
+                Err(breach) => {
+                    // Cannot happen while the window is right; if it does, the
+                    // commit would skip records the target never acknowledged.
+                    m::violated(m::COMMIT_PAST_ACK);
+                    error!(flow = %self.spec.flow.name, topic = %u.unit.source.topic,
+                           partition = u.unit.source.partition, commit = breach.position.0,
+                           acknowledged = ?breach.acknowledged_high,
+                           "invariant broken: commit past acknowledged records; not committed");
+                    continue;
+                }
+            };
+            if tpl
+                .add_partition_offset(
+                    &u.unit.source.topic,
+                    u.unit.source.partition,
+                    Offset::Offset(pos.0),
+                )
+                .is_ok()
+            {
+                moved.push((*id, pos));
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                for (id, pos) in moved {
+                    if let Some(u) = self.units.get_mut(&id) {
+                        u.progress.committed_at(pos);
+                    }
+                }
+                metrics::counter!(m::COMMITS, "flow" => self.spec.flow.name.clone()).increment(1);
+            }
+            Err(e) => {
+                self.commit_failed.store(true, Ordering::Relaxed);
+                error_event!(warn, self.spec.flow.name, ErrorKind::of(&e), error = %e, "commit failed; will retry");
+            }
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! One session of a flow: a consumer on the source, an idempotent producer
+//! on the target, and the units they replicate. The session thread owns all
+//! unit state; librdkafka's callbacks reach it through a channel.
+//!
+//! The loop: apply unit changes, handle delivery reports, commit and flush
+//! offset syncs on their intervals, poll one record and produce it. A
+//! session ends on shutdown (drain: stop fetching, wait for the target,
+//! commit) or on an error it cannot recover in place; the caller then starts
+//! a new session, which resumes every unit from its committed position.
+//!
+//! This file holds the clients, the loop, unit lifecycle (reconcile,
+//! release) and drain. The record path is in `records`, offset syncs and
+//! commits in `commits`, back-pressure in `pressure`, reporting in `report`;
+//! what a unit may commit is decided by [`crate::progress::UnitProgress`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer as _, PurgeConfig};
+use rdkafka::{Offset, TopicPartitionList};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use strait_common::config::OnRefused;
+use strait_common::coord::lease::Fence;
+use strait_common::error_event;
+use strait_common::formats::OffsetSync;
+use strait_common::metrics as m;
+use strait_common::model::{RecordOffset, Unit};
+use strait_common::telemetry::ErrorKind;
+
+use crate::clients::{
+    self, Ack, Consumer, Producer, SyncAck, SyncTag, SyncsProducer, Tag, Watermarks,
+};
+use crate::errors::{self, Action};
+use crate::link::{Assignment, FlowSpec, Held, UnitLink};
+use crate::progress::{Hysteresis, UnitProgress};
+use crate::status::{StatusBoard, UnitState, UnitStatus};
+use strait_common::syncs::Sync;
+
+mod commits;
+mod pressure;
+mod records;
+mod report;
+
+const POLL: Duration = Duration::from_millis(50);
+const TICK: Duration = Duration::from_secs(1);
+/// How long a unit being released waits for the target before it commits
+/// what was acknowledged and lets go (the rest is re-sent: duplicates).
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+/// How long a release waits for its last offset syncs to be written.
+const RELEASE_SYNCS_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("cannot create Kafka clients: {0}")]
+    Clients(KafkaError),
+    #[error("delivery to the target failed: {0}")]
+    Delivery(KafkaError),
+    #[error("consumer failed: {0}")]
+    Consume(KafkaError),
+    #[error("assignment failed: {0}")]
+    Assign(KafkaError),
+    #[error("producer fatal error: {0}")]
+    Fatal(String),
+    #[error("offset sync not written: {0}")]
+    OffsetSync(KafkaError),
+    /// The worker's lease could not be renewed in time: its units may
+    /// already belong to another worker, so nothing more is written or
+    /// committed.
+    #[error("fenced: the coordination lease was not renewed in time")]
+    Fenced,
+}
+
+struct UnitSlot {
+    unit: Unit,
+    remote: Arc<str>,
+    tpl: TopicPartitionList,
+    state: UnitState,
+    error: Option<String>,
+    /// What was sent, acknowledged and synced, and what may be committed.
+    progress: UnitProgress,
+    /// The unit's own in-flight limit.
+    over_limit: Hysteresis,
+    fetch_paused: bool,
+    release_deadline: Option<Instant>,
+}
+
+/// Handles of the per-record metrics, resolved once per session so the hot
+/// path does no registry lookup and no label allocation.
+struct HotMetrics {
+    records: metrics::Counter,
+    bytes: metrics::Counter,
+    latency: metrics::Histogram,
+    syncs: metrics::Counter,
+}
+
+impl HotMetrics {
+    fn new(flow: &str) -> Self {
+        let f = || ("flow", flow.to_owned());
+        HotMetrics {
+            records: metrics::counter!(m::RECORDS_REPLICATED, &[f()]),
+            bytes: metrics::counter!(m::BYTES_REPLICATED, &[f()]),
+            latency: metrics::histogram!(m::REPLICATION_LATENCY, &[f()]),
+            syncs: metrics::counter!(m::OFFSET_SYNCS, &[f()]),
+        }
+    }
+}
+
+struct Session<'a> {
+    spec: &'a FlowSpec,
+    hot: HotMetrics,
+    producer: Producer,
+    syncs_producer: SyncsProducer,
+    syncs_topic: String,
+    acks: mpsc::Receiver<Ack>,
+    sync_acks: mpsc::Receiver<SyncAck>,
+    units: HashMap<u64, UnitSlot>,
+    index: HashMap<String, HashMap<i32, u64>>,
+    next_id: u64,
+    in_flight_bytes: u64,
+    in_flight_records: u64,
+    /// The flow's in-flight limit.
+    flow_over: Hysteresis,
+    commit_failed: Arc<AtomicBool>,
+    watermarks: Watermarks,
+    status: StatusBoard,
+    to_emit: Vec<Sync>,
+    fence: Fence,
+    held: Arc<watch::Sender<Held>>,
+    /// The assignment last applied.
+    wanted: Assignment,
+}
+
+/// Runs one session until shutdown (Ok) or an error (Err).
+pub fn run(
+    spec: &FlowSpec,
+    link: &UnitLink,
+    shutdown: &CancellationToken,
+    status: &StatusBoard,
+) -> Result<(), SessionError> {
+    let mut units_rx = link.units.clone();
+    units_rx.mark_changed();
+    let (acks_tx, acks) = mpsc::channel();
+    let (sync_acks_tx, sync_acks) = mpsc::channel();
+    let commit_failed = Arc::new(AtomicBool::new(false));
+    let watermarks = Watermarks::default();
+    let flow = spec.flow.name.clone();
+    let consumer = clients::consumer(
+        spec,
+        clients::SourceContext {
+            flow: flow.clone(),
+            watermarks: watermarks.clone(),
+            commit_failed: commit_failed.clone(),
+        },
+    )
+    .map_err(SessionError::Clients)?;
+    let producer = clients::producer(
+        spec,
+        clients::TargetContext {
+            flow: flow.clone(),
+            acks: acks_tx,
+            sent: Default::default(),
+        },
+    )
+    .map_err(SessionError::Clients)?;
+    let syncs_producer = clients::syncs_producer(
+        spec,
+        clients::SyncsContext {
+            flow: flow.clone(),
+            acks: sync_acks_tx,
+        },
+    )
+    .map_err(SessionError::Clients)?;
+    metrics::counter!(m::SESSIONS, "flow" => flow.clone()).increment(1);
+    info!(flow = %flow, "flow session started");
+
+    let mut s = Session {
+        spec,
+        hot: HotMetrics::new(&flow),
+        producer,
+        syncs_producer,
+        syncs_topic: spec.flow.offset_syncs().1,
+        acks,
+        sync_acks,
+        units: HashMap::new(),
+        index: HashMap::new(),
+        next_id: 0,
+        in_flight_bytes: 0,
+        in_flight_records: 0,
+        flow_over: Hysteresis::default(),
+        commit_failed,
+        watermarks,
+        status: status.clone(),
+        to_emit: Vec::new(),
+        fence: link.fence.clone(),
+        held: link.held.clone(),
+        wanted: Assignment::default(),
+    };
+    let result = s.run_loop(&consumer, &mut units_rx, shutdown);
+    if let Err(SessionError::Fenced) = &result {
+        // Write nothing more: drop what librdkafka still queues. Requests
+        // already on the wire may land; they carry records past every
+        // committed position, which the next owner re-sends anyway.
+        s.producer.purge(PurgeConfig::default().queue().inflight());
+        s.syncs_producer
+            .purge(PurgeConfig::default().queue().inflight());
+        warn!(flow = %flow, units = s.units.len(), "fenced: stopped producing for every unit");
+    } else if let Err(e) = &result {
+        // Whatever was acknowledged before the error is safe to commit.
+        warn!(flow = %flow, error = %e, "flow session ending on error");
+        let _ = s.handle_acks(&consumer);
+        s.flush_syncs();
+        s.commit(&consumer, CommitMode::Sync);
+    }
+    s.status.clear_flow(&flow);
+    s.units.clear();
+    s.publish_held();
+    result
+}
+
+impl Session<'_> {
+    fn run_loop(
+        &mut self,
+        consumer: &Consumer,
+        units_rx: &mut watch::Receiver<Assignment>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        let w = &self.spec.worker;
+        let mut next_commit = Instant::now() + w.commit_interval;
+        let mut next_syncs = Instant::now() + w.offset_sync_interval;
+        let mut next_tick = Instant::now();
+        loop {
+            if shutdown.is_cancelled() {
+                self.drain(consumer, Instant::now() + w.drain_timeout);
+                return Ok(());
+            }
+            if !self.fence.is_open() {
+                return Err(SessionError::Fenced);
+            }
+            if units_rx.has_changed().unwrap_or(false) {
+                self.wanted = units_rx.borrow_and_update().clone();
+                self.reconcile(consumer)?;
+            }
+            self.handle_acks(consumer)?;
+            let now = Instant::now();
+            if now >= next_commit {
+                self.commit(consumer, CommitMode::Async);
+                next_commit = now + w.commit_interval;
+            }
+            if now >= next_syncs {
+                self.flush_syncs();
+                next_syncs = now + w.offset_sync_interval;
+            }
+            if now >= next_tick {
+                if let Some(reason) = self.producer.client().fatal_error() {
+                    return Err(SessionError::Fatal(format!("{reason:?}")));
+                }
+                self.finish_releases(consumer)?;
+                self.report();
+                next_tick = now + TICK;
+            }
+            match consumer.poll(POLL) {
+                None => {}
+                Some(Ok(msg)) => self.on_record(consumer, &msg, shutdown)?,
+                Some(Err(e)) => {
+                    let kind = ErrorKind::of(&e);
+                    match errors::classify_consume(&e) {
+                        Action::Retry | Action::Refused => {
+                            error_event!(debug, self.spec.flow.name, kind, error = %e, "consume error, librdkafka retries")
+                        }
+                        Action::RestartSession => {
+                            error_event!(warn, self.spec.flow.name, kind, error = %e, "consume error; the session restarts");
+                            return Err(SessionError::Consume(e));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts units that are wanted and not owned; releases owned units that
+    /// are no longer wanted (stop fetching, wait for the target, commit, go).
+    fn reconcile(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
+        let wanted = &self.wanted.units;
+        let owned: BTreeSet<&Unit> = self.units.values().map(|u| &u.unit).collect();
+        let added: Vec<Unit> = wanted
+            .iter()
+            .filter(|u| !owned.contains(u))
+            .cloned()
+            .collect();
+        let removed: Vec<u64> = self
+            .units
+            .iter()
+            .filter(|(_, u)| !wanted.contains(&u.unit) && u.state != UnitState::Releasing)
+            .map(|(id, _)| *id)
+            .collect();
+
+        if !added.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for u in &added {
+                // Offset::Stored: resume at the committed position, else at
+                // `auto.offset.reset` (the flow's `start`).
+                tpl.add_partition_offset(&u.source.topic, u.source.partition, Offset::Stored)
+                    .map_err(SessionError::Assign)?;
+            }
+            consumer
+                .incremental_assign(&tpl)
+                .map_err(SessionError::Assign)?;
+            // librdkafka keeps a partition's pause flag across unassign and
+            // assign: a unit released (paused) and given back would never
+            // fetch again without this.
+            consumer.resume(&tpl).map_err(SessionError::Assign)?;
+            for u in added {
+                let id = self.next_id;
+                self.next_id += 1;
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&u.source.topic, u.source.partition);
+                info!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, remote = %u.remote_topic, "unit started");
+                self.index
+                    .entry(u.source.topic.clone())
+                    .or_default()
+                    .insert(u.source.partition, id);
+                self.units.insert(
+                    id,
+                    UnitSlot {
+                        remote: Arc::from(u.remote_topic.as_str()),
+                        unit: u,
+                        tpl,
+                        state: UnitState::Running,
+                        error: None,
+                        progress: UnitProgress::new(self.spec.flow.offset_lag_max),
+                        over_limit: Hysteresis::default(),
+                        fetch_paused: false,
+                        release_deadline: None,
+                    },
+                );
+            }
+        }
+        for id in removed {
+            let u = self.units.get_mut(&id).expect("listed above");
+            info!(flow = %u.unit.flow, topic = %u.unit.source.topic, partition = u.unit.source.partition, "unit releasing");
+            u.state = UnitState::Releasing;
+            u.release_deadline = Some(Instant::now() + RELEASE_WAIT);
+            self.apply_pause(consumer, id);
+        }
+        self.publish_held();
+        Ok(())
+    }
+
+    /// Tells the worker which units this session holds, as of which
+    /// assignment: it may give up a unit's ownership only once the session
+    /// applied an assignment without it and no longer holds it.
+    fn publish_held(&self) {
+        let units: BTreeSet<Unit> = self.units.values().map(|u| u.unit.clone()).collect();
+        self.held.send_replace(Held {
+            generation: self.wanted.generation,
+            units,
+        });
+    }
+
+    /// Completes releases whose records were all acknowledged (or whose wait ran out).
+    fn finish_releases(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
+        let now = Instant::now();
+        let done: Vec<u64> = self
+            .units
+            .iter()
+            .filter(|(_, u)| {
+                u.state == UnitState::Releasing
+                    && (u.progress.settled() || u.release_deadline.is_some_and(|d| now >= d))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if !done.is_empty() {
+            // The released units' last syncs must be durable before their
+            // final commit, or the commit would stop short of them.
+            for &id in &done {
+                self.flush_unit_syncs(id);
+            }
+            let _ = self.syncs_producer.flush(RELEASE_SYNCS_WAIT);
+            self.handle_acks(consumer)?;
+        }
+        let released = !done.is_empty();
+        let mut again = false;
+        for id in done {
+            self.commit_units(consumer, &[id], CommitMode::Sync);
+            let u = self.units.remove(&id).expect("listed above");
+            consumer
+                .incremental_unassign(&u.tpl)
+                .map_err(SessionError::Assign)?;
+            if let Some(parts) = self.index.get_mut(&u.unit.source.topic) {
+                parts.remove(&u.unit.source.partition);
+            }
+            self.status.remove(&u.unit);
+            info!(flow = %u.unit.flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
+                  committed = ?u.progress.committed(), unsettled = u.progress.in_flight(), "unit released");
+            again |= self.wanted.units.contains(&u.unit);
+        }
+        if released {
+            self.publish_held();
+        }
+        if again {
+            // Wanted back while it was being released: start it again.
+            self.reconcile(consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Shutdown: stop fetching, wait (bounded) for the target to acknowledge
+    /// what is in flight, flush offset syncs, commit what was acknowledged.
+    fn drain(&mut self, consumer: &Consumer, deadline: Instant) {
+        let flow = self.spec.flow.name.clone();
+        if let Ok(assigned) = consumer.assignment() {
+            let _ = consumer.pause(&assigned);
+        }
+        while self.in_flight_records > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if let Err(e) = self.wait_acks(consumer, (deadline - now).min(POLL)) {
+                warn!(flow = %flow, error = %e, "error while draining");
+                break;
+            }
+        }
+        self.flush_syncs();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = self.syncs_producer.flush(left.max(Duration::from_secs(1)));
+        if let Err(e) = self.handle_acks(consumer) {
+            warn!(flow = %flow, error = %e, "error while draining");
+        }
+        self.commit(consumer, CommitMode::Sync);
+        info!(flow = %flow, unacknowledged = self.in_flight_records, "flow drained");
+    }
+}

@@ -1,0 +1,220 @@
+//! The record path: a record read from the source becomes a record
+//! produced to the target; its delivery report moves the unit's progress;
+//! a record the target refuses for good is skipped or stops its unit.
+
+use super::*;
+
+impl Session<'_> {
+    pub(super) fn on_record(
+        &mut self,
+        consumer: &Consumer,
+        msg: &BorrowedMessage<'_>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        let Some(&id) = self
+            .index
+            .get(msg.topic())
+            .and_then(|p| p.get(&msg.partition()))
+        else {
+            return Ok(()); // unassigned meanwhile
+        };
+        let offset = RecordOffset(msg.offset());
+        let (remote, partition) = {
+            let u = self.units.get_mut(&id).expect("indexed");
+            if !matches!(u.state, UnitState::Running | UnitState::Paused) {
+                return Ok(()); // failed or releasing: resumes from the committed position later
+            }
+            if !u.progress.accepts(offset) {
+                return Ok(()); // already sent in this session
+            }
+            (u.remote.clone(), u.unit.source.partition)
+        };
+        let key = msg.key();
+        let payload = msg.payload();
+        let bytes = (key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len)) as u64;
+        let timestamp = msg.timestamp().to_millis();
+        let tag = Box::new(Tag {
+            unit: id,
+            offset: offset.0,
+            bytes,
+            timestamp_ms: timestamp.unwrap_or(0),
+        });
+        let mut record =
+            BaseRecord::<[u8], [u8], Box<Tag>>::with_opaque_to(&remote, tag).partition(partition);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        if let Some(ts) = timestamp {
+            record = record.timestamp(ts);
+        }
+        if let Some(h) = msg.headers() {
+            let mut owned = OwnedHeaders::new_with_capacity(h.count());
+            for header in h.iter() {
+                owned = owned.insert(Header {
+                    key: header.key,
+                    value: header.value,
+                });
+            }
+            record = record.headers(owned);
+        }
+        if !self.fence.is_open() {
+            return Err(SessionError::Fenced);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) => match errors::classify_produce(&e) {
+                    Action::Retry => {
+                        // librdkafka's queue is full: let deliveries drain.
+                        record = back;
+                        self.wait_acks(consumer, Duration::from_millis(10))?;
+                        if shutdown.is_cancelled() {
+                            return Ok(()); // not sent: re-read after restart
+                        }
+                    }
+                    Action::Refused => {
+                        self.refused(consumer, id, offset, bytes, &e, false);
+                        return Ok(());
+                    }
+                    Action::RestartSession => return Err(SessionError::Delivery(e)),
+                },
+            }
+        }
+        let u = self.units.get_mut(&id).expect("indexed");
+        u.progress.sent(offset, bytes);
+        self.in_flight_bytes += bytes;
+        self.in_flight_records += 1;
+        self.flow_control(consumer, id);
+        Ok(())
+    }
+
+    /// A record the target refuses for good: skip and count it, or stop the
+    /// unit visibly. `in_flight` says whether it was handed to the producer.
+    pub(super) fn refused(
+        &mut self,
+        consumer: &Consumer,
+        id: u64,
+        offset: RecordOffset,
+        bytes: u64,
+        e: &KafkaError,
+        in_flight: bool,
+    ) {
+        let flow = self.spec.flow.name.clone();
+        let u = self.units.get_mut(&id).expect("caller checked");
+        match self.spec.flow.on_refused {
+            OnRefused::Skip => {
+                self.to_emit.clear();
+                let skipped = u
+                    .progress
+                    .skipped(offset, bytes, in_flight, &mut self.to_emit);
+                metrics::counter!(m::RECORDS_SKIPPED, "flow" => flow.clone()).increment(1);
+                // A refused batch can be thousands of records: the first one
+                // of a unit's session is logged, the rest are counted.
+                let offset = offset.0;
+                if skipped == 1 {
+                    error_event!(warn, flow, ErrorKind::of(e), topic = %u.unit.source.topic, partition = u.unit.source.partition,
+                          offset, error = %e, "record refused by the target, skipped (on_refused = skip); further skips of this partition are only counted (strait_records_skipped_total)");
+                } else {
+                    error_event!(debug, flow, ErrorKind::of(e), topic = %u.unit.source.topic, partition = u.unit.source.partition,
+                           offset, error = %e, "record skipped");
+                }
+                self.emit_syncs(id);
+            }
+            OnRefused::Stop => {
+                let remedy = errors::remedy(e)
+                    .map(|r| format!("; {r}"))
+                    .unwrap_or_default();
+                let offset = offset.0;
+                let reason = format!(
+                    "record at offset {offset} ({bytes} bytes) refused by the target: {e}{remedy}"
+                );
+                error_event!(error, flow, ErrorKind::of(e), topic = %u.unit.source.topic, partition = u.unit.source.partition,
+                       offset, bytes, error = %e, remedy, "unit stopped: record refused by the target");
+                u.state = UnitState::Failed;
+                u.error = Some(reason);
+                self.apply_pause(consumer, id);
+            }
+        }
+    }
+
+    pub(super) fn wait_acks(
+        &mut self,
+        consumer: &Consumer,
+        timeout: Duration,
+    ) -> Result<(), SessionError> {
+        if let Ok(ack) = self.acks.recv_timeout(timeout) {
+            self.on_ack(consumer, ack)?;
+        }
+        self.handle_acks(consumer)
+    }
+
+    pub(super) fn handle_acks(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
+        while let Ok(ack) = self.acks.try_recv() {
+            self.on_ack(consumer, ack)?;
+        }
+        while let Ok(SyncAck { tag, result }) = self.sync_acks.try_recv() {
+            if let Err(e) = result {
+                // With no delivery timeout only a permanent refusal (e.g. not
+                // authorised on the offset-syncs topic) gets here.
+                return Err(SessionError::OffsetSync(e));
+            }
+            if let Some(u) = self.units.get_mut(&tag.unit) {
+                u.progress.sync_acked(tag.upstream);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_ack(&mut self, consumer: &Consumer, ack: Ack) -> Result<(), SessionError> {
+        let Tag {
+            unit: id,
+            offset,
+            bytes,
+            timestamp_ms,
+        } = *ack.tag;
+        let offset = RecordOffset(offset);
+        self.in_flight_bytes -= bytes;
+        self.in_flight_records -= 1;
+        if !self.units.contains_key(&id) {
+            return Ok(()); // released; its records are the next owner's
+        }
+        match ack.result {
+            Ok(downstream) => {
+                let flow = &self.spec.flow.name;
+                let u = self.units.get_mut(&id).expect("checked");
+                self.to_emit.clear();
+                if let Err(e) = u
+                    .progress
+                    .acked(offset, downstream, bytes, &mut self.to_emit)
+                {
+                    debug_assert!(false, "acknowledgement of a record not in flight: {e:?}");
+                    warn!(flow = %flow, error = ?e, "ignored a delivery report for a record not in flight");
+                }
+                self.status.count_acknowledged(1);
+                self.hot.records.increment(1);
+                self.hot.bytes.increment(bytes);
+                if timestamp_ms > 0 {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    self.hot
+                        .latency
+                        .record((now - timestamp_ms).max(0) as f64 / 1000.0);
+                }
+                self.emit_syncs(id);
+            }
+            Err(e) => match errors::classify_produce(&e) {
+                Action::Refused => self.refused(consumer, id, offset, bytes, &e, true),
+                Action::Retry | Action::RestartSession => {
+                    error_event!(warn, self.spec.flow.name, ErrorKind::of(&e), error = %e, "delivery failed; the session restarts");
+                    return Err(SessionError::Delivery(e));
+                }
+            },
+        }
+        self.flow_control(consumer, id);
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! Reporting: unit states, lag and in-flight bytes, to the metrics and the
+//! status board, once a tick.
+
+use super::*;
+
+impl Session<'_> {
+    /// Publishes unit states, lag and in-flight bytes (metrics and status).
+    pub(super) fn report(&mut self) {
+        let flow = self.spec.flow.name.clone();
+        let per_partition = self.spec.per_partition_metrics;
+        let watermarks = self
+            .watermarks
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default();
+        let mut by_state = [0u64; 4];
+        let mut total_lag = 0i64;
+        for u in self.units.values() {
+            by_state[u.state as usize] += 1;
+            let tp = &u.unit.source;
+            let position = u.progress.position().map(|p| p.0);
+            let lag = watermarks
+                .get(&(tp.topic.clone(), tp.partition))
+                .zip(position)
+                .map(|(hw, pos)| (hw - pos).max(0));
+            total_lag += lag.unwrap_or(0);
+            if per_partition {
+                let labels = [
+                    ("flow", flow.clone()),
+                    ("topic", tp.topic.clone()),
+                    ("partition", tp.partition.to_string()),
+                ];
+                metrics::gauge!(m::UNIT_STATE, &labels).set(u.state as u8 as f64);
+                if let Some(lag) = lag {
+                    metrics::gauge!(m::UNIT_LAG, &labels).set(lag as f64);
+                }
+            }
+            self.status.set(
+                &u.unit,
+                UnitStatus {
+                    state: u.state,
+                    committed: u.progress.committed().map(|p| p.0),
+                    acknowledged: u.progress.acknowledged().map(|p| p.0),
+                    in_flight: u.progress.in_flight() as u64,
+                    lag,
+                    error: u.error.clone(),
+                    bytes: u.progress.acked_bytes(),
+                },
+            );
+        }
+        for (state, n) in UnitState::ALL.iter().zip(by_state) {
+            metrics::gauge!(m::UNITS, "flow" => flow.clone(), "state" => state.as_str())
+                .set(n as f64);
+        }
+        metrics::gauge!(m::LAG, "flow" => flow.clone()).set(total_lag as f64);
+        metrics::gauge!(m::IN_FLIGHT_BYTES, "flow" => flow).set(self.in_flight_bytes as f64);
+    }
+}
