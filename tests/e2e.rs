@@ -301,7 +301,7 @@ fn an_invalid_config_is_refused_naming_the_key() {
     );
 }
 
-/// Heartbeat records as FORMATS.md describes them, decoded here without
+/// Heartbeat records as docs/formats.md describes them, decoded here without
 /// strait's own decoder: key = STRING source, STRING target; value =
 /// INT16 version 0, INT64 timestamp.
 fn decode_heartbeat(key: &[u8], value: &[u8]) -> Option<(String, String, i64)> {
@@ -419,7 +419,7 @@ fn two_way_flows_replicate_both_ways_and_never_loop() {
     );
 }
 
-/// A checkpoint as FORMATS.md describes it, decoded without strait's code:
+/// A checkpoint as docs/formats.md describes it, decoded without strait's code:
 /// key = STRING group, STRING topic, INT32 partition; value = INT16 version
 /// 0, INT64 upstream, INT64 downstream, STRING metadata.
 fn decode_checkpoint(key: &[u8], value: &[u8]) -> Option<(String, String, i32, i64, i64)> {
@@ -651,7 +651,7 @@ fn the_failover_command_moves_an_idle_group_and_refuses_an_active_one() {
     drop(member);
 }
 
-/// An offset sync as FORMATS.md describes it, decoded without strait's
+/// An offset sync as docs/formats.md describes it, decoded without strait's
 /// code: key = STRING topic, INT32 partition; value = INT64 upstream, INT64
 /// downstream (16 bytes, no version).
 fn decode_offset_sync(key: &[u8], value: &[u8]) -> Option<(String, i32, i64, i64)> {

@@ -1,5 +1,5 @@
 //! Wire formats of the internal topics, byte-compatible with Apache Kafka
-//! MirrorMaker 2 (see `shared/docs/FORMATS.md`).
+//! MirrorMaker 2 (docs/formats.md).
 //!
 //! Fields are concatenated in order: INT16/INT32/INT64 big-endian, STRING is
 //! an INT16 length (0..=32767) followed by that many bytes of UTF-8. Decoders

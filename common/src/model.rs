@@ -1,4 +1,4 @@
-//! The vocabulary of DESIGN.md as types: units, and offsets typed so that
+//! The vocabulary of docs/architecture.md as types: units, and offsets typed so that
 //! "the offset of a record" and "the next offset to read" cannot be mixed up.
 
 use std::fmt;

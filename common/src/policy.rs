@@ -1,6 +1,6 @@
 //! Replication policies: the name a source topic gets on the target, which
-//! topics are internal, and cycle detection (FORMATS.md, "Topic names and
-//! policies").
+//! topics are internal, and cycle detection (docs/formats.md, "Remote topic
+//! names").
 
 use serde::Deserialize;
 

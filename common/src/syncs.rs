@@ -118,7 +118,7 @@ pub struct Translation {
 
 /// The offset syncs of one source partition, as read from the offset-syncs
 /// topic in the order they were written, and translation of source
-/// positions through them (FORMATS.md, "Offset translation").
+/// positions through them (docs/formats.md, "Offset translation").
 ///
 /// A sync at upstream `U` supersedes every older sync at or above `U`: they
 /// describe an earlier session that was rewound (a restart or a move resumes

@@ -1,5 +1,5 @@
 //! Where everything lives in the store: under `/strait/{deployment}/`
-//! (DESIGN.md, "Coordination").
+//! (docs/coordination.md).
 
 use crate::model::{TopicPartition, Unit};
 

@@ -1,4 +1,4 @@
-//! A held lease and the fence that goes with it (DESIGN.md, handoff rule 3).
+//! A held lease and the fence that goes with it (docs/coordination.md, "Leases and fencing").
 //!
 //! The fence's deadline is computed locally from when each keep-alive was
 //! *sent*: the store counts the TTL from when it *received* it, so the

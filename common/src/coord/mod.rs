@@ -1,5 +1,5 @@
 //! Coordination: the small key-value surface through which controllers and
-//! workers agree (DESIGN.md, "Coordination"). Two implementations of one
+//! workers agree (docs/coordination.md). Two implementations of one
 //! trait: [`embedded::Embedded`], in-process, the default of a one-machine
 //! deployment, and [`etcd::Etcd`] for a fleet. Controller and worker code is
 //! written once against [`Coordinator`], so both modes run the same code.
