@@ -242,3 +242,38 @@ pub fn describe() {
         "units whose worker changed between consecutive plans"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every metric declared here has a description: each `pub const` whose
+    /// value is a `strait_` name is the first argument of a `describe_*!`.
+    #[test]
+    fn every_metric_is_described() {
+        let source = include_str!("metrics.rs");
+        let body = &source[source.find("pub fn describe()").expect("describe()")..];
+        let mut undescribed = Vec::new();
+        for line in source.lines() {
+            let Some(rest) = line.strip_prefix("pub const ") else {
+                continue;
+            };
+            if !line.contains("= \"strait_") {
+                continue;
+            }
+            let name = rest.split(':').next().unwrap().trim();
+            let described = [
+                "describe_counter!(",
+                "describe_gauge!(",
+                "describe_histogram!(",
+            ]
+            .iter()
+            .any(|m| {
+                body.contains(&format!("{m}\n        {name},"))
+                    || body.contains(&format!("{m}{name},"))
+            });
+            if !described {
+                undescribed.push(name.to_owned());
+            }
+        }
+        assert!(undescribed.is_empty(), "not described: {undescribed:?}");
+    }
+}
