@@ -121,15 +121,6 @@ mod tests {
         }
     }
 
-    fn workers(ids: &[&str]) -> Vec<Worker> {
-        ids.iter()
-            .map(|id| Worker {
-                id: (*id).into(),
-                draining: false,
-            })
-            .collect()
-    }
-
     fn plan(epoch: u64, a: &[(&str, &[i32])]) -> Plan {
         Plan {
             epoch,
@@ -138,10 +129,6 @@ mod tests {
                 .map(|(w, ps)| (w.to_string(), ps.iter().map(|&p| unit(p)).collect()))
                 .collect(),
         }
-    }
-
-    fn units(n: i32) -> BTreeSet<Unit> {
-        (0..n).map(unit).collect()
     }
 
     /// Unit 0 carries almost everything: balancing by load puts it alone.
@@ -153,126 +140,106 @@ mod tests {
 
     const NONE: fn() -> BTreeMap<Unit, f64> = BTreeMap::new;
 
+    /// A fleet and its units as one round sees them.
+    struct Case {
+        previous: Plan,
+        workers: Vec<Worker>,
+        units: BTreeSet<Unit>,
+        paused: BTreeSet<Unit>,
+        t0: Instant,
+    }
+
+    impl Case {
+        fn new(previous: Plan, workers: &[&str], units: i32) -> Case {
+            Case {
+                previous,
+                workers: workers
+                    .iter()
+                    .map(|id| Worker {
+                        id: (*id).into(),
+                        draining: false,
+                    })
+                    .collect(),
+                units: (0..units).map(unit).collect(),
+                paused: BTreeSet::new(),
+                t0: Instant::now(),
+            }
+        }
+
+        fn replanner(&self, loads: BTreeMap<Unit, f64>) -> Replanner {
+            Replanner::new(PlannerConfig::default(), LOAD_REBALANCE, loads, self.t0)
+        }
+
+        /// A round `after` the replanner was made.
+        fn round(&self, after: Duration) -> Round<'_> {
+            Round {
+                previous: &self.previous,
+                workers: &self.workers,
+                units: &self.units,
+                paused: &self.paused,
+                from_scratch: false,
+                now: self.t0 + after,
+            }
+        }
+    }
+
     #[test]
     fn a_plan_that_still_fits_is_kept_between_rebalances() {
-        let t0 = Instant::now();
-        let mut r = Replanner::new(PlannerConfig::default(), LOAD_REBALANCE, skewed(), t0);
         // Balanced by count, not by the skewed loads: it still fits.
-        let previous = plan(7, &[("a", &[0, 1]), ("b", &[2, 3])]);
-        let (ws, us, paused) = (workers(&["a", "b"]), units(4), BTreeSet::new());
-        let round = Round {
-            previous: &previous,
-            workers: &ws,
-            units: &us,
-            paused: &paused,
-            from_scratch: false,
-            now: t0 + Duration::from_secs(1),
-        };
-        let next = r.next(round, || {
+        let c = Case::new(plan(7, &[("a", &[0, 1]), ("b", &[2, 3])]), &["a", "b"], 4);
+        let mut r = c.replanner(skewed());
+        let next = r.next(c.round(Duration::from_secs(1)), || {
             panic!("loads are not read before the rebalance is due")
         });
-        assert_eq!(next, previous, "nothing moves, the epoch stays");
+        assert_eq!(next, c.previous, "nothing moves, the epoch stays");
     }
 
     #[test]
     fn when_due_the_fresh_loads_rebalance_and_the_epoch_grows_once() {
-        let t0 = Instant::now();
-        let mut r = Replanner::new(
-            PlannerConfig::default(),
-            LOAD_REBALANCE,
-            BTreeMap::new(),
-            t0,
-        );
-        let previous = plan(7, &[("a", &[0, 1]), ("b", &[2, 3])]);
-        let (ws, us, paused) = (workers(&["a", "b"]), units(4), BTreeSet::new());
-        let now = t0 + LOAD_REBALANCE;
-        let round = Round {
-            previous: &previous,
-            workers: &ws,
-            units: &us,
-            paused: &paused,
-            from_scratch: false,
-            now,
-        };
-        let next = r.next(round, skewed);
+        let c = Case::new(plan(7, &[("a", &[0, 1]), ("b", &[2, 3])]), &["a", "b"], 4);
+        let mut r = c.replanner(BTreeMap::new());
+        let next = r.next(c.round(LOAD_REBALANCE), skewed);
         assert_eq!(next.epoch, 8);
         let heavy_alone = next.assignments.values().any(|u| *u == [unit(0)].into());
         assert!(heavy_alone, "unit 0 gets a worker to itself: {next:?}");
-        assert_eq!(r.due(), now + LOAD_REBALANCE);
+        assert_eq!(r.due(), c.t0 + 2 * LOAD_REBALANCE);
     }
 
     #[test]
     fn reports_of_an_idle_fleet_do_not_replace_the_balance_loads() {
-        let t0 = Instant::now();
-        let mut r = Replanner::new(PlannerConfig::default(), LOAD_REBALANCE, skewed(), t0);
-        let previous = plan(3, &[("a", &[0]), ("b", &[1, 2, 3])]);
-        let (ws, us, paused) = (workers(&["a", "b"]), units(4), BTreeSet::new());
+        let c = Case::new(plan(3, &[("a", &[0]), ("b", &[1, 2, 3])]), &["a", "b"], 4);
+        let mut r = c.replanner(skewed());
         let idle = || (0..4).map(|p| (unit(p), 0.0)).collect();
-        let round = Round {
-            previous: &previous,
-            workers: &ws,
-            units: &us,
-            paused: &paused,
-            from_scratch: false,
-            now: t0 + LOAD_REBALANCE,
-        };
-        let next = r.next(round, idle);
+        let next = r.next(c.round(LOAD_REBALANCE), idle);
         assert_eq!(
-            next, previous,
+            next, c.previous,
             "balanced by the last real loads: nothing moves"
         );
     }
 
     #[test]
     fn a_worker_leaving_moves_only_its_units_and_a_forced_rebalance_replans() {
-        let t0 = Instant::now();
-        let mut r = Replanner::new(
-            PlannerConfig::default(),
-            LOAD_REBALANCE,
-            BTreeMap::new(),
-            t0,
-        );
-        let previous = plan(1, &[("a", &[0, 1]), ("b", &[2, 3])]);
-        let (ws, us, paused) = (workers(&["a"]), units(4), BTreeSet::new());
-        let round = Round {
-            previous: &previous,
-            workers: &ws,
-            units: &us,
-            paused: &paused,
-            from_scratch: false,
-            now: t0,
-        };
-        let next = r.next(round, NONE);
+        let c = Case::new(plan(1, &[("a", &[0, 1]), ("b", &[2, 3])]), &["a"], 4);
+        let mut r = c.replanner(BTreeMap::new());
+        let next = r.next(c.round(Duration::ZERO), NONE);
         assert_eq!(next, plan(2, &[("a", &[0, 1, 2, 3])]));
         // From scratch with the same outcome: the epoch does not move.
-        let round = Round {
+        let forced = Round {
             previous: &next,
             from_scratch: true,
-            ..round
+            ..c.round(Duration::ZERO)
         };
-        assert_eq!(r.next(round, NONE).epoch, 2);
+        assert_eq!(r.next(forced, NONE).epoch, 2);
     }
 
     #[test]
     fn paused_units_leave_the_plan() {
-        let t0 = Instant::now();
-        let mut r = Replanner::new(
-            PlannerConfig::default(),
-            LOAD_REBALANCE,
-            BTreeMap::new(),
-            t0,
+        let mut c = Case::new(plan(4, &[("a", &[0, 1])]), &["a"], 2);
+        c.paused.insert(unit(1));
+        let mut r = c.replanner(BTreeMap::new());
+        assert_eq!(
+            r.next(c.round(Duration::ZERO), NONE),
+            plan(5, &[("a", &[0])])
         );
-        let previous = plan(4, &[("a", &[0, 1])]);
-        let (ws, us) = (workers(&["a"]), units(2));
-        let paused: BTreeSet<Unit> = [unit(1)].into();
-        let round = Round {
-            previous: &previous,
-            workers: &ws,
-            units: &us,
-            paused: &paused,
-            from_scratch: false,
-            now: t0,
-        };
-        assert_eq!(r.next(round, NONE), plan(5, &[("a", &[0])]));
     }
 }
