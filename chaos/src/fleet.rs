@@ -393,8 +393,9 @@ fn fleet_config(source: &str, target: &str, etcd: &str, ttl: Duration) -> String
         .flow("checkpoints", true)
         .flow("checkpoint_interval", "1s")
         .flow("groups", ["chaos-app-.*"])
+        // Only keys the previous release knows too: the rolling upgrade
+        // starts the fleet on it with this same file.
         .quick()
-        .worker("restart_backoff_max", "2s")
         .metrics("per_partition", false)
         .coordination("etcd", vec![format!("http://{etcd}")])
         .coordination("lease_ttl", format!("{}s", ttl.as_secs()))
