@@ -3,7 +3,7 @@
 //! `--role controller|worker|all` joins a fleet. Either way the controller
 //! and the worker run the same code against the coordination trait.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -25,7 +25,7 @@ use strait_controller::discovery::{Discovery, TopicBoard, TopicOverrides};
 use strait_controller::leader::{Controller, ControllerSpec, Duties};
 use strait_controller::planner::PlannerConfig;
 use strait_worker::member::{self, Member, MemberSpec};
-use strait_worker::{run_flow, run_heartbeats, FlowSpec, StatusBoard};
+use strait_worker::{fence_writer, run_flow, run_heartbeats, FlowSpec, StatusBoard};
 
 use crate::serve;
 
@@ -135,8 +135,14 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
     if role.worker() {
         let names: Vec<String> = flows.iter().map(|f| f.name.clone()).collect();
         let (fence, links, ports) = member::links(&names);
+        let mut exactly_once = BTreeMap::new();
+        let mut eos_specs = BTreeMap::new();
         for flow in &flows {
-            let spec = FlowSpec::new(&config, flow.clone());
+            let spec = FlowSpec::new(&config, flow.clone()).for_worker(&id);
+            if flow.exactly_once.is_some() {
+                exactly_once.insert(flow.name.clone(), spec.transactional_id());
+                eos_specs.insert(flow.name.clone(), spec.clone());
+            }
             flows_set.spawn(run_flow(
                 spec,
                 links[&flow.name].clone(),
@@ -151,8 +157,13 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
             lease_ttl: config.coordination.lease_ttl,
             report_interval: LOAD_REPORT,
             drain_timeout: config.worker.drain_timeout,
+            exactly_once,
         };
-        let m = Member::new(coord.clone(), spec, fence, ports, status.clone());
+        let fencer: member::Fencer = Arc::new(move |flow: &str, txid: &str| {
+            let spec = eos_specs.get(flow).ok_or("not an exactly-once flow")?;
+            fence_writer(spec, txid).map_err(|e| e.to_string())
+        });
+        let m = Member::new(coord.clone(), spec, fence, ports, status.clone(), fencer);
         member_task = Some(tokio::spawn(m.run(drain.clone())));
     }
 

@@ -17,6 +17,8 @@ pub const UNIT_LAG: &str = "strait_unit_lag_records";
 pub const LAG: &str = "strait_lag_records";
 pub const ERRORS: &str = "strait_errors_total";
 pub const COMMITS: &str = "strait_commits_total";
+/// Transactions committed by exactly-once flows (records and progress).
+pub const TRANSACTIONS: &str = "strait_transactions_total";
 pub const OFFSET_SYNCS: &str = "strait_offset_syncs_emitted_total";
 pub const SESSIONS: &str = "strait_flow_sessions_total";
 pub const TOPICS_CREATED: &str = "strait_topics_created_total";
@@ -37,6 +39,8 @@ pub const CHECKPOINT_GROUPS: &str = "strait_checkpoint_groups";
 pub const HEARTBEAT_AGE: &str = "strait_heartbeat_age_seconds";
 pub const HEARTBEAT_LATENCY: &str = "strait_heartbeat_latency_seconds";
 pub const LEASES_LOST: &str = "strait_leases_lost_total";
+/// Previous writers of exactly-once units fenced before their new owner started.
+pub const WRITERS_FENCED: &str = "strait_writers_fenced_total";
 pub const UNITS_OWNED: &str = "strait_owner_keys_held";
 pub const UNITS_WAITING: &str = "strait_units_waiting_for_owner";
 pub const LEADER: &str = "strait_controller_leader";
@@ -56,7 +60,15 @@ pub const COMMIT_PAST_ACK: &str = "commit_past_ack";
 /// The checkpoints topic holds a checkpoint below an earlier one of the same
 /// group and partition (seen when the checkpoint service reads it back).
 pub const CHECKPOINT_BACKWARDS: &str = "checkpoint_backwards";
-pub const INVARIANTS: [&str; 3] = [SINGLE_OWNER, COMMIT_PAST_ACK, CHECKPOINT_BACKWARDS];
+/// An exactly-once flow's transaction committed after the worker's lease
+/// could no longer be vouched for (a new owner may have started).
+pub const EXACTLY_ONCE: &str = "exactly_once";
+pub const INVARIANTS: [&str; 4] = [
+    SINGLE_OWNER,
+    COMMIT_PAST_ACK,
+    CHECKPOINT_BACKWARDS,
+    EXACTLY_ONCE,
+];
 
 /// Counts one breach of `invariant`.
 pub fn violated(invariant: &'static str) {
@@ -73,7 +85,7 @@ pub fn describe() {
     describe_counter!(
         INVARIANT_VIOLATIONS,
         Unit::Count,
-        "breaches of strait's guarantees seen by this process, by invariant (single_owner, commit_past_ack, checkpoint_backwards); must stay 0"
+        "breaches of strait's guarantees seen by this process, by invariant (single_owner, commit_past_ack, checkpoint_backwards, exactly_once); must stay 0"
     );
     // Exported from the start, so "0" is a reading and not an absence.
     for invariant in INVARIANTS {
@@ -140,6 +152,11 @@ pub fn describe() {
     );
     describe_counter!(OFFSET_SYNCS, Unit::Count, "offset syncs emitted, by flow");
     describe_counter!(
+        TRANSACTIONS,
+        Unit::Count,
+        "transactions committed towards the target by an exactly-once flow (records and each unit's progress), by flow"
+    );
+    describe_counter!(
         SESSIONS,
         Unit::Count,
         "flow sessions started (a restart after an error starts a new one)"
@@ -158,6 +175,11 @@ pub fn describe() {
         LEASES_LOST,
         Unit::Count,
         "coordination leases lost (not renewed in time); the process fenced itself, by role"
+    );
+    describe_counter!(
+        WRITERS_FENCED,
+        Unit::Count,
+        "previous writers (transactional ids) of exactly-once units this worker fenced before starting them"
     );
     describe_gauge!(
         UNITS_OWNED,

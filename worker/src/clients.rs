@@ -5,20 +5,21 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{DeliveryResult, Message};
-use rdkafka::producer::{ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use tracing::{debug, warn};
 
 use strait_common::config::{Compression, StartAt};
 use strait_common::error_event;
-use strait_common::kafka::{manual_consumer, reliable_producer};
+use strait_common::kafka::{client_config, manual_consumer, reliable_producer};
 use strait_common::metrics as m;
 use strait_common::telemetry::ErrorKind;
 
@@ -209,6 +210,17 @@ pub fn producer(spec: &FlowSpec, ctx: TargetContext) -> KafkaResult<Producer> {
         }
         None => {}
     }
+    if spec.flow.exactly_once.is_some() {
+        // One transactional producer per flow and worker. Its transactions
+        // time out on the coordinator after TRANSACTION_TIMEOUT; a delivery
+        // may not outlive its transaction (librdkafka refuses the config),
+        // and a timed-out one aborts the transaction: the session restarts
+        // from the progress the last committed transaction holds.
+        let timeout = TRANSACTION_TIMEOUT.as_millis().to_string();
+        c.set("transactional.id", spec.transactional_id())
+            .set("transaction.timeout.ms", &timeout)
+            .set("message.timeout.ms", &timeout);
+    }
     // Statistics give the bytes sent to the target (after compression).
     c.set("statistics.interval.ms", "1000");
     // librdkafka's own queue must hold at least what strait lets be in flight.
@@ -216,6 +228,28 @@ pub fn producer(spec: &FlowSpec, ctx: TargetContext) -> KafkaResult<Producer> {
     c.set("queue.buffering.max.kbytes", kbytes.to_string())
         .set("queue.buffering.max.messages", "2000000");
     c.create_with_context(ctx)
+}
+
+/// How long a transaction may stay open before the target's coordinator
+/// aborts it: bounds how long a crashed worker's open transaction holds back
+/// read_committed consumers of its partitions when no new owner fences it.
+pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// With exactly-once, the flow's progress lives on the target, in the
+/// commit group, committed in each transaction: this consumer (manual, never
+/// subscribed) reads it back and names the group to the transactions.
+pub fn progress_consumer(spec: &FlowSpec) -> KafkaResult<BaseConsumer> {
+    manual_consumer(&spec.target, &spec.flow.commit_group(&spec.deployment)).create()
+}
+
+/// Fences the transactional id `txid` on the target: InitProducerId aborts
+/// its open transaction, if any, and bumps its epoch, so the producer that
+/// held it can neither commit nor write again.
+pub fn fence(spec: &FlowSpec, txid: &str) -> KafkaResult<()> {
+    let p: BaseProducer = client_config(&spec.target)
+        .set("transactional.id", txid)
+        .create()?;
+    p.init_transactions(Duration::from_secs(30))
 }
 
 pub fn syncs_producer(spec: &FlowSpec, ctx: SyncsContext) -> KafkaResult<SyncsProducer> {

@@ -45,6 +45,9 @@ pub struct Handoff {
     /// by it, so only this worker's own key is ever deleted.
     owned: BTreeMap<Unit, Vec<u8>>,
     waiting_logged: BTreeSet<Unit>,
+    /// Units of exactly-once flows whose writer key names this worker (its
+    /// previous writer fenced): only those may run.
+    claimed: BTreeSet<Unit>,
 }
 
 /// What became of a plan the member read.
@@ -131,11 +134,35 @@ impl Handoff {
             .retain(|u| wanted.contains(u) && !owned.contains_key(u));
     }
 
-    /// What the data plane runs: wanted and owned.
-    pub fn run(&self, wanted: &BTreeSet<Unit>) -> BTreeSet<Unit> {
+    /// Exactly-once, between rule 1 and running: owned and wanted units of
+    /// exactly-once flows (`eos`) whose writer this worker has not claimed
+    /// yet. For each, the member fences the previous writer the store names
+    /// and names itself, then calls [`Handoff::claimed`].
+    pub fn to_claim(&self, wanted: &BTreeSet<Unit>, eos: impl Fn(&Unit) -> bool) -> Vec<Unit> {
         self.owned
             .keys()
-            .filter(|u| wanted.contains(*u))
+            .filter(|u| wanted.contains(*u) && eos(u) && !self.claimed.contains(*u))
+            .cloned()
+            .collect()
+    }
+
+    /// The value of the owner key held for `unit` (guards writes made as
+    /// its owner).
+    pub fn owner_value(&self, unit: &Unit) -> Option<&[u8]> {
+        self.owned.get(unit).map(Vec::as_slice)
+    }
+
+    /// The unit's writer key names this worker.
+    pub fn claimed(&mut self, unit: Unit) {
+        self.claimed.insert(unit);
+    }
+
+    /// What the data plane runs: wanted and owned (and, for exactly-once
+    /// flows, claimed).
+    pub fn run(&self, wanted: &BTreeSet<Unit>, eos: impl Fn(&Unit) -> bool) -> BTreeSet<Unit> {
+        self.owned
+            .keys()
+            .filter(|u| wanted.contains(*u) && (!eos(u) || self.claimed.contains(*u)))
             .cloned()
             .collect()
     }
@@ -157,6 +184,7 @@ impl Handoff {
     /// The owner key of `unit` was deleted.
     pub fn gave_back(&mut self, unit: &Unit) {
         self.owned.remove(unit);
+        self.claimed.remove(unit);
     }
 
     /// Owner keys held.
@@ -242,9 +270,13 @@ mod tests {
         });
         assert_eq!(claims.take, vec![unit(0)]);
         assert_eq!(claims.waiting, vec![(unit(2), Some("w2".into()))]);
-        assert_eq!(h.run(&wanted), set(&[1]), "0 is not taken yet, 2 is held");
+        assert_eq!(
+            h.run(&wanted, |_| false),
+            set(&[1]),
+            "0 is not taken yet, 2 is held"
+        );
         h.took(unit(0), b"me".to_vec());
-        assert_eq!(h.run(&wanted), set(&[0, 1]));
+        assert_eq!(h.run(&wanted, |_| false), set(&[0, 1]));
         // Still held next pass: waiting, but not logged again.
         let claims = h.claims(&wanted, |_| OwnerKey::Theirs {
             holder: "w2".into(),
@@ -264,7 +296,7 @@ mod tests {
         h.plan(plan(2, &[1]));
         let wanted = h.wanted(false);
         assert!(h.to_release(&wanted, |_| false).is_empty(), "still held");
-        assert_eq!(h.run(&wanted), set(&[1]), "0 no longer runs");
+        assert_eq!(h.run(&wanted, |_| false), set(&[1]), "0 no longer runs");
         let back = h.to_release(&wanted, |_| true);
         assert_eq!(
             back,
@@ -274,8 +306,29 @@ mod tests {
         h.gave_back(&unit(0));
         assert_eq!(h.owned(), 1);
         // Draining: everything goes back once released.
+        assert!(h.to_claim(&wanted, |_| false).is_empty());
         let none = h.wanted(true);
         assert_eq!(h.to_release(&none, |_| true).len(), 1);
+    }
+
+    #[test]
+    fn an_exactly_once_unit_runs_only_once_claimed() {
+        let mut h = Handoff::default();
+        h.plan(plan(1, &[0, 1]));
+        let wanted = h.wanted(false);
+        h.claims(&wanted, |_| OwnerKey::Absent);
+        h.took(unit(0), b"v0".to_vec());
+        h.took(unit(1), b"v1".to_vec());
+        let eos = |u: &Unit| u.source.partition == 1;
+        assert_eq!(h.to_claim(&wanted, eos), vec![unit(1)]);
+        assert_eq!(h.run(&wanted, eos), set(&[0]), "1 waits for its claim");
+        h.claimed(unit(1));
+        assert!(h.to_claim(&wanted, eos).is_empty());
+        assert_eq!(h.run(&wanted, eos), set(&[0, 1]));
+        // Given back and taken again: claimed again.
+        h.gave_back(&unit(1));
+        h.took(unit(1), b"v1".to_vec());
+        assert_eq!(h.to_claim(&wanted, eos), vec![unit(1)]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod flow;
 mod link;
 mod session;
 
+pub use clients::fence as fence_writer;
 pub use flow::run_flow;
 pub use heartbeat::run_heartbeats;
 pub use link::{Assignment, FlowSpec, Held, UnitLink};

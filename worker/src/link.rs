@@ -22,6 +22,8 @@ pub struct FlowSpec {
     pub syncs_cluster: ClusterConfig,
     pub worker: WorkerConfig,
     pub per_partition_metrics: bool,
+    /// The worker's id: with exactly-once, part of its transactional id.
+    pub worker_id: String,
 }
 
 impl FlowSpec {
@@ -34,9 +36,28 @@ impl FlowSpec {
             syncs_cluster: clusters.syncs,
             worker: config.worker.clone(),
             per_partition_metrics: config.metrics.per_partition,
+            worker_id: "local".to_owned(),
             flow,
         }
     }
+
+    /// The same, run by the worker `id`.
+    pub fn for_worker(mut self, id: &str) -> Self {
+        self.worker_id = id.to_owned();
+        self
+    }
+
+    /// The transactional id of this worker's sessions of the flow, when it
+    /// is exactly-once: one producer per flow and worker, whatever the
+    /// number of units (docs/coordination.md, "Exactly-once").
+    pub fn transactional_id(&self) -> String {
+        transactional_id(&self.flow.commit_group(&self.deployment), &self.worker_id)
+    }
+}
+
+/// `{commit group}.{worker}`: `strait.{deployment}.{flow}.{worker}`.
+pub fn transactional_id(commit_group: &str, worker: &str) -> String {
+    format!("{commit_group}.{worker}")
 }
 
 /// What a flow's data plane is told to replicate. `generation` grows with
@@ -53,6 +74,9 @@ pub struct Assignment {
 pub struct Held {
     pub generation: u64,
     pub units: BTreeSet<Unit>,
+    /// Units of an exactly-once flow this session released with their last
+    /// transaction committed: their next owner has no writer to fence.
+    pub clean: BTreeSet<Unit>,
 }
 
 /// How a flow's data plane is connected to whoever decides its units.

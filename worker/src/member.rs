@@ -21,7 +21,7 @@ use strait_common::coord::keys::Keys;
 use strait_common::coord::lease::{Fence, Lease};
 use strait_common::coord::mirror::mirror;
 use strait_common::coord::values::{
-    decode, encode, LoadDoc, OwnerDoc, PlanDoc, UnitLoad, WorkerDoc, WorkerState, FORMAT,
+    decode, encode, LoadDoc, OwnerDoc, PlanDoc, UnitLoad, WorkerDoc, WorkerState, WriterDoc, FORMAT,
 };
 use strait_common::coord::{Compare, Coord, Op};
 use strait_common::metrics as m;
@@ -41,7 +41,14 @@ pub struct MemberSpec {
     pub report_interval: Duration,
     /// How long a drain waits for the data plane to release its units.
     pub drain_timeout: Duration,
+    /// The exactly-once flows, with this worker's transactional id in each.
+    pub exactly_once: BTreeMap<String, String>,
 }
+
+/// Fences a transactional id on the target of a flow (`flow`, `txid`):
+/// InitProducerId aborts its open transaction and bumps its epoch.
+/// Blocking.
+pub type Fencer = Arc<dyn Fn(&str, &str) -> Result<(), String> + Send + Sync>;
 
 /// The worker's ends of the flows' links.
 pub struct Ports {
@@ -104,6 +111,13 @@ impl Ports {
     /// The data plane neither holds `unit` nor can still start it: it
     /// applied the latest assignment of the unit's flow, and that
     /// assignment did not name the unit.
+    /// The data plane released `unit` with its last transaction committed.
+    fn released_clean(&self, unit: &Unit) -> bool {
+        self.flows
+            .get(&unit.flow)
+            .is_some_and(|(_, held)| held.borrow().clean.contains(unit))
+    }
+
     fn released(&self, unit: &Unit) -> bool {
         let Some((assign, held)) = self.flows.get(&unit.flow) else {
             return true;
@@ -129,6 +143,7 @@ pub struct Member {
     fence: Fence,
     ports: Ports,
     status: StatusBoard,
+    fencer: Fencer,
 }
 
 impl Member {
@@ -138,6 +153,7 @@ impl Member {
         fence: Fence,
         ports: Ports,
         status: StatusBoard,
+        fencer: Fencer,
     ) -> Member {
         Member {
             keys: Keys::new(&spec.deployment),
@@ -146,6 +162,7 @@ impl Member {
             fence,
             ports,
             status,
+            fencer,
         }
     }
 
@@ -188,6 +205,58 @@ impl Member {
                     warn!(worker = %self.spec.id, "lease lost: units dropped; joining again");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+            }
+        }
+    }
+
+    /// Claims a unit of an exactly-once flow: fences the transactional id
+    /// its writer key names, if another, then names this worker's, guarded
+    /// by this worker's owner key. False if it could not (retried on the
+    /// next pass; the unit does not run meanwhile).
+    async fn claim(&self, u: &Unit, owner_value: Vec<u8>) -> bool {
+        let own = &self.spec.exactly_once[&u.flow];
+        let key = self.keys.writer(u);
+        let previous = match self.coord.get(&key).await {
+            Ok(kv) => kv.and_then(|kv| decode::<WriterDoc>(&kv.value).ok()),
+            Err(e) => {
+                warn!(unit = %u, error = %e, "cannot read the unit's writer");
+                return false;
+            }
+        };
+        if let Some(prev) = previous.filter(|p| p.transactional_id != *own) {
+            let (fence, flow, txid) = (self.fencer.clone(), u.flow.clone(), prev.transactional_id);
+            info!(unit = %u, writer = %txid, "fencing the unit's previous writer");
+            let done = tokio::task::spawn_blocking(move || fence(&flow, &txid)).await;
+            match done {
+                Ok(Ok(())) => metrics::counter!(m::WRITERS_FENCED).increment(1),
+                Ok(Err(e)) => {
+                    warn!(unit = %u, error = %e, "cannot fence the unit's previous writer; retrying");
+                    return false;
+                }
+                Err(e) => {
+                    warn!(unit = %u, error = %e, "fencing panicked");
+                    return false;
+                }
+            }
+        }
+        let owner = self.keys.owner(u);
+        let doc = encode(&WriterDoc {
+            format: FORMAT,
+            transactional_id: own.clone(),
+        });
+        match self
+            .coord
+            .txn(
+                vec![Compare::Value(owner, owner_value)],
+                vec![Op::put(&key, doc)],
+            )
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => false,
+            Err(e) => {
+                warn!(unit = %u, error = %e, "cannot name this worker the unit's writer");
+                false
             }
         }
     }
@@ -320,19 +389,37 @@ impl Member {
                 });
             }
 
+            // Exactly-once: fence the unit's previous writer, then name
+            // this worker as its writer, before the data plane reads its
+            // progress (docs/coordination.md, "Exactly-once").
+            let eos = |u: &Unit| self.spec.exactly_once.contains_key(&u.flow);
+            for u in handoff.to_claim(&wanted, eos) {
+                let owner = handoff
+                    .owner_value(&u)
+                    .expect("claimed units are owned")
+                    .to_vec();
+                if lost.is_cancelled() || !self.claim(&u, owner).await {
+                    break;
+                }
+                handoff.claimed(u);
+            }
+
             // The data plane runs what is both wanted and owned.
-            self.ports.assign(&handoff.run(&wanted));
+            self.ports.assign(&handoff.run(&wanted, eos));
 
             // Rule 2: give a key back only after the data plane released
             // the unit (stopped, acknowledged, committed).
             for (u, value) in handoff.to_release(&wanted, |u| self.ports.released(u)) {
                 let key = self.keys.owner(&u);
+                let mut ops = vec![Op::delete(&key)];
+                if eos(&u) && self.ports.released_clean(&u) {
+                    // Its last transaction committed: nobody to fence. Else
+                    // the writer key stays, and the next owner fences.
+                    ops.push(Op::delete(self.keys.writer(&u)));
+                }
                 match self
                     .coord
-                    .txn(
-                        vec![Compare::Value(key.clone(), value)],
-                        vec![Op::delete(&key)],
-                    )
+                    .txn(vec![Compare::Value(key.clone(), value)], ops)
                     .await
                 {
                     Ok(_) => {

@@ -152,6 +152,11 @@ impl UnitProgress {
         }
     }
 
+    /// Offset syncs sent and not yet durable.
+    pub fn syncs_pending(&self) -> usize {
+        self.pending_syncs.len()
+    }
+
     /// The position that may be committed now: past the contiguous
     /// acknowledged prefix, stopped at the first sync not yet durable.
     /// `Ok(None)` when nothing was acknowledged in this session.

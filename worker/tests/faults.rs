@@ -487,3 +487,74 @@ async fn held_units_follow_assignments_and_a_unit_wanted_back_restarts() {
     assert_eq!(h.held.borrow().units, all);
     h.stop().await;
 }
+
+/// The flow settings of the exactly-once fault tests.
+const EXACTLY_ONCE: &str = "exactly_once = true\ntransaction_interval = \"200ms\"";
+
+/// The mock cluster writes no transaction markers, keeps no offsets
+/// committed in transactions (measured: OffsetFetch answers none) and lets
+/// a fenced producer commit, so fencing is tested on tansu; here
+/// an exactly-once session resumes from the advisory commit on the source,
+/// and duplicates cannot be judged; what must hold is that nothing is lost
+/// and that every session fault ends in a new session, not a stuck flow.
+fn eos_harness(partitions: i32, per_partition: usize) -> Harness {
+    let (source, target) = Harness::clusters(partitions, per_partition);
+    Harness::start(source, target, partitions, EXACTLY_ONCE)
+}
+
+async fn all_arrive(h: &Harness, partitions: i32, per_partition: usize) {
+    let want: Vec<Option<i64>> = vec![Some(per_partition as i64); partitions as usize];
+    h.wait_for("all committed", Duration::from_secs(90), |h| {
+        committed(&h.source, partitions) == want
+    })
+    .await;
+    let landed = read_all(&h.target, partitions, partitions as usize * per_partition);
+    // check_sequences panics on a missing or out-of-order record.
+    let dups = testkit::check_sequences(&records(&landed), partitions, per_partition);
+    println!(
+        "{} records, {dups} duplicates (not judged on the mock cluster)",
+        landed.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_replicates_in_transactions() {
+    let mut h = eos_harness(2, 300);
+    all_arrive(&h, 2, 300).await;
+    produce(&h.source, 2, 300..600);
+    all_arrive(&h, 2, 600).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_survives_a_transaction_coordinator_that_fails() {
+    let (source, target) = Harness::clusters(2, 200);
+    // EndTxn (the commit) fails a few times: each failure ends the session,
+    // its transaction aborts, and the next session resumes.
+    target.request_errors(
+        RDKafkaApiKey::EndTxn,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+        ],
+    );
+    let mut h = Harness::start(source, target, 2, EXACTLY_ONCE);
+    all_arrive(&h, 2, 200).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_commit_that_times_out_loses_nothing() {
+    let (source, target) = Harness::clusters(1, 200);
+    target.request_errors(
+        RDKafkaApiKey::EndTxn,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    let mut h = Harness::start(source, target, 1, EXACTLY_ONCE);
+    all_arrive(&h, 1, 200).await;
+    h.stop().await;
+}

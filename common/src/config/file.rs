@@ -154,6 +154,13 @@ pub struct FlowConfig {
     /// unless the target cluster's `kafka` table sets `compression.type`).
     #[serde(default)]
     pub compression: Option<Compression>,
+    /// Exactly-once towards the target: records and each unit's progress
+    /// commit in one transaction every `transaction_interval`; consumers of
+    /// the remote topics read with `isolation.level=read_committed`.
+    #[serde(default)]
+    pub exactly_once: bool,
+    #[serde(default = "default_transaction_interval", with = "humantime_serde")]
+    pub transaction_interval: Duration,
     /// Emit heartbeats to `heartbeats` on the source, and replicate
     /// heartbeat topics whatever the topic filters say (as MirrorMaker 2 does).
     #[serde(default = "default_true")]
@@ -382,6 +389,13 @@ pub fn default_configs_exclude() -> Vec<String> {
     .map(str::to_owned)
     .to_vec()
 }
+/// Records become visible to read_committed consumers when their
+/// transaction commits: this is added to their latency, and each commit
+/// pauses the flow while the producer flushes (see the README's benchmark).
+fn default_transaction_interval() -> Duration {
+    Duration::from_millis(500)
+}
+
 /// Short enough that a group's commit reaches the target within a few
 /// seconds (p50 about half of it); a round costs one admin request per
 /// group, so 1,000 groups are about 500 requests a second.

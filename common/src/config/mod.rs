@@ -127,6 +127,8 @@ pub struct Flow {
     /// As configured on the flow; `None` leaves it to the target cluster's
     /// `kafka` table, else [`Compression::DEFAULT`].
     pub compression: Option<Compression>,
+    /// The transaction interval, when the flow is exactly-once.
+    pub exactly_once: Option<Duration>,
     /// Heartbeat interval, when heartbeats are on.
     pub heartbeats: Option<Duration>,
     /// Checkpoint interval, when checkpoints are on.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::file::ConfigFile;
-use super::{invalid, Config, ConfigError, Flow};
+use super::{invalid, Config, ConfigError, Flow, OnRefused};
 use crate::policy::{PolicyKind, ReplicationPolicy};
 
 /// librdkafka settings strait sets itself because correctness depends on
@@ -216,6 +216,18 @@ fn flows(file: &ConfigFile) -> Result<Vec<Flow>, ConfigError> {
                 "must be longer than zero",
             ));
         }
+        if f.exactly_once && f.on_refused == OnRefused::Skip {
+            return Err(invalid(
+                key("on_refused"),
+                "exactly_once cannot skip a refused record: the transaction it is in cannot commit without it (use \"stop\")",
+            ));
+        }
+        if f.exactly_once && f.transaction_interval.is_zero() {
+            return Err(invalid(
+                key("transaction_interval"),
+                "must be longer than zero",
+            ));
+        }
         if f.offset_lag_max == 0 {
             return Err(invalid(key("offset_lag_max"), "must be at least 1"));
         }
@@ -240,6 +252,7 @@ fn flows(file: &ConfigFile) -> Result<Vec<Flow>, ConfigError> {
             offset_syncs_location: f.offset_syncs_location,
             on_refused: f.on_refused,
             compression: f.compression,
+            exactly_once: f.exactly_once.then_some(f.transaction_interval),
             heartbeats: f.heartbeats.then_some(f.heartbeat_interval),
             checkpoints: f.checkpoints.then_some(f.checkpoint_interval),
             groups: compile("groups", &f.groups)?,

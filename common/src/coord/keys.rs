@@ -54,6 +54,23 @@ impl Keys {
         )
     }
 
+    /// With exactly-once: `writers/{flow}/{topic}/{partition}`, on no lease,
+    /// names the transactional id that may hold an open transaction with
+    /// the unit's records (docs/coordination.md, "Exactly-once").
+    pub fn writers(&self) -> String {
+        format!("{}writers/", self.root)
+    }
+
+    pub fn writer(&self, unit: &Unit) -> String {
+        format!(
+            "{}{}/{}/{}",
+            self.writers(),
+            unit.flow,
+            unit.source.topic,
+            unit.source.partition
+        )
+    }
+
     pub fn loads(&self) -> String {
         format!("{}load/", self.root)
     }

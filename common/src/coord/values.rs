@@ -48,6 +48,16 @@ pub struct PlanDoc {
     pub units: Vec<Unit>,
 }
 
+/// `writers/{flow}/{topic}/{partition}`, on no lease: the transactional id
+/// of the worker that claimed the unit of an exactly-once flow and may have
+/// its records in an open transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriterDoc {
+    #[serde(default = "format")]
+    pub format: u32,
+    pub transactional_id: String,
+}
+
 /// `owners/{flow}/{topic}/{partition}`, on the owner's lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OwnerDoc {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _, PurgeConfig};
@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use strait_common::config::OnRefused;
+use strait_common::config::{OnRefused, StartAt};
 use strait_common::coord::lease::Fence;
 use strait_common::error_event;
 use strait_common::formats::OffsetSync;
@@ -49,6 +49,7 @@ mod commits;
 mod pressure;
 mod records;
 mod report;
+mod txn;
 
 const POLL: Duration = Duration::from_millis(50);
 const TICK: Duration = Duration::from_secs(1);
@@ -70,6 +71,8 @@ pub enum SessionError {
     Assign(KafkaError),
     #[error("producer fatal error: {0}")]
     Fatal(String),
+    #[error("transaction failed: {0}")]
+    Transaction(KafkaError),
     #[error("offset sync not written: {0}")]
     OffsetSync(KafkaError),
     /// The worker's lease could not be renewed in time: its units may
@@ -91,6 +94,9 @@ struct UnitSlot {
     over_limit: Hysteresis,
     fetch_paused: bool,
     release_deadline: Option<Instant>,
+    /// With exactly-once: the position the unit started from, committed in
+    /// its claim transaction.
+    resume: Option<i64>,
 }
 
 /// Handles of the per-record metrics, resolved once per session so the hot
@@ -137,6 +143,10 @@ struct Session<'a> {
     held: Arc<watch::Sender<Held>>,
     /// The assignment last applied.
     wanted: Assignment,
+    /// Units released with their last transaction committed (exactly-once).
+    clean: BTreeSet<Unit>,
+    /// Set when the flow is exactly-once.
+    txn: Option<txn::Txn>,
 }
 
 /// Runs one session until shutdown (Ok) or an error (Err).
@@ -179,8 +189,12 @@ pub fn run(
         },
     )
     .map_err(SessionError::Clients)?;
+    let txn = match spec.flow.exactly_once {
+        Some(interval) => Some(txn::Txn::start(spec, interval, &producer)?),
+        None => None,
+    };
     metrics::counter!(m::SESSIONS, "flow" => flow.clone()).increment(1);
-    info!(flow = %flow, "flow session started");
+    info!(flow = %flow, exactly_once = txn.is_some(), "flow session started");
 
     let mut s = Session {
         spec,
@@ -203,6 +217,8 @@ pub fn run(
         fence: link.fence.clone(),
         held: link.held.clone(),
         wanted: Assignment::default(),
+        clean: BTreeSet::new(),
+        txn,
     };
     let result = s.run_loop(&consumer, &mut units_rx, shutdown);
     if let Err(SessionError::Fenced) = &result {
@@ -212,7 +228,13 @@ pub fn run(
         s.producer.purge(PurgeConfig::default().queue().inflight());
         s.syncs_producer
             .purge(PurgeConfig::default().queue().inflight());
+        s.abandon_transaction();
         warn!(flow = %flow, units = s.units.len(), "fenced: stopped producing for every unit");
+    } else if let (Err(e), true) = (&result, s.txn.is_some()) {
+        // Nothing is known committed past the last transaction: the next
+        // session resumes from it.
+        warn!(flow = %flow, error = %e, "flow session ending on error; its open transaction is aborted");
+        s.abandon_transaction();
     } else if let Err(e) = &result {
         // Whatever was acknowledged before the error is safe to commit.
         warn!(flow = %flow, error = %e, "flow session ending on error");
@@ -251,9 +273,15 @@ impl Session<'_> {
             }
             self.handle_acks(consumer)?;
             let now = Instant::now();
-            if now >= next_commit {
-                self.commit(consumer, CommitMode::Async);
-                next_commit = now + w.commit_interval;
+            match &self.txn {
+                // Progress commits with each transaction (and then to the source).
+                Some(txn) if now >= txn.next => self.commit_transaction(consumer)?,
+                Some(_) => {}
+                None if now >= next_commit => {
+                    self.commit(consumer, CommitMode::Async);
+                    next_commit = now + w.commit_interval;
+                }
+                None => {}
             }
             if now >= next_syncs {
                 self.flush_syncs();
@@ -304,11 +332,19 @@ impl Session<'_> {
             .collect();
 
         if !added.is_empty() {
+            // With exactly-once, from the progress on the target.
+            let starts = match self.txn {
+                Some(_) => Some(self.eos_start_positions(consumer, &added)?),
+                None => None,
+            };
             let mut tpl = TopicPartitionList::new();
-            for u in &added {
+            for (i, u) in added.iter().enumerate() {
                 // Offset::Stored: resume at the committed position, else at
                 // `auto.offset.reset` (the flow's `start`).
-                tpl.add_partition_offset(&u.source.topic, u.source.partition, Offset::Stored)
+                let at = starts
+                    .as_ref()
+                    .map_or(Offset::Stored, |s| Offset::Offset(s[i]));
+                tpl.add_partition_offset(&u.source.topic, u.source.partition, at)
                     .map_err(SessionError::Assign)?;
             }
             consumer
@@ -318,7 +354,7 @@ impl Session<'_> {
             // assign: a unit released (paused) and given back would never
             // fetch again without this.
             consumer.resume(&tpl).map_err(SessionError::Assign)?;
-            for u in added {
+            for (i, u) in added.into_iter().enumerate() {
                 let id = self.next_id;
                 self.next_id += 1;
                 let mut tpl = TopicPartitionList::new();
@@ -328,6 +364,7 @@ impl Session<'_> {
                     .entry(u.source.topic.clone())
                     .or_default()
                     .insert(u.source.partition, id);
+                self.clean.remove(&u);
                 self.units.insert(
                     id,
                     UnitSlot {
@@ -340,6 +377,7 @@ impl Session<'_> {
                         over_limit: Hysteresis::default(),
                         fetch_paused: false,
                         release_deadline: None,
+                        resume: starts.as_ref().map(|s| s[i]),
                     },
                 );
             }
@@ -363,22 +401,30 @@ impl Session<'_> {
         self.held.send_replace(Held {
             generation: self.wanted.generation,
             units,
+            clean: self.clean.clone(),
         });
     }
 
     /// Completes releases whose records were all acknowledged (or whose wait ran out).
     fn finish_releases(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
         let now = Instant::now();
+        // With exactly-once, a release commits the transaction, which waits
+        // for every record: nothing to wait for before.
+        let eos = self.txn.is_some();
         let done: Vec<u64> = self
             .units
             .iter()
             .filter(|(_, u)| {
                 u.state == UnitState::Releasing
-                    && (u.progress.settled() || u.release_deadline.is_some_and(|d| now >= d))
+                    && (eos || u.progress.settled() || u.release_deadline.is_some_and(|d| now >= d))
             })
             .map(|(id, _)| *id)
             .collect();
-        if !done.is_empty() {
+        if eos && !done.is_empty() {
+            // Their last records and final positions commit together; the
+            // member may then tell the next owner there is nobody to fence.
+            self.commit_transaction(consumer)?;
+        } else if !done.is_empty() {
             // The released units' last syncs must be durable before their
             // final commit, or the commit would stop short of them.
             for &id in &done {
@@ -390,7 +436,9 @@ impl Session<'_> {
         let released = !done.is_empty();
         let mut again = false;
         for id in done {
-            self.commit_units(consumer, &[id], CommitMode::Sync);
+            if !eos {
+                self.commit_units(consumer, &[id], CommitMode::Sync);
+            }
             let u = self.units.remove(&id).expect("listed above");
             consumer
                 .incremental_unassign(&u.tpl)
@@ -399,6 +447,9 @@ impl Session<'_> {
                 parts.remove(&u.unit.source.partition);
             }
             self.status.remove(&u.unit);
+            if eos {
+                self.clean.insert(u.unit.clone());
+            }
             info!(flow = %u.unit.flow, topic = %u.unit.source.topic, partition = u.unit.source.partition,
                   committed = ?u.progress.committed(), unsettled = u.progress.in_flight(), "unit released");
             again |= self.wanted.units.contains(&u.unit);
@@ -419,6 +470,17 @@ impl Session<'_> {
         let flow = self.spec.flow.name.clone();
         if let Ok(assigned) = consumer.assignment() {
             let _ = consumer.pause(&assigned);
+        }
+        if self.txn.is_some() {
+            // The last transaction.
+            match self.commit_transaction(consumer) {
+                Ok(()) => info!(flow = %flow, "flow drained: last transaction committed"),
+                Err(e) => {
+                    warn!(flow = %flow, error = %e, "last transaction not committed; the next owner resumes before it");
+                    self.abandon_transaction();
+                }
+            }
+            return;
         }
         while self.in_flight_records > 0 {
             let now = Instant::now();

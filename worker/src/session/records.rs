@@ -75,6 +75,9 @@ impl Session<'_> {
                             return Ok(()); // not sent: re-read after restart
                         }
                     }
+                    Action::Refused if self.txn.is_some() => {
+                        return Err(self.refused_in_transaction(id, offset, bytes, e))
+                    }
                     Action::Refused => {
                         self.refused(consumer, id, offset, bytes, &e, false);
                         return Ok(());
@@ -138,6 +141,25 @@ impl Session<'_> {
                 self.apply_pause(consumer, id);
             }
         }
+    }
+
+    /// With exactly-once a refused record cannot be stepped over: the
+    /// transaction it is in cannot commit without it. The session ends (the
+    /// transaction aborts) and restarts with backoff, so the flow holds at
+    /// that record, loudly, until the remedy is applied.
+    pub(super) fn refused_in_transaction(
+        &self,
+        id: u64,
+        offset: RecordOffset,
+        bytes: u64,
+        e: KafkaError,
+    ) -> SessionError {
+        let u = &self.units[&id];
+        let remedy = errors::remedy(&e).unwrap_or("");
+        error_event!(error, self.spec.flow.name, ErrorKind::of(&e), topic = %u.unit.source.topic,
+            partition = u.unit.source.partition, offset = offset.0, bytes, error = %e, remedy,
+            "record refused by the target; an exactly-once flow cannot commit past it and restarts");
+        SessionError::Delivery(e)
     }
 
     pub(super) fn wait_acks(
@@ -207,6 +229,9 @@ impl Session<'_> {
                 self.emit_syncs(id);
             }
             Err(e) => match errors::classify_produce(&e) {
+                Action::Refused if self.txn.is_some() => {
+                    return Err(self.refused_in_transaction(id, offset, bytes, e))
+                }
                 Action::Refused => self.refused(consumer, id, offset, bytes, &e, true),
                 Action::Retry | Action::RestartSession => {
                     error_event!(warn, self.spec.flow.name, ErrorKind::of(&e), error = %e, "delivery failed; the session restarts");

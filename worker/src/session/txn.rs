@@ -1,0 +1,210 @@
+//! Exactly-once (docs/coordination.md, "Exactly-once"): the session's
+//! target producer is transactional, and each unit's progress is committed
+//! to the flow's commit group *on the target* in the same transaction as
+//! its records. A unit resumes from there. The commit to the source group
+//! still happens, after each transaction, for lag tools; it is advisory.
+//!
+//! Fencing a previous writer of a unit is the member's part, before the
+//! unit reaches the data plane: it knows from the coordination store who
+//! claimed the unit last.
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::producer::Producer as _;
+
+use super::*;
+use crate::clients::TRANSACTION_TIMEOUT;
+
+/// How long one step of a transaction (flush, offsets, commit) may take
+/// before the session gives the transaction up and restarts.
+const STEP: Duration = Duration::from_secs(30);
+
+pub(super) struct Txn {
+    interval: Duration,
+    pub(super) next: Instant,
+    progress: BaseConsumer,
+    group: ConsumerGroupMetadata,
+}
+
+impl Txn {
+    /// Takes over the worker's transactional id (fencing its earlier
+    /// sessions, whose open transaction is aborted) and opens the first
+    /// transaction.
+    pub(super) fn start(
+        spec: &FlowSpec,
+        interval: Duration,
+        producer: &Producer,
+    ) -> Result<Txn, SessionError> {
+        producer
+            .init_transactions(STEP)
+            .map_err(SessionError::Transaction)?;
+        producer
+            .begin_transaction()
+            .map_err(SessionError::Transaction)?;
+        let progress = clients::progress_consumer(spec).map_err(SessionError::Clients)?;
+        let group = progress.group_metadata().ok_or_else(|| {
+            SessionError::Fatal("no group metadata for the progress group".into())
+        })?;
+        Ok(Txn {
+            interval,
+            next: Instant::now() + interval,
+            progress,
+            group,
+        })
+    }
+
+    /// The positions committed on the target for `remote` partitions.
+    fn committed(
+        &self,
+        remote: &[(Arc<str>, i32)],
+    ) -> Result<HashMap<(String, i32), i64>, SessionError> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, p) in remote {
+            tpl.add_partition(topic, *p);
+        }
+        let got = self
+            .progress
+            .committed_offsets(tpl, STEP)
+            .map_err(SessionError::Transaction)?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+impl Session<'_> {
+    /// Where each of `added` starts, with exactly-once: the position its
+    /// last transaction committed on the target; for a unit with no
+    /// position there yet, the source group's committed position (a flow
+    /// switched from at-least-once) or the flow's `start`.
+    pub(super) fn eos_start_positions(
+        &mut self,
+        consumer: &Consumer,
+        added: &[Unit],
+    ) -> Result<Vec<i64>, SessionError> {
+        let txn = self.txn.as_ref().expect("exactly-once session");
+        let remote: Vec<(Arc<str>, i32)> = added
+            .iter()
+            .map(|u| (Arc::from(u.remote_topic.as_str()), u.source.partition))
+            .collect();
+        let seen = txn.committed(&remote)?;
+        let mut starts = Vec::with_capacity(added.len());
+        for u in added {
+            let start = match seen.get(&(u.remote_topic.clone(), u.source.partition)) {
+                Some(o) => *o,
+                None => self.source_start(consumer, u)?,
+            };
+            starts.push(start);
+        }
+        Ok(starts)
+    }
+
+    /// A unit's start with no progress on the target: the source group's
+    /// committed position, else the low or high watermark by `start`.
+    fn source_start(&self, consumer: &Consumer, u: &Unit) -> Result<i64, SessionError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&u.source.topic, u.source.partition);
+        let committed = consumer
+            .committed_offsets(tpl, STEP)
+            .map_err(SessionError::Consume)?;
+        if let Some(Offset::Offset(o)) = committed
+            .find_partition(&u.source.topic, u.source.partition)
+            .map(|e| e.offset())
+        {
+            return Ok(o);
+        }
+        let (low, high) = consumer
+            .fetch_watermarks(&u.source.topic, u.source.partition, STEP)
+            .map_err(SessionError::Consume)?;
+        Ok(match self.spec.flow.start {
+            StartAt::Earliest => low,
+            StartAt::Latest => high,
+        })
+    }
+
+    /// Commits the open transaction and opens the next: every record sent
+    /// is acknowledged, the offset syncs they call for are durable, and each
+    /// unit's position is committed in the transaction. Then the advisory
+    /// commit to the source.
+    pub(super) fn commit_transaction(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
+        if !self.fence.is_open() {
+            return Err(SessionError::Fenced);
+        }
+        self.producer
+            .flush(TRANSACTION_TIMEOUT)
+            .map_err(SessionError::Transaction)?;
+        self.handle_acks(consumer)?;
+        self.flush_syncs();
+        self.syncs_producer
+            .flush(STEP)
+            .map_err(SessionError::OffsetSync)?;
+        self.handle_acks(consumer)?;
+        let txn = self.txn.as_mut().expect("exactly-once session");
+        let mut tpl = TopicPartitionList::new();
+        for u in self.units.values() {
+            if !u.progress.settled() || u.progress.syncs_pending() > 0 {
+                // Every record of the transaction is in it: a position short
+                // of them would make them duplicates after a restart.
+                return Err(SessionError::Fatal(format!(
+                    "unit {} not settled at a transaction commit",
+                    u.unit
+                )));
+            }
+            let position = match u.progress.commit_position() {
+                Ok(Some(p)) => p.0,
+                Ok(None) => u.resume.expect("exactly-once units have a start"),
+                Err(breach) => {
+                    m::violated(m::COMMIT_PAST_ACK);
+                    return Err(SessionError::Fatal(format!(
+                        "commit past acknowledged records: {breach:?}"
+                    )));
+                }
+            };
+            let _ = tpl.add_partition_offset(
+                &u.remote,
+                u.unit.source.partition,
+                Offset::Offset(position),
+            );
+        }
+        if !self.fence.is_open() {
+            return Err(SessionError::Fenced);
+        }
+        if tpl.count() > 0 {
+            self.producer
+                .send_offsets_to_transaction(&tpl, &txn.group, STEP)
+                .map_err(SessionError::Transaction)?;
+        }
+        self.producer
+            .commit_transaction(STEP)
+            .map_err(SessionError::Transaction)?;
+        if !self.fence.is_open() {
+            // The commit went out while the lease could be vouched for, but
+            // came back after: a new owner may have started meanwhile. The
+            // new owner fences this transactional id before it reads
+            // progress, so this should not be a double write; it is counted
+            // so the chaos suite can tell if it ever is.
+            m::violated(m::EXACTLY_ONCE);
+            error!(flow = %self.spec.flow.name, "a transaction committed as the lease lapsed");
+            return Err(SessionError::Fenced);
+        }
+        metrics::counter!(m::TRANSACTIONS, "flow" => self.spec.flow.name.clone()).increment(1);
+        self.producer
+            .begin_transaction()
+            .map_err(SessionError::Transaction)?;
+        txn.next = Instant::now() + txn.interval;
+        self.commit(consumer, CommitMode::Async);
+        Ok(())
+    }
+
+    /// After an error or a fence: the open transaction is abandoned (the
+    /// next session, or the unit's next owner, fences it).
+    pub(super) fn abandon_transaction(&self) {
+        if self.txn.is_some() {
+            let _ = self.producer.abort_transaction(Duration::from_secs(5));
+        }
+    }
+}
