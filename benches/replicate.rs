@@ -207,6 +207,8 @@ struct Job<'a> {
     load: &'a Load,
     run: usize,
     compression: &'a str,
+    /// An exactly-once flow, with this transaction interval (`500ms`).
+    exactly_once: Option<&'a str>,
     /// Keep the data plane up 1.5 s after the last acknowledgement, so its
     /// statistics report the bytes it sent.
     settle: bool,
@@ -223,6 +225,7 @@ fn replicate(rt: &tokio::runtime::Runtime, job: &Job) -> (Timing, f64) {
         load,
         run,
         compression,
+        exactly_once,
         settle,
     } = *job;
     let worker = std::env::var("BENCH_WORKER_TOML")
@@ -232,6 +235,8 @@ fn replicate(rt: &tokio::runtime::Runtime, job: &Job) -> (Timing, f64) {
     let text = ConfigBuilder::new(&deployment, source, target)
         .no_metrics_endpoint()
         .flow("compression", compression)
+        .flow("exactly_once", exactly_once.is_some())
+        .flow("transaction_interval", exactly_once.unwrap_or("500ms"))
         .flow_raw(&worker)
         .build();
     let config = Config::parse(&text).unwrap();
@@ -353,6 +358,7 @@ fn main() {
             load: &load,
             run,
             compression: "none",
+            exactly_once: None,
             settle: false,
         };
         repl.push(replicate(&rt, &job).0);
@@ -402,6 +408,7 @@ fn main() {
         100.0 * both / total
     );
     codecs(&rt, &source, &target, &load, runs, stamp, &metrics);
+    modes(&rt, &source, &target, &load, runs, stamp);
 }
 
 fn counter(metrics: &metrics_exporter_prometheus::PrometheusHandle, name: &str) -> f64 {
@@ -456,6 +463,7 @@ fn codecs(
                 load,
                 run,
                 compression: codec,
+                exactly_once: None,
                 settle: true,
             };
             let (t, cpu) = replicate(rt, &job);
@@ -472,5 +480,77 @@ fn codecs(
             "{codec:<8} {rate:>13.1} {cpu:>14.4} {sent:>20.1} {:>7.2}x",
             mb / sent.max(1e-9)
         );
+    }
+}
+
+/// At-least-once beside exactly-once (BENCH_MODES, default
+/// `alo,eos:500ms,eos:2s`: `eos:` with a transaction interval), on the same
+/// JSON records with the default codec: steady MB/s and CPU seconds per MB,
+/// median of the runs. Latency is the latency benchmark's
+/// (`BENCH_STRAIT_TOML="exactly_once = true"`).
+fn modes(
+    rt: &tokio::runtime::Runtime,
+    source: &str,
+    target: &str,
+    load: &Load,
+    runs: usize,
+    stamp: u64,
+) {
+    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "alo,eos:500ms,eos:2s".into());
+    let values = json_values(load.size);
+    let raw: usize = (0..load.records)
+        .map(|i| values[i % values.len()].len() + 8)
+        .sum();
+    let mb = raw as f64 / 1e6;
+    println!(
+        "\nmodes: {} JSON records of about {} B ({mb:.1} MB), lz4, median of {runs} run(s)",
+        load.records, load.size
+    );
+    println!(
+        "{:<28} {:>13} {:>14}",
+        "mode", "steady MB/s", "CPU s per MB"
+    );
+    let mut alo_rate = None;
+    for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let eos = mode.strip_prefix("eos:");
+        let (mut rates, mut cpus) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            let base = format!("bench-{stamp}-{mode}-{run}");
+            let remote = format!("src.{base}");
+            create_topic(source, &base, load.partitions);
+            produce_values(source, &base, load, &values);
+            create_topic(target, &remote, load.partitions);
+            let job = Job {
+                source,
+                target,
+                topic: &base,
+                remote: &remote,
+                load,
+                run,
+                compression: "lz4",
+                exactly_once: eos,
+                settle: false,
+            };
+            let (t, cpu) = replicate(rt, &job);
+            rates.push(mb / t.steady.as_secs_f64());
+            cpus.push(cpu / mb);
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (rate, cpu) = (med(&mut rates), med(&mut cpus));
+        let name = match eos {
+            Some(interval) => format!("exactly-once, {interval} txns"),
+            None => {
+                alo_rate = Some(rate);
+                "at-least-once".to_owned()
+            }
+        };
+        let ratio = match (eos, alo_rate) {
+            (Some(_), Some(a)) => format!("   {:.2}x at-least-once", rate / a),
+            _ => String::new(),
+        };
+        println!("{name:<28} {rate:>13.1} {cpu:>14.4}{ratio}");
     }
 }

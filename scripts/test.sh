@@ -25,4 +25,7 @@ if [ "${STRAIT_CHAOS:-1}" != 0 ]; then
   compose/sandbox.sh down >/dev/null 2>&1 || true # its brokers are not needed any more
   old=$(scripts/chaos-old.sh)
   target/debug/strait-chaos --profile ci --dir "$STRAIT_SANDBOX_DIR/chaos" ${old:+--old-strait "$old"}
+  # The same scenarios with the flow exactly-once (on this build only: an
+  # older one may not know the setting).
+  target/debug/strait-chaos --profile ci --exactly-once --dir "$STRAIT_SANDBOX_DIR/chaos-eos"
 fi

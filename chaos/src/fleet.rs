@@ -141,6 +141,7 @@ pub struct FleetSpec<'a> {
     pub controllers: usize,
     pub workers: usize,
     pub ttl: Duration,
+    pub exactly_once: bool,
 }
 
 /// One unit as the leader's `/v1/units` shows it.
@@ -211,7 +212,13 @@ impl Fleet {
             proxy: Proxy::start(&rt, SocketAddr::from(([127, 0, 0, 1], ep))),
         };
 
-        let config = fleet_config(&source.addr(), &target.addr(), &etcd.addr(), spec.ttl);
+        let config = fleet_config(
+            &source.addr(),
+            &target.addr(),
+            &etcd.addr(),
+            spec.ttl,
+            spec.exactly_once,
+        );
         let strait = |name: &str, role: &str| {
             Strait::launch(
                 spec.start_bin,
@@ -386,13 +393,14 @@ fn invariant_series(invariant: &str) -> String {
     format!("{}{{invariant=\"{invariant}\"}}", m::INVARIANT_VIOLATIONS)
 }
 
-fn fleet_config(source: &str, target: &str, etcd: &str, ttl: Duration) -> String {
+fn fleet_config(source: &str, target: &str, etcd: &str, ttl: Duration, eos: bool) -> String {
     let toml = ConfigBuilder::new("chaos", source, target)
         .flow("topics", ["chaos-.*"])
         .flow("heartbeats", false)
         .flow("checkpoints", true)
         .flow("checkpoint_interval", "1s")
         .flow("groups", ["chaos-app-.*"])
+        .flow_raw(if eos { "exactly_once = true" } else { "" })
         // Only keys the previous release knows too: the rolling upgrade
         // starts the fleet on it with this same file.
         .quick()

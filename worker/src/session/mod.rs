@@ -228,13 +228,11 @@ pub fn run(
         s.producer.purge(PurgeConfig::default().queue().inflight());
         s.syncs_producer
             .purge(PurgeConfig::default().queue().inflight());
-        s.abandon_transaction();
         warn!(flow = %flow, units = s.units.len(), "fenced: stopped producing for every unit");
     } else if let (Err(e), true) = (&result, s.txn.is_some()) {
         // Nothing is known committed past the last transaction: the next
         // session resumes from it.
         warn!(flow = %flow, error = %e, "flow session ending on error; its open transaction is aborted");
-        s.abandon_transaction();
     } else if let Err(e) = &result {
         // Whatever was acknowledged before the error is safe to commit.
         warn!(flow = %flow, error = %e, "flow session ending on error");
@@ -245,6 +243,11 @@ pub fn run(
     s.status.clear_flow(&flow);
     s.units.clear();
     s.publish_held();
+    if result.is_err() {
+        // Only once the units are let go: aborting can wait on the target,
+        // and the worker must not seem to hold units meanwhile.
+        s.abandon_transaction();
+    }
     result
 }
 

@@ -56,6 +56,7 @@ impl Txn {
     fn committed(
         &self,
         remote: &[(Arc<str>, i32)],
+        timeout: Duration,
     ) -> Result<HashMap<(String, i32), i64>, SessionError> {
         let mut tpl = TopicPartitionList::new();
         for (topic, p) in remote {
@@ -63,7 +64,7 @@ impl Txn {
         }
         let got = self
             .progress
-            .committed_offsets(tpl, STEP)
+            .committed_offsets(tpl, timeout)
             .map_err(SessionError::Transaction)?;
         Ok(got
             .elements()
@@ -73,6 +74,15 @@ impl Txn {
                 _ => None,
             })
             .collect())
+    }
+}
+
+/// A transaction step's error: `Fenced` if the lease lapsed meanwhile.
+fn fenced_or(fence: &Fence, e: KafkaError) -> SessionError {
+    if fence.is_open() {
+        SessionError::Transaction(e)
+    } else {
+        SessionError::Fenced
     }
 }
 
@@ -91,7 +101,7 @@ impl Session<'_> {
             .iter()
             .map(|u| (Arc::from(u.remote_topic.as_str()), u.source.partition))
             .collect();
-        let seen = txn.committed(&remote)?;
+        let seen = txn.committed(&remote, self.fence.remaining().min(STEP))?;
         let mut starts = Vec::with_capacity(added.len());
         for u in added {
             let start = match seen.get(&(u.remote_topic.clone(), u.source.partition)) {
@@ -109,7 +119,7 @@ impl Session<'_> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&u.source.topic, u.source.partition);
         let committed = consumer
-            .committed_offsets(tpl, STEP)
+            .committed_offsets(tpl, self.fence.remaining().min(STEP))
             .map_err(SessionError::Consume)?;
         if let Some(Offset::Offset(o)) = committed
             .find_partition(&u.source.topic, u.source.partition)
@@ -118,7 +128,11 @@ impl Session<'_> {
             return Ok(o);
         }
         let (low, high) = consumer
-            .fetch_watermarks(&u.source.topic, u.source.partition, STEP)
+            .fetch_watermarks(
+                &u.source.topic,
+                u.source.partition,
+                self.fence.remaining().min(STEP),
+            )
             .map_err(SessionError::Consume)?;
         Ok(match self.spec.flow.start {
             StartAt::Earliest => low,
@@ -134,14 +148,21 @@ impl Session<'_> {
         if !self.fence.is_open() {
             return Err(SessionError::Fenced);
         }
+        // Every step waits at most until the lease's deadline: a worker that
+        // was paused mid-commit returns (and lets its units go) as soon as it
+        // runs again, instead of finishing a commit it may no longer make.
+        let step = |fence: &Fence, most: Duration| fence.remaining().min(most);
         self.producer
-            .flush(TRANSACTION_TIMEOUT)
-            .map_err(SessionError::Transaction)?;
+            .flush(step(&self.fence, TRANSACTION_TIMEOUT))
+            .map_err(|e| fenced_or(&self.fence, e))?;
         self.handle_acks(consumer)?;
         self.flush_syncs();
         self.syncs_producer
-            .flush(STEP)
-            .map_err(SessionError::OffsetSync)?;
+            .flush(step(&self.fence, STEP))
+            .map_err(|e| match self.fence.is_open() {
+                true => SessionError::OffsetSync(e),
+                false => SessionError::Fenced,
+            })?;
         self.handle_acks(consumer)?;
         let txn = self.txn.as_mut().expect("exactly-once session");
         let mut tpl = TopicPartitionList::new();
@@ -175,12 +196,12 @@ impl Session<'_> {
         }
         if tpl.count() > 0 {
             self.producer
-                .send_offsets_to_transaction(&tpl, &txn.group, STEP)
-                .map_err(SessionError::Transaction)?;
+                .send_offsets_to_transaction(&tpl, &txn.group, step(&self.fence, STEP))
+                .map_err(|e| fenced_or(&self.fence, e))?;
         }
         self.producer
-            .commit_transaction(STEP)
-            .map_err(SessionError::Transaction)?;
+            .commit_transaction(step(&self.fence, STEP))
+            .map_err(|e| fenced_or(&self.fence, e))?;
         if !self.fence.is_open() {
             // The commit went out while the lease could be vouched for, but
             // came back after: a new owner may have started meanwhile. The
