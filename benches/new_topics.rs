@@ -108,13 +108,11 @@ fn main() {
     );
     std::thread::sleep(Duration::from_secs(5));
 
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id());
+    use rand::Rng as _;
+    let mut rng = rand::rng();
     let mut readers = Vec::new();
     for i in 0..new {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        std::thread::sleep(Duration::from_millis(500 + x % 2500));
+        std::thread::sleep(Duration::from_millis(rng.random_range(500..3000)));
         let topic = format!("{run}-new-{i}");
         let created = Instant::now();
         create_topic(&sb.source, &topic, 1);

@@ -97,13 +97,10 @@ fn produce(bootstrap: &str, topic: &str, load: &Load) -> Timing {
 /// same field names, varying values, a random trace id. What compression
 /// is measured on (a value of one repeated byte would flatter it).
 fn json_values(size: usize) -> Vec<Vec<u8>> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    use rand::{Rng as _, SeedableRng as _};
+    // Seeded: every run replicates the same values.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.random::<u64>();
     let levels = ["INFO", "INFO", "INFO", "WARN", "DEBUG", "ERROR"];
     let msgs = [
         "order placed",
@@ -434,10 +431,7 @@ fn codecs(
 ) {
     let codecs = std::env::var("BENCH_CODECS").unwrap_or_else(|_| "none,lz4,zstd".into());
     let values = json_values(load.size);
-    let raw: usize = (0..load.records)
-        .map(|i| values[i % values.len()].len() + 8)
-        .sum();
-    let mb = raw as f64 / 1e6;
+    let mb = values_mb(load, &values);
     println!(
         "\ncodecs: {} JSON records of about {} B ({mb:.1} MB), median of {runs} run(s)",
         load.records, load.size
@@ -449,26 +443,10 @@ fn codecs(
     for codec in codecs.split(',').map(str::trim).filter(|c| !c.is_empty()) {
         let (mut rates, mut cpus, mut sent) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..runs {
-            let base = format!("bench-{stamp}-{codec}-{run}");
-            let remote = format!("src.{base}");
-            create_topic(source, &base, load.partitions);
-            produce_values(source, &base, load, &values);
-            create_topic(target, &remote, load.partitions);
             let sent0 = counter(metrics, "strait_target_bytes_sent_total");
-            let job = Job {
-                source,
-                target,
-                topic: &base,
-                remote: &remote,
-                load,
-                run,
-                compression: codec,
-                exactly_once: None,
-                settle: true,
-            };
-            let (t, cpu) = replicate(rt, &job);
-            rates.push(mb / t.steady.as_secs_f64());
-            cpus.push(cpu / mb);
+            let (rate, cpu) = json_run(rt, source, target, load, &values, run, stamp, codec, None);
+            rates.push(rate);
+            cpus.push(cpu);
             sent.push((counter(metrics, "strait_target_bytes_sent_total") - sent0) / 1e6);
         }
         let med = |v: &mut Vec<f64>| {
@@ -481,6 +459,53 @@ fn codecs(
             mb / sent.max(1e-9)
         );
     }
+}
+
+/// One replication of the JSON load on fresh topics: steady MB/s and CPU
+/// seconds per MB. The settle time lets the producer's statistics report
+/// the bytes it sent.
+#[allow(clippy::too_many_arguments)]
+fn json_run(
+    rt: &tokio::runtime::Runtime,
+    source: &str,
+    target: &str,
+    load: &Load,
+    values: &[Vec<u8>],
+    run: usize,
+    stamp: u64,
+    compression: &str,
+    exactly_once: Option<&str>,
+) -> (f64, f64) {
+    let base = format!(
+        "bench-{stamp}-{compression}-{}-{run}",
+        exactly_once.unwrap_or("alo")
+    );
+    let remote = format!("src.{base}");
+    create_topic(source, &base, load.partitions);
+    produce_values(source, &base, load, values);
+    create_topic(target, &remote, load.partitions);
+    let mb = values_mb(load, values);
+    let job = Job {
+        source,
+        target,
+        topic: &base,
+        remote: &remote,
+        load,
+        run,
+        compression,
+        exactly_once,
+        settle: true,
+    };
+    let (t, cpu) = replicate(rt, &job);
+    (mb / t.steady.as_secs_f64(), cpu / mb)
+}
+
+/// MB of the JSON load's records (value and an 8-byte key each).
+fn values_mb(load: &Load, values: &[Vec<u8>]) -> f64 {
+    let raw: usize = (0..load.records)
+        .map(|i| values[i % values.len()].len() + 8)
+        .sum();
+    raw as f64 / 1e6
 }
 
 /// At-least-once beside exactly-once (BENCH_MODES, default
@@ -498,10 +523,7 @@ fn modes(
 ) {
     let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "alo,eos:500ms,eos:2s".into());
     let values = json_values(load.size);
-    let raw: usize = (0..load.records)
-        .map(|i| values[i % values.len()].len() + 8)
-        .sum();
-    let mb = raw as f64 / 1e6;
+    let mb = values_mb(load, &values);
     println!(
         "\nmodes: {} JSON records of about {} B ({mb:.1} MB), lz4, median of {runs} run(s)",
         load.records, load.size
@@ -515,25 +537,9 @@ fn modes(
         let eos = mode.strip_prefix("eos:");
         let (mut rates, mut cpus) = (Vec::new(), Vec::new());
         for run in 0..runs {
-            let base = format!("bench-{stamp}-{mode}-{run}");
-            let remote = format!("src.{base}");
-            create_topic(source, &base, load.partitions);
-            produce_values(source, &base, load, &values);
-            create_topic(target, &remote, load.partitions);
-            let job = Job {
-                source,
-                target,
-                topic: &base,
-                remote: &remote,
-                load,
-                run,
-                compression: "lz4",
-                exactly_once: eos,
-                settle: false,
-            };
-            let (t, cpu) = replicate(rt, &job);
-            rates.push(mb / t.steady.as_secs_f64());
-            cpus.push(cpu / mb);
+            let (rate, cpu) = json_run(rt, source, target, load, &values, run, stamp, "lz4", eos);
+            rates.push(rate);
+            cpus.push(cpu);
         }
         let med = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);

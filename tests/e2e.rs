@@ -102,20 +102,7 @@ fn stopping_and_restarting_mid_stream_loses_nothing() {
     create_topic(&sb.source, &topic, PARTS);
 
     // A producer writes sequenced records for the whole test.
-    let source = sb.source.clone();
-    let t = topic.clone();
-    let writer = std::thread::spawn(move || {
-        let p = producer(&source);
-        for chunk in 0..(PER / 50) {
-            let recs: Vec<Rec> = (0..50)
-                .flat_map(|i| (0..PARTS).map(move |part| Rec::seq(part, chunk * 50 + i)))
-                .collect();
-            send(&p, &t, &recs);
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        use rdkafka::producer::Producer as _;
-        p.flush(Duration::from_secs(30)).unwrap();
-    });
+    let writer = steady_writer(&sb.source, &topic, PARTS, PER);
 
     let mut strait = Strait::start(&deployment, &config(&sb, &deployment, &topic, "", ""));
     let remote = format!("src.{topic}");

@@ -21,23 +21,6 @@ use support::*;
 const MINUTE: Duration = Duration::from_secs(60);
 const EOS: &str = "exactly_once = true\ntransaction_interval = \"200ms\"";
 
-/// Writes `per` sequenced records to each of `parts` partitions, 50 at a
-/// time every 200 ms.
-fn steady_writer(source: &str, topic: &str, parts: i32, per: usize) -> std::thread::JoinHandle<()> {
-    let (source, topic) = (source.to_owned(), topic.to_owned());
-    std::thread::spawn(move || {
-        let p = producer(&source);
-        for chunk in 0..per / 50 {
-            let recs: Vec<Rec> = (0..50)
-                .flat_map(|i| (0..parts).map(move |part| Rec::seq(part, chunk * 50 + i)))
-                .collect();
-            send(&p, &topic, &recs);
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        p.flush(Duration::from_secs(30)).unwrap();
-    })
-}
-
 #[test]
 fn an_exactly_once_flow_keeps_its_progress_on_the_target_and_restarts_without_duplicates() {
     const PARTS: i32 = 2;

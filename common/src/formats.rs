@@ -401,11 +401,10 @@ mod tests {
                 assert_eq!(ok, i == k.len() && j == v.len());
             }
         }
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x: u64 = rng.random();
             let len = (x % 24) as usize;
             let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8).collect();
             let _ = OffsetSync::decode(&bytes, &bytes);

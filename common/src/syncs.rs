@@ -434,13 +434,9 @@ mod tests {
     /// never skips a record, and an exact translation re-reads none.
     #[test]
     fn translation_never_skips_and_exact_means_exact() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut rnd = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x2545_f491_4f6c_dd1d);
+        let mut rnd = move |n: u64| rng.random_range(0..n);
         let (mut exact, mut fallback) = (0u32, 0u32);
         for _case in 0..300 {
             // The source partition: offsets with compaction gaps.

@@ -31,6 +31,30 @@ impl StartStrait for Strait {
     }
 }
 
+/// Writes `per` sequenced records to each of `parts` partitions of
+/// `topic`, 50 at a time every 200 ms, so a test's restarts and faults land
+/// mid-stream.
+pub fn steady_writer(
+    source: &str,
+    topic: &str,
+    parts: i32,
+    per: usize,
+) -> std::thread::JoinHandle<()> {
+    use rdkafka::producer::Producer as _;
+    let (source, topic) = (source.to_owned(), topic.to_owned());
+    std::thread::spawn(move || {
+        let p = producer(&source);
+        for chunk in 0..per / 50 {
+            let recs: Vec<Rec> = (0..50)
+                .flat_map(|i| (0..parts).map(move |part| Rec::seq(part, chunk * 50 + i)))
+                .collect();
+            send(&p, &topic, &recs);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        p.flush(std::time::Duration::from_secs(30)).unwrap();
+    })
+}
+
 /// A minimal config for one flow `src -> dst` replicating topics matching `topics`.
 pub fn config(
     sb: &Sandbox,
