@@ -449,16 +449,21 @@ fn codecs(
             cpus.push(cpu);
             sent.push((counter(metrics, "strait_target_bytes_sent_total") - sent0) / 1e6);
         }
-        let med = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let (rate, cpu, sent) = (med(&mut rates), med(&mut cpus), med(&mut sent));
+        let (rate, cpu, sent) = (
+            median_of(&mut rates),
+            median_of(&mut cpus),
+            median_of(&mut sent),
+        );
         println!(
             "{codec:<8} {rate:>13.1} {cpu:>14.4} {sent:>20.1} {:>7.2}x",
             mb / sent.max(1e-9)
         );
     }
+}
+
+fn median_of(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// One replication of the JSON load on fresh topics: steady MB/s and CPU
@@ -541,11 +546,7 @@ fn modes(
             rates.push(rate);
             cpus.push(cpu);
         }
-        let med = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let (rate, cpu) = (med(&mut rates), med(&mut cpus));
+        let (rate, cpu) = (median_of(&mut rates), median_of(&mut cpus));
         let name = match eos {
             Some(interval) => format!("exactly-once, {interval} txns"),
             None => {

@@ -271,3 +271,36 @@ fn the_test_config_builder_writes_configs_that_validate() {
     assert_eq!(c.worker.commit_interval, Duration::from_millis(200));
     assert!(c.coordination.is_fleet());
 }
+
+#[test]
+fn an_interval_of_a_feature_that_is_on_must_be_longer_than_zero() {
+    for (flow, field) in [
+        ("checkpoint_interval = \"0s\"", "checkpoint_interval"),
+        ("heartbeat_interval = \"0s\"", "heartbeat_interval"),
+        ("config_sync_interval = \"0s\"", "config_sync_interval"),
+        (
+            "exactly_once = true\ntransaction_interval = \"0s\"",
+            "transaction_interval",
+        ),
+    ] {
+        assert_eq!(
+            err(&format!("{MINIMAL}{flow}\n")),
+            format!("flows[0].{field}: must be longer than zero")
+        );
+    }
+    // Off, a zero interval is never used.
+    assert!(Config::parse(&format!("{MINIMAL}transaction_interval = \"0s\"\n")).is_ok());
+}
+
+#[test]
+fn exactly_once_refuses_to_skip_refused_records() {
+    let e = err(&format!(
+        "{MINIMAL}exactly_once = true\non_refused = \"skip\"\n"
+    ));
+    assert!(
+        e.starts_with("flows[0].on_refused: exactly_once cannot skip"),
+        "{e}"
+    );
+    let c = Config::parse(&format!("{MINIMAL}exactly_once = true\n")).unwrap();
+    assert_eq!(c.flows[0].exactly_once, Some(Duration::from_millis(500)));
+}

@@ -183,12 +183,6 @@ fn flows(file: &ConfigFile) -> Result<Vec<Flow>, ConfigError> {
                 }
             }
         }
-        if f.sync_topic_configs && f.config_sync_interval.is_zero() {
-            return Err(invalid(
-                key("config_sync_interval"),
-                "must be longer than zero",
-            ));
-        }
         if f.replication_factor.is_some_and(|rf| rf < 1) {
             return Err(invalid(
                 key("replication_factor"),
@@ -204,29 +198,30 @@ fn flows(file: &ConfigFile) -> Result<Vec<Flow>, ConfigError> {
                 "needs checkpoints = true",
             ));
         }
-        if f.checkpoints && f.checkpoint_interval.is_zero() {
-            return Err(invalid(
-                key("checkpoint_interval"),
-                "must be longer than zero",
-            ));
-        }
-        if f.heartbeats && f.heartbeat_interval.is_zero() {
-            return Err(invalid(
-                key("heartbeat_interval"),
-                "must be longer than zero",
-            ));
-        }
         if f.exactly_once && f.on_refused == OnRefused::Skip {
             return Err(invalid(
                 key("on_refused"),
                 "exactly_once cannot skip a refused record: the transaction it is in cannot commit without it (use \"stop\")",
             ));
         }
-        if f.exactly_once && f.transaction_interval.is_zero() {
-            return Err(invalid(
-                key("transaction_interval"),
-                "must be longer than zero",
-            ));
+        // An interval of a feature that is on must be longer than zero.
+        for (on, field, interval) in [
+            (
+                f.sync_topic_configs,
+                "config_sync_interval",
+                f.config_sync_interval,
+            ),
+            (f.checkpoints, "checkpoint_interval", f.checkpoint_interval),
+            (f.heartbeats, "heartbeat_interval", f.heartbeat_interval),
+            (
+                f.exactly_once,
+                "transaction_interval",
+                f.transaction_interval,
+            ),
+        ] {
+            if on && interval.is_zero() {
+                return Err(invalid(key(field), "must be longer than zero"));
+            }
         }
         if f.offset_lag_max == 0 {
             return Err(invalid(key("offset_lag_max"), "must be at least 1"));

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use strait_common::config::{OnRefused, StartAt};
+use strait_common::config::OnRefused;
 use strait_common::coord::lease::Fence;
 use strait_common::error_event;
 use strait_common::formats::OffsetSync;
@@ -94,9 +94,6 @@ struct UnitSlot {
     over_limit: Hysteresis,
     fetch_paused: bool,
     release_deadline: Option<Instant>,
-    /// With exactly-once: the position the unit started from, committed in
-    /// its claim transaction.
-    resume: Option<i64>,
 }
 
 /// Handles of the per-record metrics, resolved once per session so the hot
@@ -337,16 +334,13 @@ impl Session<'_> {
         if !added.is_empty() {
             // With exactly-once, from the progress on the target.
             let starts = match self.txn {
-                Some(_) => Some(self.eos_start_positions(consumer, &added)?),
-                None => None,
+                Some(_) => self.eos_start_positions(&added)?,
+                None => vec![Offset::Stored; added.len()],
             };
             let mut tpl = TopicPartitionList::new();
-            for (i, u) in added.iter().enumerate() {
+            for (u, at) in added.iter().zip(starts) {
                 // Offset::Stored: resume at the committed position, else at
                 // `auto.offset.reset` (the flow's `start`).
-                let at = starts
-                    .as_ref()
-                    .map_or(Offset::Stored, |s| Offset::Offset(s[i]));
                 tpl.add_partition_offset(&u.source.topic, u.source.partition, at)
                     .map_err(SessionError::Assign)?;
             }
@@ -357,7 +351,7 @@ impl Session<'_> {
             // assign: a unit released (paused) and given back would never
             // fetch again without this.
             consumer.resume(&tpl).map_err(SessionError::Assign)?;
-            for (i, u) in added.into_iter().enumerate() {
+            for u in added {
                 let id = self.next_id;
                 self.next_id += 1;
                 let mut tpl = TopicPartitionList::new();
@@ -380,7 +374,6 @@ impl Session<'_> {
                         over_limit: Hysteresis::default(),
                         fetch_paused: false,
                         release_deadline: None,
-                        resume: starts.as_ref().map(|s| s[i]),
                     },
                 );
             }

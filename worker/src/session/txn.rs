@@ -88,56 +88,23 @@ fn fenced_or(fence: &Fence, e: KafkaError) -> SessionError {
 
 impl Session<'_> {
     /// Where each of `added` starts, with exactly-once: the position its
-    /// last transaction committed on the target; for a unit with no
-    /// position there yet, the source group's committed position (a flow
-    /// switched from at-least-once) or the flow's `start`.
-    pub(super) fn eos_start_positions(
-        &mut self,
-        consumer: &Consumer,
-        added: &[Unit],
-    ) -> Result<Vec<i64>, SessionError> {
+    /// last transaction committed on the target. With none there yet (a
+    /// flow switched from at-least-once, or a new unit) the same as
+    /// at-least-once: the source group's position, else the flow's `start`.
+    pub(super) fn eos_start_positions(&self, added: &[Unit]) -> Result<Vec<Offset>, SessionError> {
         let txn = self.txn.as_ref().expect("exactly-once session");
         let remote: Vec<(Arc<str>, i32)> = added
             .iter()
             .map(|u| (Arc::from(u.remote_topic.as_str()), u.source.partition))
             .collect();
         let seen = txn.committed(&remote, self.fence.remaining().min(STEP))?;
-        let mut starts = Vec::with_capacity(added.len());
-        for u in added {
-            let start = match seen.get(&(u.remote_topic.clone(), u.source.partition)) {
-                Some(o) => *o,
-                None => self.source_start(consumer, u)?,
-            };
-            starts.push(start);
-        }
-        Ok(starts)
-    }
-
-    /// A unit's start with no progress on the target: the source group's
-    /// committed position, else the low or high watermark by `start`.
-    fn source_start(&self, consumer: &Consumer, u: &Unit) -> Result<i64, SessionError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&u.source.topic, u.source.partition);
-        let committed = consumer
-            .committed_offsets(tpl, self.fence.remaining().min(STEP))
-            .map_err(SessionError::Consume)?;
-        if let Some(Offset::Offset(o)) = committed
-            .find_partition(&u.source.topic, u.source.partition)
-            .map(|e| e.offset())
-        {
-            return Ok(o);
-        }
-        let (low, high) = consumer
-            .fetch_watermarks(
-                &u.source.topic,
-                u.source.partition,
-                self.fence.remaining().min(STEP),
-            )
-            .map_err(SessionError::Consume)?;
-        Ok(match self.spec.flow.start {
-            StartAt::Earliest => low,
-            StartAt::Latest => high,
-        })
+        Ok(added
+            .iter()
+            .map(|u| {
+                seen.get(&(u.remote_topic.clone(), u.source.partition))
+                    .map_or(Offset::Stored, |o| Offset::Offset(*o))
+            })
+            .collect())
     }
 
     /// Commits the open transaction and opens the next: every record sent
@@ -177,7 +144,8 @@ impl Session<'_> {
             }
             let position = match u.progress.commit_position() {
                 Ok(Some(p)) => p.0,
-                Ok(None) => u.resume.expect("exactly-once units have a start"),
+                // Nothing sent this session: its position stays as it is.
+                Ok(None) => continue,
                 Err(breach) => {
                     m::violated(m::COMMIT_PAST_ACK);
                     return Err(SessionError::Fatal(format!(
