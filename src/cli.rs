@@ -140,7 +140,13 @@ pub fn run(config: Option<&Config>, args: &ApiArgs, call: Call) -> ExitCode {
             } else {
                 print!("{}", render(&call, &value));
             }
-            ExitCode::SUCCESS
+            match (&call, failed_units(&value)) {
+                (Call::Units(Units::List), n) if n > 0 => {
+                    eprintln!("strait: {n} unit(s) failed");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         Ok((status, value)) => {
             let msg = value["error"]
@@ -155,6 +161,15 @@ pub fn run(config: Option<&Config>, args: &ApiArgs, call: Call) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Units whose state is `failed`: `strait status` and `strait units` exit 1
+/// when there is any, so scripts and health checks can use them.
+fn failed_units(v: &Value) -> usize {
+    v["units"]
+        .as_array()
+        .map(|a| a.iter().filter(|u| u["state"] == "failed").count())
+        .unwrap_or(0)
 }
 
 /// One call, following up to three leader redirects by hand.
@@ -211,7 +226,8 @@ fn s(v: &Value) -> String {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => format!("{f:.0}"),
+            // `+ 0.0` turns -0.0 (and anything rounding to it) into 0.
+            Some(f) if n.is_f64() => format!("{:.0}", f.round() + 0.0),
             _ => n.to_string(),
         },
         other => other.to_string(),
@@ -375,5 +391,20 @@ mod tests {
         assert!(lines[1].contains("1024"), "{out}");
         assert!(lines[2].starts_with("worker-22  draining  true"), "{out}");
         assert!(lines[2].contains(" - "), "a null shows as a dash: {out}");
+        assert_eq!(s(&json!(-0.0)), "0");
+        assert_eq!(s(&json!(-0.3)), "0");
+        assert_eq!(s(&json!(2.6)), "3");
+    }
+
+    #[test]
+    fn failed_units_are_counted_from_the_units_listing() {
+        let v = json!({ "units": [
+            { "flow": "a", "topic": "t", "partition": 0, "state": "running" },
+            { "flow": "a", "topic": "t", "partition": 1, "state": "failed" },
+            { "flow": "a", "topic": "t", "partition": 2, "state": null },
+        ]});
+        assert_eq!(failed_units(&v), 1);
+        assert_eq!(failed_units(&json!({ "units": [] })), 0);
+        assert_eq!(failed_units(&json!({ "workers": [] })), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! `strait`: Kafka cross-cluster replication.
 
 mod cli;
+mod mm2;
 mod offsets;
 mod roles;
 mod serve;
@@ -94,10 +95,51 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Write a strait config from a MirrorMaker 2 properties file
+    /// (connect-mirror-maker.properties), and list on stderr every setting
+    /// it could not carry over, with the reason.
+    ImportMm2 {
+        /// The MirrorMaker 2 properties file.
+        file: PathBuf,
+        /// Where to write the config [default: stdout].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The deployment name (it names strait's progress groups).
+        #[arg(long, default_value = "mm2")]
+        deployment: String,
+    },
+    /// Take over from a stopped MirrorMaker 2: each partition of the
+    /// config's flows starts where MirrorMaker 2 had got to, read from its
+    /// Connect offsets topic. Run it once, before strait's first start.
+    TakeoverMm2 {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        args: mm2::takeover::Args,
+    },
+    /// Print a shell completion script, e.g. `strait completions bash >
+    /// /etc/bash_completion.d/strait`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::ImportMm2 {
+        file,
+        output,
+        deployment,
+    } = &cli.command
+    {
+        return mm2::run_import(file, output.as_deref(), deployment);
+    }
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory as _;
+        clap_complete::generate(shell, &mut Cli::command(), "strait", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STRAIT_LOG")
@@ -160,7 +202,9 @@ fn main() -> ExitCode {
 
 fn run_command(command: Command) -> ExitCode {
     let path = match &command {
-        Command::Run { config, .. } | Command::Check { config } => config.clone(),
+        Command::Run { config, .. }
+        | Command::Check { config }
+        | Command::TakeoverMm2 { config, .. } => config.clone(),
         Command::Offsets { config, .. } => match config {
             Some(c) => c.clone(),
             None => {
@@ -180,6 +224,7 @@ fn run_command(command: Command) -> ExitCode {
     };
     match command {
         Command::Offsets { action, .. } => offsets::run(&config, action),
+        Command::TakeoverMm2 { args, .. } => mm2::takeover::run(&config, &args),
         Command::Check { .. } => {
             for f in &config.flows {
                 println!(

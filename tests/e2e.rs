@@ -202,6 +202,15 @@ fn an_oversized_record_stops_its_partition_visibly_and_others_go_on() {
         error.contains("(50002 bytes)") && error.contains("raise max.message.bytes"),
         "{error}"
     );
+    // `strait status` shows it and exits non-zero, for scripts and health checks.
+    let out = strait.cli(&["status"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("failed"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 unit(s) failed"),
+        "{out:?}"
+    );
 
     // Partition 1 is complete; partition 0 holds exactly the five records before the refused one.
     let got = consume(&sb.target, &format!("src.{topic}"), 2, 25, MINUTE);

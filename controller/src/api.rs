@@ -446,7 +446,8 @@ async fn workers(_: Read, State(s): State<ApiState>) -> ApiResult {
             "drained": admin.has(&s.keys.drained(id)),
             "units_planned": plan.assignments.get(id).map_or(0, |u| u.len()),
             "units_running": load.as_ref().map_or(0, |l| l.units.len()),
-            "bytes_per_sec": load.as_ref().map_or(0.0, |l| l.units.iter().map(|u| u.bytes_per_sec).sum::<f64>()),
+            // A fold from 0.0: an empty f64 sum is -0.0, which prints as "-0".
+            "bytes_per_sec": load.as_ref().map_or(0.0, |l| l.units.iter().fold(0.0, |a, u| a + u.bytes_per_sec)),
         }));
     }
     Ok(Json(json!({ "workers": rows })).into_response())

@@ -435,7 +435,10 @@ impl Member {
             metrics::gauge!(m::UNITS_OWNED).set(handoff.owned() as f64);
             metrics::gauge!(m::UNITS_WAITING).set(blocked as f64);
 
-            if Instant::now() >= next_report {
+            // Besides the cadence, a report goes out as soon as a unit
+            // starts, stops or changes state, so status shows what runs
+            // from the moment it runs.
+            if Instant::now() >= next_report || load.changed(&self.status) {
                 next_report = Instant::now() + self.spec.report_interval;
                 let doc = load.report(&self.spec.id, &self.status);
                 if let Err(e) = self
@@ -512,9 +515,24 @@ impl BreachCheck {
 #[derive(Default)]
 struct LoadReporter {
     last: BTreeMap<Unit, (u64, Instant)>,
+    /// Each unit's state and error as last reported.
+    shape: BTreeMap<Unit, (&'static str, Option<String>)>,
 }
 
 impl LoadReporter {
+    fn shape_of(status: &StatusBoard) -> BTreeMap<Unit, (&'static str, Option<String>)> {
+        status
+            .snapshot()
+            .into_iter()
+            .map(|(u, s)| (u, (s.state.as_str(), s.error)))
+            .collect()
+    }
+
+    /// Whether a unit appeared, went, or changed state since the last report.
+    fn changed(&self, status: &StatusBoard) -> bool {
+        Self::shape_of(status) != self.shape
+    }
+
     fn report(&mut self, worker: &str, status: &StatusBoard) -> LoadDoc {
         let now = Instant::now();
         let snapshot = status.snapshot();
@@ -537,6 +555,7 @@ impl LoadReporter {
             });
         }
         self.last = next;
+        self.shape = Self::shape_of(status);
         LoadDoc {
             format: FORMAT,
             worker: worker.to_owned(),
@@ -574,5 +593,38 @@ mod tests {
         assert_eq!(check.counted, BTreeSet::from([(unit(1), 7)]));
         check.check(&held, |_| None);
         assert_eq!(check.counted.len(), 1, "owned by us: no breach");
+    }
+
+    #[test]
+    fn a_unit_that_starts_or_changes_state_is_reported_at_once_and_lag_alone_waits() {
+        use crate::status::{UnitState, UnitStatus};
+        let board = StatusBoard::default();
+        let mut load = LoadReporter::default();
+        load.report("w", &board);
+        assert!(!load.changed(&board));
+        let mut s = UnitStatus {
+            state: UnitState::Running,
+            committed: None,
+            acknowledged: None,
+            in_flight: 0,
+            lag: Some(10),
+            error: None,
+            bytes: 0,
+        };
+        board.set(&unit(0), s.clone());
+        assert!(load.changed(&board), "a unit started");
+        let doc = load.report("w", &board);
+        assert_eq!(doc.units[0].state, "running");
+        s.lag = Some(3);
+        s.bytes = 100;
+        board.set(&unit(0), s.clone());
+        assert!(!load.changed(&board), "progress waits for the cadence");
+        s.state = UnitState::Failed;
+        s.error = Some("refused".into());
+        board.set(&unit(0), s);
+        assert!(load.changed(&board), "a unit failed");
+        load.report("w", &board);
+        board.remove(&unit(0));
+        assert!(load.changed(&board), "a unit went");
     }
 }
