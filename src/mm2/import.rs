@@ -143,7 +143,11 @@ fn client_setting(key: &str, value: &str) -> ClientOutcome {
                     ("sasl.username".into(), user),
                     ("sasl.password".into(), password),
                 ],
-                Some("sasl.jaas.config became sasl.username and sasl.password".into()),
+                Some(
+                    "sasl.jaas.config became sasl.username and sasl.password; the password \
+                     is written in clear: \"${SOME_VARIABLE}\" takes it from the environment instead"
+                        .into(),
+                ),
             ),
             None => ClientOutcome::Report(
                 "only PlainLoginModule and ScramLoginModule with username and password \

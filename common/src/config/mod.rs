@@ -69,14 +69,62 @@ pub struct FlowClusters {
     pub syncs: ClusterConfig,
 }
 
+/// `${NAME}` in a config file is the environment variable NAME, so that
+/// secrets (passwords, the API token) can come from a Kubernetes Secret or
+/// a systemd credential file instead of the file itself. It is meant for
+/// double-quoted strings: the value is escaped for one. `$${` is a literal
+/// `${`. An unset variable is an error that names it (never its value).
+fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        if rest[..at].ends_with('$') {
+            out.push_str(&rest[..at - 1]);
+            out.push_str("${");
+            rest = &rest[at + 2..];
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| invalid("(environment)", "`${` without a closing `}`"))?;
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid(
+                "(environment)",
+                format!("`${{{name}}}`: a variable name is letters, digits and _"),
+            ));
+        }
+        let value = lookup(name).ok_or_else(|| {
+            invalid(
+                "(environment)",
+                format!("${{{name}}} is used but the environment variable {name} is not set"),
+            )
+        })?;
+        for c in value.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file; `${NAME}` is the environment
+    /// variable NAME (see [`expand_env`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text)
+        Config::parse(&expand_env(&text, |name| std::env::var(name).ok())?)
     }
 
     /// Parses and validates config text.

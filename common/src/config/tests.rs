@@ -304,3 +304,33 @@ fn exactly_once_refuses_to_skip_refused_records() {
     let c = Config::parse(&format!("{MINIMAL}exactly_once = true\n")).unwrap();
     assert_eq!(c.flows[0].exactly_once, Some(Duration::from_millis(500)));
 }
+
+#[test]
+fn environment_variables_fill_in_secrets_escaped_for_a_string() {
+    let env = |name: &str| match name {
+        "SASL_PASSWORD" => Some(r#"p"a\ss"#.to_owned()),
+        "TOKEN" => Some("t0k".to_owned()),
+        _ => None,
+    };
+    let text = format!(
+        "{MINIMAL}[clusters.us.kafka]\n\"sasl.password\" = \"${{SASL_PASSWORD}}\"\n[api]\ntoken = \"${{TOKEN}}\"\n"
+    );
+    let c = Config::parse(&expand_env(&text, env).unwrap()).unwrap();
+    assert_eq!(
+        c.clusters["us"].kafka["sasl.password"].to_string(),
+        r#"p"a\ss"#
+    );
+    assert_eq!(c.api.token.as_deref(), Some("t0k"));
+    // `$${` is a literal `${`; text without variables is untouched.
+    assert_eq!(expand_env("a $${X} b", env).unwrap(), "a ${X} b");
+    assert_eq!(expand_env(MINIMAL, env).unwrap(), MINIMAL);
+    let e = expand_env("x = \"${NOPE}\"", env).unwrap_err().to_string();
+    assert!(e.contains("environment variable NOPE is not set"), "{e}");
+    let e = expand_env("x = \"${SASL_PASSWORD\"", env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("without a closing"), "{e}");
+    assert!(!e.contains("a\\ss"), "values never appear in errors: {e}");
+    let e = expand_env("x = \"${a-b}\"", env).unwrap_err().to_string();
+    assert!(e.contains("letters, digits and _"), "{e}");
+}
