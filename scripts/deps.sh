@@ -11,6 +11,13 @@ need=()
 for pkg in build-essential pkg-config libssl-dev zlib1g-dev protobuf-compiler; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# `--tests`: also what only the tests need. deploy/ checks: promtool and a
+# Prometheus server (tests/observability.rs), systemd-analyze for the units.
+tests=false; [ "${1:-}" = --tests ] && tests=true
+if $tests; then
+  dpkg -s prometheus >/dev/null 2>&1 || need+=(prometheus)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
+fi
 # tansu installs into a venv: any python3 with venv and ensurepip will do.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -18,7 +25,7 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "deps: cargo not found; install a Rust toolchain (rustup)" >&2; exit 1; }
 # The style checks of scripts/test.sh.
@@ -34,4 +41,12 @@ if ! "$clients/bin/python" -c 'import kafka, lz4' 2>/dev/null; then
   echo "deps: installing kafka-python and lz4 into $clients" >&2
   python3 -m venv "$clients"
   "$clients/bin/pip" install -q --disable-pip-version-check kafka-python lz4
+fi
+# kubernetes-validate checks the Kubernetes manifests offline against the
+# Kubernetes schemas (scripts/check-deploy.sh).
+deploy="${STRAIT_TOOLS:-$HOME/.cache/strait}/venv-deploy"
+if $tests && ! "$deploy/bin/python" -c 'import kubernetes_validate, yaml' 2>/dev/null; then
+  echo "deps: installing kubernetes-validate into $deploy" >&2
+  python3 -m venv "$deploy"
+  "$deploy/bin/pip" install -q --disable-pip-version-check kubernetes-validate
 fi

@@ -3,7 +3,7 @@
 # (two tansu clusters and etcd), runs every test, stops the sandbox.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh
+scripts/deps.sh --tests
 export STRAIT_SANDBOX_DIR="${STRAIT_SANDBOX_DIR:-$PWD/compose/.sandbox}"
 compose/sandbox.sh up >/dev/null
 trap 'compose/sandbox.sh down >/dev/null 2>&1 || true' EXIT
@@ -13,6 +13,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Benchmarks and examples are compiled (so they keep building) but not run.
 cargo build --workspace --all-targets --locked
+# deploy/: alert rules, Kubernetes manifests, systemd units.
+scripts/check-deploy.sh
 log="$STRAIT_SANDBOX_DIR/test.log"
 cargo test --workspace --lib --bins --tests --locked "$@" 2>&1 | tee "$log"
 # One closing line with the totals over every test binary.

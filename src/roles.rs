@@ -120,6 +120,9 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
         status: status.clone(),
         topics,
         checkpoints,
+        ready: serve::Readiness {
+            worker_only: role.worker() && !role.controller(),
+        },
     };
     let http = serve::bind(
         config.metrics.listen,

@@ -48,6 +48,16 @@ pub struct Api {
     pub status: StatusBoard,
     pub topics: TopicBoard,
     pub checkpoints: CheckpointBoard,
+    pub ready: Readiness,
+}
+
+/// What `/ready` checks in a process without the controller role (a
+/// controller's `/ready`, in the operator API, says whether it leads or
+/// knows the leader).
+#[derive(Clone)]
+pub struct Readiness {
+    /// Serve `/ready` here: a worker-only process.
+    pub worker_only: bool,
 }
 
 /// Binds `addr` (failing at once if it is taken) and serves `/metrics`,
@@ -84,7 +94,13 @@ pub async fn bind(
         )
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
-        .route("/v1/offsets/translate", get(translate))
+        .route("/v1/offsets/translate", get(translate));
+    let app = if api.ready.worker_only {
+        app.route("/ready", get(ready))
+    } else {
+        app
+    };
+    let app = app
         .with_state(api)
         .merge(extra)
         // Unknown routes answer like every other error: JSON.
@@ -101,6 +117,19 @@ pub async fn bind(
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
     }))
+}
+
+/// A worker's readiness: 200 once it is registered on a live lease (and
+/// not draining), 503 with the reason otherwise. `/health` only says the
+/// process is alive.
+async fn ready(State(api): State<Api>) -> Response {
+    if !api.status.registered() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the worker is not registered on a live lease (starting, lease lost, or draining)",
+        );
+    }
+    Json(json!({ "ready": true })).into_response()
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {

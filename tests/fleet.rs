@@ -155,6 +155,20 @@ fn a_fleet_spreads_units_and_survives_kills_pauses_leader_loss_and_drains() {
         },
     );
     println!("fleet: spread {:?}", per_worker(&mut controllers));
+    // Readiness, as Kubernetes probes it: a worker once registered on its
+    // lease, a controller once it leads or knows the leader.
+    for (id, w) in &workers {
+        let (code, body) = w.get_json("/ready");
+        assert_eq!(
+            (code, &body["ready"]),
+            (200, &Value::Bool(true)),
+            "worker {id}: {body}"
+        );
+    }
+    for c in &controllers {
+        let (code, body) = c.get_json("/ready");
+        assert_eq!(code, 200, "controller: {body}");
+    }
 
     // SIGKILL a worker: its units run elsewhere within the lease TTL plus a few seconds.
     assert!(!writer.is_finished(), "the kill must land mid-stream");

@@ -44,6 +44,9 @@ pub const WRITERS_FENCED: &str = "strait_writers_fenced_total";
 pub const UNITS_OWNED: &str = "strait_owner_keys_held";
 pub const UNITS_WAITING: &str = "strait_units_waiting_for_owner";
 pub const LEADER: &str = "strait_controller_leader";
+/// Workers registered with a live lease, as the leader sees them (0 on
+/// controllers that do not lead).
+pub const WORKERS: &str = "strait_workers";
 pub const PLAN_EPOCH: &str = "strait_plan_epoch";
 pub const PLANS_WRITTEN: &str = "strait_plans_written_total";
 pub const UNIT_MOVES: &str = "strait_unit_moves_total";
@@ -252,6 +255,10 @@ pub fn describe() {
         "replication latency of the newest heartbeat seen on the target"
     );
     describe_gauge!(LEADER, "1 while this controller is the leader");
+    describe_gauge!(
+        WORKERS,
+        "workers registered with a live lease, by state (active, draining), as the leader counts them; 0 on a controller that does not lead"
+    );
     describe_gauge!(PLAN_EPOCH, "epoch of the plan the leader last wrote");
     describe_counter!(
         PLANS_WRITTEN,

@@ -131,6 +131,11 @@ impl Controller {
             self.lead(&lease, term, &shutdown).await;
             self.term.send_replace(None);
             metrics::gauge!(m::LEADER).set(0.0);
+            // Only the leader counts workers: a former leader's count would
+            // be stale.
+            for state in ["active", "draining"] {
+                metrics::gauge!(m::WORKERS, "state" => state).set(0.0);
+            }
             if shutdown.is_cancelled() {
                 info!(controller = %self.spec.id, "resigning");
                 let _ = self
@@ -272,6 +277,9 @@ impl Controller {
                         paused_units(k, &*a, &units),
                     )
                 };
+                let draining = ws.iter().filter(|w| w.draining).count();
+                metrics::gauge!(m::WORKERS, "state" => "active").set((ws.len() - draining) as f64);
+                metrics::gauge!(m::WORKERS, "state" => "draining").set(draining as f64);
                 let next = replanner.next(
                     Round {
                         previous: &previous,

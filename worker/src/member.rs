@@ -196,7 +196,9 @@ impl Member {
                     }
                 }
             };
-            match self.incarnation(lease, &drain).await {
+            let ended = self.incarnation(lease, &drain).await;
+            self.status.set_registered(false);
+            match ended {
                 Ended::Drained(lease) => return Some(lease),
                 Ended::Lost => {
                     // Units go first: nothing may run on a lease that is gone.
@@ -297,6 +299,7 @@ impl Member {
             }
         }
         info!(worker = %self.spec.id, store = %self.coord.describe(), "registered");
+        self.status.set_registered(true);
         let plan_key = self.keys.plan(&self.spec.id);
         let mut plan_rx = mirror(self.coord.clone(), plan_key.clone(), stop.clone());
         let mut owners_rx = mirror(self.coord.clone(), self.keys.owners(), stop.clone());
@@ -313,6 +316,7 @@ impl Member {
             if drain.is_cancelled() && draining.is_none() {
                 info!(worker = %self.spec.id, units = handoff.owned(), "draining: releasing every unit");
                 draining = Some(Instant::now() + self.spec.drain_timeout);
+                self.status.set_registered(false);
                 self.register(&lease, WorkerState::Draining).await;
             }
 

@@ -60,6 +60,8 @@ pub struct StatusBoard {
     units: Arc<Mutex<BTreeMap<Unit, UnitStatus>>>,
     flows: Arc<Mutex<BTreeMap<String, FlowHealth>>>,
     acknowledged: Arc<AtomicU64>,
+    /// The worker holds a registration on a live lease and is not draining.
+    registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// End-to-end health of a flow, from its heartbeats.
@@ -102,6 +104,16 @@ impl StatusBoard {
 
     pub fn health(&self) -> BTreeMap<String, FlowHealth> {
         self.flows.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Set by the worker's member: registered on a live lease and not
+    /// draining (what `/ready` answers for a worker).
+    pub fn set_registered(&self, on: bool) {
+        self.registered.store(on, Ordering::Relaxed);
+    }
+
+    pub fn registered(&self) -> bool {
+        self.registered.load(Ordering::Relaxed)
     }
 
     pub fn snapshot(&self) -> BTreeMap<Unit, UnitStatus> {
