@@ -196,6 +196,7 @@ async fn status(State(api): State<Api>) -> Response {
                 "in_flight": s.in_flight,
                 "lag": s.lag,
                 "error": s.error,
+                "lost": s.lost,
             })
         })
         .collect();

@@ -9,6 +9,12 @@ pub const BYTES_REPLICATED: &str = "strait_bytes_replicated_total";
 /// Bytes the target producer sent (requests on the wire, after compression).
 pub const TARGET_BYTES_SENT: &str = "strait_target_bytes_sent_total";
 pub const RECORDS_SKIPPED: &str = "strait_records_skipped_total";
+/// Records gone from the source before strait read them (label `reason`:
+/// `expired`, retention or truncation overtook replication).
+pub const RECORDS_LOST: &str = "strait_records_lost_total";
+/// Partitions whose position no longer existed on the source: the topic
+/// was deleted and re-created, or truncated below strait's position.
+pub const SOURCE_RESETS: &str = "strait_source_resets_total";
 pub const REPLICATION_LATENCY: &str = "strait_replication_latency_seconds";
 pub const IN_FLIGHT_BYTES: &str = "strait_in_flight_bytes";
 pub const UNITS: &str = "strait_units";
@@ -113,6 +119,16 @@ pub fn describe() {
         RECORDS_SKIPPED,
         Unit::Count,
         "records the target refused for good and the flow skipped (on_refused = \"skip\")"
+    );
+    describe_counter!(
+        RECORDS_LOST,
+        Unit::Count,
+        "records gone from the source before strait read them, by flow and reason (expired: retention or truncation overtook replication); never silent, see on_source_gap"
+    );
+    describe_counter!(
+        SOURCE_RESETS,
+        Unit::Count,
+        "partitions whose position no longer existed on the source (topic deleted and re-created, or truncated), by flow"
     );
     describe_histogram!(
         REPLICATION_LATENCY,

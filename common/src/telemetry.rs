@@ -37,10 +37,13 @@ pub enum ErrorKind {
     DescribeAcls,
     Acls,
     Checkpoint,
+    /// Records gone from the source before they were read (retention or
+    /// truncation), or a position that no longer exists (re-created topic).
+    SourceGap,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 22] = [
+    pub const ALL: [ErrorKind; 23] = [
         ErrorKind::RecordTooLarge,
         ErrorKind::NotAuthorised,
         ErrorKind::InvalidRecord,
@@ -63,6 +66,7 @@ impl ErrorKind {
         ErrorKind::DescribeAcls,
         ErrorKind::Acls,
         ErrorKind::Checkpoint,
+        ErrorKind::SourceGap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +93,7 @@ impl ErrorKind {
             ErrorKind::DescribeAcls => "describe_acls",
             ErrorKind::Acls => "acls",
             ErrorKind::Checkpoint => "checkpoint",
+            ErrorKind::SourceGap => "source_gap",
         }
     }
 

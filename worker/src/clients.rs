@@ -17,7 +17,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use tracing::{debug, warn};
 
-use strait_common::config::{Compression, StartAt};
+use strait_common::config::Compression;
 use strait_common::error_event;
 use strait_common::kafka::{client_config, manual_consumer, reliable_producer};
 use strait_common::metrics as m;
@@ -66,6 +66,12 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // An out-of-range position comes to the session too, which finds
+        // the unit and reports it (session/gaps.rs).
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AutoOffsetReset) {
+            debug!(flow = %self.flow, reason, "position out of range");
+            return;
+        }
         error_event!(warn, self.flow, ErrorKind::of(&error), error = %error, reason, "source client error");
     }
 }
@@ -164,14 +170,11 @@ pub type SyncsProducer = ThreadedProducer<SyncsContext>;
 pub fn consumer(spec: &FlowSpec, ctx: SourceContext) -> KafkaResult<Consumer> {
     let mut c: ClientConfig =
         manual_consumer(&spec.source, &spec.flow.commit_group(&spec.deployment));
-    c.set(
-        "auto.offset.reset",
-        match spec.flow.start {
-            StartAt::Earliest => "earliest",
-            StartAt::Latest => "latest",
-        },
-    )
-    .set("statistics.interval.ms", "2000");
+    // Units start at positions the session resolves (committed, else the
+    // flow's `start`); a position the source no longer has is reported,
+    // never silently reset past records (see session/gaps.rs).
+    c.set("auto.offset.reset", "error")
+        .set("statistics.interval.ms", "2000");
     // librdkafka waits up to 500 ms for a fetch to fill. A broker that holds
     // the fetch that long even as records arrive (tansu does) adds it to
     // every record's latency; one that answers when records arrive (Kafka)

@@ -613,6 +613,7 @@ mod tests {
             in_flight: 0,
             lag: Some(10),
             error: None,
+            lost: 0,
             bytes: 0,
         };
         board.set(&unit(0), s.clone());

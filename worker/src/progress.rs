@@ -201,6 +201,12 @@ impl UnitProgress {
         self.inflight.acknowledged()
     }
 
+    /// The offset the next record read must have at least (the fetch
+    /// position), once a record was read.
+    pub fn next_expected(&self) -> Option<NextOffset> {
+        self.next_expected
+    }
+
     /// The unit's position for lag: acknowledged, else committed, else the
     /// first offset read.
     pub fn position(&self) -> Option<NextOffset> {

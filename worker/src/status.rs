@@ -48,6 +48,9 @@ pub struct UnitStatus {
     /// Source high watermark minus position, when known.
     pub lag: Option<i64>,
     pub error: Option<String>,
+    /// Records gone from the source before they were read, since the unit
+    /// started here (see `on_source_gap`).
+    pub lost: u64,
     /// Bytes the target acknowledged for this unit since its session
     /// started (the worker derives bytes/s from it).
     pub bytes: u64,

@@ -558,3 +558,117 @@ async fn exactly_once_commit_that_times_out_loses_nothing() {
     all_arrive(&h, 1, 200).await;
     h.stop().await;
 }
+
+/// Retention on the source: the mock cluster keeps at most 5 MB per
+/// partition, so records of 700 kB, one batch each, push its log start
+/// forward. Returns the partition's (low, high) watermarks afterwards.
+fn overtake_with_retention(cluster: &Mock, first_seq: usize) -> (i64, i64) {
+    let big: Vec<Rec> = (first_seq..first_seq + 9)
+        .map(|i| {
+            let mut r = Rec::seq(0, i);
+            r.value = Some(vec![b'x'; 700_000]);
+            r
+        })
+        .collect();
+    use rdkafka::producer::Producer as _;
+    let p = testkit::producer(&cluster.bootstrap_servers());
+    for r in &big {
+        // One at a time: each its own batch.
+        testkit::send(&p, TOPIC, std::slice::from_ref(r));
+        p.flush(Duration::from_secs(10)).unwrap();
+    }
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    c.fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_expired_before_they_were_read_are_counted_and_the_unit_goes_on() {
+    let (source, target) = Harness::clusters(1, 50);
+    // strait had replicated 20 records when it stopped; then retention
+    // deleted past that.
+    testkit::commit_group(&source.bootstrap_servers(), GROUP, TOPIC, &[(0, 20)]);
+    let (low, high) = overtake_with_retention(&source, 50);
+    assert!(
+        low > 20,
+        "retention must overtake position 20 (log {low}..{high})"
+    );
+    let mut h = Harness::start(source, target, 1, "");
+    h.wait_for("the loss seen", Duration::from_secs(20), |h| {
+        h.unit_status(0).is_some_and(|s| s.lost > 0)
+    })
+    .await;
+    let s = h.unit_status(0).unwrap();
+    assert_eq!(s.lost, (low - 20) as u64, "exactly the records gone");
+    assert_eq!(s.state, UnitState::Running);
+    let error = s.error.unwrap();
+    assert!(
+        error.contains(&format!("offsets 20..{low}"))
+            && error.contains(&format!("continued at {low}")),
+        "{error}"
+    );
+    // What is left is replicated, from the log start on.
+    let landed = read_all(&h.target, 1, (high - low) as usize);
+    assert_eq!(landed.len(), (high - low) as usize);
+    h.wait_for("progress at the end", Duration::from_secs(20), |h| {
+        committed(&h.source, 1) == vec![Some(high)]
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_expired_before_they_were_read_stop_the_unit_when_configured() {
+    let (source, target) = Harness::clusters(1, 50);
+    testkit::commit_group(&source.bootstrap_servers(), GROUP, TOPIC, &[(0, 20)]);
+    let (low, _) = overtake_with_retention(&source, 50);
+    let mut h = Harness::start(source, target, 1, "on_source_gap = \"stop\"");
+    h.wait_for("the unit stopped", Duration::from_secs(20), |h| {
+        h.unit_status(0)
+            .is_some_and(|s| s.state == UnitState::Failed)
+    })
+    .await;
+    let s = h.unit_status(0).unwrap();
+    assert_eq!(s.lost, (low - 20) as u64);
+    assert!(s
+        .error
+        .unwrap()
+        .contains("stopped (on_source_gap = \"stop\")"));
+    // Nothing is written and the position stays where it was.
+    tokio::time::sleep(Duration::from_millis(500)).await; // several commit intervals
+    assert_eq!(committed(&h.source, 1), vec![Some(20)]);
+    assert!(read_all(&h.target, 1, 0).is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_past_the_log_end_is_a_recreated_topic_replicated_from_its_beginning() {
+    // The topic holds 50 records; strait's position says 500: it was
+    // deleted and re-created since.
+    let (source, target) = Harness::clusters(1, 50);
+    testkit::commit_group(&source.bootstrap_servers(), GROUP, TOPIC, &[(0, 500)]);
+    let mut h = Harness::start(source, target, 1, "");
+    let landed = read_all(&h.target, 1, 50);
+    let values = |r: &[Rec]| r.iter().map(|r| r.value.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        values(&records(&landed)),
+        values(&Rec::seqs(1, 0..50)),
+        "the new topic, from its beginning"
+    );
+    let s = h.unit_status(0).unwrap();
+    let error = s.error.unwrap();
+    assert!(
+        error.contains("position 500 is past the source's end 50")
+            && error.contains("from its beginning"),
+        "{error}"
+    );
+    assert_eq!(s.lost, 0);
+    h.wait_for("progress at the end", Duration::from_secs(20), |h| {
+        committed(&h.source, 1) == vec![Some(50)]
+    })
+    .await;
+    h.stop().await;
+}

@@ -123,6 +123,23 @@ pub enum OnRefused {
     Skip,
 }
 
+/// What a partition does when records it had not read yet are gone from
+/// the source (retention or truncation overtook replication), or its
+/// position no longer exists (the topic was deleted and re-created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSourceGap {
+    /// Count and log the loss, show it in status, and go on from the
+    /// oldest record left (a re-created topic: from its beginning). The
+    /// default: a stopped partition falls further behind retention and
+    /// loses more, and what is gone cannot be read by waiting.
+    #[default]
+    Continue,
+    /// Count and log the loss, and stop the partition (state `failed`)
+    /// until an operator decides.
+    Stop,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowConfig {
@@ -150,6 +167,8 @@ pub struct FlowConfig {
     pub offset_syncs_location: SyncsLocation,
     #[serde(default)]
     pub on_refused: OnRefused,
+    #[serde(default)]
+    pub on_source_gap: OnSourceGap,
     /// Compression of the batches written to the target (default lz4,
     /// unless the target cluster's `kafka` table sets `compression.type`).
     #[serde(default)]

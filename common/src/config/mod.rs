@@ -20,7 +20,7 @@ use crate::policy::ReplicationPolicy;
 
 pub use file::{
     default_configs_exclude, ApiConfig, ClusterConfig, Compression, ConfigFile, CoordinationConfig,
-    DiscoveryConfig, EtcdTls, FlowConfig, MetricsConfig, OnRefused, PassthroughValue,
+    DiscoveryConfig, EtcdTls, FlowConfig, MetricsConfig, OnRefused, OnSourceGap, PassthroughValue,
     PlannerSettings, StartAt, SyncsLocation, WorkerConfig,
 };
 pub use validate::OWNED_KEYS;
@@ -172,6 +172,7 @@ pub struct Flow {
     pub offset_lag_max: u64,
     pub offset_syncs_location: SyncsLocation,
     pub on_refused: OnRefused,
+    pub on_source_gap: OnSourceGap,
     /// As configured on the flow; `None` leaves it to the target cluster's
     /// `kafka` table, else [`Compression::DEFAULT`].
     pub compression: Option<Compression>,

@@ -246,6 +246,7 @@ fn flows(file: &ConfigFile) -> Result<Vec<Flow>, ConfigError> {
             offset_lag_max: f.offset_lag_max,
             offset_syncs_location: f.offset_syncs_location,
             on_refused: f.on_refused,
+            on_source_gap: f.on_source_gap,
             compression: f.compression,
             exactly_once: f.exactly_once.then_some(f.transaction_interval),
             heartbeats: f.heartbeats.then_some(f.heartbeat_interval),

@@ -46,6 +46,7 @@ use crate::status::{StatusBoard, UnitState, UnitStatus};
 use strait_common::syncs::Sync;
 
 mod commits;
+mod gaps;
 mod pressure;
 mod records;
 mod report;
@@ -94,6 +95,11 @@ struct UnitSlot {
     over_limit: Hysteresis,
     fetch_paused: bool,
     release_deadline: Option<Instant>,
+    /// Where the unit started reading, when it was a stored position (not
+    /// the beginning or end of the log).
+    start_at: Option<i64>,
+    /// Records lost on the source while this session held the unit.
+    lost: u64,
 }
 
 /// Handles of the per-record metrics, resolved once per session so the hot
@@ -298,6 +304,9 @@ impl Session<'_> {
             match consumer.poll(POLL) {
                 None => {}
                 Some(Ok(msg)) => self.on_record(consumer, &msg, shutdown)?,
+                Some(Err(KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
+                ))) => self.on_out_of_range(consumer)?,
                 Some(Err(e)) => {
                     let kind = ErrorKind::of(&e);
                     match errors::classify_consume(&e) {
@@ -337,11 +346,11 @@ impl Session<'_> {
                 Some(_) => self.eos_start_positions(&added)?,
                 None => vec![Offset::Stored; added.len()],
             };
+            // Offset::Stored: the committed position, else the flow's `start`.
+            let starts = self.resolve_starts(consumer, &added, starts)?;
             let mut tpl = TopicPartitionList::new();
-            for (u, at) in added.iter().zip(starts) {
-                // Offset::Stored: resume at the committed position, else at
-                // `auto.offset.reset` (the flow's `start`).
-                tpl.add_partition_offset(&u.source.topic, u.source.partition, at)
+            for (u, at) in added.iter().zip(&starts) {
+                tpl.add_partition_offset(&u.source.topic, u.source.partition, *at)
                     .map_err(SessionError::Assign)?;
             }
             consumer
@@ -351,7 +360,7 @@ impl Session<'_> {
             // assign: a unit released (paused) and given back would never
             // fetch again without this.
             consumer.resume(&tpl).map_err(SessionError::Assign)?;
-            for u in added {
+            for (u, at) in added.into_iter().zip(starts) {
                 let id = self.next_id;
                 self.next_id += 1;
                 let mut tpl = TopicPartitionList::new();
@@ -374,6 +383,11 @@ impl Session<'_> {
                         over_limit: Hysteresis::default(),
                         fetch_paused: false,
                         release_deadline: None,
+                        start_at: match at {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        },
+                        lost: 0,
                     },
                 );
             }

@@ -44,6 +44,7 @@ impl Session<'_> {
                     in_flight: u.progress.in_flight() as u64,
                     lag,
                     error: u.error.clone(),
+                    lost: u.lost,
                     bytes: u.progress.acked_bytes(),
                 },
             );

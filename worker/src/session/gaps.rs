@@ -1,0 +1,309 @@
+//! Where units start, and what happens when the source no longer has the
+//! records a unit was about to read.
+//!
+//! A unit starts at its stored position, resolved here (the committed
+//! offset, else the flow's `start`), so that the consumer's own reset
+//! (`auto.offset.reset`) never picks a position: it is set to `error`.
+//! When a fetch position is out of range, librdkafka reports it and stops
+//! fetching that partition; the session then finds which unit it was by
+//! the source's watermarks:
+//!
+//! - position below the log start: retention or truncation deleted records
+//!   strait had not read. They are counted (`strait_records_lost_total{reason="expired"}`),
+//!   logged and shown in status; then `on_source_gap` continues from the log
+//!   start or stops the unit.
+//! - position past the log end (confirmed by asking for the record before
+//!   it): the topic was deleted and re-created, or truncated. Counted
+//!   (`strait_source_resets_total`) and logged; `continue` replicates the new
+//!   incarnation from its beginning, `stop` stops the unit.
+//!
+//! Offset gaps inside the log (compaction, transaction markers, aborted
+//! transactions) are not out of range and never come here: the next record
+//! simply has a higher offset.
+
+use strait_common::config::OnSourceGap;
+use strait_common::config::StartAt;
+
+use super::*;
+
+/// How long a watermark query or a probe may take.
+const QUERY: Duration = Duration::from_secs(5);
+
+/// What a fetch position means against the source's log.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Gap {
+    /// The position is in the log.
+    None,
+    /// Records `[position, low)` are gone: `lost` of them.
+    Expired { lost: u64, low: i64 },
+    /// The position is past the log end `high`.
+    Beyond { high: i64 },
+}
+
+/// Fetches `topic`/`partition` from `at` again. A partition stopped on an
+/// out-of-range position refuses a seek ("erroneous state"); assigning it
+/// anew clears that.
+fn reposition(
+    consumer: &Consumer,
+    topic: &str,
+    partition: i32,
+    at: Offset,
+) -> Result<(), SessionError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    consumer
+        .incremental_unassign(&tpl)
+        .map_err(SessionError::Assign)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, at)
+        .map_err(SessionError::Assign)?;
+    consumer
+        .incremental_assign(&tpl)
+        .map_err(SessionError::Assign)?;
+    consumer.resume(&tpl).map_err(SessionError::Assign)
+}
+
+/// Pure: a fetch `position` against the log's `[low, high)`.
+pub(crate) fn classify(position: i64, low: i64, high: i64) -> Gap {
+    if position < low {
+        Gap::Expired {
+            lost: (low - position) as u64,
+            low,
+        }
+    } else if position > high {
+        Gap::Beyond { high }
+    } else {
+        Gap::None
+    }
+}
+
+impl Session<'_> {
+    /// Resolves `Offset::Stored` starts: the committed position on the
+    /// source, else the flow's `start` (the beginning or end of the log).
+    pub(super) fn resolve_starts(
+        &self,
+        consumer: &Consumer,
+        added: &[Unit],
+        starts: Vec<Offset>,
+    ) -> Result<Vec<Offset>, SessionError> {
+        let mut tpl = TopicPartitionList::new();
+        for (u, at) in added.iter().zip(&starts) {
+            if *at == Offset::Stored {
+                tpl.add_partition(&u.source.topic, u.source.partition);
+            }
+        }
+        let committed = if tpl.count() > 0 {
+            consumer
+                .committed_offsets(tpl, QUERY)
+                .map_err(SessionError::Assign)?
+        } else {
+            TopicPartitionList::new()
+        };
+        let fallback = match self.spec.flow.start {
+            StartAt::Earliest => Offset::Beginning,
+            StartAt::Latest => Offset::End,
+        };
+        Ok(added
+            .iter()
+            .zip(starts)
+            .map(|(u, at)| match at {
+                Offset::Stored => match committed
+                    .find_partition(&u.source.topic, u.source.partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) if o >= 0 => Offset::Offset(o),
+                    _ => fallback,
+                },
+                other => other,
+            })
+            .collect())
+    }
+
+    /// librdkafka reported a fetch position out of range: finds the units
+    /// whose position the source no longer has, and deals with each.
+    pub(super) fn on_out_of_range(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
+        let flow = self.spec.flow.name.clone();
+        let mut found = 0;
+        let ids: Vec<u64> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.state == UnitState::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let u = &self.units[&id];
+            let Some(position) = u.progress.next_expected().map(|n| n.0).or(u.start_at) else {
+                continue;
+            };
+            let (topic, partition) = (u.unit.source.topic.clone(), u.unit.source.partition);
+            let (low, high) = match consumer.fetch_watermarks(&topic, partition, QUERY) {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(flow = %flow, topic = %topic, partition, error = %e, "watermarks unknown; checked again at the next report");
+                    continue;
+                }
+            };
+            let gap = match classify(position, low, high) {
+                // Some brokers' end offsets count batches: past the end
+                // only if the record before the position is gone too.
+                Gap::Beyond { .. } if self.record_exists(&topic, partition, position - 1) => {
+                    Gap::None
+                }
+                g => g,
+            };
+            match gap {
+                Gap::None => {}
+                Gap::Expired { lost, low } => {
+                    found += 1;
+                    self.expired(consumer, id, position, lost, low)?;
+                }
+                Gap::Beyond { high } => {
+                    found += 1;
+                    self.beyond(consumer, id, position, high)?;
+                }
+            }
+        }
+        if found == 0 {
+            warn!(flow = %flow, "the source reported a position out of range, but every unit's position is in its log");
+        }
+        Ok(())
+    }
+
+    /// Records `[position, low)` expired before they were read.
+    fn expired(
+        &mut self,
+        consumer: &Consumer,
+        id: u64,
+        position: i64,
+        lost: u64,
+        low: i64,
+    ) -> Result<(), SessionError> {
+        let flow = self.spec.flow.name.clone();
+        let policy = self.spec.flow.on_source_gap;
+        let u = self.units.get_mut(&id).expect("listed");
+        let (topic, partition) = (u.unit.source.topic.clone(), u.unit.source.partition);
+        metrics::counter!(m::RECORDS_LOST, "flow" => flow.clone(), "reason" => "expired")
+            .increment(lost);
+        u.lost += lost;
+        error_event!(error, flow, ErrorKind::SourceGap, topic = %topic, partition, from = position, to = low, lost,
+            "records gone from the source before strait read them (retention or truncation overtook replication)");
+        let what = format!(
+            "{lost} records gone from the source before they were read (offsets {position}..{low}: retention or truncation)"
+        );
+        match policy {
+            OnSourceGap::Continue => {
+                u.error = Some(format!("{what}; continued at {low}"));
+                reposition(consumer, &topic, partition, Offset::Offset(low))?;
+            }
+            OnSourceGap::Stop => {
+                u.error = Some(format!("{what}; stopped (on_source_gap = \"stop\")"));
+                u.state = UnitState::Failed;
+                self.apply_pause(consumer, id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The position is past the log's end: the topic was re-created or
+    /// truncated.
+    fn beyond(
+        &mut self,
+        consumer: &Consumer,
+        id: u64,
+        position: i64,
+        high: i64,
+    ) -> Result<(), SessionError> {
+        let flow = self.spec.flow.name.clone();
+        let policy = self.spec.flow.on_source_gap;
+        let offset_lag_max = self.spec.flow.offset_lag_max;
+        let u = self.units.get_mut(&id).expect("listed");
+        let (topic, partition) = (u.unit.source.topic.clone(), u.unit.source.partition);
+        metrics::counter!(m::SOURCE_RESETS, "flow" => flow.clone()).increment(1);
+        error_event!(error, flow, ErrorKind::SourceGap, topic = %topic, partition, position, end = high,
+            "the source no longer has this position: the topic was deleted and re-created, or truncated");
+        let what = format!(
+            "position {position} is past the source's end {high}: the topic was re-created or truncated"
+        );
+        // Replicating the new incarnation means a fresh progress; records
+        // of the old one still in flight would land in it, so that waits.
+        if policy == OnSourceGap::Continue && u.progress.settled() {
+            u.error = Some(format!("{what}; replicating it from its beginning"));
+            u.progress = UnitProgress::new(offset_lag_max);
+            u.start_at = None;
+            reposition(consumer, &topic, partition, Offset::Beginning)?;
+        } else {
+            let why = match policy {
+                OnSourceGap::Stop => "stopped (on_source_gap = \"stop\")",
+                OnSourceGap::Continue => "stopped: records of the old topic were still in flight",
+            };
+            u.error = Some(format!("{what}; {why}"));
+            u.state = UnitState::Failed;
+            self.apply_pause(consumer, id);
+        }
+        Ok(())
+    }
+
+    /// Whether the source partition holds a record at `offset` or after it.
+    fn record_exists(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        if offset < 0 {
+            return false;
+        }
+        let probe: Result<BaseConsumer<Quiet>, _> = strait_common::kafka::manual_consumer(
+            &self.spec.source,
+            &self.spec.flow.commit_group(&self.spec.deployment),
+        )
+        .set("auto.offset.reset", "error")
+        .create_with_context(Quiet);
+        let Ok(probe) = probe else { return false };
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .is_err()
+            || probe.assign(&tpl).is_err()
+        {
+            return false;
+        }
+        let deadline = Instant::now() + QUERY;
+        while Instant::now() < deadline {
+            match probe.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => return m.offset() >= offset,
+                Some(Err(_)) => return false,
+                None => {}
+            }
+        }
+        false
+    }
+}
+
+/// The probe's context: its out-of-range answer is the expected outcome,
+/// not an error to log.
+struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        debug!(error = %error, reason, "probe");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_is_in_the_log_expired_or_past_its_end() {
+        assert_eq!(classify(10, 0, 100), Gap::None);
+        assert_eq!(
+            classify(100, 0, 100),
+            Gap::None,
+            "at the end: nothing new yet"
+        );
+        assert_eq!(classify(0, 0, 0), Gap::None, "an empty log");
+        assert_eq!(classify(10, 40, 100), Gap::Expired { lost: 30, low: 40 });
+        assert_eq!(classify(101, 0, 100), Gap::Beyond { high: 100 });
+        // Compaction and transaction markers leave holes inside [low, high):
+        // a position in one is in the log, never a loss.
+        assert_eq!(classify(57, 50, 60), Gap::None);
+    }
+}
