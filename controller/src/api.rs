@@ -555,3 +555,27 @@ async fn openapi() -> Response {
 /// The API's description, kept next to the routes it describes (a test
 /// checks that every route is in it).
 pub const OPENAPI: &str = include_str!("openapi.json");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Outside input: any request body decodes to a topic or is
+        /// refused (the API answers 400/422), never a panic; a well-formed
+        /// one keeps its fields.
+        #[test]
+        fn any_topic_body_decodes_or_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = serde_json::from_slice::<TopicBody>(&bytes);
+        }
+
+        #[test]
+        fn a_topic_body_keeps_its_fields(flow in "[a-z-]{1,10}", topic in "[a-z.]{1,20}") {
+            let b: TopicBody = serde_json::from_str(&format!(r#"{{"flow":"{flow}","topic":"{topic}"}}"#)).unwrap();
+            prop_assert_eq!((b.flow, b.topic), (flow, topic));
+            let extra = r#"{"flow":"x","topic":"y","z":1}"#;
+            prop_assert!(serde_json::from_str::<TopicBody>(extra).is_err(), "unknown fields are refused");
+        }
+    }
+}
