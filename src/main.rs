@@ -5,6 +5,7 @@ mod mm2;
 mod offsets;
 mod roles;
 mod serve;
+mod verify;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -117,6 +118,15 @@ enum Command {
         #[command(flatten)]
         args: mm2::takeover::Args,
     },
+    /// Compare source and target record by record over a range, aligned by
+    /// the offset syncs, up to the committed position. Exit 1 on missing or
+    /// mismatched records.
+    Verify {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        args: verify::Args,
+    },
     /// Print a shell completion script, e.g. `strait completions bash >
     /// /etc/bash_completion.d/strait`.
     Completions {
@@ -204,7 +214,8 @@ fn run_command(command: Command) -> ExitCode {
     let path = match &command {
         Command::Run { config, .. }
         | Command::Check { config }
-        | Command::TakeoverMm2 { config, .. } => config.clone(),
+        | Command::TakeoverMm2 { config, .. }
+        | Command::Verify { config, .. } => config.clone(),
         Command::Offsets { config, .. } => match config {
             Some(c) => c.clone(),
             None => {
@@ -225,6 +236,7 @@ fn run_command(command: Command) -> ExitCode {
     match command {
         Command::Offsets { action, .. } => offsets::run(&config, action),
         Command::TakeoverMm2 { args, .. } => mm2::takeover::run(&config, &args),
+        Command::Verify { args, .. } => verify::run(&config, &args),
         Command::Check { .. } => {
             for f in &config.flows {
                 println!(

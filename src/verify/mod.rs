@@ -1,0 +1,424 @@
+//! `strait verify`: proves, record by record, that the target holds what
+//! the source holds over a range, for a live flow. Per source partition the
+//! range ends at the committed position (what strait vouches for) and
+//! starts `--last N` records before it, or at `--since DURATION` ago. The
+//! offset syncs align it: the latest sync at or before the range's start
+//! says where that source record was written on the remote partition, and
+//! both are read from there, streamed, comparing hashes of key, value,
+//! headers, timestamp and partition (see [`compare`]).
+
+pub mod compare;
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use strait_common::config::{Config, Flow};
+use strait_common::formats::OffsetSync;
+use strait_common::kafka::manual_consumer;
+use strait_controller::checkpoint::reader::InternalTopic;
+
+use compare::{Comparer, Report, Seen};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// Source records held ahead of the target, and matched ones remembered
+/// for duplicates: the memory bound.
+const WINDOW: usize = 10_000;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The flow to verify.
+    #[arg(long)]
+    flow: String,
+    /// Only this source topic [default: every topic the flow replicates].
+    #[arg(long)]
+    topic: Option<String>,
+    /// Compare records of the last DURATION (e.g. 1h), by timestamp.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "last")]
+    since: Option<Duration>,
+    /// Compare the last N records of each partition [default: 10000].
+    #[arg(long)]
+    last: Option<u64>,
+    /// JSON lines for scripts instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where one partition's comparison runs.
+struct Range {
+    topic: String,
+    partition: i32,
+    /// Source offsets `[from, to)`; `to` is the committed position.
+    from: i64,
+    to: i64,
+    /// Where record `from` was written on the remote partition.
+    target_from: i64,
+}
+
+pub fn run(config: &Config, args: &Args) -> ExitCode {
+    let Some(flow) = config.flow(&args.flow) else {
+        eprintln!("strait: no flow named {:?}", args.flow);
+        return ExitCode::from(2);
+    };
+    match verify(config, flow, args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("strait: verify {}: {e:#}", flow.name);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn verify(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<bool> {
+    let clusters = config.clusters_of(flow);
+    let group = flow.commit_group(&config.deployment);
+    let source: BaseConsumer = manual_consumer(&clusters.source, &group).create()?;
+    let md = source.fetch_metadata(args.topic.as_deref(), TIMEOUT)?;
+    let mut partitions = Vec::new();
+    for t in md.topics() {
+        if t.error().is_some() || !flow.replicates(t.name()) {
+            continue;
+        }
+        if args.topic.as_ref().is_some_and(|n| n != t.name()) {
+            continue;
+        }
+        partitions.extend(t.partitions().iter().map(|p| (t.name().to_owned(), p.id())));
+    }
+    if partitions.is_empty() {
+        anyhow::bail!(
+            "no source topic of the flow{}",
+            args.topic
+                .as_ref()
+                .map(|t| format!(" named {t:?}"))
+                .unwrap_or_default()
+        );
+    }
+    partitions.sort();
+
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in &partitions {
+        tpl.add_partition(t, *p);
+    }
+    let committed: BTreeMap<(String, i32), i64> = source
+        .committed_offsets(tpl, TIMEOUT)?
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+            _ => None,
+        })
+        .collect();
+    let syncs = read_syncs(config, flow)?;
+
+    if !args.json {
+        println!("TOPIC  PARTITION  RANGE  COMPARED  MISSING  EXTRA  MISMATCHED  FIRST_MISSING  FIRST_EXTRA  FIRST_MISMATCHED");
+    }
+    let mut all_ok = true;
+    let started = Instant::now();
+    let mut total = 0u64;
+    for (topic, partition) in partitions {
+        let Some(&to) = committed.get(&(topic.clone(), partition)) else {
+            note(
+                args,
+                &topic,
+                partition,
+                "nothing committed yet: nothing to compare",
+            );
+            continue;
+        };
+        let (low, _) = source.fetch_watermarks(&topic, partition, TIMEOUT)?;
+        let wanted = match (args.since, args.last) {
+            (Some(d), _) => since_offset(&source, &topic, partition, d)?.unwrap_or(to),
+            (None, n) => to - n.unwrap_or(10_000) as i64,
+        }
+        .max(low)
+        .min(to);
+        if wanted >= to {
+            note(args, &topic, partition, "no records in the range");
+            continue;
+        }
+        let history = syncs.get(&(topic.clone(), partition));
+        // The latest sync at or before the start; else the earliest one
+        // after it (the range then starts there, and says so).
+        let aligned = history.and_then(|h| {
+            h.iter()
+                .rev()
+                .find(|s| s.0 <= wanted)
+                .or_else(|| h.iter().find(|s| s.0 < to))
+                .copied()
+        });
+        let Some((from, target_from)) = aligned else {
+            note(
+                args,
+                &topic,
+                partition,
+                "no offset sync below the committed position: cannot align",
+            );
+            all_ok = false;
+            continue;
+        };
+        if from > wanted {
+            eprintln!("note: {topic}/{partition}: the oldest offset sync is at {from}; the range starts there");
+        }
+        let range = Range {
+            topic: topic.clone(),
+            partition,
+            from,
+            to,
+            target_from,
+        };
+        let report = compare_range(config, flow, &range, started, &mut total)?;
+        all_ok &= report.ok();
+        print_report(args, &range, &report);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "verify: {total} records compared in {secs:.1} s ({:.0} records/s): {}",
+        total as f64 / secs.max(1e-9),
+        if all_ok {
+            "ok"
+        } else {
+            "MISSING OR MISMATCHED RECORDS"
+        }
+    );
+    Ok(all_ok)
+}
+
+fn note(args: &Args, topic: &str, partition: i32, what: &str) {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "topic": topic, "partition": partition, "note": what })
+        );
+    } else {
+        println!("{topic}  {partition}  -  {what}");
+    }
+}
+
+fn print_report(args: &Args, r: &Range, rep: &Report) {
+    let f = |o: Option<i64>| o.map_or("-".to_owned(), |o| o.to_string());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "topic": r.topic, "partition": r.partition, "from": r.from, "to": r.to,
+                "compared": rep.compared, "missing": rep.missing.n, "extra": rep.extra.n,
+                "mismatched": rep.mismatched.n, "first_missing": rep.missing.first,
+                "first_extra": rep.extra.first, "first_mismatched": rep.mismatched.first,
+            })
+        );
+    } else {
+        println!(
+            "{}  {}  {}..{}  {}  {}  {}  {}  {}  {}  {}",
+            r.topic,
+            r.partition,
+            r.from,
+            r.to,
+            rep.compared,
+            rep.missing.n,
+            rep.extra.n,
+            rep.mismatched.n,
+            f(rep.missing.first),
+            f(rep.extra.first),
+            f(rep.mismatched.first)
+        );
+    }
+}
+
+/// Offset syncs of the flow by source partition, oldest first: (upstream,
+/// downstream) pairs.
+fn read_syncs(
+    config: &Config,
+    flow: &Flow,
+) -> anyhow::Result<BTreeMap<(String, i32), Vec<(i64, i64)>>> {
+    let clusters = config.clusters_of(flow);
+    let (_, topic) = flow.offset_syncs();
+    let mut reader = InternalTopic::open(&clusters.syncs, "strait-verify", &topic)?;
+    let mut out: BTreeMap<(String, i32), Vec<(i64, i64)>> = BTreeMap::new();
+    reader.read_to_end(TIMEOUT, |key, value, _| {
+        if let Ok(s) = OffsetSync::decode(key, value) {
+            out.entry((s.topic, s.partition))
+                .or_default()
+                .push((s.upstream_offset, s.downstream_offset));
+        }
+    })?;
+    for v in out.values_mut() {
+        v.sort();
+    }
+    Ok(out)
+}
+
+/// The first offset whose timestamp is at or after `now - ago`.
+fn since_offset(
+    c: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    ago: Duration,
+) -> anyhow::Result<Option<i64>> {
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)?
+        .saturating_sub(ago)
+        .as_millis() as i64;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(at))?;
+    let got = c.offsets_for_times(tpl, TIMEOUT)?;
+    Ok(
+        match got.find_partition(topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        },
+    )
+}
+
+/// The hashes a record is compared by: its key, and everything the issue
+/// names (key, value, headers, timestamp, partition).
+fn seen(m: &BorrowedMessage<'_>) -> Seen {
+    let mut k = std::collections::hash_map::DefaultHasher::new();
+    m.key().hash(&mut k);
+    let key = k.finish();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.key().hash(&mut h);
+    m.payload().hash(&mut h);
+    m.partition().hash(&mut h);
+    m.timestamp().to_millis().hash(&mut h);
+    if let Some(hs) = m.headers() {
+        for x in hs.iter() {
+            x.key.hash(&mut h);
+            x.value.hash(&mut h);
+        }
+    }
+    Seen {
+        offset: m.offset(),
+        key,
+        content: h.finish(),
+    }
+}
+
+/// Streams one partition of each side through a [`Comparer`].
+fn compare_range(
+    config: &Config,
+    flow: &Flow,
+    r: &Range,
+    started: Instant,
+    total: &mut u64,
+) -> anyhow::Result<Report> {
+    let clusters = config.clusters_of(flow);
+    let source: BaseConsumer = manual_consumer(&clusters.source, "strait-verify")
+        .set("auto.offset.reset", "error")
+        .create()?;
+    let target: BaseConsumer = manual_consumer(&clusters.target, "strait-verify")
+        .set("auto.offset.reset", "error")
+        .create()?;
+    let remote = flow.remote_topic(&r.topic);
+    let mut s = TopicPartitionList::new();
+    s.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from))?;
+    source.assign(&s)?;
+    let mut t = TopicPartitionList::new();
+    t.add_partition_offset(&remote, r.partition, Offset::Offset(r.target_from))?;
+    target.assign(&t)?;
+    let (_, target_end) = target.fetch_watermarks(&remote, r.partition, TIMEOUT)?;
+
+    let mut c = Comparer::new(WINDOW);
+    let mut next_progress = Instant::now() + Duration::from_secs(2);
+    let mut target_at = r.target_from;
+    let mut idle_since: Option<Instant> = None;
+    let read_source = |c: &mut Comparer, unseen: bool| -> anyhow::Result<()> {
+        match source.poll(Duration::from_secs(5)) {
+            Some(Ok(m)) if m.offset() < r.to => {
+                if unseen {
+                    c.unseen(m.offset());
+                } else {
+                    c.source(seen(&m));
+                }
+                if m.offset() + 1 >= r.to {
+                    c.source_done();
+                }
+            }
+            Some(Ok(_)) => c.source_done(),
+            Some(Err(e)) => anyhow::bail!("reading {}/{}: {e}", r.topic, r.partition),
+            // Nothing more: the rest of the range holds no records
+            // (transaction markers), or the source is stuck.
+            None => {
+                let at = source
+                    .position()?
+                    .elements()
+                    .iter()
+                    .find_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+                if at.is_some_and(|o| o >= r.to) || at.is_none() {
+                    c.source_done();
+                } else {
+                    anyhow::bail!(
+                        "reading {}/{}: no record within 5 s at {at:?}, before the committed position {}",
+                        r.topic,
+                        r.partition,
+                        r.to
+                    );
+                }
+            }
+        }
+        Ok(())
+    };
+    loop {
+        while c.wants_source() {
+            read_source(&mut c, false)?;
+        }
+        if c.complete() {
+            break;
+        }
+        match target.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                idle_since = None;
+                target_at = m.offset() + 1;
+                c.target(seen(&m));
+                *total += 1;
+            }
+            Some(Err(e)) => anyhow::bail!("reading {remote}/{}: {e}", r.partition),
+            // Quiet past the end: the target has no more (some brokers'
+            // end offsets count batches, and a read-committed position
+            // moves past aborted records, so quiet counts too).
+            None => {
+                let at = target
+                    .position()?
+                    .elements()
+                    .iter()
+                    .find_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .unwrap_or(target_at)
+                    .max(target_at);
+                let quiet = idle_since.get_or_insert_with(Instant::now).elapsed();
+                if (at >= target_end && quiet > Duration::from_secs(2))
+                    || quiet > Duration::from_secs(15)
+                {
+                    break;
+                }
+            }
+        }
+        if Instant::now() >= next_progress {
+            next_progress = Instant::now() + Duration::from_secs(2);
+            eprintln!(
+                "verify: {}/{}: target at {target_at}; {} records compared so far ({:.0}/s)",
+                r.topic,
+                r.partition,
+                *total,
+                *total as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            );
+        }
+    }
+    // The target ran out first: the source records left are missing.
+    c.target_done();
+    while !c.is_source_done() {
+        read_source(&mut c, true)?;
+    }
+    let report = c.finish();
+    Ok(report)
+}
