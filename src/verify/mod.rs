@@ -239,7 +239,7 @@ fn read_syncs(
     let clusters = config.clusters_of(flow);
     let (_, topic) = flow.offset_syncs();
     let mut reader = InternalTopic::open(&clusters.syncs, "strait-verify", &topic)?;
-    let mut out: BTreeMap<(String, i32), Vec<(i64, i64)>> = BTreeMap::new();
+    let mut out = SyncHistory::new();
     reader.read_to_end(TIMEOUT, |key, value, _| {
         if let Ok(s) = OffsetSync::decode(key, value) {
             out.entry((s.topic, s.partition))
