@@ -230,12 +230,11 @@ fn print_report(args: &Args, r: &Range, rep: &Report) {
     }
 }
 
-/// Offset syncs of the flow by source partition, oldest first: (upstream,
-/// downstream) pairs.
-fn read_syncs(
-    config: &Config,
-    flow: &Flow,
-) -> anyhow::Result<BTreeMap<(String, i32), Vec<(i64, i64)>>> {
+/// (upstream, downstream) offset pairs of each source partition, oldest first.
+type SyncHistory = BTreeMap<(String, i32), Vec<(i64, i64)>>;
+
+/// The flow's offset syncs, by source partition.
+fn read_syncs(config: &Config, flow: &Flow) -> anyhow::Result<SyncHistory> {
     let clusters = config.clusters_of(flow);
     let (_, topic) = flow.offset_syncs();
     let mut reader = InternalTopic::open(&clusters.syncs, "strait-verify", &topic)?;
