@@ -17,6 +17,8 @@ tests=false; [ "${1:-}" = --tests ] && tests=true
 if $tests; then
   dpkg -s prometheus >/dev/null 2>&1 || need+=(prometheus)
   command -v systemd-analyze >/dev/null || need+=(systemd)
+  # openssl makes the certificates of the etcd TLS tests.
+  command -v openssl >/dev/null || need+=(openssl)
 fi
 # tansu installs into a venv: any python3 with venv and ensurepip will do.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

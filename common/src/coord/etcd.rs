@@ -42,6 +42,48 @@ fn from_etcd(e: etcd_client::Error) -> CoordError {
     }
 }
 
+/// The reason when an etcd error is a TLS refusal that retrying cannot
+/// cure (the certificate chain, its validity, a missing client certificate).
+fn permanent_tls_error(debug: &str) -> Option<&'static str> {
+    let d = debug.to_ascii_lowercase();
+    [
+        ("expired", "a certificate has expired"),
+        ("notvalidyet", "a certificate is not valid yet"),
+        (
+            "unknownissuer",
+            "the server's certificate is not signed by coordination.tls.ca_file",
+        ),
+        ("badsignature", "a certificate's signature does not verify"),
+        (
+            "notvalidforname",
+            "the server's certificate does not name the endpoint's host",
+        ),
+        (
+            "certificaterequired",
+            "etcd requires a client certificate (coordination.tls.cert_file, key_file)",
+        ),
+        (
+            "invalid peer certificate",
+            "the server's certificate was refused",
+        ),
+        (
+            "badcertificate",
+            "etcd refused the client certificate (or sent none it accepts)",
+        ),
+        (
+            "bad certificate",
+            "etcd refused the client certificate (or sent none it accepts)",
+        ),
+        (
+            "unknown ca",
+            "etcd does not trust the client certificate's CA",
+        ),
+    ]
+    .iter()
+    .find(|(needle, _)| d.contains(needle))
+    .map(|(_, why)| *why)
+}
+
 impl Etcd {
     /// Connects (bounded by the request timeout). TLS and user/password
     /// come from the config; a bad certificate file is an error here, not
@@ -79,6 +121,29 @@ impl Etcd {
         .await
         .map_err(|_| anyhow::anyhow!("etcd {:?}: no answer", cfg.etcd))?
         .with_context(|| format!("etcd {:?}", cfg.etcd))?;
+        // The connection itself is made at the first request: make one now,
+        // so that a certificate etcd or strait refuses (wrong CA, expired,
+        // none where etcd wants one) stops strait at start with the reason.
+        // An etcd that is only away is retried later, as always.
+        // With TLS 1.3 a refused client certificate shows only after the
+        // handshake, so the first errors may be closed connections: ask a
+        // few times, 100 ms apart.
+        let mut probe = client.kv_client();
+        for attempt in 0..8 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            match tokio::time::timeout(cfg.request_timeout, probe.get("strait-connect-probe", None))
+                .await
+            {
+                Ok(Err(e)) => {
+                    if let Some(why) = permanent_tls_error(&format!("{e:?}")) {
+                        anyhow::bail!("etcd {:?}: TLS handshake refused: {why}: {e}", cfg.etcd);
+                    }
+                }
+                _ => break,
+            }
+        }
         Ok(Etcd {
             client,
             endpoints: cfg.etcd.clone(),
@@ -303,4 +368,29 @@ fn by_revision(events: Vec<Event>) -> Vec<Vec<Event>> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::permanent_tls_error;
+
+    #[test]
+    fn tls_refusals_are_told_apart_from_an_etcd_that_is_away() {
+        let expired =
+            r#"InvalidCertificate(ExpiredContext { time: UnixTime(1), not_after: UnixTime(0) })"#;
+        assert_eq!(
+            permanent_tls_error(expired),
+            Some("a certificate has expired")
+        );
+        assert!(permanent_tls_error("InvalidCertificate(UnknownIssuer)")
+            .is_some_and(|w| w.contains("ca_file")));
+        assert!(permanent_tls_error(r#"error: "received fatal alert: BadCertificate""#).is_some());
+        for away in [
+            "Connection refused (os error 111)",
+            r#"hyper::Error(Canceled, "connection closed")"#,
+            "The service is currently unavailable",
+        ] {
+            assert_eq!(permanent_tls_error(away), None, "{away}");
+        }
+    }
 }
