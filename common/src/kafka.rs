@@ -40,6 +40,10 @@ pub fn reliable_producer(cluster: &ClusterConfig) -> ClientConfig {
     let mut c = client_config(cluster);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("message.timeout.ms", "0");
+        .set("message.timeout.ms", "0")
+        // strait creates remote topics itself, with their source's
+        // partition count; a broker that auto-creates topics must never
+        // make one (with its default count) for a record in flight.
+        .set("allow.auto.create.topics", "false");
     c
 }

@@ -28,6 +28,8 @@ pub const TRANSACTIONS: &str = "strait_transactions_total";
 pub const OFFSET_SYNCS: &str = "strait_offset_syncs_emitted_total";
 pub const SESSIONS: &str = "strait_flow_sessions_total";
 pub const TOPICS_CREATED: &str = "strait_topics_created_total";
+/// Remote topics deleted on the target while replicated, and created again.
+pub const REMOTE_TOPICS_RECREATED: &str = "strait_remote_topics_recreated_total";
 pub const DISCOVERY_UNITS: &str = "strait_discovered_units";
 pub const TOPIC_CONFIGS_CHANGED: &str = "strait_topic_configs_changed_total";
 pub const TOPICS_CONFIG_MISMATCHED: &str = "strait_topics_config_mismatched";
@@ -119,6 +121,11 @@ pub fn describe() {
         RECORDS_SKIPPED,
         Unit::Count,
         "records the target refused for good and the flow skipped (on_refused = \"skip\")"
+    );
+    describe_counter!(
+        REMOTE_TOPICS_RECREATED,
+        Unit::Count,
+        "remote topics deleted on the target while replicated, and created again with their source's partition count, by flow"
     );
     describe_counter!(
         RECORDS_LOST,

@@ -40,10 +40,12 @@ pub enum ErrorKind {
     /// Records gone from the source before they were read (retention or
     /// truncation), or a position that no longer exists (re-created topic).
     SourceGap,
+    /// A remote topic was deleted on the target while replicated.
+    RemoteTopicGone,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 24] = [
         ErrorKind::RecordTooLarge,
         ErrorKind::NotAuthorised,
         ErrorKind::InvalidRecord,
@@ -67,6 +69,7 @@ impl ErrorKind {
         ErrorKind::Acls,
         ErrorKind::Checkpoint,
         ErrorKind::SourceGap,
+        ErrorKind::RemoteTopicGone,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +97,7 @@ impl ErrorKind {
             ErrorKind::Acls => "acls",
             ErrorKind::Checkpoint => "checkpoint",
             ErrorKind::SourceGap => "source_gap",
+            ErrorKind::RemoteTopicGone => "remote_topic_gone",
         }
     }
 

@@ -120,6 +120,9 @@ struct FlowDiscovery<A> {
     next_config_sync: Option<Instant>,
     board: TopicBoard,
     warned_short: BTreeSet<String>,
+    /// Remote topics seen on the target (or created) in earlier rounds: one
+    /// missing now was deleted while replicated.
+    seen_remote: BTreeSet<String>,
     units: watch::Sender<BTreeSet<Unit>>,
     overrides: watch::Receiver<TopicOverrides>,
 }
@@ -181,6 +184,7 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
                 next_config_sync: None,
                 board: board.clone(),
                 warned_short: BTreeSet::new(),
+                seen_remote: BTreeSet::new(),
                 units: tx,
                 overrides: overrides.clone(),
             });
@@ -278,7 +282,23 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         let mut target = target;
         let overrides = self.overrides.borrow().clone();
         let view = plan_flow(&self.flow, &source, &target, &overrides);
+        // Remote topics of this flow that exist now (created ones are added
+        // as they are made).
+        for u in &view.units {
+            self.seen_remote.insert(u.remote_topic.clone());
+        }
         for (remote, parts) in &view.create {
+            // It existed in an earlier round: deleted on the target while
+            // replicated. Its units left the plan (no partition to write
+            // to); it is created again, with the source's partition count
+            // (strait's producer never lets the broker auto-create it), and
+            // the units go on from their committed positions. The records it
+            // held are gone from the target: `strait verify` shows which.
+            if self.seen_remote.contains(remote) {
+                metrics::counter!(m::REMOTE_TOPICS_RECREATED, "flow" => flow.clone()).increment(1);
+                error_event!(error, flow, ErrorKind::RemoteTopicGone, topic = %remote, partitions = parts,
+                    "remote topic deleted on the target while replicated; creating it again (the records it held are gone from the target)");
+            }
             let configs = self
                 .copied_configs(&self.source_topic_of(remote, &source))
                 .await;
@@ -292,6 +312,7 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 .await
             {
                 Ok(created) => {
+                    self.seen_remote.insert(remote.clone());
                     if created {
                         metrics::counter!(m::TOPICS_CREATED, "flow" => flow.clone()).increment(1);
                         info!(flow = %flow, topic = %remote, partitions = parts, configs = ?configs, "remote topic created");
@@ -755,6 +776,31 @@ topics = ["orders", "pay.*", "dr.*"]
                 ],
                 "bob's WRITE not copied, carol's ALL became READ, mallory's left the source's view and was removed, another topic's ACL untouched"
             );
+        }
+
+        #[tokio::test]
+        async fn a_remote_topic_deleted_while_replicated_is_created_again_with_its_partitions() {
+            let (mut d, rx, _source, target) = setup_with(true, "");
+            d.flows[0].discover().await.unwrap();
+            assert_eq!(partitions(&rx), vec![0, 1]);
+            assert!(d.flows[0].seen_remote.contains("us.orders"));
+            // Deleted on the target between two rounds.
+            target.topics.lock().unwrap().remove("us.orders");
+            d.flows[0].discover().await.unwrap();
+            assert_eq!(
+                target.size("us.orders"),
+                Some(2),
+                "created again, as its source"
+            );
+            let creates = target
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.starts_with("create us.orders"))
+                .count();
+            assert_eq!(creates, 2);
+            assert_eq!(partitions(&rx), vec![0, 1], "its units run again");
         }
 
         #[tokio::test]

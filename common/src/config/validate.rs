@@ -34,6 +34,7 @@ pub const OWNED_KEYS: &[&str] = &[
     "message.send.max.retries",
     "transactional.id",
     "statistics.interval.ms",
+    "allow.auto.create.topics",
 ];
 
 /// Validates the file and resolves it: names checked, regexes compiled,
