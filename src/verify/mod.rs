@@ -298,6 +298,17 @@ fn seen(m: &BorrowedMessage<'_>) -> Seen {
     }
 }
 
+/// The consumer's fetch position in its one assigned partition.
+fn position(c: &BaseConsumer) -> anyhow::Result<Option<i64>> {
+    Ok(c.position()?
+        .elements()
+        .iter()
+        .find_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }))
+}
+
 /// Streams one partition of each side through a [`Comparer`].
 fn compare_range(
     config: &Config,
@@ -343,14 +354,7 @@ fn compare_range(
             // Nothing more: the rest of the range holds no records
             // (transaction markers), or the source is stuck.
             None => {
-                let at = source
-                    .position()?
-                    .elements()
-                    .iter()
-                    .find_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
+                let at = position(&source)?;
                 if at.is_some_and(|o| o >= r.to) || at.is_none() {
                     c.source_done();
                 } else {
@@ -384,16 +388,7 @@ fn compare_range(
             // end offsets count batches, and a read-committed position
             // moves past aborted records, so quiet counts too).
             None => {
-                let at = target
-                    .position()?
-                    .elements()
-                    .iter()
-                    .find_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .unwrap_or(target_at)
-                    .max(target_at);
+                let at = position(&target)?.unwrap_or(target_at).max(target_at);
                 let quiet = idle_since.get_or_insert_with(Instant::now).elapsed();
                 if (at >= target_end && quiet > Duration::from_secs(2))
                     || quiet > Duration::from_secs(15)
