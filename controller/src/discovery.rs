@@ -804,6 +804,30 @@ topics = ["orders", "pay.*", "dr.*"]
         }
 
         #[tokio::test]
+        async fn a_source_topic_deleted_while_replicated_releases_its_units_and_keeps_the_remote_topic(
+        ) {
+            let (mut d, rx, source, target) = setup_with(true, "");
+            d.flows[0].discover().await.unwrap();
+            assert_eq!(partitions(&rx), vec![0, 1]);
+            source.topics.lock().unwrap().remove("orders");
+            d.flows[0].discover().await.unwrap();
+            assert!(
+                partitions(&rx).is_empty(),
+                "its units leave the plan (and are released)"
+            );
+            assert_eq!(target.size("us.orders"), Some(2), "the remote topic stays");
+            assert!(
+                !target
+                    .calls
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c.starts_with("delete")),
+                "nothing is deleted on the target"
+            );
+        }
+
+        #[tokio::test]
         async fn remote_topics_get_the_flows_replication_factor() {
             let (mut d, _rx, _source, target) = setup_with(true, "replication_factor = 3\n");
             d.flows[0].discover().await.unwrap();
