@@ -519,26 +519,19 @@ impl BreachCheck {
 #[derive(Default)]
 struct LoadReporter {
     last: BTreeMap<Unit, (u64, Instant)>,
-    /// Each unit's state and error as last reported.
-    shape: BTreeMap<Unit, (&'static str, Option<String>)>,
+    /// The status board's shape as of the last report.
+    shape: Option<u64>,
 }
 
 impl LoadReporter {
-    fn shape_of(status: &StatusBoard) -> BTreeMap<Unit, (&'static str, Option<String>)> {
-        status
-            .snapshot()
-            .into_iter()
-            .map(|(u, s)| (u, (s.state.as_str(), s.error)))
-            .collect()
-    }
-
     /// Whether a unit appeared, went, or changed state since the last report.
     fn changed(&self, status: &StatusBoard) -> bool {
-        Self::shape_of(status) != self.shape
+        self.shape != Some(status.shape())
     }
 
     fn report(&mut self, worker: &str, status: &StatusBoard) -> LoadDoc {
         let now = Instant::now();
+        self.shape = Some(status.shape());
         let snapshot = status.snapshot();
         let mut units = Vec::with_capacity(snapshot.len());
         let mut next = BTreeMap::new();
@@ -559,7 +552,6 @@ impl LoadReporter {
             });
         }
         self.last = next;
-        self.shape = Self::shape_of(status);
         LoadDoc {
             format: FORMAT,
             worker: worker.to_owned(),

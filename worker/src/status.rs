@@ -65,6 +65,8 @@ pub struct StatusBoard {
     acknowledged: Arc<AtomicU64>,
     /// The worker holds a registration on a live lease and is not draining.
     registered: Arc<std::sync::atomic::AtomicBool>,
+    /// See [`StatusBoard::shape`].
+    shape: Arc<AtomicU64>,
 }
 
 /// End-to-end health of a flow, from its heartbeats.
@@ -87,15 +89,31 @@ impl StatusBoard {
     }
 
     pub fn set(&self, unit: &Unit, status: UnitStatus) {
-        self.lock().insert(unit.clone(), status);
+        let mut units = self.lock();
+        let changed = units
+            .get(unit)
+            .is_none_or(|old| old.state != status.state || old.error != status.error);
+        units.insert(unit.clone(), status);
+        if changed {
+            self.shape.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn remove(&self, unit: &Unit) {
-        self.lock().remove(unit);
+        if self.lock().remove(unit).is_some() {
+            self.shape.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn clear_flow(&self, flow: &str) {
         self.lock().retain(|u, _| u.flow != flow);
+        self.shape.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Changes whenever a unit appears, goes, or changes state or error
+    /// (not with progress): what makes a load report urgent.
+    pub fn shape(&self) -> u64 {
+        self.shape.load(Ordering::Relaxed)
     }
 
     pub fn set_health(&self, flow: &str, health: FlowHealth) {
