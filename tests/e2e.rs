@@ -202,7 +202,14 @@ fn an_oversized_record_stops_its_partition_visibly_and_others_go_on() {
         error.contains("(50002 bytes)") && error.contains("raise max.message.bytes"),
         "{error}"
     );
-    // `strait status` shows it and exits non-zero, for scripts and health checks.
+    // `strait status` shows it within a moment (a worker reports a state
+    // change at once, not at its next load report, 10 s later) and exits
+    // non-zero, for scripts and health checks.
+    wait_for(
+        "status shows the failed unit",
+        Duration::from_secs(3),
+        || String::from_utf8_lossy(&strait.cli(&["status"]).stdout).contains("failed"),
+    );
     let out = strait.cli(&["status"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
