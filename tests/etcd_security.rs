@@ -8,7 +8,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::*;
@@ -151,8 +151,10 @@ fn config(sb: &Sandbox, deployment: &str, coordination: &str) -> String {
     support::config(sb, deployment, "no-topic-here", "", "") + "\n[coordination]\n" + coordination
 }
 
-/// `strait run` that is expected to stop at start: its output.
-fn run_to_exit(name: &str, cfg: &str) -> Output {
+/// Runs `strait run` with `cfg`, which must stop it at start: it exits
+/// non-zero within 30 s, saying it cannot reach etcd and `why` (any case).
+/// Returns what it printed.
+fn refused_at_start(name: &str, cfg: &str, why: &str) -> String {
     let d = dir(name);
     let path = d.join("strait.toml");
     std::fs::write(
@@ -160,25 +162,37 @@ fn run_to_exit(name: &str, cfg: &str) -> Output {
         cfg.replace("{metrics}", &format!("127.0.0.1:{}", free_port())),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strait"))
+    let child = Command::new(env!("CARGO_BIN_EXE_strait"))
         .args(["run", "--config", path.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let out = rx.recv().unwrap().unwrap();
             panic!(
                 "strait kept running with a bad coordination config:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().unwrap()
+    };
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("cannot reach etcd"), "{err}");
+    assert!(
+        err.to_lowercase().contains(&why.to_lowercase()),
+        "the error says {why:?}: {err}"
+    );
+    println!("{name}: {}", err.lines().last().unwrap_or_default());
+    err
 }
 
 fn registered(strait: &Strait) -> bool {
@@ -228,16 +242,10 @@ fn etcd_over_tls_with_client_certificates() {
     drop(strait);
 
     // A CA that did not sign the server's certificate.
-    let out = run_to_exit(
+    let err = refused_at_start(
         "tls-wrong-ca",
         &config(&sb, &unique("tls"), &tls("other-ca.crt")),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("cannot reach etcd"), "{err}");
-    assert!(
-        err.to_lowercase().contains("certificate"),
-        "the error names the certificate: {err}"
+        "certificate",
     );
     assert!(!err.contains(key_line));
 
@@ -247,16 +255,10 @@ fn etcd_over_tls_with_client_certificates() {
         etcd.endpoint,
         p("ca.crt")
     );
-    let out = run_to_exit("tls-no-cert", &config(&sb, &unique("tls"), &no_cert));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot reach etcd") && err.contains("client certificate"),
-        "{err}"
-    );
-    println!(
-        "no client certificate: {}",
-        err.lines().last().unwrap_or_default()
+    refused_at_start(
+        "tls-no-cert",
+        &config(&sb, &unique("tls"), &no_cert),
+        "client certificate",
     );
 }
 
@@ -290,12 +292,10 @@ fn an_expired_server_certificate_is_refused_at_start() {
         etcd.endpoint,
         p("ca.crt")
     );
-    let out = run_to_exit("tls-expired", &config(&sb, &unique("expired"), &cfg));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("cannot reach etcd") && err.to_lowercase().contains("expired"),
-        "{err}"
+    refused_at_start(
+        "tls-expired",
+        &config(&sb, &unique("expired"), &cfg),
+        "expired",
     );
 }
 
@@ -342,15 +342,10 @@ fn etcd_with_authentication() {
     );
     drop(strait);
 
-    let out = run_to_exit(
+    let err = refused_at_start(
         "auth-wrong",
         &config(&sb, &unique("auth"), &auth("wrong-password-x")),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("cannot reach etcd") && err.contains("authentication failed"),
-        "{err}"
+        "authentication failed",
     );
     assert!(
         !err.contains("wrong-password-x") && !err.contains(PASSWORD),

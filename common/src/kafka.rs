@@ -47,3 +47,53 @@ pub fn reliable_producer(cluster: &ClusterConfig) -> ClientConfig {
         .set("allow.auto.create.topics", "false");
     c
 }
+
+/// Whether `cluster` holds a record of `topic`/`partition` at `offset` or
+/// after it. For telling a position past a partition's end from an end
+/// offset that counts batches, not records (some brokers'): asking for the
+/// record before a position settles it. Waits at most `wait`.
+pub fn record_exists(
+    cluster: &ClusterConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    wait: std::time::Duration,
+) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    /// The probe's out-of-range answer is an expected outcome, not an
+    /// error to log.
+    struct Quiet;
+    impl rdkafka::ClientContext for Quiet {
+        fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+            tracing::debug!(error = %error, reason, "record probe");
+        }
+    }
+    impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+    if offset < 0 {
+        return false;
+    }
+    let probe: Result<BaseConsumer<Quiet>, _> = manual_consumer(cluster, "strait-record-probe")
+        .set("auto.offset.reset", "error")
+        .create_with_context(Quiet);
+    let Ok(probe) = probe else { return false };
+    let mut tpl = TopicPartitionList::new();
+    if tpl
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .is_err()
+        || probe.assign(&tpl).is_err()
+    {
+        return false;
+    }
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        match probe.poll(std::time::Duration::from_millis(100)) {
+            Some(Ok(m)) => return m.offset() >= offset,
+            Some(Err(_)) => return false,
+            None => {}
+        }
+    }
+    false
+}

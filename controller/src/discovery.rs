@@ -285,7 +285,9 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         // Remote topics of this flow that exist now (created ones are added
         // as they are made).
         for u in &view.units {
-            self.seen_remote.insert(u.remote_topic.clone());
+            if !self.seen_remote.contains(&u.remote_topic) {
+                self.seen_remote.insert(u.remote_topic.clone());
+            }
         }
         for (remote, parts) in &view.create {
             // It existed in an earlier round: deleted on the target while

@@ -272,7 +272,15 @@ fn take_over(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<()> {
         let (low, mut high) = source.fetch_watermarks(&p.topic, p.partition, TIMEOUT)?;
         // An end offset that counts batches (some brokers) can be short of
         // the last record: past it, ask for that record itself.
-        if last >= high && record_exists(&clusters.source, &p.topic, p.partition, last)? {
+        if last >= high
+            && strait_common::kafka::record_exists(
+                &clusters.source,
+                &p.topic,
+                p.partition,
+                last,
+                Duration::from_secs(5),
+            )
+        {
             high = last + 1;
         }
         let strait = strait_at
@@ -318,28 +326,6 @@ fn take_over(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<()> {
         anyhow::bail!("{problems} partition(s) refused");
     }
     Ok(())
-}
-
-/// Whether the source partition holds a record at `offset` (or after it).
-fn record_exists(
-    cluster: &strait_common::config::ClusterConfig,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> anyhow::Result<bool> {
-    let consumer: BaseConsumer = manual_consumer(cluster, "strait-takeover-mm2").create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => return Ok(m.offset() >= offset),
-            Some(Err(_)) => return Ok(false),
-            None => {}
-        }
-    }
-    Ok(false)
 }
 
 fn positions(tpl: TopicPartitionList) -> BTreeMap<(String, i32), i64> {

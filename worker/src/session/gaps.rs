@@ -146,7 +146,15 @@ impl Session<'_> {
             let gap = match classify(position, low, high) {
                 // Some brokers' end offsets count batches: past the end
                 // only if the record before the position is gone too.
-                Gap::Beyond { .. } if self.record_exists(&topic, partition, position - 1) => {
+                Gap::Beyond { .. }
+                    if strait_common::kafka::record_exists(
+                        &self.spec.source,
+                        &topic,
+                        partition,
+                        position - 1,
+                        QUERY,
+                    ) =>
+                {
                     Gap::None
                 }
                 g => g,
@@ -242,50 +250,7 @@ impl Session<'_> {
         }
         Ok(())
     }
-
-    /// Whether the source partition holds a record at `offset` or after it.
-    fn record_exists(&self, topic: &str, partition: i32, offset: i64) -> bool {
-        if offset < 0 {
-            return false;
-        }
-        let probe: Result<BaseConsumer<Quiet>, _> = strait_common::kafka::manual_consumer(
-            &self.spec.source,
-            &self.spec.flow.commit_group(&self.spec.deployment),
-        )
-        .set("auto.offset.reset", "error")
-        .create_with_context(Quiet);
-        let Ok(probe) = probe else { return false };
-        let mut tpl = TopicPartitionList::new();
-        if tpl
-            .add_partition_offset(topic, partition, Offset::Offset(offset))
-            .is_err()
-            || probe.assign(&tpl).is_err()
-        {
-            return false;
-        }
-        let deadline = Instant::now() + QUERY;
-        while Instant::now() < deadline {
-            match probe.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => return m.offset() >= offset,
-                Some(Err(_)) => return false,
-                None => {}
-            }
-        }
-        false
-    }
 }
-
-/// The probe's context: its out-of-range answer is the expected outcome,
-/// not an error to log.
-struct Quiet;
-
-impl rdkafka::ClientContext for Quiet {
-    fn error(&self, error: KafkaError, reason: &str) {
-        debug!(error = %error, reason, "probe");
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 #[cfg(test)]
 mod tests {
