@@ -15,6 +15,15 @@ use support::*;
 
 const PASSWORD: &str = "pw-5e3c-never-logged";
 
+/// The tests here run one at a time: each starts its own etcd on ports
+/// picked free, and two picking the same port at once would meet each
+/// other's etcd.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Etcd {
     child: Child,
     endpoint: String,
@@ -55,10 +64,16 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .expect("etcd (Debian's etcd-server; scripts/deps.sh installs it)");
+        let mut e = Etcd { child, endpoint };
         wait_for("etcd listening", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", client)).is_ok()
         });
-        Etcd { child, endpoint }
+        assert!(
+            e.child.try_wait().unwrap().is_none(),
+            "the etcd started here exited (its port was taken?): {}",
+            std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default()
+        );
+        e
     }
 }
 
@@ -201,6 +216,7 @@ fn registered(strait: &Strait) -> bool {
 
 #[test]
 fn etcd_over_tls_with_client_certificates() {
+    let _serial = serial();
     let sb = sandbox();
     let d = dir("etcd-tls");
     ca(&d, "ca");
@@ -264,15 +280,17 @@ fn etcd_over_tls_with_client_certificates() {
 
 #[test]
 fn an_expired_server_certificate_is_refused_at_start() {
+    let _serial = serial();
     let sb = sandbox();
     let d = dir("etcd-expired");
     ca(&d, "ca");
     signed(&d, "ca", "server", "serverAuth", "0");
-    // Valid for 0 days: expired within a second.
+    // Valid for 0 days: its end is the second it was made. A client checks
+    // validity to the second, so wait until that end is 2 s past.
     wait_for("the certificate expired", Duration::from_secs(10), || {
         !Command::new("openssl")
             .current_dir(&d)
-            .args(["x509", "-in", "server.crt", "-noout", "-checkend", "0"])
+            .args(["x509", "-in", "server.crt", "-noout", "-checkend", "-2"])
             .output()
             .unwrap()
             .status
@@ -301,6 +319,7 @@ fn an_expired_server_certificate_is_refused_at_start() {
 
 #[test]
 fn etcd_with_authentication() {
+    let _serial = serial();
     let sb = sandbox();
     let d = dir("etcd-auth");
     let etcd = Etcd::start(&d, "http", &[]);

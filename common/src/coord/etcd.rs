@@ -126,16 +126,12 @@ impl Etcd {
         // none where etcd wants one) stops strait at start with the reason.
         // An etcd that is only away is retried later, as always.
         // With TLS 1.3 a refused client certificate shows only after the
-        // handshake, so the first errors may be closed connections: ask a
-        // few times, 100 ms apart.
+        // handshake, so the first errors may be closed connections: ask
+        // again, 50 ms apart, for up to the request timeout.
         let mut probe = client.kv_client();
-        for attempt in 0..8 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            match tokio::time::timeout(cfg.request_timeout, probe.get("strait-connect-probe", None))
-                .await
-            {
+        let deadline = tokio::time::Instant::now() + cfg.request_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, probe.get("strait-connect-probe", None)).await {
                 Ok(Err(e)) => {
                     if let Some(why) = permanent_tls_error(&format!("{e:?}")) {
                         anyhow::bail!("etcd {:?}: TLS handshake refused: {why}: {e}", cfg.etcd);
@@ -143,6 +139,10 @@ impl Etcd {
                 }
                 _ => break,
             }
+            if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(Etcd {
             client,
