@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --tests
+# Disk is the limit a CI machine met first (the build and the rolling
+# upgrade's older build); say what there is, so a full disk is plain.
+echo "test: $(df -h --output=avail . | tail -1 | tr -d ' ') free on $(df --output=target . | tail -1)"
 export STRAIT_SANDBOX_DIR="${STRAIT_SANDBOX_DIR:-$PWD/compose/.sandbox}"
 compose/sandbox.sh up >/dev/null
 trap 'compose/sandbox.sh down >/dev/null 2>&1 || true' EXIT
