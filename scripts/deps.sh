@@ -7,8 +7,10 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 need=()
-# protobuf-compiler: etcd-client generates its gRPC code with protoc.
-for pkg in build-essential pkg-config libssl-dev zlib1g-dev protobuf-compiler; do
+# protobuf-compiler: etcd-client generates its gRPC code with protoc;
+# libprotobuf-dev: the well-known types it imports (google/protobuf/*.proto),
+# only a recommendation of protobuf-compiler, so not there without it.
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev protobuf-compiler libprotobuf-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # `--tests`: also what only the tests need. deploy/ checks: promtool and a
