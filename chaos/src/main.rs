@@ -69,10 +69,11 @@ struct Args {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
-    /// Run the fleet's flow exactly-once (`exactly_once = true`). Missing
-    /// records, order and the invariants (`exactly_once` among them) are
-    /// judged as always; duplicates are printed, not judged: tansu hands
-    /// read_committed readers the records of aborted transactions.
+    /// Run the fleet's flow exactly-once (`exactly_once = true`). The
+    /// checker then reads the remote topic's log itself and applies
+    /// read_committed from its transaction markers (tansu hands librdkafka's
+    /// read_committed readers the records of aborted transactions), and a
+    /// duplicate fails the scenario like a missing record.
     #[arg(long)]
     exactly_once: bool,
 }
@@ -161,6 +162,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let load = Load {
         partitions: args.partitions,
         rate: args.rate,
+        exactly_once: args.exactly_once,
     };
     let mut rows = Vec::new();
     for n in 0.. {
@@ -179,7 +181,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
             run_scenario(&mut fleet, &mut rng, scenario, n, &load)
         }))
         .unwrap_or_else(|panic| {
-            let mut row = Row::new(scenario.name);
+            let mut row = Row::new(scenario.name, load.exactly_once);
             let why = panic
                 .downcast_ref::<String>()
                 .cloned()
@@ -207,10 +209,12 @@ fn run(args: Args) -> anyhow::Result<bool> {
 struct Load {
     partitions: i32,
     rate: u32,
+    /// The flow is exactly-once: read committed records, judge duplicates.
+    exactly_once: bool,
 }
 
 fn run_scenario(fleet: &mut Fleet, rng: &mut Rng, s: &Scenario, n: usize, load: &Load) -> Row {
-    let mut row = Row::new(s.name);
+    let mut row = Row::new(s.name, load.exactly_once);
     let topic = format!("chaos-{}-{n}-{}", s.name, std::process::id());
     let remote = format!("src.{topic}");
     let result = (|| -> anyhow::Result<()> {
@@ -223,6 +227,7 @@ fn run_scenario(fleet: &mut Fleet, rng: &mut Rng, s: &Scenario, n: usize, load: 
             load.partitions,
             load.rate,
             s.groups,
+            load.exactly_once,
         )?;
         let mut healed = traffic.healed();
         let body = (|| -> anyhow::Result<()> {

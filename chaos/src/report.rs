@@ -17,10 +17,12 @@ pub struct Row {
     pub breaches: Vec<String>,
     /// Why the scenario could not finish, if it could not.
     pub error: Option<String>,
+    /// An exactly-once run: a duplicate fails it.
+    pub exactly_once: bool,
 }
 
 impl Row {
-    pub fn new(scenario: &'static str) -> Row {
+    pub fn new(scenario: &'static str, exactly_once: bool) -> Row {
         Row {
             scenario,
             faults: "-".into(),
@@ -29,15 +31,21 @@ impl Row {
             moves: None,
             breaches: Vec::new(),
             error: None,
+            exactly_once,
         }
     }
 
-    /// Nothing lost, nothing reordered, no invariant broken, finished.
+    /// Nothing lost, nothing reordered, no invariant broken, finished;
+    /// exactly-once: nothing twice either.
     pub fn passed(&self) -> bool {
         self.error.is_none()
             && self.breaches.is_empty()
             && self.outcome.as_ref().is_some_and(|o| {
-                o.missing == 0 && o.out_of_order == 0 && o.foreign == 0 && o.produced > 0
+                o.missing == 0
+                    && o.out_of_order == 0
+                    && o.foreign == 0
+                    && o.produced > 0
+                    && (!self.exactly_once || o.duplicates == 0)
             })
     }
 
@@ -57,6 +65,12 @@ impl Row {
                 self.checkpoints
             );
         }
+        if let Some(t) = self.outcome.as_ref().and_then(|o| o.transactions) {
+            s += &format!(
+                "; read committed from the log: {} records shown, {} of aborted transactions hidden ({} commit and {} abort markers), {} in open ones",
+                t.shown, t.aborted, t.commit_markers, t.abort_markers, t.open
+            );
+        }
         if let Some(o) = self.outcome.as_ref().filter(|o| o.foreign > 0) {
             s += &format!(
                 "; {} records on the target that were never written",
@@ -70,6 +84,14 @@ impl Row {
             s += &format!("; error: {e}");
         }
         s
+    }
+}
+
+/// Duplicates; with the log reader, also the aborted records it hid.
+fn duplicates(o: &Outcome) -> String {
+    match o.transactions {
+        Some(t) => format!("{} ({} aborted hidden)", o.duplicates, t.aborted),
+        None => o.duplicates.to_string(),
     }
 }
 
@@ -114,7 +136,7 @@ pub fn table(rows: &[Row]) -> String {
             r.faults,
             o.produced,
             o.missing,
-            o.duplicates,
+            duplicates(&o),
             o.out_of_order,
             secs(r.outcome.as_ref().map(|o| o.longest_stall)),
             secs(o.recovery),

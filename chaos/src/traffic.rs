@@ -17,6 +17,7 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use strait_common::formats::Checkpoint;
+use strait_testkit::log::{Committed, LogReader, Tally};
 
 const ACKED: u8 = 1;
 const FAILED: u8 = 2;
@@ -73,6 +74,8 @@ struct Ledger {
     sent: Vec<usize>,
     /// Values on the target that are not this run's records.
     foreign: u64,
+    /// The log reader's count of what it showed and hid, when it read.
+    tally: Option<Tally>,
 }
 
 impl Ledger {
@@ -81,6 +84,7 @@ impl Ledger {
             parts: (0..partitions).map(|_| Part::default()).collect(),
             sent: vec![0; partitions as usize],
             foreign: 0,
+            tally: None,
         }
     }
 
@@ -117,6 +121,7 @@ impl Ledger {
     fn outcome(&self, healed: &Healed) -> Outcome {
         let mut o = Outcome {
             foreign: self.foreign,
+            transactions: self.tally,
             ..Outcome::default()
         };
         for p in &self.parts {
@@ -167,6 +172,9 @@ pub struct Outcome {
     /// From the end of the faults until the last record written before it
     /// was on the target.
     pub recovery: Option<Duration>,
+    /// With the log reader: the records it showed, and those of aborted
+    /// and still open transactions, which it hid.
+    pub transactions: Option<Tally>,
 }
 
 /// The moment faults ended, and what had been written by then.
@@ -213,7 +221,10 @@ impl ProducerContext for Acks {
 
 impl Traffic {
     /// Starts writing `rate` records/s over `partitions` partitions of
-    /// `topic` on `source` and reading `remote` on `target`.
+    /// `topic` on `source` and reading `remote` on `target`: with a
+    /// librdkafka consumer, or (`committed`) with the log reader, which
+    /// applies read_committed from the log's transaction markers.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         source: &str,
         target: &str,
@@ -222,6 +233,7 @@ impl Traffic {
         partitions: i32,
         rate: u32,
         groups: usize,
+        committed: bool,
     ) -> anyhow::Result<Traffic> {
         let ledger = Arc::new(Mutex::new(Ledger::new(partitions)));
         let producer: ThreadedProducer<Acks> = ClientConfig::new()
@@ -251,7 +263,13 @@ impl Traffic {
         let producer =
             std::thread::spawn(move || produce(producer, &t, partitions, rate, &l, &stop));
         let (l, stop) = (ledger.clone(), stop_checking.clone());
-        let checker = std::thread::spawn(move || check(consumer, &l, &stop));
+        let checker = if committed {
+            drop(consumer);
+            let reader = LogReader::new(target, remote, partitions);
+            std::thread::spawn(move || check_log(reader, partitions, &l, &stop))
+        } else {
+            std::thread::spawn(move || check(consumer, &l, &stop))
+        };
         // Application groups reading the source, committing as they go:
         // the checkpoint service translates their positions to the target.
         let apps = (0..groups.max(1))
@@ -489,6 +507,38 @@ fn check(consumer: BaseConsumer, ledger: &Mutex<Ledger>, stop: &AtomicBool) {
             .unwrap()
             .arrived(m.payload(), m.partition(), Instant::now());
     }
+}
+
+/// The checker on the log reader: what read_committed shows, decided from
+/// the markers in the log (tansu does not hide aborted transactions from
+/// librdkafka's read_committed consumers).
+fn check_log(mut reader: LogReader, partitions: i32, ledger: &Mutex<Ledger>, stop: &AtomicBool) {
+    let mut views: Vec<Committed> = (0..partitions).map(|_| Committed::default()).collect();
+    let mut failing = None::<String>;
+    while !stop.load(Ordering::Relaxed) {
+        match reader.fetch() {
+            Ok(batches) => {
+                failing = None;
+                let now = Instant::now();
+                let mut l = ledger.lock().unwrap();
+                for (p, batch) in batches {
+                    for r in views[p as usize].push(p, batch) {
+                        l.arrived(r.value.as_deref(), p, now);
+                    }
+                }
+            }
+            Err(e) => {
+                // The remote topic not there yet, the target away: again.
+                let e = e.to_string();
+                if failing.as_ref() != Some(&e) {
+                    eprintln!("strait-chaos: checker: {e}; retrying");
+                    failing = Some(e);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    ledger.lock().unwrap().tally = Some(Tally::sum(&views));
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! cluster (which has no admin API: create its topics through the mock).
 
 pub mod config;
+pub mod log;
 pub mod process;
 
 use std::collections::BTreeMap;
