@@ -13,7 +13,7 @@ use strait_common::error_event;
 use strait_common::telemetry::ErrorKind;
 
 use crate::link::{FlowSpec, UnitLink};
-use crate::session::{self, SessionError};
+use crate::session::{self, SessionError, Stopped};
 use crate::status::StatusBoard;
 
 /// Runs a flow's data plane until `shutdown` fires, then drains (bounded by
@@ -31,6 +31,7 @@ pub async fn run_flow(
     let spec = Arc::new(spec);
     let flow = spec.flow.name.clone();
     let mut backoff = Backoff::new(spec.worker.restart_backoff, spec.worker.restart_backoff_max);
+    let stopped = Stopped::default();
     loop {
         // No session without a lease to vouch for it (at start, and after
         // fencing until the worker holds a new lease).
@@ -41,8 +42,9 @@ pub async fn run_flow(
             }
         }
         let (s, l, sh, st) = (spec.clone(), link.clone(), shutdown.clone(), status.clone());
+        let stop = stopped.clone();
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || session::run(&s, &l, &sh, &st))
+        let result = tokio::task::spawn_blocking(move || session::run(&s, &l, &sh, &st, &stop))
             .await
             .context("flow session panicked")?;
         match result {
@@ -52,6 +54,11 @@ pub async fn run_flow(
             }
             Err(e @ SessionError::Clients(_)) => {
                 return Err(e).with_context(|| format!("flow {flow}"));
+            }
+            Err(SessionError::RefusedInTransaction(why)) => {
+                // Logged where it was refused; nothing else is wrong, so
+                // the next session starts at once, without that unit.
+                info!(flow = %flow, refused = %why, "exactly-once session ended at a refused record; restarting without its unit");
             }
             Err(SessionError::Fenced) => {
                 // The worker re-acquires its units with a new lease and

@@ -559,6 +559,92 @@ async fn exactly_once_commit_that_times_out_loses_nothing() {
     h.stop().await;
 }
 
+/// A record the target refuses aborts its transaction, so the session ends;
+/// the next one goes on at once with only that partition stopped, and a
+/// pause and resume (the unit leaving the assignment and coming back)
+/// starts it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_a_refused_record_stops_only_its_partition() {
+    let (source, target) = Harness::clusters(2, 50);
+    let mut h = Harness::start(source, target, 2, EXACTLY_ONCE);
+    h.wait_for(
+        "the first records committed",
+        Duration::from_secs(30),
+        |h| committed(&h.source, 2) == [Some(50), Some(50)],
+    )
+    .await;
+    // The next produce request is refused; only partition 1 has records
+    // to send then, so it holds only theirs.
+    h.target.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let only = |p: i32, seqs: std::ops::Range<usize>| {
+        let recs: Vec<Rec> = seqs.map(|i| Rec::seq(p, i)).collect();
+        testkit::produce(&h.source.bootstrap_servers(), TOPIC, &recs);
+    };
+    only(1, 50..60);
+    h.wait_for("partition 1 stopped", Duration::from_secs(30), |h| {
+        h.unit_status(1)
+            .is_some_and(|s| s.state == UnitState::Failed)
+    })
+    .await;
+    let error = h.unit_status(1).unwrap().error.unwrap_or_default();
+    assert!(
+        error.contains("offset 50") && error.contains("refused by the target"),
+        "{error}"
+    );
+    // Partition 0 goes on, in transactions, while partition 1 holds.
+    only(0, 50..100);
+    h.wait_for("partition 0 going on", Duration::from_secs(30), |h| {
+        committed(&h.source, 2)[0] == Some(100)
+    })
+    .await;
+    assert_eq!(
+        committed(&h.source, 2)[1],
+        Some(50),
+        "nothing past the refused record"
+    );
+    assert_eq!(h.unit_status(1).unwrap().state, UnitState::Failed);
+    assert_ne!(h.unit_status(0).unwrap().state, UnitState::Failed);
+    // Paused and resumed: the unit starts again and, the target taking the
+    // records now, catches up.
+    let all: BTreeSet<Unit> = h.units.borrow().units.clone();
+    let without: BTreeSet<Unit> = all
+        .iter()
+        .filter(|u| u.source.partition == 0)
+        .cloned()
+        .collect();
+    h.units.send_replace(Assignment {
+        generation: 2,
+        units: without,
+    });
+    h.wait_for("partition 1 let go", Duration::from_secs(30), |h| {
+        let held = h.held.borrow();
+        held.generation == 2 && held.units.len() == 1
+    })
+    .await;
+    h.units.send_replace(Assignment {
+        generation: 3,
+        units: all,
+    });
+    h.wait_for("partition 1 caught up", Duration::from_secs(30), |h| {
+        committed(&h.source, 2) == [Some(100), Some(60)]
+    })
+    .await;
+    let landed = read_all(&h.target, 2, 160);
+    for (p, n) in [(0, 100), (1, 60)] {
+        let got: BTreeSet<String> = landed
+            .iter()
+            .filter(|(_, r)| r.partition == p)
+            .map(|(_, r)| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned())
+            .collect();
+        let want: BTreeSet<String> = (0..n).map(|i| format!("p{p}-{i}")).collect();
+        assert_eq!(got, want, "partition {p}: every record, nothing else");
+    }
+    h.stop().await;
+}
+
 /// Retention on the source: the mock cluster keeps at most 5 MB per
 /// partition, so records of 700 kB, one batch each, push its log start
 /// forward. Returns the partition's (low, high) watermarks afterwards.

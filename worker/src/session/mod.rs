@@ -13,9 +13,9 @@
 //! commits in `commits`, back-pressure in `pressure`, reporting in `report`;
 //! what a unit may commit is decided by [`crate::progress::UnitProgress`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
@@ -74,6 +74,11 @@ pub enum SessionError {
     Fatal(String),
     #[error("transaction failed: {0}")]
     Transaction(KafkaError),
+    /// An exactly-once flow's transaction held a record the target refused
+    /// for good: the transaction is aborted, and the record's unit stays
+    /// stopped (in [`Stopped`]) while the next session goes on without it.
+    #[error("{0}")]
+    RefusedInTransaction(String),
     #[error("offset sync not written: {0}")]
     OffsetSync(KafkaError),
     /// The worker's lease could not be renewed in time: its units may
@@ -81,6 +86,30 @@ pub enum SessionError {
     /// committed.
     #[error("fenced: the coordination lease was not renewed in time")]
     Fenced,
+}
+
+/// Units of an exactly-once flow stopped at a record the target refused,
+/// with the reason, kept across the flow's sessions: the refusal aborted
+/// the transaction, and so ended the session, but only the unit stays
+/// stopped. A unit leaves when it leaves the assignment (a pause and resume
+/// through the API starts it again), as an at-least-once unit stopped at a
+/// refused record does.
+#[derive(Clone, Default)]
+pub struct Stopped(Arc<Mutex<BTreeMap<Unit, String>>>);
+
+impl Stopped {
+    fn get(&self, u: &Unit) -> Option<String> {
+        self.0.lock().unwrap().get(u).cloned()
+    }
+
+    fn insert(&self, u: Unit, reason: String) {
+        self.0.lock().unwrap().insert(u, reason);
+    }
+
+    /// Forgets the units that are no longer wanted.
+    fn retain(&self, wanted: &BTreeSet<Unit>) {
+        self.0.lock().unwrap().retain(|u, _| wanted.contains(u));
+    }
 }
 
 struct UnitSlot {
@@ -150,6 +179,8 @@ struct Session<'a> {
     clean: BTreeSet<Unit>,
     /// Set when the flow is exactly-once.
     txn: Option<txn::Txn>,
+    /// Exactly-once units stopped at a refused record.
+    stopped: Stopped,
 }
 
 /// Runs one session until shutdown (Ok) or an error (Err).
@@ -158,6 +189,7 @@ pub fn run(
     link: &UnitLink,
     shutdown: &CancellationToken,
     status: &StatusBoard,
+    stopped: &Stopped,
 ) -> Result<(), SessionError> {
     let mut units_rx = link.units.clone();
     units_rx.mark_changed();
@@ -222,6 +254,7 @@ pub fn run(
         wanted: Assignment::default(),
         clean: BTreeSet::new(),
         txn,
+        stopped: stopped.clone(),
     };
     let result = s.run_loop(&consumer, &mut units_rx, shutdown);
     if let Err(SessionError::Fenced) = &result {
@@ -327,6 +360,7 @@ impl Session<'_> {
     /// are no longer wanted (stop fetching, wait for the target, commit, go).
     fn reconcile(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
         let wanted = &self.wanted.units;
+        self.stopped.retain(wanted);
         let owned: BTreeSet<&Unit> = self.units.values().map(|u| &u.unit).collect();
         let added: Vec<Unit> = wanted
             .iter()
@@ -365,7 +399,16 @@ impl Session<'_> {
                 self.next_id += 1;
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(&u.source.topic, u.source.partition);
-                info!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, remote = %u.remote_topic, "unit started");
+                let stopped = self.stopped.get(&u);
+                match &stopped {
+                    None => {
+                        info!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, remote = %u.remote_topic, "unit started")
+                    }
+                    Some(why) => {
+                        warn!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, reason = %why,
+                        "unit held stopped at a record the target refused; pause and resume it once the target takes it")
+                    }
+                }
                 self.index
                     .entry(u.source.topic.clone())
                     .or_default()
@@ -377,8 +420,11 @@ impl Session<'_> {
                         remote: Arc::from(u.remote_topic.as_str()),
                         unit: u,
                         tpl,
-                        state: UnitState::Running,
-                        error: None,
+                        state: match stopped {
+                            Some(_) => UnitState::Failed,
+                            None => UnitState::Running,
+                        },
+                        error: stopped,
                         progress: UnitProgress::new(self.spec.flow.offset_lag_max),
                         over_limit: Hysteresis::default(),
                         fetch_paused: false,
@@ -390,6 +436,7 @@ impl Session<'_> {
                         lost: 0,
                     },
                 );
+                self.apply_pause(consumer, id); // fetches nothing if stopped
             }
         }
         for id in removed {

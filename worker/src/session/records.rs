@@ -143,10 +143,12 @@ impl Session<'_> {
         }
     }
 
-    /// With exactly-once a refused record cannot be stepped over: the
-    /// transaction it is in cannot commit without it. The session ends (the
-    /// transaction aborts) and restarts with backoff, so the flow holds at
-    /// that record, loudly, until the remedy is applied.
+    /// With exactly-once a refused record cannot be stepped over, and the
+    /// transaction it is in cannot commit (librdkafka makes a failed
+    /// delivery abort it). The session ends, its transaction aborts, and the
+    /// next session starts at once with this unit stopped at the record
+    /// (state `failed`, the reason in its error) and the others going on
+    /// from their last transaction.
     pub(super) fn refused_in_transaction(
         &self,
         id: u64,
@@ -158,8 +160,21 @@ impl Session<'_> {
         let remedy = errors::remedy(&e).unwrap_or("");
         error_event!(error, self.spec.flow.name, ErrorKind::of(&e), topic = %u.unit.source.topic,
             partition = u.unit.source.partition, offset = offset.0, bytes, error = %e, remedy,
-            "record refused by the target; an exactly-once flow cannot commit past it and restarts");
-        SessionError::Delivery(e)
+            "unit stopped: record refused by the target; the open transaction aborts and the flow goes on without the unit");
+        let remedy = if remedy.is_empty() {
+            String::new()
+        } else {
+            format!("; {remedy}")
+        };
+        let reason = format!(
+            "record at offset {} ({bytes} bytes) refused by the target: {e}{remedy}",
+            offset.0
+        );
+        self.stopped.insert(u.unit.clone(), reason.clone());
+        SessionError::RefusedInTransaction(format!(
+            "{}/{}: {reason}",
+            u.unit.source.topic, u.unit.source.partition
+        ))
     }
 
     pub(super) fn wait_acks(
