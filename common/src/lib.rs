@@ -9,6 +9,7 @@ pub mod formats;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
+pub mod native;
 pub mod policy;
 pub mod syncs;
 pub mod telemetry;

@@ -135,7 +135,7 @@ pub fn describe() {
     describe_counter!(
         SOURCE_RESETS,
         Unit::Count,
-        "partitions whose position no longer existed on the source (topic deleted and re-created, or truncated), by flow"
+        "partitions whose position no longer existed on the source, or was committed in another incarnation of the topic (topic deleted and re-created, or truncated), by flow"
     );
     describe_histogram!(
         REPLICATION_LATENCY,

@@ -5,13 +5,14 @@
 //! released by a guard, on every path; nothing librdkafka owns escapes.
 //! Blocking: call these from a blocking thread.
 
-use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
 use std::time::Duration;
 
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
-use thiserror::Error;
+
+pub use strait_common::native::AdminError;
+use strait_common::native::{check, cstring, request, text, Guard};
 
 mod groups;
 pub use groups::{
@@ -25,101 +26,6 @@ pub enum ConfigOp {
     Set(String, String),
     /// Back to the broker's default.
     Delete(String),
-}
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum AdminError {
-    #[error("invalid name or value (contains NUL): {0}")]
-    Nul(String),
-    #[error("config {name}: {message}")]
-    Rejected { name: String, message: String },
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("{0}")]
-    Failed(String),
-}
-
-struct Guard<T>(*mut T, unsafe extern "C" fn(*mut T));
-
-impl<T> Drop for Guard<T> {
-    fn drop(&mut self) {
-        if !self.0.is_null() {
-            // SAFETY: the pointer came from the matching librdkafka
-            // constructor and is released exactly once, here.
-            unsafe { (self.1)(self.0) }
-        }
-    }
-}
-
-fn cstring(s: &str) -> Result<CString, AdminError> {
-    CString::new(s).map_err(|_| AdminError::Nul(s.to_owned()))
-}
-
-/// # Safety
-/// `p` is null or a NUL-terminated string that outlives the call.
-unsafe fn text(p: *const c_char) -> String {
-    if p.is_null() {
-        String::new()
-    } else {
-        CStr::from_ptr(p).to_string_lossy().into_owned()
-    }
-}
-
-type Event = Guard<rd::rd_kafka_event_t>;
-
-/// Issues one admin request on a private queue and waits for its result
-/// event: `issue` gets the handle, the options (with `timeout`) and the
-/// queue. Returns the event, already checked for a request-level error.
-///
-/// # Safety
-/// `issue` must pass the given pointers to one librdkafka admin call.
-unsafe fn request<C: ClientContext>(
-    client: &Client<C>,
-    op: rd::rd_kafka_admin_op_t,
-    timeout: Duration,
-    issue: impl FnOnce(*mut rd::rd_kafka_t, *mut rd::rd_kafka_AdminOptions_t, *mut rd::rd_kafka_queue_t),
-) -> Result<Event, AdminError> {
-    let rk = client.native_ptr();
-    let options = Guard(
-        rd::rd_kafka_AdminOptions_new(rk, op),
-        rd::rd_kafka_AdminOptions_destroy,
-    );
-    let mut errstr = [0 as c_char; 256];
-    rd::rd_kafka_AdminOptions_set_request_timeout(
-        options.0,
-        timeout.as_millis().min(i32::MAX as u128) as i32,
-        errstr.as_mut_ptr(),
-        errstr.len(),
-    );
-    let queue = Guard(rd::rd_kafka_queue_new(rk), rd::rd_kafka_queue_destroy);
-    issue(rk, options.0, queue.0);
-    let wait = timeout + Duration::from_secs(1);
-    let event = Guard(
-        rd::rd_kafka_queue_poll(queue.0, wait.as_millis().min(i32::MAX as u128) as i32),
-        rd::rd_kafka_event_destroy,
-    );
-    if event.0.is_null() {
-        return Err(AdminError::Timeout(wait));
-    }
-    if rd::rd_kafka_event_error(event.0) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Err(AdminError::Failed(text(rd::rd_kafka_event_error_string(
-            event.0,
-        ))));
-    }
-    Ok(event)
-}
-
-/// # Safety
-/// `err` is null or a librdkafka error that outlives the call.
-unsafe fn check(err: *const rd::rd_kafka_error_t, what: &str) -> Result<(), AdminError> {
-    if err.is_null() {
-        Ok(())
-    } else {
-        Err(AdminError::Rejected {
-            name: what.to_owned(),
-            message: text(rd::rd_kafka_error_string(err)),
-        })
-    }
 }
 
 /// Applies `ops` to `topic` with IncrementalAlterConfigs: only the named
