@@ -74,3 +74,48 @@ fn transaction_markers_leave_gaps_that_are_not_losses() {
         None
     );
 }
+
+/// What tells a re-created topic from the one a unit's progress was made
+/// in, when it has grown past that progress: tansu names every topic by an
+/// id, and a topic deleted and created again under the same name gets
+/// another. (The data plane's use of it, commits naming their topic id, is
+/// tested on the mock cluster: tansu drops commit metadata.)
+#[test]
+fn a_recreated_topic_has_another_id() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+
+    let sb = sandbox();
+    let topic = unique("topicid");
+    let missing = unique("topicid-missing");
+    create_topic(&sb.source, &topic, 1);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &sb.source)
+        .create()
+        .unwrap();
+    let ids =
+        || strait_common::native::topic_ids(admin.inner(), &[&topic, &missing], MINUTE).unwrap();
+    let first = ids();
+    assert_eq!(
+        first.len(),
+        1,
+        "an id for the topic, none for a missing one: {first:?}"
+    );
+    assert_eq!(ids(), first, "the same topic, the same id");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deleted = rt
+        .block_on(admin.delete_topics(&[&topic], &AdminOptions::new()))
+        .unwrap();
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    wait_for("the topic gone", MINUTE, || ids().is_empty());
+    create_topic(&sb.source, &topic, 1);
+    wait_for("the topic back", MINUTE, || !ids().is_empty());
+    assert_ne!(
+        ids()[&topic],
+        first[&topic],
+        "a re-created topic has a new id"
+    );
+}

@@ -292,6 +292,17 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
 /// Commits `positions` ((partition, next offset)) for `group` on `topic`,
 /// as an application that read that far would.
 pub fn commit_group(bootstrap: &str, group: &str, topic: &str, positions: &[(i32, i64)]) {
+    commit_group_noting(bootstrap, group, topic, positions, "");
+}
+
+/// [`commit_group`] with each commit's metadata set to `metadata`.
+pub fn commit_group_noting(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    positions: &[(i32, i64)],
+    metadata: &str,
+) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -302,8 +313,30 @@ pub fn commit_group(bootstrap: &str, group: &str, topic: &str, positions: &[(i32
     for &(p, o) in positions {
         tpl.add_partition_offset(topic, p, Offset::Offset(o))
             .unwrap();
+        if let Some(mut e) = tpl.find_partition(topic, p) {
+            e.set_metadata(metadata);
+        }
     }
     c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
+}
+
+/// The metadata of `group`'s commit for `topic`/`partition`, if any.
+pub fn committed_metadata(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> Option<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    let e = got.find_partition(topic, partition)?;
+    matches!(e.offset(), Offset::Offset(_)).then(|| e.metadata().to_owned())
 }
 
 /// Checks records made by [`Rec::seq`] for completeness and order: every

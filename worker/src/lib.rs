@@ -25,6 +25,6 @@ mod session;
 pub use clients::fence as fence_writer;
 pub use flow::run_flow;
 pub use heartbeat::run_heartbeats;
-pub use link::{Assignment, FlowSpec, Held, UnitLink};
+pub use link::{Assignment, FlowSpec, Held, TopicIds, UnitLink};
 pub use session::SessionError;
 pub use status::{FlowHealth, StatusBoard, UnitState, UnitStatus};

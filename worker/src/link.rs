@@ -2,7 +2,7 @@
 //! flow's spec, the assignment it is told to follow, what it reports it
 //! holds, and the fence that stops it writing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -24,6 +24,20 @@ pub struct FlowSpec {
     pub per_partition_metrics: bool,
     /// The worker's id: with exactly-once, part of its transactional id.
     pub worker_id: String,
+    /// Where the data plane learns the source topics' ids.
+    pub topic_ids: TopicIds,
+}
+
+/// Where a flow's data plane learns the ids of its source topics (which
+/// tell a re-created topic from the one its progress was made in).
+#[derive(Debug, Clone, Default)]
+pub enum TopicIds {
+    /// Asked of the source cluster (DescribeTopics).
+    #[default]
+    Source,
+    /// Given: for a source that cannot answer DescribeTopics (librdkafka's
+    /// mock cluster names no controller, which admin requests need).
+    Fixed(BTreeMap<String, String>),
 }
 
 impl FlowSpec {
@@ -37,8 +51,15 @@ impl FlowSpec {
             worker: config.worker.clone(),
             per_partition_metrics: config.metrics.per_partition,
             worker_id: "local".to_owned(),
+            topic_ids: TopicIds::Source,
             flow,
         }
+    }
+
+    /// The same, with the source topics' ids given rather than asked for.
+    pub fn with_topic_ids(mut self, ids: BTreeMap<String, String>) -> Self {
+        self.topic_ids = TopicIds::Fixed(ids);
+        self
     }
 
     /// The same, run by the worker `id`.

@@ -95,6 +95,17 @@ impl Harness {
     }
 
     fn start(source: Mock, target: Mock, partitions: i32, extra: &str) -> Harness {
+        Harness::start_spec(source, target, partitions, extra, |s| s)
+    }
+
+    /// [`Harness::start`] with the flow's spec changed by `spec`.
+    fn start_spec(
+        source: Mock,
+        target: Mock,
+        partitions: i32,
+        extra: &str,
+        spec: impl FnOnce(FlowSpec) -> FlowSpec,
+    ) -> Harness {
         let text = ConfigBuilder::new(
             DEPLOYMENT,
             &source.bootstrap_servers(),
@@ -129,7 +140,7 @@ impl Harness {
         let status = StatusBoard::default();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run_flow(
-            FlowSpec::new(&config, flow),
+            spec(FlowSpec::new(&config, flow)),
             link,
             status.clone(),
             shutdown.clone(),
@@ -642,6 +653,105 @@ async fn exactly_once_a_refused_record_stops_only_its_partition() {
         let want: BTreeSet<String> = (0..n).map(|i| format!("p{p}-{i}")).collect();
         assert_eq!(got, want, "partition {p}: every record, nothing else");
     }
+    h.stop().await;
+}
+
+/// The source topic's id, as the flow is told it: the mock cluster answers
+/// no DescribeTopics (it names no controller), so the tests give it; that
+/// tansu answers with ids, new ones for a re-created topic, is shown in
+/// tests/source_gaps.rs.
+const TOPIC_ID: &str = "zJb1xTqTR9G1Ux0Qm2m0uA";
+
+fn with_id(spec: FlowSpec) -> FlowSpec {
+    spec.with_topic_ids([(TOPIC.to_owned(), TOPIC_ID.to_owned())].into())
+}
+
+/// A re-created topic that has already grown past strait's position is in
+/// range, so positions cannot tell: the topic id can. The mock cluster
+/// cannot delete a topic, so the commit names another id, as one made
+/// before the topic was re-created would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_made_in_another_incarnation_of_the_topic_restarts_it_from_its_beginning() {
+    let (source, target) = Harness::clusters(1, 100);
+    testkit::commit_group_noting(
+        &source.bootstrap_servers(),
+        GROUP,
+        TOPIC,
+        &[(0, 60)],
+        "topic_id=AAAAAAAAAAAAAAAAAAAAAQ",
+    );
+    let mut h = Harness::start_spec(source, target, 1, "", with_id);
+    let landed = read_all(&h.target, 1, 100);
+    assert_eq!(landed.len(), 100, "the new topic, from its beginning");
+    testkit::check_sequences(&records(&landed), 1, 100);
+    let error = h.unit_status(0).unwrap().error.unwrap_or_default();
+    assert!(
+        error.contains("the topic was re-created") && error.contains("from its beginning"),
+        "{error}"
+    );
+    // Its commits name the new incarnation.
+    h.wait_for("progress at the end", Duration::from_secs(20), |h| {
+        committed(&h.source, 1) == vec![Some(100)]
+    })
+    .await;
+    assert_eq!(
+        testkit::committed_metadata(&h.source.bootstrap_servers(), GROUP, TOPIC, 0),
+        Some(format!("topic_id={TOPIC_ID}"))
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_of_the_same_incarnation_resumes_and_of_another_stops_when_configured() {
+    // Partition positions of the topic as it is: resumed from 60.
+    let (source, target) = Harness::clusters(1, 100);
+    let bootstrap = source.bootstrap_servers();
+    testkit::commit_group_noting(
+        &bootstrap,
+        GROUP,
+        TOPIC,
+        &[(0, 60)],
+        &format!("topic_id={TOPIC_ID}"),
+    );
+    let mut h = Harness::start_spec(source, target, 1, "on_source_gap = \"stop\"", with_id);
+    let landed = read_all(&h.target, 1, 40);
+    assert_eq!(
+        records(&landed)[0].value,
+        Rec::seq(0, 60).value,
+        "resumed at 60"
+    );
+    h.wait_for("progress at the end", Duration::from_secs(20), |h| {
+        committed(&h.source, 1) == vec![Some(100)]
+    })
+    .await;
+    assert_eq!(h.unit_status(0).unwrap().state, UnitState::Running);
+    h.stop().await;
+
+    // Another incarnation's commit, with "stop": the unit starts stopped.
+    let (source, target) = Harness::clusters(1, 100);
+    testkit::commit_group_noting(
+        &source.bootstrap_servers(),
+        GROUP,
+        TOPIC,
+        &[(0, 60)],
+        "topic_id=AAAAAAAAAAAAAAAAAAAAAQ",
+    );
+    let mut h = Harness::start_spec(source, target, 1, "on_source_gap = \"stop\"", with_id);
+    h.wait_for("the unit stopped", Duration::from_secs(20), |h| {
+        h.unit_status(0)
+            .is_some_and(|s| s.state == UnitState::Failed)
+    })
+    .await;
+    let error = h.unit_status(0).unwrap().error.unwrap_or_default();
+    assert!(
+        error.contains("stopped (on_source_gap = \"stop\")"),
+        "{error}"
+    );
+    assert_eq!(
+        committed(&h.source, 1),
+        vec![Some(60)],
+        "the position is kept"
+    );
     h.stop().await;
 }
 

@@ -100,6 +100,12 @@ impl Session<'_> {
                 )
                 .is_ok()
             {
+                if let (Some(topic_id), Some(mut e)) = (
+                    &u.incarnation,
+                    tpl.find_partition(&u.unit.source.topic, u.unit.source.partition),
+                ) {
+                    e.set_metadata(incarnation_metadata(topic_id));
+                }
                 moved.push((*id, pos));
             }
         }

@@ -17,17 +17,84 @@
 //!   (`strait_source_resets_total`) and logged; `continue` replicates the new
 //!   incarnation from its beginning, `stop` stops the unit.
 //!
+//! - a topic re-created that has already grown past the position is in
+//!   range, so positions cannot tell; its topic id can. Every commit names
+//!   the topic id it was made in (the offset's metadata, `topic_id=...`), and
+//!   a unit starting where the committed id differs from the topic's id now
+//!   is a re-created topic: counted and logged like the case above, then
+//!   replicated from its beginning or stopped. Brokers that give no topic
+//!   ids, or drop commit metadata (tansu does), leave the positions only.
+//!
 //! Offset gaps inside the log (compaction, transaction markers, aborted
 //! transactions) are not out of range and never come here: the next record
 //! simply has a higher offset.
 
-use strait_common::config::OnSourceGap;
 use strait_common::config::StartAt;
 
 use super::*;
 
 /// How long a watermark query or a probe may take.
 const QUERY: Duration = Duration::from_secs(5);
+
+/// Where a unit starts: the position, and the topic id the commit it came
+/// from was made in, if it named one.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Start {
+    pub at: Offset,
+    pub incarnation: Option<String>,
+}
+
+impl Start {
+    /// Not resolved yet: the source group's committed position, else `start`.
+    pub fn stored() -> Start {
+        Start {
+            at: Offset::Stored,
+            incarnation: None,
+        }
+    }
+
+    /// A committed `offset` with the commit's `metadata`.
+    pub fn committed(offset: i64, metadata: &str) -> Start {
+        Start {
+            at: Offset::Offset(offset),
+            incarnation: metadata
+                .strip_prefix(INCARNATION)
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned),
+        }
+    }
+}
+
+const INCARNATION: &str = "topic_id=";
+
+/// A commit's metadata naming the topic id it was made in.
+pub(super) fn incarnation_metadata(topic_id: &str) -> String {
+    format!("{INCARNATION}{topic_id}")
+}
+
+/// The source topics' ids now (empty where the broker gives none; a failed
+/// query is logged and leaves the check to the positions).
+pub(super) fn topic_ids(
+    spec: &FlowSpec,
+    consumer: &Consumer,
+    topics: &[&str],
+) -> BTreeMap<String, String> {
+    let flow = &spec.flow.name;
+    if let crate::link::TopicIds::Fixed(ids) = &spec.topic_ids {
+        return ids
+            .iter()
+            .filter(|(t, _)| topics.contains(&t.as_str()))
+            .map(|(t, id)| (t.clone(), id.clone()))
+            .collect();
+    }
+    match strait_common::native::topic_ids(consumer.client(), topics, QUERY) {
+        Ok(ids) => ids,
+        Err(e) => {
+            warn!(flow = %flow, error = %e, "source topic ids unknown; a re-created topic is told by its positions only");
+            BTreeMap::new()
+        }
+    }
+}
 
 /// What a fetch position means against the source's log.
 #[derive(Debug, PartialEq, Eq)]
@@ -84,11 +151,11 @@ impl Session<'_> {
         &self,
         consumer: &Consumer,
         added: &[Unit],
-        starts: Vec<Offset>,
-    ) -> Result<Vec<Offset>, SessionError> {
+        starts: Vec<Start>,
+    ) -> Result<Vec<Start>, SessionError> {
         let mut tpl = TopicPartitionList::new();
-        for (u, at) in added.iter().zip(&starts) {
-            if *at == Offset::Stored {
+        for (u, s) in added.iter().zip(&starts) {
+            if s.at == Offset::Stored {
                 tpl.add_partition(&u.source.topic, u.source.partition);
             }
         }
@@ -106,17 +173,74 @@ impl Session<'_> {
         Ok(added
             .iter()
             .zip(starts)
-            .map(|(u, at)| match at {
-                Offset::Stored => match committed
-                    .find_partition(&u.source.topic, u.source.partition)
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(o)) if o >= 0 => Offset::Offset(o),
-                    _ => fallback,
-                },
-                other => other,
+            .map(|(u, s)| match s.at {
+                Offset::Stored => {
+                    match committed.find_partition(&u.source.topic, u.source.partition) {
+                        Some(e) => match e.offset() {
+                            Offset::Offset(o) if o >= 0 => Start::committed(o, e.metadata()),
+                            _ => Start {
+                                at: fallback,
+                                incarnation: None,
+                            },
+                        },
+                        None => Start {
+                            at: fallback,
+                            incarnation: None,
+                        },
+                    }
+                }
+                _ => s,
             })
             .collect())
+    }
+
+    /// Starts committed in another incarnation of their topic (its id then
+    /// differs from its id now): the topic was deleted and re-created.
+    /// Counted and logged; with `on_source_gap = "continue"` the start
+    /// becomes the new topic's beginning, with `"stop"` the unit is named in
+    /// the result, with why, to start stopped. Either way the unit's error
+    /// says what happened.
+    pub(super) fn check_incarnations(
+        &self,
+        added: &[Unit],
+        starts: &mut [Start],
+        ids: &BTreeMap<String, String>,
+    ) -> BTreeMap<Unit, String> {
+        let flow = &self.spec.flow.name;
+        let mut notes = BTreeMap::new();
+        for (u, s) in added.iter().zip(starts.iter_mut()) {
+            let (Offset::Offset(position), Some(was), Some(now)) =
+                (s.at, s.incarnation.as_deref(), ids.get(&u.source.topic))
+            else {
+                continue;
+            };
+            if was == now {
+                continue;
+            }
+            let (topic, partition) = (&u.source.topic, u.source.partition);
+            metrics::counter!(m::SOURCE_RESETS, "flow" => flow.clone()).increment(1);
+            error_event!(error, flow, ErrorKind::SourceGap, topic = %topic, partition, position, committed_topic_id = was, topic_id = %now,
+                "the topic's id changed since the last commit: it was deleted and re-created; its old position does not apply");
+            let what = format!(
+                "topic id {now} differs from {was}, the one position {position} was committed in: the topic was re-created"
+            );
+            match self.spec.flow.on_source_gap {
+                OnSourceGap::Continue => {
+                    s.at = Offset::Beginning;
+                    notes.insert(
+                        u.clone(),
+                        format!("{what}; replicating it from its beginning"),
+                    );
+                }
+                OnSourceGap::Stop => {
+                    notes.insert(
+                        u.clone(),
+                        format!("{what}; stopped (on_source_gap = \"stop\")"),
+                    );
+                }
+            }
+        }
+        notes
     }
 
     /// librdkafka reported a fetch position out of range: finds the units
@@ -224,8 +348,11 @@ impl Session<'_> {
         let flow = self.spec.flow.name.clone();
         let policy = self.spec.flow.on_source_gap;
         let offset_lag_max = self.spec.flow.offset_lag_max;
+        let topic = self.units[&id].unit.source.topic.clone();
+        // The new incarnation's id, for the commits made from here on.
+        let incarnation = topic_ids(self.spec, consumer, &[&topic]).remove(&topic);
         let u = self.units.get_mut(&id).expect("listed");
-        let (topic, partition) = (u.unit.source.topic.clone(), u.unit.source.partition);
+        let partition = u.unit.source.partition;
         metrics::counter!(m::SOURCE_RESETS, "flow" => flow.clone()).increment(1);
         error_event!(error, flow, ErrorKind::SourceGap, topic = %topic, partition, position, end = high,
             "the source no longer has this position: the topic was deleted and re-created, or truncated");
@@ -238,6 +365,7 @@ impl Session<'_> {
             u.error = Some(format!("{what}; replicating it from its beginning"));
             u.progress = UnitProgress::new(offset_lag_max);
             u.start_at = None;
+            u.incarnation = incarnation;
             reposition(consumer, &topic, partition, Offset::Beginning)?;
         } else {
             let why = match policy {

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use strait_common::config::OnRefused;
+use strait_common::config::{OnRefused, OnSourceGap};
 use strait_common::coord::lease::Fence;
 use strait_common::error_event;
 use strait_common::formats::OffsetSync;
@@ -47,6 +47,7 @@ use strait_common::syncs::Sync;
 
 mod commits;
 mod gaps;
+use gaps::{incarnation_metadata, Start};
 mod pressure;
 mod records;
 mod report;
@@ -129,6 +130,8 @@ struct UnitSlot {
     start_at: Option<i64>,
     /// Records lost on the source while this session held the unit.
     lost: u64,
+    /// The source topic's id when the unit started (named in its commits).
+    incarnation: Option<String>,
 }
 
 /// Handles of the per-record metrics, resolved once per session so the hot
@@ -378,13 +381,17 @@ impl Session<'_> {
             // With exactly-once, from the progress on the target.
             let starts = match self.txn {
                 Some(_) => self.eos_start_positions(&added)?,
-                None => vec![Offset::Stored; added.len()],
+                None => vec![Start::stored(); added.len()],
             };
             // Offset::Stored: the committed position, else the flow's `start`.
-            let starts = self.resolve_starts(consumer, &added, starts)?;
+            let mut starts = self.resolve_starts(consumer, &added, starts)?;
+            let topics: BTreeSet<&str> = added.iter().map(|u| u.source.topic.as_str()).collect();
+            let topics: Vec<&str> = topics.into_iter().collect();
+            let ids = gaps::topic_ids(self.spec, consumer, &topics);
+            let mut recreated = self.check_incarnations(&added, &mut starts, &ids);
             let mut tpl = TopicPartitionList::new();
-            for (u, at) in added.iter().zip(&starts) {
-                tpl.add_partition_offset(&u.source.topic, u.source.partition, *at)
+            for (u, s) in added.iter().zip(&starts) {
+                tpl.add_partition_offset(&u.source.topic, u.source.partition, s.at)
                     .map_err(SessionError::Assign)?;
             }
             consumer
@@ -394,12 +401,20 @@ impl Session<'_> {
             // assign: a unit released (paused) and given back would never
             // fetch again without this.
             consumer.resume(&tpl).map_err(SessionError::Assign)?;
-            for (u, at) in added.into_iter().zip(starts) {
+            for (u, start) in added.into_iter().zip(starts) {
+                let at = start.at;
+                let note = recreated.remove(&u);
+                let stop_recreated =
+                    note.is_some() && self.spec.flow.on_source_gap == OnSourceGap::Stop;
+                let incarnation = ids.get(&u.source.topic).cloned();
                 let id = self.next_id;
                 self.next_id += 1;
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(&u.source.topic, u.source.partition);
-                let stopped = self.stopped.get(&u);
+                let stopped = self
+                    .stopped
+                    .get(&u)
+                    .or_else(|| note.clone().filter(|_| stop_recreated));
                 match &stopped {
                     None => {
                         info!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, remote = %u.remote_topic, "unit started")
@@ -424,7 +439,7 @@ impl Session<'_> {
                             Some(_) => UnitState::Failed,
                             None => UnitState::Running,
                         },
-                        error: stopped,
+                        error: stopped.or(note),
                         progress: UnitProgress::new(self.spec.flow.offset_lag_max),
                         over_limit: Hysteresis::default(),
                         fetch_paused: false,
@@ -434,6 +449,7 @@ impl Session<'_> {
                             _ => None,
                         },
                         lost: 0,
+                        incarnation,
                     },
                 );
                 self.apply_pause(consumer, id); // fetches nothing if stopped

@@ -52,12 +52,13 @@ impl Txn {
         })
     }
 
-    /// The positions committed on the target for `remote` partitions.
+    /// The positions committed on the target for `remote` partitions, with
+    /// the topic id each names.
     fn committed(
         &self,
         remote: &[(Arc<str>, i32)],
         timeout: Duration,
-    ) -> Result<HashMap<(String, i32), i64>, SessionError> {
+    ) -> Result<HashMap<(String, i32), Start>, SessionError> {
         let mut tpl = TopicPartitionList::new();
         for (topic, p) in remote {
             tpl.add_partition(topic, *p);
@@ -70,7 +71,10 @@ impl Txn {
             .elements()
             .iter()
             .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                Offset::Offset(o) => Some((
+                    (e.topic().to_owned(), e.partition()),
+                    Start::committed(o, e.metadata()),
+                )),
                 _ => None,
             })
             .collect())
@@ -91,7 +95,7 @@ impl Session<'_> {
     /// last transaction committed on the target. With none there yet (a
     /// flow switched from at-least-once, or a new unit) the same as
     /// at-least-once: the source group's position, else the flow's `start`.
-    pub(super) fn eos_start_positions(&self, added: &[Unit]) -> Result<Vec<Offset>, SessionError> {
+    pub(super) fn eos_start_positions(&self, added: &[Unit]) -> Result<Vec<Start>, SessionError> {
         let txn = self.txn.as_ref().expect("exactly-once session");
         let remote: Vec<(Arc<str>, i32)> = added
             .iter()
@@ -102,7 +106,8 @@ impl Session<'_> {
             .iter()
             .map(|u| {
                 seen.get(&(u.remote_topic.clone(), u.source.partition))
-                    .map_or(Offset::Stored, |o| Offset::Offset(*o))
+                    .cloned()
+                    .unwrap_or_else(Start::stored)
             })
             .collect())
     }
@@ -158,6 +163,12 @@ impl Session<'_> {
                 u.unit.source.partition,
                 Offset::Offset(position),
             );
+            if let (Some(id), Some(mut e)) = (
+                &u.incarnation,
+                tpl.find_partition(&u.remote, u.unit.source.partition),
+            ) {
+                e.set_metadata(incarnation_metadata(id));
+            }
         }
         if !self.fence.is_open() {
             return Err(SessionError::Fenced);
