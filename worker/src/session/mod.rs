@@ -503,7 +503,7 @@ impl Session<'_> {
             for &id in &done {
                 self.flush_unit_syncs(id);
             }
-            let _ = self.syncs_producer.flush(RELEASE_SYNCS_WAIT);
+            let _ = clients::flush(&self.syncs_producer, RELEASE_SYNCS_WAIT);
             self.handle_acks(consumer)?;
         }
         let released = !done.is_empty();
@@ -567,7 +567,7 @@ impl Session<'_> {
         }
         self.flush_syncs();
         let left = deadline.saturating_duration_since(Instant::now());
-        let _ = self.syncs_producer.flush(left.max(Duration::from_secs(1)));
+        let _ = clients::flush(&self.syncs_producer, left.max(Duration::from_secs(1)));
         if let Err(e) = self.handle_acks(consumer) {
             warn!(flow = %flow, error = %e, "error while draining");
         }
