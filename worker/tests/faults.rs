@@ -662,6 +662,13 @@ async fn exactly_once_a_refused_record_stops_only_its_partition() {
 /// tests/source_gaps.rs.
 const TOPIC_ID: &str = "zJb1xTqTR9G1Ux0Qm2m0uA";
 
+/// Commits `position` naming a topic id other than [`TOPIC_ID`].
+fn commit_in_another_incarnation(cluster: &Mock, position: i64) {
+    let bootstrap = cluster.bootstrap_servers();
+    let metadata = "topic_id=AAAAAAAAAAAAAAAAAAAAAQ";
+    testkit::commit_group_noting(&bootstrap, GROUP, TOPIC, &[(0, position)], metadata);
+}
+
 fn with_id(spec: FlowSpec) -> FlowSpec {
     spec.with_topic_ids([(TOPIC.to_owned(), TOPIC_ID.to_owned())].into())
 }
@@ -673,13 +680,7 @@ fn with_id(spec: FlowSpec) -> FlowSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_made_in_another_incarnation_of_the_topic_restarts_it_from_its_beginning() {
     let (source, target) = Harness::clusters(1, 100);
-    testkit::commit_group_noting(
-        &source.bootstrap_servers(),
-        GROUP,
-        TOPIC,
-        &[(0, 60)],
-        "topic_id=AAAAAAAAAAAAAAAAAAAAAQ",
-    );
+    commit_in_another_incarnation(&source, 60);
     let mut h = Harness::start_spec(source, target, 1, "", with_id);
     let landed = read_all(&h.target, 1, 100);
     assert_eq!(landed.len(), 100, "the new topic, from its beginning");
@@ -729,13 +730,7 @@ async fn a_commit_of_the_same_incarnation_resumes_and_of_another_stops_when_conf
 
     // Another incarnation's commit, with "stop": the unit starts stopped.
     let (source, target) = Harness::clusters(1, 100);
-    testkit::commit_group_noting(
-        &source.bootstrap_servers(),
-        GROUP,
-        TOPIC,
-        &[(0, 60)],
-        "topic_id=AAAAAAAAAAAAAAAAAAAAAQ",
-    );
+    commit_in_another_incarnation(&source, 60);
     let mut h = Harness::start_spec(source, target, 1, "on_source_gap = \"stop\"", with_id);
     h.wait_for("the unit stopped", Duration::from_secs(20), |h| {
         h.unit_status(0)
