@@ -269,6 +269,19 @@ pub fn consume(
 
 /// The positions committed under `group` for `topic`'s partitions.
 pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    committed_with_metadata(bootstrap, group, topic, partitions)
+        .into_iter()
+        .map(|c| c.map(|(offset, _)| offset))
+        .collect()
+}
+
+/// [`committed`] with each commit's metadata.
+pub fn committed_with_metadata(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<Option<(i64, String)>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -282,9 +295,12 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
         return vec![None; partitions as usize];
     };
     (0..partitions)
-        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
+        .map(|p| {
+            let e = got.find_partition(topic, p)?;
+            match e.offset() {
+                Offset::Offset(o) => Some((o, e.metadata().to_owned())),
+                _ => None,
+            }
         })
         .collect()
 }
@@ -318,25 +334,6 @@ pub fn commit_group_noting(
         }
     }
     c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
-}
-
-/// The metadata of `group`'s commit for `topic`/`partition`, if any.
-pub fn committed_metadata(
-    bootstrap: &str,
-    group: &str,
-    topic: &str,
-    partition: i32,
-) -> Option<String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, partition);
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
-    let e = got.find_partition(topic, partition)?;
-    matches!(e.offset(), Offset::Offset(_)).then(|| e.metadata().to_owned())
 }
 
 /// Checks records made by [`Rec::seq`] for completeness and order: every

@@ -94,8 +94,13 @@ impl Harness {
         (source, target)
     }
 
+    /// The mock cluster answers no DescribeTopics (it names no controller),
+    /// so asking it would only wait out the query at every unit start: the
+    /// flow is told no ids, unless a test gives some (`start_spec`).
     fn start(source: Mock, target: Mock, partitions: i32, extra: &str) -> Harness {
-        Harness::start_spec(source, target, partitions, extra, |s| s)
+        Harness::start_spec(source, target, partitions, extra, |s| {
+            s.with_topic_ids(Default::default())
+        })
     }
 
     /// [`Harness::start`] with the flow's spec changed by `spec`.
@@ -170,6 +175,17 @@ impl Harness {
             .into_iter()
             .find(|(u, _)| u.source.partition == partition)
             .map(|(_, s)| s)
+    }
+
+    /// Waits until `partition`'s unit has failed; its status then.
+    async fn wait_failed(&self, partition: i32) -> UnitStatus {
+        let what = format!("partition {partition} failed");
+        self.wait_for(&what, Duration::from_secs(30), |h| {
+            h.unit_status(partition)
+                .is_some_and(|s| s.state == UnitState::Failed)
+        })
+        .await;
+        self.unit_status(partition).expect("failed, so known")
     }
 
     async fn wait_for(
@@ -291,13 +307,7 @@ async fn a_refused_record_stops_its_unit_and_progress_stays_before_it() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
     );
     let mut h = Harness::start(source, target, 1, "");
-    h.wait_for("unit failed", Duration::from_secs(20), |h| {
-        h.unit_status(0)
-            .is_some_and(|s| s.state == UnitState::Failed)
-    })
-    .await;
-    let s = h.unit_status(0).unwrap();
-    let error = s.error.clone().unwrap();
+    let error = h.wait_failed(0).await.error.unwrap();
     assert!(error.contains("refused by the target"), "{error}");
     // The first produce request was refused: it held record 0, so nothing
     // may be committed past 0, whatever later requests did.
@@ -595,12 +605,7 @@ async fn exactly_once_a_refused_record_stops_only_its_partition() {
         testkit::produce(&h.source.bootstrap_servers(), TOPIC, &recs);
     };
     only(1, 50..60);
-    h.wait_for("partition 1 stopped", Duration::from_secs(30), |h| {
-        h.unit_status(1)
-            .is_some_and(|s| s.state == UnitState::Failed)
-    })
-    .await;
-    let error = h.unit_status(1).unwrap().error.unwrap_or_default();
+    let error = h.wait_failed(1).await.error.unwrap_or_default();
     assert!(
         error.contains("offset 50") && error.contains("refused by the target"),
         "{error}"
@@ -696,8 +701,8 @@ async fn a_commit_made_in_another_incarnation_of_the_topic_restarts_it_from_its_
     })
     .await;
     assert_eq!(
-        testkit::committed_metadata(&h.source.bootstrap_servers(), GROUP, TOPIC, 0),
-        Some(format!("topic_id={TOPIC_ID}"))
+        testkit::committed_with_metadata(&h.source.bootstrap_servers(), GROUP, TOPIC, 1),
+        vec![Some((100, format!("topic_id={TOPIC_ID}")))]
     );
     h.stop().await;
 }
@@ -732,12 +737,7 @@ async fn a_commit_of_the_same_incarnation_resumes_and_of_another_stops_when_conf
     let (source, target) = Harness::clusters(1, 100);
     commit_in_another_incarnation(&source, 60);
     let mut h = Harness::start_spec(source, target, 1, "on_source_gap = \"stop\"", with_id);
-    h.wait_for("the unit stopped", Duration::from_secs(20), |h| {
-        h.unit_status(0)
-            .is_some_and(|s| s.state == UnitState::Failed)
-    })
-    .await;
-    let error = h.unit_status(0).unwrap().error.unwrap_or_default();
+    let error = h.wait_failed(0).await.error.unwrap_or_default();
     assert!(
         error.contains("stopped (on_source_gap = \"stop\")"),
         "{error}"
@@ -819,12 +819,7 @@ async fn records_expired_before_they_were_read_stop_the_unit_when_configured() {
     testkit::commit_group(&source.bootstrap_servers(), GROUP, TOPIC, &[(0, 20)]);
     let (low, _) = overtake_with_retention(&source, 50);
     let mut h = Harness::start(source, target, 2, "on_source_gap = \"stop\"");
-    h.wait_for("the unit stopped", Duration::from_secs(20), |h| {
-        h.unit_status(0)
-            .is_some_and(|s| s.state == UnitState::Failed)
-    })
-    .await;
-    let s = h.unit_status(0).unwrap();
+    let s = h.wait_failed(0).await;
     assert_eq!(s.lost, (low - 20) as u64);
     assert!(s
         .error
