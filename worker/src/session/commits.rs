@@ -92,20 +92,8 @@ impl Session<'_> {
                     continue;
                 }
             };
-            if tpl
-                .add_partition_offset(
-                    &u.unit.source.topic,
-                    u.unit.source.partition,
-                    Offset::Offset(pos.0),
-                )
-                .is_ok()
-            {
-                if let (Some(topic_id), Some(mut e)) = (
-                    &u.incarnation,
-                    tpl.find_partition(&u.unit.source.topic, u.unit.source.partition),
-                ) {
-                    e.set_metadata(incarnation_metadata(topic_id));
-                }
+            let (topic, partition) = (&u.unit.source.topic, u.unit.source.partition);
+            if add_position(&mut tpl, topic, partition, pos.0, u.incarnation.as_deref()) {
                 moved.push((*id, pos));
             }
         }
@@ -127,4 +115,24 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// Adds `topic`/`partition` at `position` to a commit, its metadata naming
+/// the topic id the unit started in, if known (see `gaps`). In place, so a
+/// commit of thousands of partitions stays linear.
+pub(super) fn add_position(
+    tpl: &mut TopicPartitionList,
+    topic: &str,
+    partition: i32,
+    position: i64,
+    incarnation: Option<&str>,
+) -> bool {
+    let mut e = tpl.add_partition(topic, partition);
+    if e.set_offset(Offset::Offset(position)).is_err() {
+        return false;
+    }
+    if let Some(id) = incarnation {
+        e.set_metadata(incarnation_metadata(id));
+    }
+    true
 }

@@ -157,17 +157,14 @@ impl Session<'_> {
                     )));
                 }
             };
-            let _ = tpl.add_partition_offset(
+            let partition = u.unit.source.partition;
+            commits::add_position(
+                &mut tpl,
                 &u.remote,
-                u.unit.source.partition,
-                Offset::Offset(position),
+                partition,
+                position,
+                u.incarnation.as_deref(),
             );
-            if let (Some(id), Some(mut e)) = (
-                &u.incarnation,
-                tpl.find_partition(&u.remote, u.unit.source.partition),
-            ) {
-                e.set_metadata(incarnation_metadata(id));
-            }
         }
         if !self.fence.is_open() {
             return Err(SessionError::Fenced);
