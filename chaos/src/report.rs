@@ -71,6 +71,9 @@ impl Row {
                 t.shown, t.aborted, t.commit_markers, t.abort_markers, t.open
             );
         }
+        if let Some(o) = self.outcome.as_ref().filter(|o| o.duplicates > 0) {
+            s += &format!("; duplicates: {}", o.first_duplicates.join(", "));
+        }
         if let Some(o) = self.outcome.as_ref().filter(|o| o.foreign > 0) {
             s += &format!(
                 "; {} records on the target that were never written",

@@ -38,6 +38,9 @@ struct Part {
     out_of_order: u64,
     last_progress: Option<Instant>,
     longest_stall: Duration,
+    /// The first duplicate: its sequence and where on the target the copy
+    /// was (to find it in the workers' logs).
+    first_duplicate: Option<(usize, i64)>,
 }
 
 impl Part {
@@ -90,7 +93,7 @@ impl Ledger {
 
     /// A record read from the target: `p{partition}-{seq}` found in
     /// partition `found_in`.
-    fn arrived(&mut self, value: Option<&[u8]>, found_in: i32, now: Instant) {
+    fn arrived(&mut self, value: Option<&[u8]>, found_in: i32, offset: i64, now: Instant) {
         let parsed = value
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.strip_prefix('p')?.split_once('-'))
@@ -104,6 +107,7 @@ impl Ledger {
         let part = &mut self.parts[p as usize];
         part.received += 1;
         if part.mark(seq, SEEN) & SEEN != 0 {
+            part.first_duplicate.get_or_insert((seq, offset));
             return; // a duplicate: no progress
         }
         match part.max_first {
@@ -124,7 +128,7 @@ impl Ledger {
             transactions: self.tally,
             ..Outcome::default()
         };
-        for p in &self.parts {
+        for (i, p) in self.parts.iter().enumerate() {
             let acked = p.state.iter().filter(|&&s| s & ACKED != 0).count() as u64;
             let seen = p.state.iter().filter(|&&s| s & SEEN != 0).count() as u64;
             o.produced += acked;
@@ -135,6 +139,12 @@ impl Ledger {
                 .filter(|&&s| s & ACKED != 0 && s & SEEN == 0)
                 .count() as u64;
             o.duplicates += p.received - seen;
+            if let Some((seq, offset)) = p.first_duplicate {
+                o.first_duplicates.push(format!(
+                    "p{i}: {} from p{i}-{seq} (the copy at target offset {offset})",
+                    p.received - seen
+                ));
+            }
             o.out_of_order += p.out_of_order;
             o.longest_stall = o.longest_stall.max(p.longest_stall);
         }
@@ -175,6 +185,8 @@ pub struct Outcome {
     /// With the log reader: the records it showed, and those of aborted
     /// and still open transactions, which it hid.
     pub transactions: Option<Tally>,
+    /// Per partition with duplicates: how many, and the first.
+    pub first_duplicates: Vec<String>,
 }
 
 /// The moment faults ended, and what had been written by then.
@@ -505,7 +517,7 @@ fn check(consumer: BaseConsumer, ledger: &Mutex<Ledger>, stop: &AtomicBool) {
         ledger
             .lock()
             .unwrap()
-            .arrived(m.payload(), m.partition(), Instant::now());
+            .arrived(m.payload(), m.partition(), m.offset(), Instant::now());
     }
 }
 
@@ -523,7 +535,7 @@ fn check_log(mut reader: LogReader, partitions: i32, ledger: &Mutex<Ledger>, sto
                 let mut l = ledger.lock().unwrap();
                 for (p, batch) in batches {
                     for r in views[p as usize].push(p, batch) {
-                        l.arrived(r.value.as_deref(), p, now);
+                        l.arrived(r.value.as_deref(), p, r.offset, now);
                     }
                 }
             }
@@ -563,25 +575,29 @@ mod tests {
         let v = |s: &str| Some(s.as_bytes().to_vec());
         // Partition 0: 0 1 2, a re-sent suffix 1 2, then 3 4 5 late.
         for (i, r) in ["p0-0", "p0-1", "p0-2", "p0-1", "p0-2"].iter().enumerate() {
-            l.arrived(v(r).as_deref(), 0, at(i as u64 * 10));
+            l.arrived(v(r).as_deref(), 0, i as i64, at(i as u64 * 10));
         }
         for (i, r) in ["p0-3", "p0-4", "p0-5"].iter().enumerate() {
-            l.arrived(v(r).as_deref(), 0, at(3000 + i as u64));
+            l.arrived(v(r).as_deref(), 0, 5 + i as i64, at(3000 + i as u64));
         }
         // Partition 1: 0, then 2 before 1 (out of order), 3 and 4 lost;
         // 5 arrives; a record in the wrong partition; garbage.
         for r in ["p1-0", "p1-2", "p1-1", "p1-5"] {
-            l.arrived(v(r).as_deref(), 1, at(50));
+            l.arrived(v(r).as_deref(), 1, 0, at(50));
         }
-        l.arrived(v("p0-9").as_deref(), 1, at(60));
-        l.arrived(Some(b"junk"), 1, at(60));
-        l.arrived(None, 1, at(60));
+        l.arrived(v("p0-9").as_deref(), 1, 0, at(60));
+        l.arrived(Some(b"junk"), 1, 0, at(60));
+        l.arrived(None, 1, 0, at(60));
 
         let o = l.outcome(&healed);
         assert_eq!(o.produced, 12);
         assert_eq!(o.unacknowledged, 1);
         assert_eq!(o.missing, 2, "p1-3 and p1-4");
         assert_eq!(o.duplicates, 2);
+        assert_eq!(
+            o.first_duplicates,
+            ["p0: 2 from p0-1 (the copy at target offset 3)"]
+        );
         assert_eq!(o.out_of_order, 1, "p1-1 after p1-2");
         assert_eq!(o.foreign, 3);
         assert_eq!(
@@ -592,7 +608,7 @@ mod tests {
         assert_eq!(o.recovery, None, "p1-3 never came");
 
         // Once p1-3 arrives, recovery ends at the last record before the mark.
-        l.arrived(v("p1-3").as_deref(), 1, at(5100));
+        l.arrived(v("p1-3").as_deref(), 1, 0, at(5100));
         let o = l.outcome(&healed);
         assert_eq!(o.recovery, Some(Duration::from_millis(5000)));
         assert_eq!(l.parts[0].done_below, 6);
