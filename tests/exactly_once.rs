@@ -113,6 +113,82 @@ fn an_exactly_once_flow_killed_loses_nothing_and_shows_nothing_twice() {
     assert!(tally.commit_markers > 0, "the records came in transactions");
 }
 
+/// tansu 0.6.0 holds back the offsets a transaction commits while another
+/// transaction that wrote the same partition is open, although the records
+/// commit (and drops them if the producer's next transaction is aborted).
+/// What the chaos suite once met as hundreds of duplicates after a SIGKILL:
+/// the restarted flow resumed from the old progress on the target. A unit
+/// resumes from the later of that and the advisory commit on the source.
+#[test]
+fn an_exactly_once_flow_whose_progress_the_target_lost_resumes_without_duplicates() {
+    const PARTS: i32 = 2;
+    let sb = sandbox();
+    let topic = unique("eoslost");
+    let deployment = unique("eoslost");
+    create_topic(&sb.source, &topic, PARTS);
+    let remote = format!("src.{topic}");
+    let group = format!("strait.{deployment}.src-dst");
+    let seqs = |from: usize, to: usize| -> Vec<Rec> {
+        (from..to)
+            .flat_map(|i| (0..PARTS).map(move |p| Rec::seq(p, i)))
+            .collect()
+    };
+    let mut strait = Strait::start(&deployment, &config(&sb, &deployment, &topic, EOS, ""));
+    produce(&sb.source, &topic, &seqs(0, 100));
+    wait_for("the first records' progress on the target", MINUTE, || {
+        committed(&sb.target, &group, &remote, PARTS) == vec![Some(100); 2]
+    });
+    // Another producer's transaction stays open on remote partition 0.
+    let other: ThreadedProducer<_> = ClientConfig::new()
+        .set("bootstrap.servers", &sb.target)
+        .set("transactional.id", unique("other-txid"))
+        .create()
+        .unwrap();
+    other.init_transactions(MINUTE).unwrap();
+    other.begin_transaction().unwrap();
+    other
+        .send(
+            BaseRecord::<str, str>::to(&remote)
+                .partition(0)
+                .payload("other"),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    other.flush(MINUTE).unwrap();
+    produce(&sb.source, &topic, &seqs(100, 300));
+    wait_for("the advisory commit of every record", MINUTE, || {
+        committed(&sb.source, &group, &topic, PARTS) == vec![Some(300); 2]
+    });
+    let on_target = committed(&sb.target, &group, &remote, PARTS);
+    assert_eq!(
+        on_target,
+        vec![Some(100); 2],
+        "the premise: tansu holds back the progress of transactions that wrote partition 0 \
+         (which wrote both) while another transaction is open there"
+    );
+    // A restart now would resume both partitions from 100: 400 duplicates.
+    strait.stop_with("KILL", Duration::from_secs(10));
+    strait.restart();
+    wait_for("the unit resumed from the source's commit", MINUTE, || {
+        strait
+            .metric("strait_progress_behind_total{flow=\"src-dst\"}")
+            .unwrap_or(0.0)
+            >= 2.0
+    });
+    other.abort_transaction(MINUTE).unwrap();
+    produce(&sb.source, &topic, &seqs(300, 400));
+    let (got, tally) = read_committed(&sb.target, &remote, PARTS, 800, MINUTE);
+    // Panics on a missing or reordered record.
+    let dups = check_sequences(&got, PARTS, 400);
+    assert_eq!(
+        dups, 0,
+        "progress lost on the target made duplicates: {tally:?}"
+    );
+    assert!(strait
+        .log_text()
+        .contains("behind the advisory commit on the source"));
+}
+
 #[test]
 fn fencing_a_transactional_id_stops_its_producer_from_committing() {
     let sb = sandbox();

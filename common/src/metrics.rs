@@ -49,6 +49,9 @@ pub const HEARTBEAT_LATENCY: &str = "strait_heartbeat_latency_seconds";
 pub const LEASES_LOST: &str = "strait_leases_lost_total";
 /// Previous writers of exactly-once units fenced before their new owner started.
 pub const WRITERS_FENCED: &str = "strait_writers_fenced_total";
+/// Exactly-once units that started from the advisory commit on the source
+/// because the progress committed on the target was behind it.
+pub const PROGRESS_BEHIND: &str = "strait_progress_behind_total";
 pub const UNITS_OWNED: &str = "strait_owner_keys_held";
 pub const UNITS_WAITING: &str = "strait_units_waiting_for_owner";
 pub const LEADER: &str = "strait_controller_leader";
@@ -206,6 +209,11 @@ pub fn describe() {
         WRITERS_FENCED,
         Unit::Count,
         "previous writers (transactional ids) of exactly-once units this worker fenced before starting them"
+    );
+    describe_counter!(
+        PROGRESS_BEHIND,
+        Unit::Count,
+        "exactly-once units started from the source group's advisory commit because the progress their transactions committed on the target was behind it (a broker that lost a transactional offset commit)"
     );
     describe_gauge!(
         UNITS_OWNED,

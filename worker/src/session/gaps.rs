@@ -96,6 +96,35 @@ pub(super) fn topic_ids(
     }
 }
 
+/// The positions committed to the flow's group on the source for `units`
+/// (those with one), with the topic id each names.
+pub(super) fn committed(
+    consumer: &Consumer,
+    units: &[Unit],
+) -> Result<HashMap<(String, i32), Start>, SessionError> {
+    if units.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for u in units {
+        tpl.add_partition(&u.source.topic, u.source.partition);
+    }
+    let got = consumer
+        .committed_offsets(tpl, QUERY)
+        .map_err(SessionError::Assign)?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some((
+                (e.topic().to_owned(), e.partition()),
+                Start::committed(o, e.metadata()),
+            )),
+            _ => None,
+        })
+        .collect())
+}
+
 /// What a fetch position means against the source's log.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Gap {
@@ -153,42 +182,28 @@ impl Session<'_> {
         added: &[Unit],
         starts: Vec<Start>,
     ) -> Result<Vec<Start>, SessionError> {
-        let mut tpl = TopicPartitionList::new();
-        for (u, s) in added.iter().zip(&starts) {
-            if s.at == Offset::Stored {
-                tpl.add_partition(&u.source.topic, u.source.partition);
-            }
-        }
-        let committed = if tpl.count() > 0 {
-            consumer
-                .committed_offsets(tpl, QUERY)
-                .map_err(SessionError::Assign)?
-        } else {
-            TopicPartitionList::new()
-        };
-        let fallback = match self.spec.flow.start {
-            StartAt::Earliest => Offset::Beginning,
-            StartAt::Latest => Offset::End,
+        let stored: Vec<Unit> = added
+            .iter()
+            .zip(&starts)
+            .filter(|(_, s)| s.at == Offset::Stored)
+            .map(|(u, _)| u.clone())
+            .collect();
+        let committed = committed(consumer, &stored)?;
+        let fallback = Start {
+            at: match self.spec.flow.start {
+                StartAt::Earliest => Offset::Beginning,
+                StartAt::Latest => Offset::End,
+            },
+            incarnation: None,
         };
         Ok(added
             .iter()
             .zip(starts)
             .map(|(u, s)| match s.at {
-                Offset::Stored => {
-                    match committed.find_partition(&u.source.topic, u.source.partition) {
-                        Some(e) => match e.offset() {
-                            Offset::Offset(o) if o >= 0 => Start::committed(o, e.metadata()),
-                            _ => Start {
-                                at: fallback,
-                                incarnation: None,
-                            },
-                        },
-                        None => Start {
-                            at: fallback,
-                            incarnation: None,
-                        },
-                    }
-                }
+                Offset::Stored => committed
+                    .get(&(u.source.topic.clone(), u.source.partition))
+                    .cloned()
+                    .unwrap_or_else(|| fallback.clone()),
                 _ => s,
             })
             .collect())

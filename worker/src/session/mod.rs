@@ -317,7 +317,9 @@ impl Session<'_> {
             let now = Instant::now();
             match &self.txn {
                 // Progress commits with each transaction (and then to the source).
-                Some(txn) if now >= txn.next => self.commit_transaction(consumer)?,
+                Some(txn) if now >= txn.next => {
+                    self.commit_transaction(consumer, CommitMode::Async)?
+                }
                 Some(_) => {}
                 None if now >= next_commit => {
                     self.commit(consumer, CommitMode::Async);
@@ -380,7 +382,7 @@ impl Session<'_> {
         if !added.is_empty() {
             // With exactly-once, from the progress on the target.
             let starts = match self.txn {
-                Some(_) => self.eos_start_positions(&added)?,
+                Some(_) => self.eos_start_positions(consumer, &added)?,
                 None => vec![Start::stored(); added.len()],
             };
             // Offset::Stored: the committed position, else the flow's `start`.
@@ -417,7 +419,7 @@ impl Session<'_> {
                     .or_else(|| note.clone().filter(|_| stop_recreated));
                 match &stopped {
                     None => {
-                        info!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, remote = %u.remote_topic, "unit started")
+                        info!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, remote = %u.remote_topic, at = ?at, "unit started")
                     }
                     Some(why) => {
                         warn!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, reason = %why,
@@ -496,7 +498,8 @@ impl Session<'_> {
         if eos && !done.is_empty() {
             // Their last records and final positions commit together; the
             // member may then tell the next owner there is nobody to fence.
-            self.commit_transaction(consumer)?;
+            // The advisory commit too, before the next owner reads it.
+            self.commit_transaction(consumer, CommitMode::Sync)?;
         } else if !done.is_empty() {
             // The released units' last syncs must be durable before their
             // final commit, or the commit would stop short of them.
@@ -546,7 +549,7 @@ impl Session<'_> {
         }
         if self.txn.is_some() {
             // The last transaction.
-            match self.commit_transaction(consumer) {
+            match self.commit_transaction(consumer, CommitMode::Sync) {
                 Ok(()) => info!(flow = %flow, "flow drained: last transaction committed"),
                 Err(e) => {
                     warn!(flow = %flow, error = %e, "last transaction not committed; the next owner resumes before it");

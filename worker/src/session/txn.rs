@@ -1,8 +1,9 @@
 //! Exactly-once (docs/coordination.md, "Exactly-once"): the session's
 //! target producer is transactional, and each unit's progress is committed
 //! to the flow's commit group *on the target* in the same transaction as
-//! its records. A unit resumes from there. The commit to the source group
-//! still happens, after each transaction, for lag tools; it is advisory.
+//! its records. A unit resumes from there (or from the commit to the source
+//! group, where that is further: see [`resume_from`]). The commit to the
+//! source group still happens, after each transaction, for lag tools.
 //!
 //! Fencing a previous writer of a unit is the member's part, before the
 //! unit reaches the data plane: it knows from the coordination store who
@@ -71,13 +72,41 @@ impl Txn {
             .elements()
             .iter()
             .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((
+                Offset::Offset(o) if o >= 0 => Some((
                     (e.topic().to_owned(), e.partition()),
                     Start::committed(o, e.metadata()),
                 )),
                 _ => None,
             })
             .collect())
+    }
+}
+
+/// Where a unit of an exactly-once flow resumes, from the position its
+/// transactions committed on the target and the advisory commit on the
+/// source; true if the target's was behind.
+///
+/// The target's is exact on Kafka, which commits a transaction's offsets
+/// with its records. The source's is made only after a transaction
+/// committed, with the positions that transaction committed, so it is never
+/// past what the target holds, and is behind it by at most the transactions
+/// whose advisory commit had not landed yet. So the later of the two is
+/// never past the truth, and never short of it where the target's is
+/// exact. It matters where the target's is not: tansu 0.6.0 holds back a
+/// transaction's offsets while another transaction that wrote the same
+/// partition is open, and drops them if its producer's next transaction is
+/// aborted (`tests/exactly_once.rs`), although the records committed; and a
+/// flow switched back from at-least-once has an old position there.
+pub(super) fn resume_from(target: Option<&Start>, source: Option<&Start>) -> (Start, bool) {
+    let offset = |s: &Start| match s.at {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    };
+    match (target, source) {
+        (Some(t), Some(s)) if offset(s) > offset(t) => (s.clone(), true),
+        (Some(t), _) => (t.clone(), false),
+        (None, Some(s)) => (s.clone(), false),
+        (None, None) => (Start::stored(), false),
     }
 }
 
@@ -92,22 +121,35 @@ fn fenced_or(fence: &Fence, e: KafkaError) -> SessionError {
 
 impl Session<'_> {
     /// Where each of `added` starts, with exactly-once: the position its
-    /// last transaction committed on the target. With none there yet (a
-    /// flow switched from at-least-once, or a new unit) the same as
-    /// at-least-once: the source group's position, else the flow's `start`.
-    pub(super) fn eos_start_positions(&self, added: &[Unit]) -> Result<Vec<Start>, SessionError> {
+    /// last transaction committed on the target, unless the advisory commit
+    /// on the source is further (see [`resume_from`]). With neither (a new
+    /// unit) the flow's `start`.
+    pub(super) fn eos_start_positions(
+        &self,
+        consumer: &Consumer,
+        added: &[Unit],
+    ) -> Result<Vec<Start>, SessionError> {
         let txn = self.txn.as_ref().expect("exactly-once session");
         let remote: Vec<(Arc<str>, i32)> = added
             .iter()
             .map(|u| (Arc::from(u.remote_topic.as_str()), u.source.partition))
             .collect();
-        let seen = txn.committed(&remote, self.fence.remaining().min(STEP))?;
+        let on_target = txn.committed(&remote, self.fence.remaining().min(STEP))?;
+        let on_source = gaps::committed(consumer, added)?;
         Ok(added
             .iter()
             .map(|u| {
-                seen.get(&(u.remote_topic.clone(), u.source.partition))
-                    .cloned()
-                    .unwrap_or_else(Start::stored)
+                let target = on_target.get(&(u.remote_topic.clone(), u.source.partition));
+                let source = on_source.get(&(u.source.topic.clone(), u.source.partition));
+                let (start, behind) = resume_from(target, source);
+                if behind {
+                    metrics::counter!(m::PROGRESS_BEHIND, "flow" => u.flow.clone()).increment(1);
+                    warn!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition,
+                          on_target = ?target.map(|s| &s.at), on_source = ?source.map(|s| &s.at),
+                          "the progress committed on the target is behind the advisory commit on the source: \
+                           the target broker lost a transactional offset commit; resuming from the source's");
+                }
+                start
             })
             .collect())
     }
@@ -115,8 +157,13 @@ impl Session<'_> {
     /// Commits the open transaction and opens the next: every record sent
     /// is acknowledged, the offset syncs they call for are durable, and each
     /// unit's position is committed in the transaction. Then the advisory
-    /// commit to the source.
-    pub(super) fn commit_transaction(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
+    /// commit to the source, in `advisory` mode: synchronous where the
+    /// units' next owner reads it soon (a release, a drain).
+    pub(super) fn commit_transaction(
+        &mut self,
+        consumer: &Consumer,
+        advisory: CommitMode,
+    ) -> Result<(), SessionError> {
         if !self.fence.is_open() {
             return Err(SessionError::Fenced);
         }
@@ -192,7 +239,7 @@ impl Session<'_> {
             .begin_transaction()
             .map_err(SessionError::Transaction)?;
         txn.next = Instant::now() + txn.interval;
-        self.commit(consumer, CommitMode::Async);
+        self.commit(consumer, advisory);
         Ok(())
     }
 
@@ -202,5 +249,31 @@ impl Session<'_> {
         if self.txn.is_some() {
             let _ = self.producer.abort_transaction(Duration::from_secs(5));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(o: i64) -> Start {
+        Start::committed(o, "")
+    }
+
+    #[test]
+    fn a_unit_resumes_from_the_later_of_the_target_progress_and_the_advisory_commit() {
+        // The target's, where it is as far as the source's or further (the
+        // advisory commit lags the transaction it follows).
+        assert_eq!(resume_from(Some(&at(10)), Some(&at(10))), (at(10), false));
+        assert_eq!(resume_from(Some(&at(12)), Some(&at(10))), (at(12), false));
+        // The source's, flagged, where the target lost progress.
+        assert_eq!(resume_from(Some(&at(10)), Some(&at(15))), (at(15), true));
+        // Either alone; neither: the flow's start, resolved later.
+        assert_eq!(resume_from(Some(&at(7)), None), (at(7), false));
+        assert_eq!(resume_from(None, Some(&at(7))), (at(7), false));
+        assert_eq!(resume_from(None, None), (Start::stored(), false));
+        // The topic id the chosen commit names comes with it.
+        let named = Start::committed(15, "topic_id=abc");
+        assert_eq!(resume_from(Some(&at(10)), Some(&named)).0, named);
     }
 }
