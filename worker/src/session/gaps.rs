@@ -112,8 +112,13 @@ pub(super) fn committed(
     let got = consumer
         .committed_offsets(tpl, QUERY)
         .map_err(SessionError::Assign)?;
-    Ok(got
-        .elements()
+    Ok(starts(&got))
+}
+
+/// The committed positions in an OffsetFetch answer, keyed by topic and
+/// partition, with the topic id each names (none where nothing is committed).
+pub(super) fn starts(got: &TopicPartitionList) -> HashMap<(String, i32), Start> {
+    got.elements()
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) if o >= 0 => Some((
@@ -122,7 +127,7 @@ pub(super) fn committed(
             )),
             _ => None,
         })
-        .collect())
+        .collect()
 }
 
 /// What a fetch position means against the source's log.

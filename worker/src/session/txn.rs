@@ -68,17 +68,7 @@ impl Txn {
             .progress
             .committed_offsets(tpl, timeout)
             .map_err(SessionError::Transaction)?;
-        Ok(got
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some((
-                    (e.topic().to_owned(), e.partition()),
-                    Start::committed(o, e.metadata()),
-                )),
-                _ => None,
-            })
-            .collect())
+        Ok(gaps::starts(&got))
     }
 }
 
