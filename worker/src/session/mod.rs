@@ -380,7 +380,8 @@ impl Session<'_> {
             .collect();
 
         if !added.is_empty() {
-            // With exactly-once, from the progress on the target.
+            // With exactly-once, from the progress on the target (or the
+            // source commit, where further: txn::resume_from).
             let starts = match self.txn {
                 Some(_) => self.eos_start_positions(consumer, &added)?,
                 None => vec![Start::stored(); added.len()],
