@@ -22,6 +22,10 @@ if $tests; then
   # openssl makes the certificates of the etcd TLS tests.
   command -v openssl >/dev/null || need+=(openssl)
 fi
+# Apache Kafka's broker and MirrorMaker 2 run from their published jars:
+# a JRE to run them, Maven to fetch them (compose/kafka/pom.xml).
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
 # tansu installs into a venv: any python3 with venv and ensurepip will do.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -36,16 +40,9 @@ command -v cargo >/dev/null || { echo "deps: cargo not found; install a Rust too
 for c in fmt clippy; do
   cargo "$c" --version >/dev/null 2>&1 || { echo "deps: cargo $c not found; rustup component add ${c/fmt/rustfmt}" >&2; exit 1; }
 done
+# The brokers (Apache Kafka's jars, tansu), etcd, and the independent
+# Kafka clients of the tests (kafka-python with lz4, in a venv).
 "$here/compose/sandbox.sh" install
-# An independent Kafka client for the tests (tests/support/hold_group.py).
-clients="${STRAIT_TOOLS:-$HOME/.cache/strait}/venv-clients"
-# lz4: strait compresses towards the target with lz4 by default, and
-# kafka-python decodes it only with that package.
-if ! "$clients/bin/python" -c 'import kafka, lz4' 2>/dev/null; then
-  echo "deps: installing kafka-python and lz4 into $clients" >&2
-  python3 -m venv "$clients"
-  "$clients/bin/pip" install -q --disable-pip-version-check kafka-python lz4
-fi
 # kubernetes-validate checks the Kubernetes manifests offline against the
 # Kubernetes schemas (scripts/check-deploy.sh).
 deploy="${STRAIT_TOOLS:-$HOME/.cache/strait}/venv-deploy"
