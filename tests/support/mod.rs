@@ -73,3 +73,46 @@ pub fn config(
         .raw(extra)
         .build()
 }
+
+/// [`consume`] by kafka-python (`tests/support/read_committed.py`) with
+/// `isolation_level=read_committed`: a reader that shares no code with
+/// strait. For Kafka: tansu hands read_committed readers aborted records.
+pub fn python_read_committed(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    expect: usize,
+    timeout: std::time::Duration,
+) -> Vec<Rec> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/read_committed.py"
+    );
+    let out = std::process::Command::new(clients_python())
+        .args([
+            script,
+            bootstrap,
+            topic,
+            &partitions.to_string(),
+            &expect.to_string(),
+            &timeout.as_secs_f64().to_string(),
+        ])
+        .output()
+        .expect("start the clients' python (compose/sandbox.sh install makes it)");
+    assert!(
+        out.status.success(),
+        "read_committed.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(i32, i64, Option<String>)> =
+        serde_json::from_slice(&out.stdout).expect("read_committed.py prints JSON");
+    rows.into_iter()
+        .map(|(partition, _, value)| Rec {
+            partition,
+            key: None,
+            value: value.map(String::into_bytes),
+            headers: vec![],
+            timestamp: None,
+        })
+        .collect()
+}
