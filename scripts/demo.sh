@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The demo: starts two local Kafka clusters (tansu), runs strait between
+# The demo: starts two local Apache Kafka 4.3.1 clusters (one KRaft node
+# each, from the published jars; STRAIT_BROKER=tansu for tansu), runs strait between
 # them, writes sample records to the source and shows them arriving on the
 # target. `scripts/demo.sh --keep` leaves everything running afterwards.
 set -euo pipefail
@@ -13,7 +14,7 @@ compose/sandbox.sh down >/dev/null 2>&1 || true
 compose/sandbox.sh up >/dev/null
 . "$STRAIT_SANDBOX_DIR/env"
 run="$STRAIT_SANDBOX_DIR"
-echo "== clusters: us (source) at $SOURCE_BOOTSTRAP, dr (target) at $TARGET_BOOTSTRAP"
+echo "== clusters ($BROKER): us (source) at $SOURCE_BOOTSTRAP, dr (target) at $TARGET_BOOTSTRAP"
 
 echo "== building strait (release)"
 cargo build --release --quiet --bin strait --example demo_client
