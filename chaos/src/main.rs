@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 
-use fleet::{Fleet, FleetSpec, Tools};
+use fleet::{Broker, Fleet, FleetSpec, Tools};
 use rand::{Rng as _, SeedableRng as _};
 use report::Row;
 use scenarios::{Rng, Scenario, ALL};
@@ -70,12 +70,17 @@ struct Args {
     #[arg(long)]
     list: bool,
     /// Run the fleet's flow exactly-once (`exactly_once = true`). The
-    /// checker then reads the remote topic's log itself and applies
-    /// read_committed from its transaction markers (tansu hands librdkafka's
-    /// read_committed readers the records of aborted transactions), and a
-    /// duplicate fails the scenario like a missing record.
+    /// checker then reads committed records only, and a duplicate fails the
+    /// scenario like a missing record. On Kafka it is a librdkafka consumer
+    /// with `isolation.level=read_committed`: Kafka's own judgement. On
+    /// tansu, which hands such readers the records of aborted transactions,
+    /// the checker reads the remote topic's log itself and applies
+    /// read_committed from its transaction markers.
     #[arg(long)]
     exactly_once: bool,
+    /// The brokers of the fleet's two clusters.
+    #[arg(long, value_enum, env = "STRAIT_BROKER", default_value = "kafka")]
+    broker: Broker,
 }
 
 fn main() {
@@ -132,10 +137,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let dir = args.dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("strait-chaos-{}", std::process::id()))
     });
-    let tools = Tools::find()?;
+    let tools = Tools::find(args.broker)?;
     println!(
-        "strait-chaos: profile {:?}{}, seed {seed}, logs in {}",
+        "strait-chaos: profile {:?} on {:?}{}, seed {seed}, logs in {}",
         args.profile,
+        args.broker,
         if args.exactly_once {
             ", exactly-once"
         } else {
@@ -163,6 +169,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         partitions: args.partitions,
         rate: args.rate,
         exactly_once: args.exactly_once,
+        log_reader: args.exactly_once && args.broker == Broker::Tansu,
     };
     let mut rows = Vec::new();
     for n in 0.. {
@@ -211,6 +218,9 @@ struct Load {
     rate: u32,
     /// The flow is exactly-once: read committed records, judge duplicates.
     exactly_once: bool,
+    /// Read committed records with testkit's log reader (tansu) instead of
+    /// a read_committed consumer (Kafka).
+    log_reader: bool,
 }
 
 fn run_scenario(fleet: &mut Fleet, rng: &mut Rng, s: &Scenario, n: usize, load: &Load) -> Row {
@@ -228,6 +238,7 @@ fn run_scenario(fleet: &mut Fleet, rng: &mut Rng, s: &Scenario, n: usize, load: 
             load.rate,
             s.groups,
             load.exactly_once,
+            load.log_reader,
         )?;
         let mut healed = traffic.healed();
         let body = (|| -> anyhow::Result<()> {

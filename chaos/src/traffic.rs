@@ -233,9 +233,11 @@ impl ProducerContext for Acks {
 
 impl Traffic {
     /// Starts writing `rate` records/s over `partitions` partitions of
-    /// `topic` on `source` and reading `remote` on `target`: with a
-    /// librdkafka consumer, or (`committed`) with the log reader, which
-    /// applies read_committed from the log's transaction markers.
+    /// `topic` on `source` and reading `remote` on `target` with a
+    /// librdkafka consumer: read_uncommitted, or read_committed when
+    /// `committed`. With `log_reader` (for tansu, whose read_committed
+    /// readers are handed aborted records) testkit's log reader applies
+    /// read_committed from the log's transaction markers instead.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         source: &str,
@@ -246,6 +248,7 @@ impl Traffic {
         rate: u32,
         groups: usize,
         committed: bool,
+        log_reader: bool,
     ) -> anyhow::Result<Traffic> {
         let ledger = Arc::new(Mutex::new(Ledger::new(partitions)));
         let producer: ThreadedProducer<Acks> = ClientConfig::new()
@@ -262,6 +265,14 @@ impl Traffic {
             .set("fetch.wait.max.ms", "100")
             .set("reconnect.backoff.max.ms", "1000")
             .set("topic.metadata.refresh.interval.ms", "1000")
+            .set(
+                "isolation.level",
+                if committed {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
+            )
             .create()?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
@@ -275,7 +286,7 @@ impl Traffic {
         let producer =
             std::thread::spawn(move || produce(producer, &t, partitions, rate, &l, &stop));
         let (l, stop) = (ledger.clone(), stop_checking.clone());
-        let checker = if committed {
+        let checker = if committed && log_reader {
             drop(consumer);
             let reader = LogReader::new(target, remote, partitions);
             std::thread::spawn(move || check_log(reader, partitions, &l, &stop))
