@@ -219,6 +219,9 @@ pub mod double {
         /// When false, CreatePartitions fails like on a broker without it.
         pub can_grow: bool,
         pub calls: Mutex<Vec<String>>,
+        /// Topics whose configs are not described yet (a broker whose
+        /// metadata lags just after a creation): none are reported.
+        pub undescribed: Mutex<std::collections::BTreeSet<String>>,
     }
 
     impl FakeCluster {
@@ -229,6 +232,7 @@ pub mod double {
                 acls: Mutex::default(),
                 can_grow,
                 calls: Mutex::default(),
+                undescribed: Mutex::default(),
             })
         }
 
@@ -277,6 +281,9 @@ pub mod double {
         }
 
         async fn topic_configs(&self, name: &str) -> anyhow::Result<TopicConfigs> {
+            if self.undescribed.lock().unwrap().contains(name) {
+                return Ok(TopicConfigs::new());
+            }
             Ok(self
                 .configs
                 .lock()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use strait_common::config::{Config, Flow};
 use strait_common::error_event;
@@ -289,18 +289,10 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 self.seen_remote.insert(u.remote_topic.clone());
             }
         }
+        // Remote topics created in this round, with their source's configs.
+        let mut created_now = BTreeSet::new();
         for (remote, parts) in &view.create {
-            // It existed in an earlier round: deleted on the target while
-            // replicated. Its units left the plan (no partition to write
-            // to); it is created again, with the source's partition count
-            // (strait's producer never lets the broker auto-create it), and
-            // the units go on from their committed positions. The records it
-            // held are gone from the target: `strait verify` shows which.
-            if self.seen_remote.contains(remote) {
-                metrics::counter!(m::REMOTE_TOPICS_RECREATED, "flow" => flow.clone()).increment(1);
-                error_event!(error, flow, ErrorKind::RemoteTopicGone, topic = %remote, partitions = parts,
-                    "remote topic deleted on the target while replicated; creating it again (the records it held are gone from the target)");
-            }
+            let seen = self.seen_remote.contains(remote);
             let configs = self
                 .copied_configs(&self.source_topic_of(remote, &source))
                 .await;
@@ -315,9 +307,30 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
             {
                 Ok(created) => {
                     self.seen_remote.insert(remote.clone());
-                    if created {
+                    if created && seen {
+                        // It existed in an earlier round: deleted on the
+                        // target while replicated. Its units left the plan
+                        // (no partition to write to); it is created again,
+                        // with the source's partition count (strait's
+                        // producer never lets the broker auto-create it), and
+                        // the units go on from their committed positions. The
+                        // records it held are gone from the target: `strait
+                        // verify` shows which.
+                        metrics::counter!(m::REMOTE_TOPICS_RECREATED, "flow" => flow.clone())
+                            .increment(1);
+                        error_event!(error, flow, ErrorKind::RemoteTopicGone, topic = %remote, partitions = parts,
+                            "remote topic deleted on the target while replicated; created it again (the records it held are gone from the target)");
+                    } else if created {
                         metrics::counter!(m::TOPICS_CREATED, "flow" => flow.clone()).increment(1);
                         info!(flow = %flow, topic = %remote, partitions = parts, configs = ?configs, "remote topic created");
+                    } else if seen {
+                        // Still there: the listing came from a broker whose
+                        // metadata had not caught up (just created, or
+                        // propagating), not a deletion.
+                        debug!(flow = %flow, topic = %remote, "remote topic missing from the target's listing but still there");
+                    }
+                    if created {
+                        created_now.insert(remote.clone());
                     }
                     target.insert(remote.clone(), *parts);
                 }
@@ -354,14 +367,28 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         };
         if let Some(every) = self.flow.sync_topic_configs {
             if self.next_config_sync.is_none_or(|t| Instant::now() >= t) {
-                let in_sync = metadata::sync_configs(
+                // Topics created this round have the source's configs by
+                // construction (CreateTopics sets them all or fails); a
+                // broker may not describe them yet, which would read as a
+                // mismatch. They are compared from the next sync on.
+                let compared: TopicSizes = target
+                    .iter()
+                    .filter(|(t, _)| !created_now.contains(*t))
+                    .map(|(t, n)| (t.clone(), *n))
+                    .collect();
+                let mut in_sync = metadata::sync_configs(
                     &self.flow,
                     &self.source,
                     &self.target,
                     &source,
-                    &target,
+                    &compared,
                 )
                 .await;
+                for topic in source.keys().filter(|t| {
+                    self.flow.replicates(t) && created_now.contains(&self.flow.remote_topic(t))
+                }) {
+                    in_sync.insert(topic.clone(), true);
+                }
                 self.publish_topics(&source, &target, Some(&in_sync));
                 if self.flow.sync_acls {
                     metadata::sync_acls(&self.flow, &self.source, &self.target, &source, &target)
@@ -730,6 +757,35 @@ topics = ["orders", "pay.*", "dr.*"]
                 .filter(|c| c.starts_with("alter"))
                 .count();
             assert_eq!(alters, 1, "one incremental change, nothing when in step");
+        }
+
+        #[tokio::test]
+        async fn a_topic_just_created_is_not_compared_while_the_target_cannot_describe_it() {
+            let (mut d, _rx, source, target) = setup(true);
+            source.configs.lock().unwrap().insert(
+                "orders".into(),
+                [("retention.ms".to_owned(), "1000".to_owned())].into(),
+            );
+            // Just after the creation the target describes no configs for it.
+            target
+                .undescribed
+                .lock()
+                .unwrap()
+                .insert("us.orders".into());
+            d.flows[0].discover().await.unwrap();
+            let calls = target.calls.lock().unwrap().clone();
+            assert_eq!(
+                calls,
+                vec!["create us.orders 2"],
+                "created with the configs; nothing altered"
+            );
+            let status =
+                d.topics().lock().unwrap()[&("us-dr".to_owned(), "orders".to_owned())].clone();
+            assert_eq!(
+                status.configs_in_sync,
+                Some(true),
+                "in step by construction"
+            );
         }
 
         #[tokio::test]
