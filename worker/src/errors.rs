@@ -53,6 +53,12 @@ pub fn classify_produce(err: &KafkaError) -> Action {
     }
 }
 
+/// A record for a partition the producer's metadata does not have (local
+/// to librdkafka: it was not sent).
+pub fn unknown_partition(err: &KafkaError) -> bool {
+    matches!(err, KafkaError::MessageProduction(Code::UnknownPartition))
+}
+
 /// Classifies an error returned by the consumer's poll.
 pub fn classify_consume(err: &KafkaError) -> Action {
     match err.rdkafka_error_code() {
@@ -94,6 +100,8 @@ mod tests {
             .unwrap()
             .contains("max.message.bytes of the remote topic"));
         assert_eq!(remedy(&e(Code::QueueFull)), None);
+        assert!(unknown_partition(&e(Code::UnknownPartition)));
+        assert!(!unknown_partition(&e(Code::UnknownTopicOrPartition)));
     }
 
     #[test]

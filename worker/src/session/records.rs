@@ -4,6 +4,12 @@
 
 use super::*;
 
+/// How often a record for a partition the producer does not know refreshes
+/// the producer's metadata before the session restarts, and how long each
+/// refresh may take (at most about 40 s in all).
+const METADATA_REFRESHES: u32 = 20;
+const METADATA_WAIT: Duration = Duration::from_secs(2);
+
 impl Session<'_> {
     pub(super) fn on_record(
         &mut self,
@@ -63,9 +69,42 @@ impl Session<'_> {
         if !self.fence.is_open() {
             return Err(SessionError::Fenced);
         }
+        let mut refreshes = 0;
         loop {
             match self.producer.send(record) {
                 Ok(()) => break,
+                // Discovery publishes a unit only once its remote partition
+                // exists, so a partition the producer does not know means its
+                // metadata predates the remote topic's growth: refresh it and
+                // send again, rather than restart the session and re-send
+                // what is in flight (duplicates). Bounded, while the new
+                // partitions reach every broker; then the session restarts.
+                Err((e, back))
+                    if errors::unknown_partition(&e) && refreshes < METADATA_REFRESHES =>
+                {
+                    record = back;
+                    refreshes += 1;
+                    if refreshes == 1 {
+                        info!(flow = %self.spec.flow.name, topic = %remote, partition,
+                              "the producer does not know this remote partition yet (the topic grew); refreshing its metadata");
+                    }
+                    if let Err(e) = self
+                        .producer
+                        .client()
+                        .fetch_metadata(Some(&remote), METADATA_WAIT)
+                    {
+                        debug!(flow = %self.spec.flow.name, topic = %remote, error = %e, "metadata refresh failed");
+                    }
+                    if refreshes > 1 {
+                        self.wait_acks(consumer, Duration::from_millis(100))?;
+                    }
+                    if shutdown.is_cancelled() {
+                        return Ok(()); // not sent: re-read after restart
+                    }
+                    if !self.fence.is_open() {
+                        return Err(SessionError::Fenced);
+                    }
+                }
                 Err((e, back)) => match errors::classify_produce(&e) {
                     Action::Retry => {
                         // librdkafka's queue is full: let deliveries drain.
