@@ -26,46 +26,124 @@ fn millis(t: Instant) -> u64 {
     t.saturating_duration_since(base()).as_millis() as u64
 }
 
+/// Bits of a fence's state that hold its deadline (milliseconds since the
+/// process's base instant: some 139 years); the bits above hold its term.
+const DEADLINE_BITS: u32 = 42;
+const DEADLINE_MASK: u64 = (1 << DEADLINE_BITS) - 1;
+
+fn pack(term: u64, deadline_ms: u64) -> u64 {
+    (term << DEADLINE_BITS) | deadline_ms.min(DEADLINE_MASK)
+}
+
+fn term_of(state: u64) -> u64 {
+    state >> DEADLINE_BITS
+}
+
+fn deadline_of(state: u64) -> u64 {
+    state & DEADLINE_MASK
+}
+
 /// Open until a deadline; shared by everything that must stop writing when
 /// the lease can no longer be vouched for.
+///
+/// A fence has terms: every [`Fence::close`] ends one and begins the next,
+/// and a lease opens and extends only the term it was granted in. A worker
+/// keeps one fence across its leases, and its data plane checks a
+/// [`Fence::ticket`], which belongs to the term it was taken in: once that
+/// term is closed the ticket stays closed, even after the worker's next
+/// lease has opened the fence again. So a session that was blocked (a
+/// synchronous commit, a full queue, a flush) while its lease lapsed and its
+/// units moved can never write again; the next session starts under the
+/// new lease, from the committed positions.
 #[derive(Debug, Clone)]
 pub struct Fence {
-    deadline_ms: Arc<AtomicU64>,
+    /// The term and the deadline, packed, so one load reads both.
+    state: Arc<AtomicU64>,
+    /// A ticket's term; `None` for the fence itself (the current term).
+    ticket: Option<u64>,
 }
 
 impl Fence {
     /// A fence that never closes: for a data plane run without coordination.
     pub fn always_open() -> Fence {
         Fence {
-            deadline_ms: Arc::new(AtomicU64::new(u64::MAX)),
+            state: Arc::new(AtomicU64::new(pack(0, DEADLINE_MASK))),
+            ticket: None,
         }
     }
 
     pub fn closed() -> Fence {
         let _ = base();
         Fence {
-            deadline_ms: Arc::new(AtomicU64::new(0)),
+            state: Arc::new(AtomicU64::new(pack(0, 0))),
+            ticket: None,
+        }
+    }
+
+    /// A handle on the current term: open while this term is open, closed
+    /// for good once it is closed.
+    pub fn ticket(&self) -> Fence {
+        Fence {
+            state: self.state.clone(),
+            ticket: Some(self.term()),
+        }
+    }
+
+    /// The current term (a lease is granted in one).
+    pub fn term(&self) -> u64 {
+        term_of(self.state.load(Ordering::Acquire))
+    }
+
+    fn deadline(&self) -> u64 {
+        let state = self.state.load(Ordering::Acquire);
+        match self.ticket {
+            Some(t) if term_of(state) != t => 0,
+            _ => deadline_of(state),
         }
     }
 
     pub fn is_open(&self) -> bool {
-        millis(Instant::now()) < self.deadline_ms.load(Ordering::Acquire)
+        millis(Instant::now()) < self.deadline()
     }
 
-    /// Moves the deadline (never backwards while open).
+    /// Moves the current term's deadline (never backwards while open).
     pub fn open_until(&self, deadline: Instant) {
-        self.deadline_ms
-            .fetch_max(millis(deadline), Ordering::AcqRel);
+        self.extend(self.ticket.unwrap_or_else(|| self.term()), deadline);
     }
 
+    /// Moves term `term`'s deadline (never backwards); nothing if that term
+    /// is over: a late renewal of a lost lease opens nothing.
+    pub fn extend(&self, term: u64, deadline: Instant) {
+        let want = millis(deadline);
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (term_of(s) == term && deadline_of(s) < want).then(|| pack(term, want))
+            });
+    }
+
+    /// Ends the current term: closed, and every ticket of it closed for good.
     pub fn close(&self) {
-        self.deadline_ms.store(0, Ordering::Release);
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                Some(pack(term_of(s) + 1, 0))
+            });
+    }
+
+    /// Ends term `term` if it is still the current one (a lost lease closes
+    /// its own term, never a newer lease's).
+    pub fn close_term(&self, term: u64) {
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (term_of(s) == term).then(|| pack(term + 1, 0))
+            });
     }
 
     /// Time left before the fence closes.
     pub fn remaining(&self) -> Duration {
-        let d = self.deadline_ms.load(Ordering::Acquire);
-        Duration::from_millis(d.saturating_sub(millis(Instant::now())))
+        Duration::from_millis(self.deadline().saturating_sub(millis(Instant::now())))
     }
 }
 
@@ -75,6 +153,8 @@ impl Fence {
 pub struct Lease {
     pub id: LeaseId,
     pub ttl: Duration,
+    /// The fence's term this lease opened.
+    term: u64,
     fence: Fence,
     lost: CancellationToken,
     stop: CancellationToken,
@@ -95,11 +175,13 @@ impl Lease {
         fence: Fence,
     ) -> Result<Lease> {
         let sent = Instant::now();
+        let term = fence.term();
         let id = coord.grant(ttl).await?;
-        fence.open_until(sent + usable(ttl));
+        fence.extend(term, sent + usable(ttl));
         let lease = Lease {
             id,
             ttl,
+            term,
             fence: fence.clone(),
             lost: CancellationToken::new(),
             stop: CancellationToken::new(),
@@ -110,6 +192,7 @@ impl Lease {
             id,
             ttl,
             fence,
+            term,
             lease.lost.clone(),
             lease.stop.clone(),
             what.to_owned(),
@@ -129,7 +212,7 @@ impl Lease {
     /// Ends the lease now: its keys vanish at once instead of at expiry.
     pub async fn revoke(self, coord: &Coord) -> Result<()> {
         self.stop.cancel();
-        self.fence.close();
+        self.fence.close_term(self.term);
         coord.revoke(self.id).await
     }
 }
@@ -151,6 +234,7 @@ async fn keep_alive(
     id: LeaseId,
     ttl: Duration,
     fence: Fence,
+    term: u64,
     lost: CancellationToken,
     stop: CancellationToken,
     what: String,
@@ -167,7 +251,7 @@ async fn keep_alive(
             _ = stop.cancelled() => return,
         };
         match answer {
-            Ok(Ok(Some(granted))) => fence.open_until(sent + usable(granted.min(ttl))),
+            Ok(Ok(Some(granted))) => fence.extend(term, sent + usable(granted.min(ttl))),
             Ok(Ok(None)) => {
                 warn!(lease = format!("{id:x}"), "{what}: lease expired; fenced");
                 break;
@@ -187,7 +271,7 @@ async fn keep_alive(
             break;
         }
     }
-    fence.close();
+    fence.close_term(term);
     lost.cancel();
 }
 
@@ -207,6 +291,49 @@ mod tests {
         f.close();
         assert!(!f.is_open());
         f.open_until(Instant::now() - Duration::from_millis(1));
+        assert!(!f.is_open());
+    }
+
+    #[test]
+    fn a_ticket_stays_closed_once_its_term_closed_whatever_opens_the_fence_later() {
+        let f = Fence::closed();
+        let in_an_hour = Instant::now() + Duration::from_secs(3600);
+        let lease1 = f.term();
+        f.extend(lease1, in_an_hour);
+        let session1 = f.ticket();
+        assert!(session1.is_open());
+        assert!(session1.remaining() > Duration::from_secs(3000));
+        // Lease 1 is lost; lease 2 opens the fence again.
+        f.close_term(lease1);
+        let lease2 = f.term();
+        assert_ne!(lease2, lease1);
+        f.extend(lease2, in_an_hour);
+        assert!(f.is_open(), "the fence itself follows the new lease");
+        assert!(
+            !session1.is_open(),
+            "the old session's ticket never reopens"
+        );
+        assert_eq!(session1.remaining(), Duration::ZERO);
+        assert!(f.ticket().is_open(), "a new session's ticket is open");
+        // A late renewal of lease 1, or its keep-alive ending late, touches
+        // nothing of lease 2.
+        f.extend(lease1, in_an_hour + Duration::from_secs(60));
+        f.close_term(lease1);
+        assert!(f.is_open());
+        assert!(f.remaining() < Duration::from_secs(3601));
+        // Extending a ticket extends its own term only.
+        session1.open_until(in_an_hour + Duration::from_secs(600));
+        assert!(f.remaining() < Duration::from_secs(3601));
+    }
+
+    #[test]
+    fn an_always_open_fence_stays_open_and_a_closed_one_opens_for_its_term() {
+        let f = Fence::always_open();
+        assert!(f.is_open() && f.ticket().is_open());
+        let f = Fence::closed();
+        f.open_until(Instant::now() + Duration::from_secs(5));
+        assert!(f.is_open());
+        f.close();
         assert!(!f.is_open());
     }
 }

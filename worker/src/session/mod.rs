@@ -46,6 +46,8 @@ use crate::status::{StatusBoard, UnitState, UnitStatus};
 use strait_common::syncs::Sync;
 
 mod commits;
+#[cfg(test)]
+mod fence_test;
 mod gaps;
 use gaps::{incarnation_metadata, Start};
 mod pressure;
@@ -252,7 +254,9 @@ pub fn run(
         watermarks,
         status: status.clone(),
         to_emit: Vec::new(),
-        fence: link.fence.clone(),
+        // This session's term of the fence: once it closes, this session
+        // writes nothing more, whatever lease opens the fence later.
+        fence: link.fence.ticket(),
         held: link.held.clone(),
         wanted: Assignment::default(),
         clean: BTreeSet::new(),
@@ -309,6 +313,10 @@ impl Session<'_> {
             if !self.fence.is_open() {
                 return Err(SessionError::Fenced);
             }
+            // A session held here has looked at its fence and will write
+            // (records, syncs, commits) before it looks again.
+            #[cfg(test)]
+            fail::fail_point!("session::after_fence_check");
             if units_rx.has_changed().unwrap_or(false) {
                 self.wanted = units_rx.borrow_and_update().clone();
                 self.reconcile(consumer)?;
