@@ -22,7 +22,10 @@
 //!   the topic id it was made in (the offset's metadata, `topic_id=...`), and
 //!   a unit starting where the committed id differs from the topic's id now
 //!   is a re-created topic: counted and logged like the case above, then
-//!   replicated from its beginning or stopped. Brokers that give no topic
+//!   replicated from its beginning or stopped. A running unit asks for its
+//!   topic's id every few seconds (`ID_CHECK`): librdkafka goes on at the
+//!   old offset in the new topic, so without this the new topic's records
+//!   before that offset would never be read. Brokers that give no topic
 //!   ids, or drop commit metadata (tansu does), leave the positions only.
 //!
 //! Offset gaps inside the log (compaction, transaction markers, aborted
@@ -35,6 +38,11 @@ use super::*;
 
 /// How long a watermark query or a probe may take.
 const QUERY: Duration = Duration::from_secs(5);
+/// How often running units' topic ids are asked for.
+pub(super) const ID_CHECK: Duration = Duration::from_secs(5);
+/// How long a unit whose topic was re-created waits for the old topic's
+/// records still in flight before it starts on the new one (else it stops).
+const RECREATED_WAIT: Duration = Duration::from_secs(10);
 
 /// Where a unit starts: the position, and the topic id the commit it came
 /// from was made in, if it named one.
@@ -109,10 +117,40 @@ pub(super) fn committed(
     for u in units {
         tpl.add_partition(&u.source.topic, u.source.partition);
     }
-    let got = consumer
-        .committed_offsets(tpl, QUERY)
-        .map_err(SessionError::Assign)?;
+    let got = committed_offsets(consumer, &tpl, QUERY).map_err(SessionError::Assign)?;
     Ok(starts(&got))
+}
+
+/// OffsetFetch for `tpl`, asked again while the group's coordinator is
+/// moving or loading (a cluster starting, a coordinator failing over:
+/// `NotCoordinator`, `CoordinatorLoadInProgress`, `CoordinatorNotAvailable`),
+/// until `timeout`; any other error at once.
+pub(super) fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<TopicPartitionList> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.committed_offsets(tpl.clone(), left.max(Duration::from_millis(100))) {
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        Code::NotCoordinator
+                            | Code::CoordinatorLoadInProgress
+                            | Code::CoordinatorNotAvailable
+                    )
+                ) && Instant::now() + Duration::from_millis(200) < deadline =>
+            {
+                debug!(error = %e, "committed offsets: the group's coordinator is not ready; asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// The committed positions in an OffsetFetch answer, keyed by topic and
@@ -352,6 +390,99 @@ impl Session<'_> {
                 u.state = UnitState::Failed;
                 self.apply_pause(consumer, id);
             }
+        }
+        Ok(())
+    }
+
+    /// Asks the source for the ids of the running units' topics: a unit
+    /// whose topic's id is not the one it started in reads a re-created
+    /// topic at a position of the old one.
+    pub(super) fn check_topic_ids(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
+        let topics: BTreeSet<&str> = self
+            .units
+            .values()
+            .filter(|u| u.incarnation.is_some() && u.state != UnitState::Releasing)
+            .map(|u| u.unit.source.topic.as_str())
+            .collect();
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let topics: Vec<&str> = topics.into_iter().collect();
+        let ids = match &self.spec.topic_ids {
+            crate::link::TopicIds::Fixed(ids) => ids.clone(),
+            _ => match strait_common::native::topic_ids(consumer.client(), &topics, QUERY) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    debug!(flow = %self.spec.flow.name, error = %e, "topic ids not checked");
+                    return Ok(());
+                }
+            },
+        };
+        let changed: Vec<(u64, String, String)> = self
+            .units
+            .iter()
+            .filter(|(_, u)| matches!(u.state, UnitState::Running | UnitState::Paused))
+            .filter_map(|(id, u)| {
+                let was = u.incarnation.as_ref()?;
+                let now = ids.get(&u.unit.source.topic)?;
+                (now != was).then(|| (*id, was.clone(), now.clone()))
+            })
+            .collect();
+        for (id, was, now) in changed {
+            self.recreated_under(consumer, id, &was, &now)?;
+        }
+        Ok(())
+    }
+
+    /// The unit's topic was deleted and re-created while it ran (its id is
+    /// `now`, the unit started in `was`): counted and logged, then the new
+    /// topic is replicated from its beginning once the old one's records in
+    /// flight are acknowledged, or the unit stops.
+    fn recreated_under(
+        &mut self,
+        consumer: &Consumer,
+        id: u64,
+        was: &str,
+        now: &str,
+    ) -> Result<(), SessionError> {
+        let flow = self.spec.flow.name.clone();
+        let policy = self.spec.flow.on_source_gap;
+        let offset_lag_max = self.spec.flow.offset_lag_max;
+        let u = &self.units[&id];
+        let (topic, partition) = (u.unit.source.topic.clone(), u.unit.source.partition);
+        let position = u.progress.next_expected().map(|n| n.0).or(u.start_at);
+        metrics::counter!(m::SOURCE_RESETS, "flow" => flow.clone()).increment(1);
+        error_event!(error, flow, ErrorKind::SourceGap, topic = %topic, partition, ?position, started_topic_id = was, topic_id = now,
+            "the topic's id changed while it was replicated: it was deleted and re-created; the position reached in the old topic does not apply to the new one");
+        // Stop reading the new topic at the old position, and let what was
+        // read of it so far land before the unit starts anew.
+        if let Err(e) = consumer.pause(&u.tpl) {
+            warn!(flow = %flow, topic = %topic, partition, error = %e, "pause failed");
+        }
+        let deadline = Instant::now() + RECREATED_WAIT;
+        while !self.units[&id].progress.settled() && Instant::now() < deadline {
+            self.wait_acks(consumer, Duration::from_millis(100))?;
+        }
+        let u = self.units.get_mut(&id).expect("listed");
+        let what = format!(
+            "topic id {now} differs from {was}, the one this unit started in: the topic was re-created while replicated"
+        );
+        if policy == OnSourceGap::Continue && u.progress.settled() {
+            u.error = Some(format!("{what}; replicating it from its beginning"));
+            u.progress = UnitProgress::new(offset_lag_max);
+            u.start_at = None;
+            u.incarnation = Some(now.to_owned());
+            reposition(consumer, &topic, partition, Offset::Beginning)?;
+            u.fetch_paused = false;
+            u.state = UnitState::Running;
+        } else {
+            let why = match policy {
+                OnSourceGap::Stop => "stopped (on_source_gap = \"stop\")",
+                OnSourceGap::Continue => "stopped: records of the old topic were still in flight",
+            };
+            u.error = Some(format!("{what}; {why}"));
+            u.state = UnitState::Failed;
+            u.fetch_paused = true;
         }
         Ok(())
     }

@@ -305,6 +305,7 @@ impl Session<'_> {
         let mut next_commit = Instant::now() + w.commit_interval;
         let mut next_syncs = Instant::now() + w.offset_sync_interval;
         let mut next_tick = Instant::now();
+        let mut next_id_check = Instant::now() + gaps::ID_CHECK;
         loop {
             if shutdown.is_cancelled() {
                 self.drain(consumer, Instant::now() + w.drain_timeout);
@@ -344,6 +345,10 @@ impl Session<'_> {
                     return Err(SessionError::Fatal(format!("{reason:?}")));
                 }
                 self.finish_releases(consumer)?;
+                if now >= next_id_check {
+                    self.check_topic_ids(consumer)?;
+                    next_id_check = now + gaps::ID_CHECK;
+                }
                 self.report();
                 next_tick = now + TICK;
             }

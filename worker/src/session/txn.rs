@@ -64,9 +64,7 @@ impl Txn {
         for (topic, p) in remote {
             tpl.add_partition(topic, *p);
         }
-        let got = self
-            .progress
-            .committed_offsets(tpl, timeout)
+        let got = gaps::committed_offsets(&self.progress, &tpl, timeout)
             .map_err(SessionError::Transaction)?;
         Ok(gaps::starts(&got))
     }
