@@ -395,15 +395,15 @@ impl Session<'_> {
         if !added.is_empty() {
             // With exactly-once, from the progress on the target (or the
             // source commit, where further: txn::resume_from).
+            let topics: BTreeSet<&str> = added.iter().map(|u| u.source.topic.as_str()).collect();
+            let topics: Vec<&str> = topics.into_iter().collect();
+            let ids = gaps::topic_ids(self.spec, consumer, &topics);
             let starts = match self.txn {
-                Some(_) => self.eos_start_positions(consumer, &added)?,
+                Some(_) => self.eos_start_positions(consumer, &added, &ids)?,
                 None => vec![Start::stored(); added.len()],
             };
             // Offset::Stored: the committed position, else the flow's `start`.
             let mut starts = self.resolve_starts(consumer, &added, starts)?;
-            let topics: BTreeSet<&str> = added.iter().map(|u| u.source.topic.as_str()).collect();
-            let topics: Vec<&str> = topics.into_iter().collect();
-            let ids = gaps::topic_ids(self.spec, consumer, &topics);
             let mut recreated = self.check_incarnations(&added, &mut starts, &ids);
             let mut tpl = TopicPartitionList::new();
             for (u, s) in added.iter().zip(&starts) {

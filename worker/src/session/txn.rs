@@ -85,12 +85,33 @@ impl Txn {
 /// partition is open, and drops them if its producer's next transaction is
 /// aborted (`tests/exactly_once.rs`), although the records committed; and a
 /// flow switched back from at-least-once has an old position there.
-pub(super) fn resume_from(target: Option<&Start>, source: Option<&Start>) -> (Start, bool) {
+///
+/// Only positions of the topic as it is now (`topic_id`) are compared: a
+/// commit that names another id was made in an earlier incarnation of the
+/// topic (deleted and re-created), and its offsets mean nothing in this
+/// one. Where neither names the current id, the one found is returned as it
+/// is, so that the start check tells the re-created topic by its id.
+pub(super) fn resume_from(
+    target: Option<&Start>,
+    source: Option<&Start>,
+    topic_id: Option<&str>,
+) -> (Start, bool) {
     let offset = |s: &Start| match s.at {
         Offset::Offset(o) => Some(o),
         _ => None,
     };
-    match (target, source) {
+    let current = |s: &&Start| match (s.incarnation.as_deref(), topic_id) {
+        (Some(was), Some(now)) => was == now,
+        _ => true, // unknown: taken as the same topic
+    };
+    let (t, s) = (target.filter(current), source.filter(current));
+    if t.is_none() && s.is_none() {
+        return (
+            target.or(source).cloned().unwrap_or_else(Start::stored),
+            false,
+        );
+    }
+    match (t, s) {
         (Some(t), Some(s)) if offset(s) > offset(t) => (s.clone(), true),
         (Some(t), _) => (t.clone(), false),
         (None, Some(s)) => (s.clone(), false),
@@ -116,6 +137,7 @@ impl Session<'_> {
         &self,
         consumer: &Consumer,
         added: &[Unit],
+        ids: &BTreeMap<String, String>,
     ) -> Result<Vec<Start>, SessionError> {
         let txn = self.txn.as_ref().expect("exactly-once session");
         let remote: Vec<(Arc<str>, i32)> = added
@@ -129,7 +151,8 @@ impl Session<'_> {
             .map(|u| {
                 let target = on_target.get(&(u.remote_topic.clone(), u.source.partition));
                 let source = on_source.get(&(u.source.topic.clone(), u.source.partition));
-                let (start, behind) = resume_from(target, source);
+                let id = ids.get(&u.source.topic).map(String::as_str);
+                let (start, behind) = resume_from(target, source, id);
                 if behind {
                     metrics::counter!(m::PROGRESS_BEHIND, "flow" => u.flow.clone()).increment(1);
                     warn!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition,
@@ -252,16 +275,51 @@ mod tests {
     fn a_unit_resumes_from_the_later_of_the_target_progress_and_the_advisory_commit() {
         // The target's, where it is as far as the source's or further (the
         // advisory commit lags the transaction it follows).
-        assert_eq!(resume_from(Some(&at(10)), Some(&at(10))), (at(10), false));
-        assert_eq!(resume_from(Some(&at(12)), Some(&at(10))), (at(12), false));
+        let id = Some("abc");
+        assert_eq!(
+            resume_from(Some(&at(10)), Some(&at(10)), id),
+            (at(10), false)
+        );
+        assert_eq!(
+            resume_from(Some(&at(12)), Some(&at(10)), id),
+            (at(12), false)
+        );
         // The source's, flagged, where the target lost progress.
-        assert_eq!(resume_from(Some(&at(10)), Some(&at(15))), (at(15), true));
+        assert_eq!(
+            resume_from(Some(&at(10)), Some(&at(15)), id),
+            (at(15), true)
+        );
         // Either alone; neither: the flow's start, resolved later.
-        assert_eq!(resume_from(Some(&at(7)), None), (at(7), false));
-        assert_eq!(resume_from(None, Some(&at(7))), (at(7), false));
-        assert_eq!(resume_from(None, None), (Start::stored(), false));
+        assert_eq!(resume_from(Some(&at(7)), None, id), (at(7), false));
+        assert_eq!(resume_from(None, Some(&at(7)), id), (at(7), false));
+        assert_eq!(resume_from(None, None, id), (Start::stored(), false));
         // The topic id the chosen commit names comes with it.
         let named = Start::committed(15, "topic_id=abc");
-        assert_eq!(resume_from(Some(&at(10)), Some(&named)).0, named);
+        assert_eq!(resume_from(Some(&at(10)), Some(&named), id).0, named);
+    }
+
+    #[test]
+    fn positions_of_another_incarnation_of_the_topic_never_win() {
+        // The topic was re-created (now "new"); the target's progress is the
+        // old topic's 500, the advisory commit the new topic's 200.
+        let old = Start::committed(500, "topic_id=old");
+        let new = Start::committed(200, "topic_id=new");
+        assert_eq!(
+            resume_from(Some(&old), Some(&new), Some("new")),
+            (new.clone(), false)
+        );
+        // And the other way round: the advisory commit is the old topic's.
+        assert_eq!(
+            resume_from(Some(&new), Some(&old), Some("new")),
+            (new.clone(), false)
+        );
+        // Both of the old topic: returned as they are, so the start check
+        // counts the re-created topic and starts it from its beginning.
+        assert_eq!(
+            resume_from(Some(&old), Some(&old), Some("new")).0,
+            old.clone()
+        );
+        // Ids unknown (a broker without them): positions alone, as before.
+        assert_eq!(resume_from(Some(&old), Some(&new), None).0, old);
     }
 }
