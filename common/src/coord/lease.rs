@@ -131,8 +131,14 @@ impl Fence {
             });
     }
 
-    /// Ends term `term` if it is still the current one (a lost lease closes
-    /// its own term, never a newer lease's).
+    /// Ends this ticket's term (the fence's: the current one) if it is
+    /// still the current one: a lost lease closes its own term, never a
+    /// newer lease's.
+    pub fn close_own(&self) {
+        self.close_term(self.ticket.unwrap_or_else(|| self.term()));
+    }
+
+    /// Ends term `term` if it is still the current one.
     pub fn close_term(&self, term: u64) {
         let _ = self
             .state
@@ -153,8 +159,8 @@ impl Fence {
 pub struct Lease {
     pub id: LeaseId,
     pub ttl: Duration,
-    /// The fence's term this lease opened.
-    term: u64,
+    /// A ticket of the fence's term this lease opened.
+    own: Fence,
     fence: Fence,
     lost: CancellationToken,
     stop: CancellationToken,
@@ -175,13 +181,14 @@ impl Lease {
         fence: Fence,
     ) -> Result<Lease> {
         let sent = Instant::now();
-        let term = fence.term();
+        // The term this lease opens, extends and closes: its own only.
+        let own = fence.ticket();
         let id = coord.grant(ttl).await?;
-        fence.extend(term, sent + usable(ttl));
+        own.open_until(sent + usable(ttl));
         let lease = Lease {
             id,
             ttl,
-            term,
+            own: own.clone(),
             fence: fence.clone(),
             lost: CancellationToken::new(),
             stop: CancellationToken::new(),
@@ -191,8 +198,7 @@ impl Lease {
             coord.clone(),
             id,
             ttl,
-            fence,
-            term,
+            own,
             lease.lost.clone(),
             lease.stop.clone(),
             what.to_owned(),
@@ -212,7 +218,7 @@ impl Lease {
     /// Ends the lease now: its keys vanish at once instead of at expiry.
     pub async fn revoke(self, coord: &Coord) -> Result<()> {
         self.stop.cancel();
-        self.fence.close_term(self.term);
+        self.own.close_own();
         coord.revoke(self.id).await
     }
 }
@@ -234,7 +240,6 @@ async fn keep_alive(
     id: LeaseId,
     ttl: Duration,
     fence: Fence,
-    term: u64,
     lost: CancellationToken,
     stop: CancellationToken,
     what: String,
@@ -251,7 +256,7 @@ async fn keep_alive(
             _ = stop.cancelled() => return,
         };
         match answer {
-            Ok(Ok(Some(granted))) => fence.extend(term, sent + usable(granted.min(ttl))),
+            Ok(Ok(Some(granted))) => fence.open_until(sent + usable(granted.min(ttl))),
             Ok(Ok(None)) => {
                 warn!(lease = format!("{id:x}"), "{what}: lease expired; fenced");
                 break;
@@ -271,7 +276,7 @@ async fn keep_alive(
             break;
         }
     }
-    fence.close_term(term);
+    fence.close_own();
     lost.cancel();
 }
 
