@@ -111,17 +111,32 @@ impl Harness {
         extra: &str,
         spec: impl FnOnce(FlowSpec) -> FlowSpec,
     ) -> Harness {
-        let text = ConfigBuilder::new(
-            DEPLOYMENT,
-            &source.bootstrap_servers(),
-            &target.bootstrap_servers(),
+        Harness::start_full(source, target, partitions, extra, |c| c, spec)
+    }
+
+    /// [`Harness::start`] with more settings (`config`) and the flow's
+    /// spec changed by `spec`.
+    fn start_full(
+        source: Mock,
+        target: Mock,
+        partitions: i32,
+        extra: &str,
+        config: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+        spec: impl FnOnce(FlowSpec) -> FlowSpec,
+    ) -> Harness {
+        let text = config(
+            ConfigBuilder::new(
+                DEPLOYMENT,
+                &source.bootstrap_servers(),
+                &target.bootstrap_servers(),
+            )
+            .no_metrics_endpoint()
+            .flow_raw(extra)
+            .worker("commit_interval", "100ms")
+            .worker("offset_sync_interval", "100ms")
+            .worker("restart_backoff", "200ms")
+            .worker("drain_timeout", "5s"),
         )
-        .no_metrics_endpoint()
-        .flow_raw(extra)
-        .worker("commit_interval", "100ms")
-        .worker("offset_sync_interval", "100ms")
-        .worker("restart_backoff", "200ms")
-        .worker("drain_timeout", "5s")
         .build();
         let config = Config::parse(&text).unwrap();
         let flow = config.flows[0].clone();
@@ -355,6 +370,55 @@ async fn a_refused_record_can_be_skipped_and_counted() {
         );
     }
     assert_ne!(h.unit_status(0).unwrap().state, UnitState::Failed);
+    h.stop().await;
+}
+
+/// An offset sync the syncs producer cannot queue (its queue is full) is
+/// kept, in order, and sent again: none goes missing from the topic, and no
+/// commit passes one that is not written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_syncs_that_cannot_be_queued_are_sent_again() {
+    const PER: usize = 600;
+    const LAG_MAX: i64 = 10;
+    let (source, target) = Harness::clusters(1, PER);
+    // The syncs go to the source (the default location), whose producer
+    // queue holds 2 records and whose broker answers slowly: a burst of
+    // syncs (one every 10 records) cannot all be queued.
+    source
+        .broker_round_trip_time(1, Duration::from_millis(300))
+        .unwrap();
+    let mut h = Harness::start_full(
+        source,
+        target,
+        1,
+        &format!("offset_lag_max = {LAG_MAX}"),
+        |c| c.source_kafka("queue.buffering.max.messages", 2),
+        |s| s.with_topic_ids(Default::default()),
+    );
+    h.wait_for("all committed", Duration::from_secs(60), |h| {
+        committed(&h.source, 1) == vec![Some(PER as i64)]
+    })
+    .await;
+    h.source.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    let syncs: Vec<i64> = read_all_syncs(&h.source)
+        .into_iter()
+        .map(|s| s.upstream_offset)
+        .collect();
+    println!("{} offset syncs: {syncs:?}", syncs.len());
+    assert_eq!(syncs.first(), Some(&0), "the first record is synced");
+    let gaps: Vec<(i64, i64)> = syncs
+        .windows(2)
+        .filter(|w| w[1] - w[0] > LAG_MAX || w[1] < w[0])
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        gaps.is_empty(),
+        "syncs missing or out of order between {gaps:?} (offset_lag_max {LAG_MAX})"
+    );
+    assert!(
+        *syncs.last().unwrap() >= PER as i64 - LAG_MAX,
+        "syncs up to the end"
+    );
     h.stop().await;
 }
 

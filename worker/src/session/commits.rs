@@ -12,35 +12,62 @@ impl Session<'_> {
         }
     }
 
+    /// Emits an offset sync: pending from here on (no commit passes it
+    /// until it is written), then sent, after any of the unit's syncs that
+    /// could not be queued yet, in source order.
     pub(super) fn emit_sync(&mut self, id: u64, upstream: i64, downstream: i64) {
-        let u = &self.units[&id];
-        let sync = OffsetSync {
-            topic: u.unit.source.topic.clone(),
-            partition: u.unit.source.partition,
-            upstream_offset: upstream,
-            downstream_offset: downstream,
+        let u = self.units.get_mut(&id).expect("a unit of this session");
+        u.progress.sync_sent(upstream);
+        u.unsent_syncs.push_back((upstream, downstream));
+        self.send_unsent_syncs(id);
+    }
+
+    /// Queues the unit's syncs not queued yet, oldest first, until the
+    /// syncs producer's queue is full; the rest wait for the next try (each
+    /// emission and each offset-sync interval).
+    pub(super) fn send_unsent_syncs(&mut self, id: u64) {
+        let Some(u) = self.units.get_mut(&id) else {
+            return;
         };
-        let Ok(key) = sync.encode_key() else {
-            return; // a topic name can't exceed 249 bytes in Kafka
-        };
-        let value = sync.encode_value();
-        let tag = Box::new(SyncTag { unit: id, upstream });
-        let record = BaseRecord::<[u8], [u8], Box<SyncTag>>::with_opaque_to(&self.syncs_topic, tag)
-            .partition(0)
-            .key(&key)
-            .payload(&value);
-        match self.syncs_producer.send(record) {
-            Ok(()) => {
-                self.hot.syncs.increment(1);
-                let u = self.units.get_mut(&id).expect("looked up above");
-                u.progress.sync_sent(upstream);
-            }
-            Err((e, _)) => {
-                // Not queued (the queue is full): the next flush emits the
-                // latest again; exactness may suffer, soundness does not.
-                error_event!(warn, self.spec.flow.name, ErrorKind::of(&e), error = %e, "offset sync not queued");
+        while let Some(&(upstream, downstream)) = u.unsent_syncs.front() {
+            let sync = OffsetSync {
+                topic: u.unit.source.topic.clone(),
+                partition: u.unit.source.partition,
+                upstream_offset: upstream,
+                downstream_offset: downstream,
+            };
+            let Ok(key) = sync.encode_key() else {
+                // A topic name can't exceed 249 bytes in Kafka; never durable.
+                u.unsent_syncs.pop_front();
+                u.progress.sync_acked(upstream);
+                continue;
+            };
+            let value = sync.encode_value();
+            let tag = Box::new(SyncTag { unit: id, upstream });
+            let record =
+                BaseRecord::<[u8], [u8], Box<SyncTag>>::with_opaque_to(&self.syncs_topic, tag)
+                    .partition(0)
+                    .key(&key)
+                    .payload(&value);
+            match self.syncs_producer.send(record) {
+                Ok(()) => {
+                    self.hot.syncs.increment(1);
+                    u.unsent_syncs.pop_front();
+                }
+                Err((e, _)) => {
+                    // Not queued (the queue is full): kept, and sent again
+                    // before any later sync of the unit. Commits wait.
+                    if !u.sync_backlog_told {
+                        u.sync_backlog_told = true;
+                        error_event!(warn, self.spec.flow.name, ErrorKind::of(&e), error = %e,
+                            topic = %u.unit.source.topic, partition = u.unit.source.partition,
+                            "offset sync not queued; kept and sent again (commits wait for it)");
+                    }
+                    return;
+                }
             }
         }
+        u.sync_backlog_told = false;
     }
 
     pub(super) fn flush_unit_syncs(&mut self, id: u64) {
@@ -56,6 +83,7 @@ impl Session<'_> {
     pub(super) fn flush_syncs(&mut self) {
         let ids: Vec<u64> = self.units.keys().copied().collect();
         for id in ids {
+            self.send_unsent_syncs(id);
             self.flush_unit_syncs(id);
         }
     }

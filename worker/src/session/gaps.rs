@@ -470,6 +470,7 @@ impl Session<'_> {
         if policy == OnSourceGap::Continue && u.progress.settled() {
             u.error = Some(format!("{what}; replicating it from its beginning"));
             u.progress = UnitProgress::new(offset_lag_max);
+            u.unsent_syncs.clear(); // the old topic's
             u.start_at = None;
             u.incarnation = Some(now.to_owned());
             reposition(consumer, &topic, partition, Offset::Beginning)?;
@@ -515,6 +516,7 @@ impl Session<'_> {
         if policy == OnSourceGap::Continue && u.progress.settled() {
             u.error = Some(format!("{what}; replicating it from its beginning"));
             u.progress = UnitProgress::new(offset_lag_max);
+            u.unsent_syncs.clear(); // the old topic's
             u.start_at = None;
             u.incarnation = incarnation;
             reposition(consumer, &topic, partition, Offset::Beginning)?;

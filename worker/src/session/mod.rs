@@ -13,7 +13,7 @@
 //! commits in `commits`, back-pressure in `pressure`, reporting in `report`;
 //! what a unit may commit is decided by [`crate::progress::UnitProgress`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -134,6 +134,11 @@ struct UnitSlot {
     lost: u64,
     /// The source topic's id when the unit started (named in its commits).
     incarnation: Option<String>,
+    /// Offset syncs emitted that the syncs producer could not queue yet
+    /// (upstream, downstream), in source order: pending for the commits.
+    unsent_syncs: VecDeque<(i64, i64)>,
+    /// Whether the current backlog of unsent syncs was logged.
+    sync_backlog_told: bool,
 }
 
 /// Handles of the per-record metrics, resolved once per session so the hot
@@ -466,6 +471,8 @@ impl Session<'_> {
                         },
                         lost: 0,
                         incarnation,
+                        unsent_syncs: VecDeque::new(),
+                        sync_backlog_told: false,
                     },
                 );
                 self.apply_pause(consumer, id); // fetches nothing if stopped
