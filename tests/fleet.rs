@@ -25,6 +25,7 @@ fn fleet_config(sb: &Sandbox, deployment: &str, topic: &str, token: &str) -> Str
 [coordination]
 etcd = ["{}"]
 lease_ttl = "{}s"
+request_timeout = "1s"
 [api]
 token = "{token}"
 "#,

@@ -517,6 +517,9 @@ fn fleet_config(source: &str, target: &str, etcd: &str, ttl: Duration, eos: bool
         .metrics("per_partition", false)
         .coordination("etcd", vec![format!("http://{etcd}")])
         .coordination("lease_ttl", format!("{}s", ttl.as_secs()))
+        // Below a quarter of the TTL, as strait requires (a renewal each
+        // quarter, each bounded by it).
+        .coordination("request_timeout", format!("{}ms", ttl.as_millis() / 5))
         .build();
     format!("# written by strait-chaos\n{toml}")
 }

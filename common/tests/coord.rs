@@ -259,3 +259,102 @@ async fn a_compacted_revision_makes_the_mirror_relist() {
     .await;
     stop.cancel();
 }
+
+/// A TCP proxy in front of etcd whose answers can be delayed and whose
+/// requests can be dropped (nothing reaches etcd), for one test's client.
+struct Proxy {
+    port: u16,
+    /// Delay of every chunk etcd sends back, in ms.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Drop every chunk the client sends.
+    blackhole: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let (d, b) = (delay_ms.clone(), blackhole.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if !b.load(Ordering::SeqCst) && sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let d = d.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let delay = d.load(Ordering::SeqCst);
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            delay_ms,
+            blackhole,
+        }
+    }
+}
+
+/// A keep-alive answer is credited only to the request that got it: when a
+/// renewal's caller gave up after sending it (its own timeout, shorter than
+/// the request's), its late answer must not come back as the answer to the
+/// next renewal, which would extend the fence from a request etcd may never
+/// have received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_keep_alive_answer_is_never_credited_to_a_later_request() {
+    use std::sync::atomic::Ordering;
+    let proxy = Proxy::start(&sandbox().etcd).await;
+    let cfg = CoordinationConfig {
+        etcd: vec![format!("http://127.0.0.1:{}", proxy.port)],
+        request_timeout: Duration::from_secs(3),
+        ..CoordinationConfig::default()
+    };
+    let c: Coord = Arc::new(Etcd::connect(&cfg).await.expect("etcd through the proxy"));
+    let lease = c.grant(Duration::from_secs(30)).await.unwrap();
+    assert!(c.keep_alive(lease).await.unwrap().is_some(), "renewed");
+    // A renewal whose answer comes late: its caller gives up first.
+    proxy.delay_ms.store(1000, Ordering::SeqCst);
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), c.keep_alive(lease)).await;
+    assert!(gave_up.is_err(), "the caller gave up: {gave_up:?}");
+    // The late answer arrives; then etcd receives nothing more.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.delay_ms.store(0, Ordering::SeqCst);
+    proxy.blackhole.store(true, Ordering::SeqCst);
+    let next = tokio::time::timeout(Duration::from_secs(5), c.keep_alive(lease)).await;
+    assert!(
+        !matches!(next, Ok(Ok(Some(_)))),
+        "a renewal etcd never received was answered (with the earlier, late answer): {next:?}"
+    );
+    proxy.blackhole.store(false, Ordering::SeqCst);
+    let _ = c.revoke(lease).await;
+}

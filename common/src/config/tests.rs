@@ -70,6 +70,17 @@ fn coordination_settings_are_checked_by_key() {
     );
     let e = err(&format!("{MINIMAL}\n[coordination]\nlease_ttl = \"1s\"\n"));
     assert!(e.starts_with("coordination.lease_ttl: at least 2s"), "{e}");
+    // Renewals go every lease_ttl / 4 (1.5 s here), each bounded by the
+    // request timeout (2 s by default): too long.
+    let e = err(&format!("{MINIMAL}\n[coordination]\nlease_ttl = \"6s\"\n"));
+    assert!(
+        e.starts_with("coordination.request_timeout: must be shorter than a quarter of coordination.lease_ttl (1.5s)"),
+        "{e}"
+    );
+    assert!(Config::parse(&format!(
+        "{MINIMAL}\n[coordination]\nlease_ttl = \"6s\"\nrequest_timeout = \"1s\"\n"
+    ))
+    .is_ok());
     let e = err(&format!("{MINIMAL}\n[coordination]\nuser = \"u\"\n"));
     assert!(
         e.starts_with("coordination.user: user and password go together"),

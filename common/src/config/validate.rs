@@ -114,6 +114,18 @@ fn flows(file: &ConfigFile) -> Result<Vec<Flow>, ConfigError> {
             "at least 2s (etcd's minimum)",
         ));
     }
+    if c.request_timeout >= c.lease_ttl / 4 {
+        // A lease is renewed every quarter of its TTL, and each renewal is
+        // bounded by the request timeout: a longer bound would let one slow
+        // answer run into the next renewal.
+        return Err(invalid(
+            "coordination.request_timeout",
+            format!(
+                "must be shorter than a quarter of coordination.lease_ttl ({:?}): renewals are sent every lease_ttl / 4",
+                c.lease_ttl / 4
+            ),
+        ));
+    }
     if c.user.is_some() != c.password.is_some() {
         return Err(invalid(
             "coordination.user",

@@ -3,6 +3,7 @@
 //! [`CoordError::Unavailable`] rather than a hang.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +22,19 @@ pub struct Etcd {
     client: Client,
     endpoints: Vec<String>,
     timeout: Duration,
-    keepers: Mutex<HashMap<LeaseId, (LeaseKeeper, LeaseKeepAliveStream)>>,
+    /// One keep-alive stream per lease, each behind its own lock, so a slow
+    /// renewal of one lease never holds up another's.
+    keepers: std::sync::Mutex<HashMap<LeaseId, Arc<Mutex<Option<Keeper>>>>>,
+}
+
+/// A lease's keep-alive stream.
+struct Keeper {
+    keeper: LeaseKeeper,
+    stream: LeaseKeepAliveStream,
+    /// A request was sent and its answer not read: the call that sent it
+    /// was given up (its caller's own timeout). That answer must never be
+    /// credited to a later request, so the stream is not used again.
+    unanswered: bool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> CoordError {
@@ -148,7 +161,7 @@ impl Etcd {
             client,
             endpoints: cfg.etcd.clone(),
             timeout: cfg.request_timeout,
-            keepers: Mutex::new(HashMap::new()),
+            keepers: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -192,42 +205,67 @@ impl Coordinator for Etcd {
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Option<Duration>> {
-        let mut keepers = self.keepers.lock().await;
-        if let std::collections::hash_map::Entry::Vacant(slot) = keepers.entry(lease) {
+        let slot = self
+            .keepers
+            .lock()
+            .unwrap()
+            .entry(lease)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if slot.as_ref().is_some_and(|k| k.unanswered) {
+            // The answer still due on this stream belongs to a request whose
+            // caller gave up: a new stream, so that each answer is credited
+            // to the request that got it.
+            *slot = None;
+        }
+        if slot.is_none() {
             let mut c = self.client.clone();
             match self.bounded(c.lease_keep_alive(lease)).await {
-                Ok(pair) => slot.insert(pair),
+                Ok((keeper, stream)) => {
+                    *slot = Some(Keeper {
+                        keeper,
+                        stream,
+                        unanswered: false,
+                    })
+                }
                 Err(e) if lease_gone(&e.to_string()) => return Ok(None),
                 Err(e) => return Err(e),
             };
         }
-        let (keeper, stream) = keepers.get_mut(&lease).expect("inserted above");
+        let k = slot.as_mut().expect("made above");
         let timeout = self.timeout;
+        // Marked before the send and cleared once its answer is read: if
+        // this call is dropped in between, the stream is not used again.
+        k.unanswered = true;
         let answer = tokio::time::timeout(timeout, async {
-            keeper.keep_alive().await?;
-            stream.message().await
+            k.keeper.keep_alive().await?;
+            k.stream.message().await
         })
         .await;
+        k.unanswered = false;
         match answer {
             Ok(Ok(Some(r))) if r.ttl() > 0 => Ok(Some(Duration::from_secs(r.ttl() as u64))),
             Ok(Ok(Some(_))) => {
-                keepers.remove(&lease);
+                *slot = None;
+                self.keepers.lock().unwrap().remove(&lease); // gone for good
                 Ok(None)
             }
             Ok(Ok(None)) => {
-                keepers.remove(&lease);
+                *slot = None;
                 Err(unavailable("keep-alive stream closed"))
             }
             Ok(Err(e)) => {
-                keepers.remove(&lease);
+                *slot = None;
                 if lease_gone(&e.to_string()) {
+                    self.keepers.lock().unwrap().remove(&lease);
                     Ok(None)
                 } else {
                     Err(from_etcd(e))
                 }
             }
             Err(_) => {
-                keepers.remove(&lease);
+                *slot = None;
                 Err(unavailable(format!(
                     "keep-alive unanswered within {timeout:?}"
                 )))
@@ -236,7 +274,7 @@ impl Coordinator for Etcd {
     }
 
     async fn revoke(&self, lease: LeaseId) -> Result<()> {
-        self.keepers.lock().await.remove(&lease);
+        self.keepers.lock().unwrap().remove(&lease);
         let mut c = self.client.clone();
         match self.bounded(c.lease_revoke(lease)).await {
             Ok(_) => Ok(()),
