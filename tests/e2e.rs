@@ -736,14 +736,6 @@ fn admin(bootstrap: &str) -> strait_controller::admin::KafkaAdmin {
     strait_controller::admin::KafkaAdmin::new(&cluster).unwrap()
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 /// Every config tansu reports for a topic, whatever it flags as default.
 fn raw_configs(bootstrap: &str, topic: &str) -> std::collections::BTreeMap<String, String> {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};

@@ -273,31 +273,6 @@ fn a_hundred_groups_are_all_checkpointed_within_two_rounds_of_their_commits() {
         .is_some());
 }
 
-/// Every checkpoint on `topic`: (group, remote topic, partition, upstream,
-/// downstream), decoded by hand from the MirrorMaker 2 format.
-fn checkpoints(bootstrap: &str, topic: &str) -> Vec<(String, String, i32, i64, i64)> {
-    fn string(b: &[u8]) -> Option<(String, &[u8])> {
-        let len = usize::try_from(i16::from_be_bytes(b.get(..2)?.try_into().ok()?)).ok()?;
-        Some((
-            std::str::from_utf8(b.get(2..2 + len)?).ok()?.to_owned(),
-            &b[2 + len..],
-        ))
-    }
-    consume(bootstrap, topic, 1, usize::MAX, Duration::from_secs(2))
-        .iter()
-        .filter_map(|r| {
-            let (key, value) = (r.key.as_deref()?, r.value.as_deref()?);
-            let (group, rest) = string(key)?;
-            let (t, rest) = string(rest)?;
-            let partition = i32::from_be_bytes(rest.try_into().ok()?);
-            (value.get(..2)? == [0, 0]).then_some(())?;
-            let up = i64::from_be_bytes(value.get(2..10)?.try_into().ok()?);
-            let down = i64::from_be_bytes(value.get(10..18)?.try_into().ok()?);
-            Some((group, t, partition, up, down))
-        })
-        .collect()
-}
-
 /// A kafka-python member of `group` on `bootstrap`, subscribed to `topic`,
 /// until dropped.
 struct Member(Child);

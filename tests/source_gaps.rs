@@ -133,38 +133,6 @@ fn a_recreated_topic_has_another_id() {
     );
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn rd_admin(bootstrap: &str) -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap()
-}
-
-/// A topic's partition count in a fresh metadata answer (None: no such topic).
-fn partitions(bootstrap: &str, topic: &str) -> Option<usize> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .ok()?;
-    md.topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len())
-        .filter(|&n| n > 0)
-}
-
 fn value(r: &Rec) -> String {
     String::from_utf8(r.value.clone().unwrap_or_default()).unwrap()
 }
@@ -563,37 +531,6 @@ fn consume_uncommitted(
     out
 }
 
-/// Checkpoints in the target's checkpoints topic: (group, remote topic,
-/// partition, upstream, downstream), decoded without strait's code.
-fn checkpoints(bootstrap: &str) -> Vec<(String, String, i32, i64, i64)> {
-    fn string(b: &[u8]) -> Option<(String, &[u8])> {
-        let len = usize::try_from(i16::from_be_bytes(b.get(..2)?.try_into().ok()?)).ok()?;
-        Some((
-            std::str::from_utf8(b.get(2..2 + len)?).ok()?.to_owned(),
-            &b[2 + len..],
-        ))
-    }
-    consume(
-        bootstrap,
-        "src.checkpoints.internal",
-        1,
-        usize::MAX,
-        Duration::from_secs(2),
-    )
-    .iter()
-    .filter_map(|r| {
-        let (key, value) = (r.key.as_deref()?, r.value.as_deref()?);
-        let (group, rest) = string(key)?;
-        let (t, rest) = string(rest)?;
-        let partition = i32::from_be_bytes(rest.try_into().ok()?);
-        (value.get(..2)? == [0, 0]).then_some(())?;
-        let up = i64::from_be_bytes(value.get(2..10)?.try_into().ok()?);
-        let down = i64::from_be_bytes(value.get(10..18)?.try_into().ok()?);
-        Some((group, t, partition, up, down))
-    })
-    .collect()
-}
-
 #[test]
 fn aborted_transactions_are_never_replicated_and_groups_translate_exactly_across_markers() {
     let sb = sandbox();
@@ -846,7 +783,7 @@ fn aborted_transactions_are_never_replicated_and_groups_translate_exactly_across
     // The checkpoints say the same.
     let mut latest = BTreeMap::new();
     wait_for("a checkpoint of every group and partition", MINUTE, || {
-        for (g, topic, p, up, down) in checkpoints(&sb.target) {
+        for (g, topic, p, up, down) in checkpoints(&sb.target, "src.checkpoints.internal") {
             if topic == remote && g.starts_with(&prefix) {
                 latest.insert((g, p), (up, down));
             }

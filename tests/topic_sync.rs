@@ -10,23 +10,12 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, NewPartitions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminOptions, ConfigSource, NewPartitions, ResourceSpecifier};
 use strait_controller::admin::{ClusterAdmin, KafkaAdmin};
 use strait_controller::native_admin::{AclOperation, AclPermission, ConfigOp, TopicAcl};
 use support::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 /// strait's own admin client (the librdkafka bindings of
 /// controller/src/native_admin.rs): rdkafka 0.39 has no ACL calls.
@@ -34,29 +23,6 @@ fn admin(bootstrap: &str) -> KafkaAdmin {
     let cluster: strait_common::config::ClusterConfig =
         toml::from_str(&format!("bootstrap = \"{bootstrap}\"")).unwrap();
     KafkaAdmin::new(&cluster).unwrap()
-}
-
-fn rd_admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap()
-}
-
-/// A topic's partition count in a fresh metadata answer (None: no such topic).
-fn partitions(bootstrap: &str, topic: &str) -> Option<usize> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .ok()?;
-    md.topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len())
-        .filter(|&n| n > 0)
 }
 
 /// Every config of a topic as the broker describes it: (name, value,

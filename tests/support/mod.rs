@@ -116,3 +116,70 @@ pub fn python_read_committed(
         })
         .collect()
 }
+
+/// Runs one future to completion on a runtime of its own.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// rdkafka's admin client for `bootstrap`.
+pub fn rd_admin(
+    bootstrap: &str,
+) -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap()
+}
+
+/// A topic's partition count in a fresh metadata answer (None: no such topic).
+pub fn partitions(bootstrap: &str, topic: &str) -> Option<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+        .ok()?;
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .filter(|&n| n > 0)
+}
+
+/// Every checkpoint on `topic`: (group, remote topic, partition, upstream,
+/// downstream), decoded by hand from the MirrorMaker 2 format.
+pub fn checkpoints(bootstrap: &str, topic: &str) -> Vec<(String, String, i32, i64, i64)> {
+    fn string(b: &[u8]) -> Option<(String, &[u8])> {
+        let len = usize::try_from(i16::from_be_bytes(b.get(..2)?.try_into().ok()?)).ok()?;
+        Some((
+            std::str::from_utf8(b.get(2..2 + len)?).ok()?.to_owned(),
+            &b[2 + len..],
+        ))
+    }
+    consume(
+        bootstrap,
+        topic,
+        1,
+        usize::MAX,
+        std::time::Duration::from_secs(2),
+    )
+    .iter()
+    .filter_map(|r| {
+        let (key, value) = (r.key.as_deref()?, r.value.as_deref()?);
+        let (group, rest) = string(key)?;
+        let (t, rest) = string(rest)?;
+        let partition = i32::from_be_bytes(rest.try_into().ok()?);
+        (value.get(..2)? == [0, 0]).then_some(())?;
+        let up = i64::from_be_bytes(value.get(2..10)?.try_into().ok()?);
+        let down = i64::from_be_bytes(value.get(10..18)?.try_into().ok()?);
+        Some((group, t, partition, up, down))
+    })
+    .collect()
+}
