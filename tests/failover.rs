@@ -12,9 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strait_controller::native_admin::GroupCommits;
 
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 use support::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -68,12 +65,9 @@ fn checkpoint_config(sb: &Sandbox, deployment: &str, topic: &str, flow_extra: &s
 /// Commits offsets to many groups at once without joining them, as their
 /// applications would have (one admin request per group, many in flight).
 fn commit_groups(bootstrap: &str, groups: &[GroupCommits]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
+    let admin = group_admin(bootstrap);
     let results = strait_controller::native_admin::alter_group_offsets(
-        admin.inner(),
+        rdkafka::consumer::Consumer::client(&admin),
         groups,
         64,
         Duration::from_secs(10),

@@ -721,9 +721,9 @@ fn aborted_transactions_are_never_replicated_and_groups_translate_exactly_across
             .count() as i64
     };
     {
-        let admin = rd_admin(&sb.source);
+        let admin = group_admin(&sb.source);
         let results = strait_controller::native_admin::alter_group_offsets(
-            admin.inner(),
+            rdkafka::consumer::Consumer::client(&admin),
             &groups,
             64,
             Duration::from_secs(10),

@@ -136,6 +136,19 @@ pub fn rd_admin(
         .unwrap()
 }
 
+/// A client for the group admin calls of `strait_controller::native_admin`
+/// (ListConsumerGroupOffsets, AlterConsumerGroupOffsets): a consumer with a
+/// `group.id` it never joins. librdkafka dereferences the client's own
+/// consumer group when such a call is answered NotCoordinator, and crashes
+/// on a client without one (librdkafka issue 5040).
+pub fn group_admin(bootstrap: &str) -> rdkafka::consumer::BaseConsumer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "strait-tests-group-admin")
+        .create()
+        .unwrap()
+}
+
 /// A topic's partition count in a fresh metadata answer (None: no such topic).
 pub fn partitions(bootstrap: &str, topic: &str) -> Option<usize> {
     use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -4,6 +4,14 @@
 //! one client. librdkafka takes one group per call and routes each call to
 //! that group's coordinator, so the requests spread over the coordinators
 //! by themselves; nothing here opens a consumer per group.
+//!
+//! The client must be a consumer with a `group.id` (it need never join):
+//! when an OffsetFetch of ListConsumerGroupOffsets is answered
+//! NotCoordinator (a coordinator moving or loading), librdkafka asks the
+//! client's own consumer group to find its coordinator again, and on a
+//! client without one (an AdminClient) it dereferences a null pointer and
+//! the process dies (librdkafka issue 5040, open; seen here on Kafka by the
+//! checkpoints benchmark). strait's callers use `group_client`.
 
 use std::os::raw::c_void;
 use std::time::{Duration, Instant};
