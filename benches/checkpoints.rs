@@ -31,8 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use strait_controller::native_admin::GroupCommits;
 
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
@@ -121,6 +119,17 @@ struct Figures {
     round: Option<f64>,
 }
 
+/// A client for the group admin calls: a consumer with a `group.id` it
+/// never joins (librdkafka crashes on an AdminClient when such a call is
+/// answered NotCoordinator: see controller/src/native_admin/groups.rs).
+fn group_admin(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "strait-bench-group-admin")
+        .create()
+        .unwrap()
+}
+
 fn main() {
     let sb = sandbox();
     let partitions: usize = env_or("BENCH_PARTITIONS", 2000);
@@ -163,10 +172,7 @@ fn main() {
         &config(&sb, &deployment, &topics_re, "none"),
         &["--role", "worker", "--id", "w1"],
     );
-    let admin_src: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &sb.source)
-        .create()
-        .unwrap();
+    let admin_src = group_admin(&sb.source);
     let mut figures = Vec::new();
     for &groups in &sizes {
         let prefix = format!("{run}-g{groups}");
@@ -184,7 +190,7 @@ fn main() {
             Duration::from_secs(600),
             || {
                 let req = vec![(commit_group.clone(), None)];
-                list_group_offsets(admin_src.inner(), &req, 1, Duration::from_secs(10))
+                list_group_offsets(admin_src.client(), &req, 1, Duration::from_secs(10))
                     .remove(0)
                     .is_ok_and(|ps| {
                         ps.iter()
@@ -241,7 +247,7 @@ fn main() {
 /// it can and the worker replicates: wall time of each call.
 fn translate_under_load(
     sb: &Sandbox,
-    admin_src: &AdminClient<DefaultClientContext>,
+    admin_src: &BaseConsumer,
     worker: &Strait,
     run: &str,
     parts: &[(String, i32)],
@@ -254,7 +260,7 @@ fn translate_under_load(
         .collect();
     let n = wide.len();
     let r = alter_group_offsets(
-        admin_src.inner(),
+        admin_src.client(),
         &[(group.clone(), wide)],
         1,
         Duration::from_secs(30),
@@ -322,7 +328,7 @@ fn translate_under_load(
 
 fn measure(
     sb: &Sandbox,
-    admin_src: &AdminClient<DefaultClientContext>,
+    admin_src: &BaseConsumer,
     controller: &Strait,
     lay: &Layout,
     seconds: u64,
@@ -393,10 +399,7 @@ fn measure(
         let lay = lay.clone();
         let target = sb.target.clone();
         std::thread::spawn(move || {
-            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                .set("bootstrap.servers", &target)
-                .create()
-                .unwrap();
+            let admin = group_admin(&target);
             let req: Vec<_> = lay
                 .iter()
                 .map(|(g, ps)| {
@@ -407,7 +410,7 @@ fn measure(
                 })
                 .collect();
             while !stop.load(Ordering::Relaxed) {
-                let results = list_group_offsets(admin.inner(), &req, 64, Duration::from_secs(10));
+                let results = list_group_offsets(admin.client(), &req, 64, Duration::from_secs(10));
                 let now = Instant::now();
                 for ((g, _), r) in req.iter().zip(results) {
                     for (t, p, o) in r.unwrap_or_default() {
@@ -471,7 +474,7 @@ fn measure(
                 }
             }
         }
-        let results = alter_group_offsets(admin_src.inner(), &batch, 64, Duration::from_secs(10));
+        let results = alter_group_offsets(admin_src.client(), &batch, 64, Duration::from_secs(10));
         let failed = results.iter().filter(|r| r.is_err()).count();
         if failed > 0 {
             eprintln!("{failed} group commits failed this second");
