@@ -11,14 +11,14 @@
 //! partitions (written before strait starts, so it replicates as fast as it
 //! can), then strait starts and runs until every partition's progress is
 //! committed at its end. Printed: the time that took, MB/s, the process's
+//! CPU seconds (user + system, read just before it is stopped) per MB, its
 //! peak RSS (VmHWM), and the series one `/metrics` scrape carries (those
 //! with a `partition` label apart) with the scrape's size.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
@@ -35,8 +35,12 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let mb_env: Option<usize> = std::env::var("BENCH_MB").ok().and_then(|v| v.parse().ok());
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    // A consumer with a group.id it never joins, for the group admin call:
+    // librdkafka crashes on an AdminClient when it is answered NotCoordinator
+    // (controller/src/native_admin/groups.rs).
+    let admin: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &sb.source)
+        .set("group.id", "strait-bench-group-admin")
         .create()
         .unwrap();
     let mut rows = Vec::new();
@@ -87,7 +91,7 @@ fn main() {
             Duration::from_secs(900),
             || {
                 let req = vec![(group.clone(), None)];
-                list_group_offsets(admin.inner(), &req, 1, Duration::from_secs(10))
+                list_group_offsets(admin.client(), &req, 1, Duration::from_secs(10))
                     .remove(0)
                     .is_ok_and(|ps| {
                         ps.iter()
@@ -107,23 +111,26 @@ fn main() {
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .collect();
         let per_partition_series = series.iter().filter(|l| l.contains("partition=\"")).count();
+        let cpu = strait_testkit::process::cpu_seconds(strait.pid());
         strait.stop_with("TERM", Duration::from_secs(60));
         let total_mb = (partitions * per_partition * 1000) as f64 / 1e6;
         rows.push((
             partitions,
             total_mb,
             took,
+            cpu,
             rss,
             (series.len(), per_partition_series, scrape.len()),
         ));
     }
-    println!("\n| partitions | MB replicated | took (start to last commit) | MB/s | peak RSS | series (per partition) | scrape |");
-    println!("|---|---|---|---|---|---|---|");
-    for (p, total, took, rss, (series, per_part, bytes)) in rows {
+    println!("\n| partitions | MB replicated | took (start to last commit) | MB/s | CPU s | CPU s per MB | peak RSS | series (per partition) | scrape |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (p, total, took, cpu, rss, (series, per_part, bytes)) in rows {
         println!(
-            "| {p} | {total:.0} | {:.1} s | {:.1} | {rss:.0} MB | {series} ({per_part}) | {:.0} KB |",
+            "| {p} | {total:.0} | {:.1} s | {:.1} | {cpu:.1} | {:.4} | {rss:.0} MB | {series} ({per_part}) | {:.0} KB |",
             took.as_secs_f64(),
             total / took.as_secs_f64(),
+            cpu / total,
             bytes as f64 / 1024.0
         );
     }
