@@ -332,8 +332,15 @@ pub fn committed_with_metadata(
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let Ok(got) = c.committed_offsets(tpl, Duration::from_secs(10)) else {
-        return vec![None; partitions as usize];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        match c.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(got) => break got,
+            Err(e) if coordinator_moving(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("committed offsets of group {group} on {topic}: {e}"),
+        }
     };
     (0..partitions)
         .map(|p| {
@@ -374,7 +381,33 @@ pub fn commit_group_noting(
             e.set_metadata(metadata);
         }
     }
-    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
+    // A fresh cluster's group coordinator may still be loading
+    // (`__consumer_offsets` created on first use): a commit is then answered
+    // NotCoordinator or CoordinatorLoadInProgress, which an application
+    // retries too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.commit(&tpl, rdkafka::consumer::CommitMode::Sync) {
+            Ok(()) => return,
+            Err(e) if coordinator_moving(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("commit for group {group} on {topic}: {e}"),
+        }
+    }
+}
+
+/// Whether `e` says the group coordinator is moving or loading: retriable.
+fn coordinator_moving(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::RequestTimedOut
+        )
+    )
 }
 
 /// Checks records made by [`Rec::seq`] for completeness and order: every
