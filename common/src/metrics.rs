@@ -25,6 +25,12 @@ pub const ERRORS: &str = "strait_errors_total";
 pub const COMMITS: &str = "strait_commits_total";
 /// Transactions committed by exactly-once flows (records and progress).
 pub const TRANSACTIONS: &str = "strait_transactions_total";
+/// Transactions whose commit went out while the lease was valid and whose
+/// answer came back after it lapsed. Not a double write (the next owner
+/// fences the transactional id before it reads progress:
+/// docs/coordination.md, "Zombie fencing"), so not an invariant: a sign of
+/// a worker paused or slowed near its lease's end.
+pub const TRANSACTIONS_LATE: &str = "strait_transactions_committed_as_lease_lapsed_total";
 pub const OFFSET_SYNCS: &str = "strait_offset_syncs_emitted_total";
 pub const SESSIONS: &str = "strait_flow_sessions_total";
 pub const TOPICS_CREATED: &str = "strait_topics_created_total";
@@ -74,15 +80,10 @@ pub const COMMIT_PAST_ACK: &str = "commit_past_ack";
 /// The checkpoints topic holds a checkpoint below an earlier one of the same
 /// group and partition (seen when the checkpoint service reads it back).
 pub const CHECKPOINT_BACKWARDS: &str = "checkpoint_backwards";
-/// An exactly-once flow's transaction committed after the worker's lease
-/// could no longer be vouched for (a new owner may have started).
-pub const EXACTLY_ONCE: &str = "exactly_once";
-pub const INVARIANTS: [&str; 4] = [
-    SINGLE_OWNER,
-    COMMIT_PAST_ACK,
-    CHECKPOINT_BACKWARDS,
-    EXACTLY_ONCE,
-];
+/// A second write in an exactly-once flow is not something one process can
+/// see: the chaos suite judges it by reading the target with Kafka's
+/// read_committed (0 duplicates), not by a counter.
+pub const INVARIANTS: [&str; 3] = [SINGLE_OWNER, COMMIT_PAST_ACK, CHECKPOINT_BACKWARDS];
 
 /// Counts one breach of `invariant`.
 pub fn violated(invariant: &'static str) {
@@ -99,7 +100,7 @@ pub fn describe() {
     describe_counter!(
         INVARIANT_VIOLATIONS,
         Unit::Count,
-        "breaches of strait's guarantees seen by this process, by invariant (single_owner, commit_past_ack, checkpoint_backwards, exactly_once); must stay 0"
+        "breaches of strait's guarantees seen by this process, by invariant (single_owner, commit_past_ack, checkpoint_backwards); must stay 0"
     );
     // Exported from the start, so "0" is a reading and not an absence.
     for invariant in INVARIANTS {
@@ -184,6 +185,11 @@ pub fn describe() {
         TRANSACTIONS,
         Unit::Count,
         "transactions committed towards the target by an exactly-once flow (records and each unit's progress), by flow"
+    );
+    describe_counter!(
+        TRANSACTIONS_LATE,
+        Unit::Count,
+        "transactions whose commit was sent while the lease was valid and answered after it lapsed (not a double write: the next owner fences first), by flow"
     );
     describe_counter!(
         SESSIONS,

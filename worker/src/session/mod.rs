@@ -54,6 +54,8 @@ mod pressure;
 mod records;
 mod report;
 mod txn;
+#[cfg(test)]
+mod txn_fence_test;
 
 const POLL: Duration = Duration::from_millis(50);
 const TICK: Duration = Duration::from_secs(1);
