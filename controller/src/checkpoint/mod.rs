@@ -16,6 +16,8 @@
 
 pub mod core;
 pub mod failover;
+#[cfg(test)]
+mod leader_fence_test;
 pub mod reader;
 pub mod service;
 

@@ -96,7 +96,11 @@ pub async fn run_checkpoints(
     };
     let spec = Arc::new(spec);
     tokio::task::spawn_blocking(move || {
-        let result = Service::start(&spec, interval, &board, &shutdown).and_then(|mut s| {
+        let result = start_until_up(&spec, interval, &board, &shutdown).and_then(|mut s| {
+            // A service held here has fenced the previous leader and read
+            // its floor, and has not begun a round.
+            #[cfg(test)]
+            fail::fail_point!("checkpoint::started");
             if !spec.flow.sync_group_offsets {
                 return s.run(&fence, &shutdown);
             }
@@ -116,6 +120,38 @@ pub async fn run_checkpoints(
     })
     .await
     .context("checkpoint service panicked")?
+}
+
+/// Starts the service, again and again while the target cannot be read or
+/// the previous leader cannot be fenced (the target down as leadership
+/// began), until it starts or `shutdown`.
+fn start_until_up<'a>(
+    spec: &'a CheckpointSpec,
+    interval: Duration,
+    board: &'a CheckpointBoard,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Service<'a>> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match Service::start(spec, interval, board, shutdown) {
+            Ok(s) => return Ok(s),
+            Err(e) if !shutdown.is_cancelled() => {
+                error_event!(
+                    warn,
+                    spec.flow.name,
+                    ErrorKind::Checkpoint,
+                    error = format!("{e:#}"),
+                    "checkpoint service not started; trying again in {backoff:?}"
+                );
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !shutdown.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 struct Service<'a> {
@@ -146,8 +182,16 @@ struct Metrics {
 }
 
 impl<'a> Service<'a> {
-    /// Rebuilds "never backwards" from what earlier runs wrote, then reads
-    /// the offset syncs written so far.
+    /// Fences the previous leader's checkpoint writer, then rebuilds "never
+    /// backwards" from what earlier runs wrote, then reads the offset syncs
+    /// written so far.
+    ///
+    /// Fence first: a previous leader paused before its EndTxn could
+    /// otherwise commit checkpoints after this read, above the floor read
+    /// here, and this service could then write below them. After the fence
+    /// its transaction is either committed (and read here: the reader is
+    /// read_committed and reads to the end, past every open transaction)
+    /// or aborted.
     fn start(
         spec: &'a CheckpointSpec,
         interval: Duration,
@@ -157,6 +201,7 @@ impl<'a> Service<'a> {
         let flow = &spec.flow.name;
         let own = format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment));
         let cp_topic = checkpoints_topic(&spec.flow.source);
+        let producer = checkpoint_producer(spec)?;
         let mut state = Checkpoints::default();
         let mut restored = 0u64;
         let mut reader = InternalTopic::open(&spec.target, &own, &cp_topic)?;
@@ -192,7 +237,7 @@ impl<'a> Service<'a> {
             syncs,
             source: group_client(&spec.source, &own)?,
             cp_topic,
-            producer: None,
+            producer: Some(producer),
             checkpointed: Freshness::default(),
             sync: Arc::default(),
             last_round: Duration::ZERO,
@@ -283,6 +328,12 @@ impl<'a> Service<'a> {
     }
 
     fn round(&mut self, fence: &Fence, started: Instant) {
+        self.round_inner(fence, started);
+        #[cfg(test)]
+        fail::fail_point!("checkpoint::round_end");
+    }
+
+    fn round_inner(&mut self, fence: &Fence, started: Instant) {
         let flow = self.spec.flow.name.clone();
         if self.producer.is_none() {
             match checkpoint_producer(self.spec) {
@@ -404,6 +455,9 @@ impl<'a> Service<'a> {
             fence.is_open(),
             "the leader's lease lapsed mid-round; nothing more is written"
         );
+        // A leader held here has checked its fence and will commit.
+        #[cfg(test)]
+        fail::fail_point!("checkpoint::before_commit");
         producer.commit_transaction(Duration::from_secs(10))?;
         if flow.sync_group_offsets {
             let mut sync = self.sync.lock().expect("sync state");
