@@ -51,6 +51,8 @@ mod fence_test;
 mod gaps;
 use gaps::{incarnation_metadata, Start};
 mod pressure;
+#[cfg(test)]
+mod purge_test;
 mod records;
 mod report;
 mod txn;
@@ -91,6 +93,12 @@ pub enum SessionError {
     /// committed.
     #[error("fenced: the coordination lease was not renewed in time")]
     Fenced,
+    /// A unit's release waited [`RELEASE_WAIT`] and records of it were
+    /// still unacknowledged: the session ends, dropping everything its
+    /// producer still queues, so none of them reaches the target after the
+    /// unit's next owner started (they would land among its records).
+    #[error("release of {unit} timed out with {unsettled} records unacknowledged")]
+    ReleaseTimedOut { unit: Unit, unsettled: usize },
 }
 
 /// Units of an exactly-once flow stopped at a record the target refused,
@@ -167,8 +175,8 @@ impl HotMetrics {
 struct Session<'a> {
     spec: &'a FlowSpec,
     hot: HotMetrics,
-    producer: Producer,
-    syncs_producer: SyncsProducer,
+    producer: &'a Producer,
+    syncs_producer: &'a SyncsProducer,
     syncs_topic: String,
     acks: mpsc::Receiver<Ack>,
     sync_acks: mpsc::Receiver<SyncAck>,
@@ -203,8 +211,6 @@ pub fn run(
     status: &StatusBoard,
     stopped: &Stopped,
 ) -> Result<(), SessionError> {
-    let mut units_rx = link.units.clone();
-    units_rx.mark_changed();
     let (acks_tx, acks) = mpsc::channel();
     let (sync_acks_tx, sync_acks) = mpsc::channel();
     let commit_failed = Arc::new(AtomicBool::new(false));
@@ -243,6 +249,105 @@ pub fn run(
     metrics::counter!(m::SESSIONS, "flow" => flow.clone()).increment(1);
     info!(flow = %flow, exactly_once = txn.is_some(), "flow session started");
 
+    // This session's term of the fence: once it closes, this session
+    // writes nothing more, whatever lease opens the fence later.
+    let ticket = link.fence.ticket();
+    let over = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| purge_when_fenced(&ticket, &producer, &syncs_producer, &over));
+        let result = run_session(
+            spec,
+            link,
+            shutdown,
+            status,
+            stopped,
+            Clients {
+                consumer: &consumer,
+                producer: &producer,
+                syncs_producer: &syncs_producer,
+                txn,
+                fence: ticket.clone(),
+            },
+            Channels {
+                acks,
+                sync_acks,
+                commit_failed,
+                watermarks,
+            },
+        );
+        over.store(true, Ordering::Release);
+        result
+    })
+}
+
+/// The session's clients, made by [`run`].
+struct Clients<'a> {
+    consumer: &'a Consumer,
+    producer: &'a Producer,
+    syncs_producer: &'a SyncsProducer,
+    txn: Option<txn::Txn>,
+    /// The session's ticket of the worker's fence.
+    fence: Fence,
+}
+
+/// What the clients' callbacks report to the session.
+struct Channels {
+    acks: mpsc::Receiver<Ack>,
+    sync_acks: mpsc::Receiver<SyncAck>,
+    commit_failed: Arc<AtomicBool>,
+    watermarks: Watermarks,
+}
+
+/// Drops everything the producers queue or retry as soon as the session's
+/// fence closes, whatever the session thread is doing: one blocked (a
+/// synchronous commit, a full queue, a flush) looks at its fence only when
+/// it returns, and librdkafka keeps sending meanwhile, while the units may
+/// have a new owner. Requests already on the wire may still land
+/// (docs/failure-model.md).
+fn purge_when_fenced(
+    fence: &Fence,
+    producer: &Producer,
+    syncs_producer: &SyncsProducer,
+    over: &AtomicBool,
+) {
+    while !over.load(Ordering::Acquire) {
+        if !fence.is_open() {
+            producer.purge(PurgeConfig::default().queue().inflight());
+            syncs_producer.purge(PurgeConfig::default().queue().inflight());
+            return;
+        }
+        std::thread::sleep(FENCE_WATCH);
+    }
+}
+
+/// How often [`purge_when_fenced`] looks at the fence.
+const FENCE_WATCH: Duration = Duration::from_millis(50);
+
+fn run_session(
+    spec: &FlowSpec,
+    link: &UnitLink,
+    shutdown: &CancellationToken,
+    status: &StatusBoard,
+    stopped: &Stopped,
+    clients: Clients<'_>,
+    channels: Channels,
+) -> Result<(), SessionError> {
+    let Clients {
+        consumer,
+        producer,
+        syncs_producer,
+        txn,
+        fence,
+    } = clients;
+    let Channels {
+        acks,
+        sync_acks,
+        commit_failed,
+        watermarks,
+    } = channels;
+    let flow = spec.flow.name.clone();
+    let mut units_rx = link.units.clone();
+    units_rx.mark_changed();
     let mut s = Session {
         spec,
         hot: HotMetrics::new(&flow),
@@ -261,16 +366,14 @@ pub fn run(
         watermarks,
         status: status.clone(),
         to_emit: Vec::new(),
-        // This session's term of the fence: once it closes, this session
-        // writes nothing more, whatever lease opens the fence later.
-        fence: link.fence.ticket(),
+        fence,
         held: link.held.clone(),
         wanted: Assignment::default(),
         clean: BTreeSet::new(),
         txn,
         stopped: stopped.clone(),
     };
-    let result = s.run_loop(&consumer, &mut units_rx, shutdown);
+    let result = s.run_loop(consumer, &mut units_rx, shutdown);
     if let Err(SessionError::Fenced) = &result {
         // Write nothing more: drop what librdkafka still queues. Requests
         // already on the wire may land; they carry records past every
@@ -286,9 +389,15 @@ pub fn run(
     } else if let Err(e) = &result {
         // Whatever was acknowledged before the error is safe to commit.
         warn!(flow = %flow, error = %e, "flow session ending on error");
-        let _ = s.handle_acks(&consumer);
+        let _ = s.handle_acks(consumer);
         s.flush_syncs();
-        s.commit(&consumer, CommitMode::Sync);
+        s.commit(consumer, CommitMode::Sync);
+        // Then nothing more goes out: the units are let go below, and a
+        // record librdkafka still queues or retries would land among their
+        // next owner's. (Requests already on the wire may still land; their
+        // records are past every committed position: duplicates, never a
+        // loss. docs/failure-model.md.)
+        s.producer.purge(PurgeConfig::default().queue().inflight());
     }
     s.status.clear_flow(&flow);
     s.units.clear();
@@ -529,8 +638,22 @@ impl Session<'_> {
             for &id in &done {
                 self.flush_unit_syncs(id);
             }
-            let _ = clients::flush(&self.syncs_producer, RELEASE_SYNCS_WAIT);
+            let _ = clients::flush(self.syncs_producer, RELEASE_SYNCS_WAIT);
             self.handle_acks(consumer)?;
+        }
+        if !eos {
+            // A release whose wait ran out with records still in flight:
+            // they must not reach the target once the unit has moved.
+            if let Some(u) = done
+                .iter()
+                .map(|id| &self.units[id])
+                .find(|u| !u.progress.settled())
+            {
+                return Err(SessionError::ReleaseTimedOut {
+                    unit: u.unit.clone(),
+                    unsettled: u.progress.in_flight(),
+                });
+            }
         }
         let released = !done.is_empty();
         let mut again = false;
@@ -593,7 +716,7 @@ impl Session<'_> {
         }
         self.flush_syncs();
         let left = deadline.saturating_duration_since(Instant::now());
-        let _ = clients::flush(&self.syncs_producer, left.max(Duration::from_secs(1)));
+        let _ = clients::flush(self.syncs_producer, left.max(Duration::from_secs(1)));
         if let Err(e) = self.handle_acks(consumer) {
             warn!(flow = %flow, error = %e, "error while draining");
         }

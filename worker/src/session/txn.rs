@@ -182,11 +182,11 @@ impl Session<'_> {
         // was paused mid-commit returns (and lets its units go) as soon as it
         // runs again, instead of finishing a commit it may no longer make.
         let step = |fence: &Fence, most: Duration| fence.remaining().min(most);
-        clients::flush(&self.producer, step(&self.fence, TRANSACTION_TIMEOUT))
+        clients::flush(self.producer, step(&self.fence, TRANSACTION_TIMEOUT))
             .map_err(|e| fenced_or(&self.fence, e))?;
         self.handle_acks(consumer)?;
         self.flush_syncs();
-        clients::flush(&self.syncs_producer, step(&self.fence, STEP)).map_err(|e| {
+        clients::flush(self.syncs_producer, step(&self.fence, STEP)).map_err(|e| {
             match self.fence.is_open() {
                 true => SessionError::OffsetSync(e),
                 false => SessionError::Fenced,
