@@ -167,16 +167,6 @@ fn old_then_new(p: i32, old: usize, new: usize) -> Vec<String> {
         .collect()
 }
 
-fn delete_topic(bootstrap: &str, topic: &str) {
-    let deleted =
-        block_on(rd_admin(bootstrap).delete_topics(&[topic], &rdkafka::admin::AdminOptions::new()))
-            .unwrap();
-    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
-    wait_for("the topic gone", MINUTE, || {
-        partitions(bootstrap, topic).is_none()
-    });
-}
-
 fn topic_id(bootstrap: &str, topic: &str) -> String {
     let admin = rd_admin(bootstrap);
     strait_common::native::topic_ids(admin.inner(), &[topic], MINUTE).unwrap()[topic].clone()

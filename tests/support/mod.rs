@@ -196,3 +196,14 @@ pub fn checkpoints(bootstrap: &str, topic: &str) -> Vec<(String, String, i32, i6
     })
     .collect()
 }
+
+/// Deletes `topic` and waits until its metadata is gone.
+pub fn delete_topic(bootstrap: &str, topic: &str) {
+    let deleted =
+        block_on(rd_admin(bootstrap).delete_topics(&[topic], &rdkafka::admin::AdminOptions::new()))
+            .unwrap();
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    wait_for("the topic gone", std::time::Duration::from_secs(60), || {
+        partitions(bootstrap, topic).is_none()
+    });
+}
