@@ -412,6 +412,41 @@ fn by_revision(events: Vec<Event>) -> Vec<Vec<Event>> {
 mod tests {
     use super::permanent_tls_error;
 
+    /// Keep-alives of two leases do not wait on each other: one whose
+    /// renewal is slow (here: its slot held, as a call waiting on a late
+    /// answer holds it) must not hold up the other's, or a worker in `--role
+    /// all` would fence itself on the controller's slow lease. With one lock
+    /// for every lease (until December 2026) the second call waited.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_renewal_of_one_lease_does_not_hold_up_another() {
+        use std::time::Duration;
+
+        use crate::config::CoordinationConfig;
+        use crate::coord::Coordinator as _;
+
+        let cfg = CoordinationConfig {
+            etcd: vec![strait_testkit::sandbox().etcd],
+            ..CoordinationConfig::default()
+        };
+        let etcd = super::Etcd::connect(&cfg)
+            .await
+            .expect("the sandbox's etcd");
+        let slow = etcd.grant(Duration::from_secs(30)).await.unwrap();
+        let other = etcd.grant(Duration::from_secs(30)).await.unwrap();
+        assert!(etcd.keep_alive(slow).await.unwrap().is_some());
+        let slot = etcd.keepers.lock().unwrap()[&slow].clone();
+        let held = slot.lock().await; // `slow`'s renewal under way
+        let renewed = tokio::time::timeout(Duration::from_secs(2), etcd.keep_alive(other)).await;
+        drop(held);
+        assert!(
+            matches!(renewed, Ok(Ok(Some(_)))),
+            "the other lease was not renewed while one renewal was slow: {renewed:?}"
+        );
+        for lease in [slow, other] {
+            let _ = etcd.revoke(lease).await;
+        }
+    }
+
     #[test]
     fn tls_refusals_are_told_apart_from_an_etcd_that_is_away() {
         let expired =
