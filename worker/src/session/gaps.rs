@@ -446,8 +446,6 @@ impl Session<'_> {
         now: &str,
     ) -> Result<(), SessionError> {
         let flow = self.spec.flow.name.clone();
-        let policy = self.spec.flow.on_source_gap;
-        let offset_lag_max = self.spec.flow.offset_lag_max;
         let u = &self.units[&id];
         let (topic, partition) = (u.unit.source.topic.clone(), u.unit.source.partition);
         let position = u.progress.next_expected().map(|n| n.0).or(u.start_at);
@@ -463,29 +461,10 @@ impl Session<'_> {
         while !self.units[&id].progress.settled() && Instant::now() < deadline {
             self.wait_acks(consumer, Duration::from_millis(100))?;
         }
-        let u = self.units.get_mut(&id).expect("listed");
         let what = format!(
             "topic id {now} differs from {was}, the one this unit started in: the topic was re-created while replicated"
         );
-        if policy == OnSourceGap::Continue && u.progress.settled() {
-            u.error = Some(format!("{what}; replicating it from its beginning"));
-            u.progress = UnitProgress::new(offset_lag_max);
-            u.unsent_syncs.clear(); // the old topic's
-            u.start_at = None;
-            u.incarnation = Some(now.to_owned());
-            reposition(consumer, &topic, partition, Offset::Beginning)?;
-            u.fetch_paused = false;
-            u.state = UnitState::Running;
-        } else {
-            let why = match policy {
-                OnSourceGap::Stop => "stopped (on_source_gap = \"stop\")",
-                OnSourceGap::Continue => "stopped: records of the old topic were still in flight",
-            };
-            u.error = Some(format!("{what}; {why}"));
-            u.state = UnitState::Failed;
-            u.fetch_paused = true;
-        }
-        Ok(())
+        self.start_anew_or_stop(consumer, id, &what, Some(now.to_owned()))
     }
 
     /// The position is past the log's end: the topic was re-created or
@@ -498,8 +477,6 @@ impl Session<'_> {
         high: i64,
     ) -> Result<(), SessionError> {
         let flow = self.spec.flow.name.clone();
-        let policy = self.spec.flow.on_source_gap;
-        let offset_lag_max = self.spec.flow.offset_lag_max;
         let topic = self.units[&id].unit.source.topic.clone();
         // The new incarnation's id, for the commits made from here on.
         let incarnation = topic_ids(self.spec, consumer, &[&topic]).remove(&topic);
@@ -511,15 +488,36 @@ impl Session<'_> {
         let what = format!(
             "position {position} is past the source's end {high}: the topic was re-created or truncated"
         );
-        // Replicating the new incarnation means a fresh progress; records
-        // of the old one still in flight would land in it, so that waits.
+        self.start_anew_or_stop(consumer, id, &what, incarnation)
+    }
+
+    /// A unit whose topic was re-created (`what` says how that was told).
+    /// Replicating the new incarnation means a fresh progress, and records
+    /// of the old one still in flight would land in it: with
+    /// `on_source_gap = "continue"` and nothing of the old topic in flight,
+    /// the unit starts anew in `incarnation` from the topic's beginning;
+    /// otherwise it stops, saying why.
+    fn start_anew_or_stop(
+        &mut self,
+        consumer: &Consumer,
+        id: u64,
+        what: &str,
+        incarnation: Option<String>,
+    ) -> Result<(), SessionError> {
+        let policy = self.spec.flow.on_source_gap;
+        let offset_lag_max = self.spec.flow.offset_lag_max;
+        let u = self.units.get_mut(&id).expect("listed");
         if policy == OnSourceGap::Continue && u.progress.settled() {
             u.error = Some(format!("{what}; replicating it from its beginning"));
             u.progress = UnitProgress::new(offset_lag_max);
             u.unsent_syncs.clear(); // the old topic's
             u.start_at = None;
             u.incarnation = incarnation;
+            let (topic, partition) = (u.unit.source.topic.clone(), u.unit.source.partition);
             reposition(consumer, &topic, partition, Offset::Beginning)?;
+            // Assigned anew, and resumed.
+            u.fetch_paused = false;
+            u.state = UnitState::Running;
         } else {
             let why = match policy {
                 OnSourceGap::Stop => "stopped (on_source_gap = \"stop\")",
