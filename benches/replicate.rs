@@ -33,6 +33,7 @@ use strait_common::coord::lease::Fence;
 use strait_common::model::{TopicPartition, Unit};
 use strait_testkit::config::ConfigBuilder;
 use strait_testkit::create_topic;
+use strait_testkit::load::json_values;
 use strait_worker::{run_flow, Assignment, FlowSpec, StatusBoard, UnitLink};
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -91,52 +92,6 @@ impl Timing {
 /// Writes the load with strait's producer settings.
 fn produce(bootstrap: &str, topic: &str, load: &Load) -> Timing {
     produce_values(bootstrap, topic, load, &[vec![b'v'; load.size]])
-}
-
-/// JSON log lines of about `size` bytes, as applications write them: the
-/// same field names, varying values, a random trace id. What compression
-/// is measured on (a value of one repeated byte would flatter it).
-fn json_values(size: usize) -> Vec<Vec<u8>> {
-    use rand::{Rng as _, SeedableRng as _};
-    // Seeded: every run replicates the same values.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
-    let mut next = move || rng.random::<u64>();
-    let levels = ["INFO", "INFO", "INFO", "WARN", "DEBUG", "ERROR"];
-    let msgs = [
-        "order placed",
-        "payment authorised",
-        "cart updated",
-        "stock reserved",
-        "session refreshed",
-    ];
-    // Enough distinct values that a batch (about 1 MB per partition) holds
-    // no value twice: repeats would flatter codecs with long windows.
-    (0..65536)
-        .map(|i| {
-            let mut v = format!(
-                r#"{{"ts":"2026-12-02T00:{:02}:{:02}.{:03}Z","level":"{}","service":"checkout-{}","host":"ip-10-0-{}-{}","user_id":{},"order":"ord-{:08x}","amount":{}.{:02},"currency":"EUR","trace":"{:016x}{:016x}","msg":"{}","items":["#,
-                i % 60,
-                next() % 60,
-                next() % 1000,
-                levels[(next() % 6) as usize],
-                next() % 8,
-                next() % 8,
-                next() % 250,
-                next() % 100_000,
-                next() as u32,
-                next() % 500,
-                next() % 100,
-                next(),
-                next(),
-                msgs[(next() % 5) as usize],
-            );
-            while v.len() + 40 < size {
-                v.push_str(&format!(r#"{{"sku":"sku-{:05}","qty":{}}},"#, next() % 20_000, 1 + next() % 4));
-            }
-            v.push_str(r#"{"sku":"sku-00000","qty":1}]}"#);
-            v.into_bytes()
-        })
-        .collect()
 }
 
 /// Writes the load with strait's producer settings, cycling through `values`.

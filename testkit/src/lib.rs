@@ -5,6 +5,7 @@
 //! mock cluster (which has no admin API: create its topics through the mock).
 
 pub mod config;
+pub mod load;
 pub mod log;
 pub mod process;
 
