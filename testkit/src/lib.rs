@@ -7,7 +7,9 @@
 pub mod config;
 pub mod load;
 pub mod log;
+pub mod pki;
 pub mod process;
+pub mod secured;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -125,6 +127,36 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Client settings the tests' clients add for a cluster, by its bootstrap
+/// address: a secured cluster's credentials ([`secure`]).
+static SECURED: std::sync::Mutex<BTreeMap<String, Vec<(String, String)>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Makes every client of this crate's helpers that connects to `bootstrap`
+/// use `settings` (security.protocol, SASL, TLS), so that the helpers work
+/// on a secured cluster as they do on the sandbox's.
+pub fn secure(bootstrap: &str, settings: &[(&str, &str)]) {
+    SECURED.lock().unwrap().insert(
+        bootstrap.to_owned(),
+        settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+}
+
+/// A client config for `bootstrap`, with its [`secure`] settings if any.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    if let Some(settings) = SECURED.lock().unwrap().get(bootstrap) {
+        for (k, v) in settings {
+            c.set(k, v);
+        }
+    }
+    c
+}
+
 /// Creates a topic through the admin API; an existing one is fine.
 pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     create_topic_with(bootstrap, name, partitions, &[]);
@@ -132,10 +164,7 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
 
 /// Creates a topic with topic-level configs; an existing one is fine.
 pub fn create_topic_with(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -188,8 +217,7 @@ pub type Producer = ThreadedProducer<DefaultProducerContext>;
 
 /// An idempotent producer.
 pub fn producer(bootstrap: &str) -> Producer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    client_config(bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         // Large-record tests write records of several MB.
@@ -247,8 +275,7 @@ pub fn consume_with_offsets(
     expect: usize,
     timeout: Duration,
 ) -> Vec<(i64, Rec)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let c: BaseConsumer = client_config(bootstrap)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         // librdkafka's default, said: records of aborted or open
@@ -324,8 +351,7 @@ pub fn committed_with_metadata(
     topic: &str,
     partitions: i32,
 ) -> Vec<Option<(i64, String)>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let c: BaseConsumer = client_config(bootstrap)
         .set("group.id", group)
         .create()
         .unwrap();
@@ -368,8 +394,7 @@ pub fn commit_group_noting(
     positions: &[(i32, i64)],
     metadata: &str,
 ) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let c: BaseConsumer = client_config(bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()

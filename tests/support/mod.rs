@@ -130,10 +130,7 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 pub fn rd_admin(
     bootstrap: &str,
 ) -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
-    rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap()
+    client_config(bootstrap).create().unwrap()
 }
 
 /// A client for the group admin calls of `strait_controller::native_admin`
@@ -142,8 +139,7 @@ pub fn rd_admin(
 /// consumer group when such a call is answered NotCoordinator, and crashes
 /// on a client without one (librdkafka issue 5040).
 pub fn group_admin(bootstrap: &str) -> rdkafka::consumer::BaseConsumer {
-    rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    client_config(bootstrap)
         .set("group.id", "strait-tests-group-admin")
         .create()
         .unwrap()
@@ -152,10 +148,7 @@ pub fn group_admin(bootstrap: &str) -> rdkafka::consumer::BaseConsumer {
 /// A topic's partition count in a fresh metadata answer (None: no such topic).
 pub fn partitions(bootstrap: &str, topic: &str) -> Option<usize> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
+    let c: BaseConsumer = client_config(bootstrap).create().unwrap();
     let md = c
         .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
         .ok()?;
