@@ -119,6 +119,13 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<OffsetRecord, String> 
     })
 }
 
+/// The connector a Connect offsets key names (its first element), if the
+/// key is a JSON array that starts with a string.
+fn connector_name(key: &[u8]) -> Option<String> {
+    let key: Value = serde_json::from_slice(key).ok()?;
+    key.as_array()?.first()?.as_str().map(str::to_owned)
+}
+
 /// The source offsets of one connector: the last record of each key wins,
 /// as Connect reads them; a deletion removes the key.
 #[derive(Debug, Default)]
@@ -130,6 +137,17 @@ pub struct Offsets {
 
 impl Offsets {
     pub fn apply(&mut self, connector: &str, key: Option<&[u8]>, value: Option<&[u8]>) {
+        // MirrorMaker 2's other connectors keep their offsets in the same
+        // topic under partition keys of their own (the checkpoint
+        // connector's `{"group","topic","partition"}`, the heartbeat
+        // connector's `{"sourceClusterAlias","targetClusterAlias"}`): they
+        // are not replication progress, and not undecodable either.
+        if key
+            .and_then(connector_name)
+            .is_some_and(|name| name != connector)
+        {
+            return;
+        }
         let decoded = key
             .ok_or_else(|| "record without a key".to_owned())
             .and_then(|k| decode(k, value));
@@ -480,6 +498,40 @@ mod tests {
         assert_eq!(o.undecodable, 1);
         o.apply("MirrorSourceConnector", Some(KEY), None);
         assert!(o.last.is_empty());
+    }
+
+    /// The records a real MirrorMaker 2 (Apache Kafka 4.3.1, dedicated
+    /// mode) wrote to `mm2-offsets.up1.internal` beside its source offsets:
+    /// its checkpoint and heartbeat connectors' own offsets.
+    #[test]
+    fn the_other_connectors_offsets_are_ignored_not_counted_as_undecodable() {
+        let mut o = Offsets::default();
+        for (key, value) in [
+            (
+                &br#"["MirrorSourceConnector",{"cluster":"up1","partition":0,"topic":"try1"}]"#[..],
+                &br#"{"offset":999}"#[..],
+            ),
+            (
+                br#"["MirrorHeartbeatConnector",{"sourceClusterAlias":"up1","targetClusterAlias":"dn1"}]"#,
+                br#"{"offset":0}"#,
+            ),
+            (
+                br#"["MirrorCheckpointConnector",{"partition":1,"topic":"up1.try1","group":"g1"}]"#,
+                br#"{"offset":0}"#,
+            ),
+        ] {
+            o.apply("MirrorSourceConnector", Some(key), Some(value));
+        }
+        assert_eq!(o.undecodable, 0, "{:?}", o.first_error);
+        assert_eq!(o.last.len(), 1);
+        assert_eq!(o.last.values().next(), Some(&999));
+        // A source connector's record that does not decode still counts.
+        o.apply(
+            "MirrorSourceConnector",
+            Some(br#"["MirrorSourceConnector",{"topic":"t"}]"#),
+            Some(b"{}"),
+        );
+        assert_eq!(o.undecodable, 1);
     }
 
     #[test]
