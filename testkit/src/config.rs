@@ -96,6 +96,8 @@ pub struct ConfigBuilder {
     target: String,
     tables: Vec<(&'static str, Vec<String>)>,
     cluster_raw: [String; 2],
+    /// The clusters' aliases: `src` and `dst` unless [`ConfigBuilder::aliases`].
+    aliases: [String; 2],
     flow_raw: String,
     raw: String,
 }
@@ -108,6 +110,7 @@ impl ConfigBuilder {
             target: target.to_owned(),
             tables: Vec::new(),
             cluster_raw: Default::default(),
+            aliases: ["src".to_owned(), "dst".to_owned()],
             flow_raw: String::new(),
             raw: String::new(),
         }
@@ -133,6 +136,14 @@ impl ConfigBuilder {
         if let Some((_, lines)) = self.tables.iter_mut().find(|(t, _)| *t == "metrics") {
             lines.retain(|l| !l.starts_with("listen = "));
         }
+        self
+    }
+
+    /// Other aliases for the two clusters than `src` and `dst` (they name
+    /// the flow, remote topics and internal topics: a test that shares the
+    /// sandbox's internal topics with nobody picks its own).
+    pub fn aliases(mut self, source: &str, target: &str) -> Self {
+        self.aliases = [source.to_owned(), target.to_owned()];
         self
     }
 
@@ -215,18 +226,26 @@ impl ConfigBuilder {
         };
         let mut out = String::new();
         let _ = writeln!(out, "deployment = {}", quote(&self.deployment));
+        // The kafka tables are kept under the slots' names (`src`, `dst`)
+        // and written under the aliases.
         let clusters = [("src", &self.source), ("dst", &self.target)];
-        for ((alias, bootstrap), raw) in clusters.into_iter().zip(&self.cluster_raw) {
+        for (((slot, bootstrap), raw), alias) in clusters
+            .into_iter()
+            .zip(&self.cluster_raw)
+            .zip(&self.aliases)
+        {
             let _ = writeln!(out, "[clusters.{alias}]\nbootstrap = {}", quote(bootstrap));
             out.push_str(raw);
-            let kafka = table(&format!("clusters.{alias}.kafka"));
+            let kafka = table(&format!("clusters.{slot}.kafka"));
             if !kafka.is_empty() {
                 let _ = write!(out, "[clusters.{alias}.kafka]\n{kafka}");
             }
         }
         let _ = write!(
             out,
-            "[[flows]]\nsource = \"src\"\ntarget = \"dst\"\n{}{}",
+            "[[flows]]\nsource = {}\ntarget = {}\n{}{}",
+            quote(&self.aliases[0]),
+            quote(&self.aliases[1]),
             table("flow"),
             self.flow_raw
         );
