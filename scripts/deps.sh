@@ -23,8 +23,10 @@ if $tests; then
   command -v openssl >/dev/null || need+=(openssl)
 fi
 # Apache Kafka's broker and MirrorMaker 2 run from their published jars:
-# a JRE to run them, Maven to fetch them (compose/kafka/pom.xml).
-command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+# a JDK to run them and to compile the tests' MirrorMaker 2 client
+# (tests/mm2_client/Mm2Client.java, built by testkit's mm2 module with
+# javac), Maven to fetch them (compose/kafka/pom.xml).
+command -v java >/dev/null && command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || need+=(maven)
 # tansu installs into a venv: any python3 with venv and ensurepip will do.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

@@ -3,10 +3,12 @@
 //! the sandbox's addresses, unique names, waiting with a deadline.
 //! Works against any bootstrap address: Apache Kafka, tansu or librdkafka's
 //! mock cluster (which has no admin API: create its topics through the mock).
+//! `mm2` runs Apache Kafka's own MirrorMaker 2 and its client classes.
 
 pub mod config;
 pub mod load;
 pub mod log;
+pub mod mm2;
 pub mod pki;
 pub mod process;
 pub mod secured;
