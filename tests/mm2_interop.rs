@@ -766,6 +766,30 @@ fn resent(records: &[(i64, i64)], range: std::ops::Range<i64>) -> usize {
 
 #[test]
 fn a_running_mirrormaker_2_is_taken_over_under_live_traffic() {
+    take_over_live(Stop::Term);
+}
+
+#[test]
+fn a_crashed_mirrormaker_2_is_taken_over_resending_no_more_than_its_own_restart() {
+    take_over_live(Stop::Kill);
+}
+
+/// How MirrorMaker 2 stops before the move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM, as the takeover's instructions say; MirrorMaker 2 is
+    /// restarted once before, to measure what its own restart re-sends.
+    Term,
+    /// SIGKILL (a crash, or an operator's `kill -9`): its Connect offsets
+    /// trail what it wrote by up to its offset flush interval (5 s here),
+    /// and what lies past them is re-sent, by strait as by MirrorMaker 2.
+    Kill,
+}
+
+/// MirrorMaker 2 replicates live traffic and checkpoints a group; it
+/// stops (`how`); `strait import-mm2` and `strait takeover-mm2` on its
+/// properties file; strait runs while the traffic goes on.
+fn take_over_live(how: Stop) {
     let started = Instant::now();
     let sb = sandbox();
     if sb.skip_on_tansu("runs Apache Kafka's MirrorMaker 2, tested on Apache Kafka") {
@@ -792,8 +816,14 @@ fn a_running_mirrormaker_2_is_taken_over_under_live_traffic() {
     // An application consuming the source; its group exists already.
     commit_group(&sb.source, &group, &topic, &[(0, 0), (1, 0)]);
 
-    let props = Mm2Properties::new((&a, &sb.source), (&b, &sb.target), &topic, &group);
+    let mut props = Mm2Properties::new((&a, &sb.source), (&b, &sb.target), &topic, &group);
+    if how == Stop::Kill {
+        // The Connect worker's offset flush (60 s by default; the target
+        // cluster's prefix reaches the worker, MirrorMakerConfig.workerConfig).
+        props = props.set(&format!("{b}.offset.flush.interval.ms"), "5000");
+    }
     let mut mm = MirrorMaker::start(&dir, "mm2", &props);
+    let offsets_topic = format!("mm2-offsets.{a}.internal");
     let (stop_writer, writer) = live_writer(&sb.source, &topic, 2);
     wait_for("MirrorMaker 2 to replicate live traffic", MM2_START, || {
         ends(&sb.target, &remote, 2).iter().all(|&e| e >= 1000)
@@ -811,33 +841,55 @@ fn a_running_mirrormaker_2_is_taken_over_under_live_traffic() {
     });
     let mm2_cp = newest_checkpoints(&sb.target, &cp_topic, &group);
 
-    // MirrorMaker 2's own restart, for comparison.
-    mm.stop(MINUTE);
-    let e1 = ends(&sb.target, &remote, 2);
-    mm.restart();
-    wait_for(
-        "MirrorMaker 2 to resume after its restart",
-        MM2_START,
-        || {
-            ends(&sb.target, &remote, 2)
-                .iter()
-                .zip(&e1)
-                .all(|(e, e1)| *e >= e1 + 500)
-        },
-    );
-
     // The move: MirrorMaker 2 stops, traffic goes on.
-    let status = mm.stop(MINUTE);
-    let e2 = ends(&sb.target, &remote, 2);
+    let (e1, status) = match how {
+        Stop::Term => {
+            // MirrorMaker 2's own restart, for comparison.
+            mm.stop(MINUTE);
+            let e1 = ends(&sb.target, &remote, 2);
+            mm.restart();
+            wait_for(
+                "MirrorMaker 2 to resume after its restart",
+                MM2_START,
+                || {
+                    ends(&sb.target, &remote, 2)
+                        .iter()
+                        .zip(&e1)
+                        .all(|(e, e1)| *e >= e1 + 500)
+                },
+            );
+            (Some(e1), mm.stop(MINUTE))
+        }
+        Stop::Kill => {
+            // Killed while it has written records its Connect offsets do
+            // not cover yet.
+            wait_for("MirrorMaker 2 ahead of its Connect offsets", MINUTE, || {
+                let last = connect_offsets(&sb.target, &offsets_topic, &a, &topic);
+                let now = ends(&sb.target, &remote, 2);
+                (0..2).all(|p| last.get(&p).is_some_and(|l| now[p as usize] > l + 100))
+            });
+            (None, mm.kill())
+        }
+    };
+    // A produce request the broker received before the exit may still be
+    // appended just after it: the ends are read once they stay put.
+    let mut e2 = ends(&sb.target, &remote, 2);
+    wait_for("the remote topic's ends to settle", MINUTE, || {
+        std::thread::sleep(Duration::from_millis(300));
+        let before = std::mem::replace(&mut e2, ends(&sb.target, &remote, 2));
+        before == e2
+    });
     let cp_end = ends(&sb.target, &cp_topic, 1)[0];
     println!(
-        "MirrorMaker 2 stopped ({status}) at {:.1} s; remote ends {e1:?} at its restart, {e2:?} at the move",
-        started.elapsed().as_secs_f64()
+        "MirrorMaker 2 stopped ({status}) at {:.1} s; the remote topic's ends: {} {e2:?} at the move",
+        started.elapsed().as_secs_f64(),
+        e1.as_ref()
+            .map_or(String::new(), |e1| format!("{e1:?} at its restart,"))
     );
     let ours = |t: &String| t.contains(&a) || t.contains(&b);
     let source_topics: BTreeSet<String> = topics(&sb.source).into_iter().filter(ours).collect();
     let target_topics: BTreeSet<String> = topics(&sb.target).into_iter().filter(ours).collect();
-    let last = connect_offsets(&sb.target, &format!("mm2-offsets.{a}.internal"), &a, &topic);
+    let last = connect_offsets(&sb.target, &offsets_topic, &a, &topic);
     let before_move = landed(&sb.target, &remote, 2, (e2[0] + e2[1]) as usize);
     // What MirrorMaker 2's own restart would send again now: the records
     // on the target after the last one its Connect offsets vouch for.
@@ -909,13 +961,16 @@ fn a_running_mirrormaker_2_is_taken_over_under_live_traffic() {
             total,
             "partition {p}: records that were never written"
         );
-        let (e1, e2) = (e1[p as usize], e2[p as usize]);
+        let e2 = e2[p as usize];
+        let e1 = e1.as_ref().map_or(e2, |e1| e1[p as usize]);
         let by_mm2_restart = resent(recs, e1..e2);
         let by_takeover = resent(recs, e2..i64::MAX);
         println!(
-            "partition {p}: {total} records; MirrorMaker 2's restart re-sent {by_mm2_restart}; \
+            "partition {p}: {total} records; {how:?}: MirrorMaker 2's own restart before the move re-sent {}; \
              at the move its Connect offsets (last {}) would have re-sent {}; strait's takeover re-sent {by_takeover}",
-            last[&p], mm2_would_resend[p as usize]
+            if how == Stop::Term { by_mm2_restart.to_string() } else { "- (not restarted)".into() },
+            last[&p],
+            mm2_would_resend[p as usize]
         );
         assert!(
             by_takeover <= mm2_would_resend[p as usize],

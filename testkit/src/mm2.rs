@@ -192,6 +192,14 @@ impl MirrorMaker {
         }
     }
 
+    /// SIGKILL (a crash): nothing is committed on the way out. Waits for
+    /// the exit.
+    pub fn kill(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        c.kill().unwrap();
+        c.wait().unwrap()
+    }
+
     pub fn running(&mut self) -> bool {
         self.child
             .as_mut()
