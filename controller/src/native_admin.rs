@@ -16,8 +16,9 @@ use strait_common::native::{check, cstring, request, text, Guard};
 
 mod groups;
 pub use groups::{
-    alter_group_offsets, list_consumer_groups, list_group_offsets, AlterOutcome, GroupCommits,
-    GroupError, GroupQuery, GroupState, PartitionOffset,
+    alter_group_offsets, list_consumer_groups, list_group_offsets,
+    list_group_offsets_with_metadata, AlterOutcome, CommittedOffset, GroupCommits, GroupError,
+    GroupQuery, GroupState, PartitionOffset,
 };
 
 /// One change to a topic config.

@@ -126,8 +126,9 @@ impl Checkpoints {
         }
     }
 
-    /// The checkpoint for `group` at `committed` on `tp`, if it translates
-    /// and moves the group's target position forward. Never backwards: a
+    /// The checkpoint for `group` at `committed` on `tp` (committed with
+    /// `metadata`, which the checkpoint carries as MirrorMaker 2's does),
+    /// if it translates and moves the group's target position forward. Never backwards: a
     /// lower translation (e.g. the group was reset on the source) is not
     /// emitted. A position already translated against the same syncs is
     /// not translated again (rounds cost what changed, not what exists).
@@ -137,6 +138,7 @@ impl Checkpoints {
         group: &str,
         tp: &TopicPartition,
         committed: i64,
+        metadata: &str,
     ) -> Option<Checkpoint> {
         let p = self.histories.get(tp)?;
         let marks = match self.groups.get_mut(group) {
@@ -165,7 +167,14 @@ impl Checkpoints {
             partition: tp.partition,
             upstream_offset: committed,
             downstream_offset: t.offset.0,
-            metadata: String::new(),
+            // The format's strings hold at most 32767 bytes; brokers keep
+            // 4096 by default (offset.metadata.max.bytes). A longer note is
+            // left out rather than failing the round.
+            metadata: if metadata.len() <= i16::MAX as usize {
+                metadata.to_owned()
+            } else {
+                String::new()
+            },
         })
     }
 }
@@ -251,7 +260,7 @@ mod tests {
         let (f, mut c) = (flow(), Checkpoints::default());
         c.observe_sync(&sync(0, 100));
         c.observe_sync(&sync(50, 150));
-        let cp = c.checkpoint(&f, "billing", &tp(), 40).unwrap();
+        let cp = c.checkpoint(&f, "billing", &tp(), 40, "").unwrap();
         assert_eq!(
             (
                 cp.topic.as_str(),
@@ -262,12 +271,12 @@ mod tests {
             ("us.orders", 0, 40, 140)
         );
         assert_eq!(
-            c.checkpoint(&f, "billing", &tp(), 40),
+            c.checkpoint(&f, "billing", &tp(), 40, ""),
             None,
             "unchanged: not emitted again"
         );
         assert_eq!(
-            c.checkpoint(&f, "billing", &tp(), 45)
+            c.checkpoint(&f, "billing", &tp(), 45, "")
                 .unwrap()
                 .downstream_offset,
             145
@@ -275,13 +284,34 @@ mod tests {
     }
 
     #[test]
+    fn the_commit_metadata_goes_into_the_checkpoint_as_mirrormaker_2_puts_it() {
+        let (f, mut c) = (flow(), Checkpoints::default());
+        c.observe_sync(&sync(0, 100));
+        let cp = c
+            .checkpoint(&f, "billing", &tp(), 0, "partition-time=1700000000000")
+            .unwrap();
+        assert_eq!(cp.metadata, "partition-time=1700000000000");
+        assert_eq!(
+            Checkpoint::decode(&cp.encode_key().unwrap(), &cp.encode_value().unwrap())
+                .unwrap()
+                .metadata,
+            "partition-time=1700000000000"
+        );
+        // Too long for the format's string: left out, the checkpoint written.
+        let long = "x".repeat(40_000);
+        let cp = c.checkpoint(&f, "billing", &tp(), 1, &long).unwrap();
+        assert_eq!(cp.metadata, "");
+        assert!(cp.encode_value().is_ok());
+    }
+
+    #[test]
     fn checkpoints_never_move_backwards_even_across_restarts() {
         let (f, mut c) = (flow(), Checkpoints::default());
         c.observe_sync(&sync(0, 100));
         c.observe_sync(&sync(50, 150));
-        assert!(c.checkpoint(&f, "billing", &tp(), 45).is_some());
+        assert!(c.checkpoint(&f, "billing", &tp(), 45, "").is_some());
         assert_eq!(
-            c.checkpoint(&f, "billing", &tp(), 30),
+            c.checkpoint(&f, "billing", &tp(), 30, ""),
             None,
             "group reset on the source"
         );
@@ -301,11 +331,11 @@ mod tests {
         assert!(!restarted.restore(&at(120)), "backwards on the topic");
         restarted.observe_sync(&sync(0, 100));
         restarted.observe_sync(&sync(50, 150));
-        assert_eq!(restarted.checkpoint(&f, "billing", &tp(), 45), None);
-        assert_eq!(restarted.checkpoint(&f, "billing", &tp(), 44), None);
+        assert_eq!(restarted.checkpoint(&f, "billing", &tp(), 45, ""), None);
+        assert_eq!(restarted.checkpoint(&f, "billing", &tp(), 44, ""), None);
         assert_eq!(
             restarted
-                .checkpoint(&f, "billing", &tp(), 46)
+                .checkpoint(&f, "billing", &tp(), 46, "")
                 .unwrap()
                 .downstream_offset,
             146
@@ -315,10 +345,10 @@ mod tests {
     #[test]
     fn no_sync_no_checkpoint() {
         let (f, mut c) = (flow(), Checkpoints::default());
-        assert_eq!(c.checkpoint(&f, "billing", &tp(), 10), None);
+        assert_eq!(c.checkpoint(&f, "billing", &tp(), 10, ""), None);
         c.observe_sync(&sync(20, 5));
         assert_eq!(
-            c.checkpoint(&f, "billing", &tp(), 10),
+            c.checkpoint(&f, "billing", &tp(), 10, ""),
             None,
             "below every sync"
         );
@@ -330,16 +360,16 @@ mod tests {
         c.observe_sync(&sync(0, 100));
         // Past the newest sync: MirrorMaker 2's rule, D + 1.
         assert_eq!(
-            c.checkpoint(&f, "billing", &tp(), 40)
+            c.checkpoint(&f, "billing", &tp(), 40, "")
                 .unwrap()
                 .downstream_offset,
             101
         );
-        assert_eq!(c.checkpoint(&f, "billing", &tp(), 40), None);
+        assert_eq!(c.checkpoint(&f, "billing", &tp(), 40, ""), None);
         // A sync proving the span contiguous makes the same position exact.
         c.observe_sync(&sync(60, 160));
         assert_eq!(
-            c.checkpoint(&f, "billing", &tp(), 40)
+            c.checkpoint(&f, "billing", &tp(), 40, "")
                 .unwrap()
                 .downstream_offset,
             140
@@ -354,10 +384,10 @@ mod tests {
         c.observe_sync(&sync(0, 100));
         c.observe_sync(&sync(50, 150));
         let before = c.marks();
-        assert!(c.checkpoint(&f, "billing", &tp(), 45).is_some());
+        assert!(c.checkpoint(&f, "billing", &tp(), 45, "").is_some());
         c.roll_back(before);
         assert_eq!(
-            c.checkpoint(&f, "billing", &tp(), 45)
+            c.checkpoint(&f, "billing", &tp(), 45, "")
                 .unwrap()
                 .downstream_offset,
             145,

@@ -24,7 +24,8 @@ use super::reader::InternalTopic;
 use super::service::CheckpointSpec;
 use super::{GROUP_REQUESTS_IN_FLIGHT, GROUP_REQUEST_TIMEOUT, READ_TIMEOUT};
 use crate::native_admin::{
-    alter_group_offsets, list_consumer_groups, list_group_offsets, GroupState,
+    alter_group_offsets, list_consumer_groups, list_group_offsets,
+    list_group_offsets_with_metadata, GroupState,
 };
 
 /// Which source groups a call is about.
@@ -85,18 +86,20 @@ pub(crate) fn list_groups(client: &BaseConsumer) -> anyhow::Result<HashMap<Strin
         .collect())
 }
 
-/// A group's committed positions, or why they could not be read.
-pub(crate) type Positions = anyhow::Result<Vec<(TopicPartition, i64)>>;
+/// A group's committed positions, each with its commit metadata, or why
+/// they could not be read.
+pub(crate) type Positions = anyhow::Result<Vec<(TopicPartition, i64, String)>>;
 
 /// Committed positions of `groups` on the source, fetched with at most
 /// [`GROUP_REQUESTS_IN_FLIGHT`] requests under way. Per group: its
-/// (topic-partition, committed) pairs, or why they could not be read.
+/// (topic-partition, committed, metadata), or why they could not be read.
+/// The metadata goes into the checkpoints, as MirrorMaker 2 puts it there.
 pub(crate) fn source_positions(
     client: &BaseConsumer,
     groups: &[String],
 ) -> Vec<(String, Positions)> {
     let requests: Vec<_> = groups.iter().map(|g| (g.clone(), None)).collect();
-    let results = list_group_offsets(
+    let results = list_group_offsets_with_metadata(
         client.client(),
         &requests,
         GROUP_REQUESTS_IN_FLIGHT,
@@ -112,7 +115,8 @@ pub(crate) fn source_positions(
                     parts
                         .into_iter()
                         .filter_map(|(topic, partition, o)| {
-                            Some((TopicPartition { topic, partition }, o?))
+                            let (o, metadata) = o?;
+                            Some((TopicPartition { topic, partition }, o, metadata))
                         })
                         .collect()
                 })
@@ -162,7 +166,7 @@ pub fn translate_groups(
     };
     let mut out = Vec::new();
     for (group, positions) in source_positions(&client, &groups) {
-        for (tp, committed) in positions? {
+        for (tp, committed, _) in positions? {
             if let Some(translation) = state.translate(&tp, committed) {
                 out.push(Translated {
                     group: group.clone(),

@@ -426,8 +426,11 @@ impl<'a> Service<'a> {
                 }
             };
             let mut any = false;
-            for (tp, committed) in positions {
-                let Some(cp) = self.state.checkpoint(flow, &group, &tp, committed) else {
+            for (tp, committed, metadata) in positions {
+                let Some(cp) = self
+                    .state
+                    .checkpoint(flow, &group, &tp, committed, &metadata)
+                else {
                     continue;
                 };
                 // Checked per record: the round may have begun before a pause.

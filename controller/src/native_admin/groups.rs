@@ -68,6 +68,9 @@ impl GroupError {
 
 /// One partition's committed position: `None` where the group has none.
 pub type PartitionOffset = (String, i32, Option<i64>);
+/// One partition's committed position and the metadata committed with it
+/// (an application's own note; Kafka Streams keeps partition time there).
+pub type CommittedOffset = (String, i32, Option<(i64, String)>);
 /// A group and the (topic, partition, offset) positions to commit for it.
 pub type GroupCommits = (String, Vec<(String, i32, i64)>);
 /// A group and the partitions to read (`None`: every one it committed).
@@ -85,6 +88,26 @@ pub fn list_group_offsets<C: ClientContext>(
     in_flight: usize,
     timeout: Duration,
 ) -> Vec<Result<Vec<PartitionOffset>, GroupError>> {
+    list_group_offsets_with_metadata(client, groups, in_flight, timeout)
+        .into_iter()
+        .map(|r| {
+            r.map(|parts| {
+                parts
+                    .into_iter()
+                    .map(|(t, p, o)| (t, p, o.map(|(o, _)| o)))
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+/// [`list_group_offsets`] with each position's commit metadata.
+pub fn list_group_offsets_with_metadata<C: ClientContext>(
+    client: &Client<C>,
+    groups: &[GroupQuery],
+    in_flight: usize,
+    timeout: Duration,
+) -> Vec<Result<Vec<CommittedOffset>, GroupError>> {
     // SAFETY: `issue` passes its pointers to exactly one
     // ListConsumerGroupOffsets call; `read` reads that call's result event.
     let results = unsafe {
@@ -134,7 +157,9 @@ pub fn list_group_offsets<C: ClientContext>(
             r.map(|parts| {
                 parts
                     .into_iter()
-                    .map(|(t, p, o, err)| (t, p, o.filter(|_| err.is_ok())))
+                    .map(|(t, p, o, metadata, err)| {
+                        (t, p, o.filter(|_| err.is_ok()).map(|o| (o, metadata)))
+                    })
                     .collect()
             })
         })
@@ -190,7 +215,7 @@ pub fn alter_group_offsets<C: ClientContext>(
             r.map(|parts| {
                 parts
                     .into_iter()
-                    .map(|(t, p, _, err)| (t, p, err))
+                    .map(|(t, p, _, _, err)| (t, p, err))
                     .collect()
             })
         })
@@ -260,7 +285,8 @@ pub fn list_consumer_groups<C: ClientContext>(
     }
 }
 
-type Parts = Vec<(String, i32, Option<i64>, Result<(), GroupError>)>;
+/// Per partition: topic, partition, offset, commit metadata, error.
+type Parts = Vec<(String, i32, Option<i64>, String, Result<(), GroupError>)>;
 
 /// Reads the single group result of a group-offsets result event.
 ///
@@ -306,7 +332,16 @@ unsafe fn group_result(
                 message: text(rd::rd_kafka_err2str(e.err)),
             })
         };
-        out.push((text(e.topic), e.partition, offset, err));
+        let metadata = if e.metadata.is_null() || e.metadata_size == 0 {
+            String::new()
+        } else {
+            String::from_utf8_lossy(std::slice::from_raw_parts(
+                e.metadata.cast::<u8>(),
+                e.metadata_size,
+            ))
+            .into_owned()
+        };
+        out.push((text(e.topic), e.partition, offset, metadata, err));
     }
     Ok(out)
 }
