@@ -259,7 +259,10 @@ fn mirrormaker_2_client_code_reads_what_strait_writes() {
     const PER: i64 = 200;
     create_topic(&sb.source, &topic, 2);
     produce(&sb.source, &topic, &Rec::seqs(2, 0..PER as usize));
-    commit_group(&sb.source, &group, &topic, &[(0, 120), (1, 77)]);
+    // Committed with metadata (Kafka Streams keeps partition time there):
+    // MirrorMaker 2 carries it into the checkpoints, and so does strait.
+    const NOTE: &str = "app note 1";
+    commit_group_noting(&sb.source, &group, &topic, &[(0, 120), (1, 77)], NOTE);
     let cfg = ConfigBuilder::new(&deployment, &sb.source, &sb.target)
         .aliases(&a, &b)
         .flow("topics", vec![topic.clone()])
@@ -309,7 +312,13 @@ fn mirrormaker_2_client_code_reads_what_strait_writes() {
 
     // RemoteClusterUtils.translateOffsets over strait's checkpoints: the
     // positions `strait offsets translate` gives, for every partition.
-    let java = mm2_translate(&sb.target, &a, &group);
+    let java_full = mm2_translate(&sb.target, &a, &group);
+    assert!(
+        java_full.values().all(|(_, m)| m == NOTE),
+        "the group's commit metadata: {java_full:?}"
+    );
+    let java: BTreeMap<(String, i32), i64> =
+        java_full.into_iter().map(|(k, (o, _))| (k, o)).collect();
     let ours: BTreeMap<(String, i32), i64> = translated
         .iter()
         .map(|(k, (_, down, _))| (k.clone(), *down))
@@ -446,6 +455,12 @@ fn mirrormaker_2_client_code_reads_what_strait_writes() {
         );
     }
     let by_partition = mm2_checkpoints(&java_cps, &group);
+    assert!(java_cps.iter().all(|r| match r {
+        Mm2Record::Checkpoint {
+            group: g, metadata, ..
+        } => *g != group || metadata == NOTE,
+        _ => false,
+    }));
     for (p, commit) in [(0, 120), (1, 77)] {
         let last = by_partition[&p].last().unwrap();
         assert_eq!((last.1, last.2), (commit, ours[&(remote.clone(), p)]));
@@ -520,7 +535,8 @@ fn strait_reads_what_a_real_mirrormaker_2_wrote() {
     produce(&sb.source, &topic, &Rec::seqs(2, 0..PER as usize));
     // The group exists before MirrorMaker 2 starts: it lists groups at start.
     let commits = [(0, 150), (1, 222)];
-    commit_group(&sb.source, &group, &topic, &commits);
+    const NOTE: &str = "app note 2";
+    commit_group_noting(&sb.source, &group, &topic, &commits, NOTE);
     let remote = format!("{a}.{topic}");
     let cp_topic = format!("{a}.checkpoints.internal");
     let syncs_topic = format!("mm2-offset-syncs.{b}.internal");
@@ -547,7 +563,13 @@ fn strait_reads_what_a_real_mirrormaker_2_wrote() {
 
     // Checkpoints MirrorMaker 2 wrote: strait reads the same positions as
     // RemoteClusterUtils.
-    let java = mm2_translate(&sb.target, &a, &group);
+    let java_full = mm2_translate(&sb.target, &a, &group);
+    assert!(
+        java_full.values().all(|(_, m)| m == NOTE),
+        "MirrorMaker 2 carries the commit metadata: {java_full:?}"
+    );
+    let java: BTreeMap<(String, i32), i64> =
+        java_full.into_iter().map(|(k, (o, _))| (k, o)).collect();
     let from_cp: BTreeMap<(String, i32), i64> =
         strait_translate(&config, &group, &["--from-checkpoints"])
             .into_iter()
@@ -1050,7 +1072,7 @@ fn take_over_live(how: Stop) {
             "the checkpoint is strait's translation"
         );
         assert_eq!(
-            java[&(remote.clone(), p)],
+            java[&(remote.clone(), p)].0,
             down,
             "RemoteClusterUtils reads strait's newest"
         );

@@ -395,20 +395,20 @@ pub fn mm2_read(kind: &str, bootstrap: &str, topic: &str) -> Vec<Mm2Record> {
 }
 
 /// `RemoteClusterUtils.translateOffsets(target, source_alias, group)`:
-/// `(remote topic, partition) -> offset`, sorted.
+/// `(remote topic, partition) -> (offset, metadata)`, sorted.
 pub fn mm2_translate(
     target: &str,
     source_alias: &str,
     group: &str,
-) -> std::collections::BTreeMap<(String, i32), i64> {
+) -> std::collections::BTreeMap<(String, i32), (i64, String)> {
     mm2_client(&["translate", target, source_alias, group])
         .iter()
         .map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            assert!(f.len() == 4 && f[0] == "offset", "{line:?}");
+            let f: Vec<&str> = line.splitn(5, ' ').collect();
+            assert!(f.len() == 5 && f[0] == "offset", "{line:?}");
             (
                 (f[1].to_owned(), f[2].parse().unwrap()),
-                f[3].parse().unwrap(),
+                (f[3].parse().unwrap(), f[4].to_owned()),
             )
         })
         .collect()

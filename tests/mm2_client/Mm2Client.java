@@ -10,7 +10,8 @@
 // saying what it is, for the test to parse; logs go to stderr.
 //
 //   translate BOOTSTRAP SOURCE_ALIAS GROUP
-//       RemoteClusterUtils.translateOffsets: "offset TOPIC PARTITION OFFSET"
+//       RemoteClusterUtils.translateOffsets:
+//       "offset TOPIC PARTITION OFFSET METADATA" (the metadata last, maybe empty)
 //   client BOOTSTRAP SOURCE_ALIAS
 //       MirrorClient: "hops ALIAS N", "heartbeat-topic T",
 //       "checkpoint-topic T", "upstream-cluster C",
@@ -92,7 +93,7 @@ public class Mm2Client {
         List<String> lines = new ArrayList<>();
         for (Map.Entry<TopicPartition, OffsetAndMetadata> e : got.entrySet()) {
             lines.add("offset " + e.getKey().topic() + " " + e.getKey().partition() + " "
-                    + e.getValue().offset());
+                    + e.getValue().offset() + " " + e.getValue().metadata());
         }
         lines.sort(null);
         lines.forEach(System.out::println);
