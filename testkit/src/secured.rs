@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use crate::mm2::kafka_lib;
 use crate::pki::{ca, signed};
 
 /// The admin principal's password on every secured cluster.
@@ -80,19 +81,6 @@ impl Drop for SecuredKafka {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn kafka_lib() -> PathBuf {
-    std::env::var("STRAIT_KAFKA_LIB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::env::var("STRAIT_TOOLS")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| {
-                    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/strait")
-                })
-                .join("kafka-4.3.1/lib")
-        })
 }
 
 impl SecuredKafka {
