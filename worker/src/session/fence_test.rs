@@ -8,40 +8,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 use tokio_util::sync::CancellationToken;
 
 use strait_common::config::Config;
 use strait_common::coord::lease::Fence;
-use strait_common::model::{TopicPartition, Unit};
 use strait_testkit::config::ConfigBuilder;
 use strait_testkit::{self as testkit, Rec};
 
+use super::test_support::*;
 use crate::{run_flow, Assignment, FlowSpec, StatusBoard, UnitLink};
 
-type Mock = MockCluster<'static, DefaultProducerContext>;
-
 const HOLD: &str = "session::after_fence_check";
-
-async fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_saw_its_fence_close_never_commits_after_a_new_lease_opens_it() {
     let scenario = fail::FailScenario::setup();
-    let source: Mock = MockCluster::new(1).unwrap();
-    let target: Mock = MockCluster::new(1).unwrap();
-    source.create_topic("orders", 1, 1).unwrap();
-    source
-        .create_topic("mm2-offset-syncs.dst.internal", 1, 1)
-        .unwrap();
-    target.create_topic("src.orders", 1, 1).unwrap();
+    let (source, target) = mock_pair();
     testkit::produce(&source.bootstrap_servers(), "orders", &Rec::seqs(1, 0..200));
     // Progress is committed at release only: the commit interval is long.
     let text = ConfigBuilder::new(
@@ -55,14 +37,7 @@ async fn a_session_that_saw_its_fence_close_never_commits_after_a_new_lease_open
     .build();
     let config = Config::parse(&text).unwrap();
     let flow = config.flows[0].clone();
-    let unit = Unit {
-        flow: flow.name.clone(),
-        source: TopicPartition {
-            topic: "orders".into(),
-            partition: 0,
-        },
-        remote_topic: "src.orders".into(),
-    };
+    let unit = unit_of(&flow.name, "orders");
     let fence = Fence::closed();
     fence.open_until(Instant::now() + Duration::from_secs(3600));
     let (link, units, held) = UnitLink::new(fence.clone());

@@ -55,6 +55,8 @@ mod pressure;
 mod purge_test;
 mod records;
 mod report;
+#[cfg(test)]
+mod test_support;
 mod txn;
 #[cfg(test)]
 mod txn_fence_test;

@@ -18,32 +18,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 use tokio_util::sync::CancellationToken;
 
 use strait_common::config::Config;
 use strait_common::coord::lease::Fence;
-use strait_common::model::{TopicPartition, Unit};
+use strait_common::model::Unit;
 use strait_testkit::config::ConfigBuilder;
 use strait_testkit::{self as testkit, Rec};
 
+use super::test_support::*;
 use super::RELEASE_WAIT;
 use crate::{run_flow, Assignment, FlowSpec, StatusBoard, UnitLink};
-
-type Mock = MockCluster<'static, DefaultProducerContext>;
-
-async fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
 
 /// One unit of `orders` replicated from a mock source to a mock target:
 /// 200 records replicated, then the target taken down and 100 more read
@@ -61,13 +46,7 @@ struct Queued {
 
 impl Queued {
     async fn start(deployment: &str) -> Queued {
-        let source: Mock = MockCluster::new(1).unwrap();
-        let target: Mock = MockCluster::new(1).unwrap();
-        source.create_topic("orders", 1, 1).unwrap();
-        source
-            .create_topic("mm2-offset-syncs.dst.internal", 1, 1)
-            .unwrap();
-        target.create_topic("src.orders", 1, 1).unwrap();
+        let (source, target) = mock_pair();
         let (src, dst) = (source.bootstrap_servers(), target.bootstrap_servers());
         {
             let src = src.clone();
@@ -80,14 +59,7 @@ impl Queued {
             .build();
         let config = Config::parse(&text).unwrap();
         let flow = config.flows[0].clone();
-        let unit = Unit {
-            flow: flow.name.clone(),
-            source: TopicPartition {
-                topic: "orders".into(),
-                partition: 0,
-            },
-            remote_topic: "src.orders".into(),
-        };
+        let unit = unit_of(&flow.name, "orders");
         let fence = Fence::closed();
         fence.open_until(Instant::now() + Duration::from_secs(3600));
         let (link, units, held) = UnitLink::new(fence.clone());

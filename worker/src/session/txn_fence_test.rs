@@ -27,30 +27,16 @@ use tokio_util::sync::CancellationToken;
 
 use strait_common::config::Config;
 use strait_common::coord::lease::Fence;
-use strait_common::model::{TopicPartition, Unit};
 use strait_testkit::config::ConfigBuilder;
 use strait_testkit::{self as testkit, Rec};
 
+use super::test_support::*;
 use crate::{clients, run_flow, Assignment, FlowSpec, StatusBoard, UnitLink};
 
 const AFTER_COMMIT: &str = "txn::after_commit";
 const BEFORE_COMMIT: &str = "txn::before_commit";
 const FIRST: usize = 200;
 const MORE: usize = 100;
-
-async fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Runs `f`, which blocks (test clients make their own runtimes), off the
-/// test's runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
 
 /// Records visible on the target to a reader of `isolation`.
 fn visible(bootstrap: &str, topic: &str, isolation: &str) -> usize {
@@ -119,14 +105,7 @@ async fn owner_changes_while_held_at(hold: &'static str) {
         .build();
     let config = Config::parse(&text).unwrap();
     let flow = config.flows[0].clone();
-    let unit = Unit {
-        flow: flow.name.clone(),
-        source: TopicPartition {
-            topic: topic.clone(),
-            partition: 0,
-        },
-        remote_topic: remote.clone(),
-    };
+    let unit = unit_of(&flow.name, &topic);
     let spec_a = FlowSpec::new(&config, flow.clone()).for_worker("a");
     let spec_b = FlowSpec::new(&config, flow).for_worker("b");
 
