@@ -6,24 +6,12 @@
 
 mod support;
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use strait_common::formats::Checkpoint;
 use support::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-fn strait(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[test]
 fn the_example_mirrormaker_2_file_imports_into_a_config_that_passes_check() {

@@ -20,7 +20,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,17 +36,6 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// MirrorMaker 2 takes about 16 s from start to its first replicated
 /// record on a quiet 2-core machine; twice as long beside other tests.
 const MM2_START: Duration = Duration::from_secs(120);
-
-fn strait(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn test_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join("strait-tests").join(name);

@@ -200,3 +200,17 @@ pub fn delete_topic(bootstrap: &str, topic: &str) {
         partitions(bootstrap, topic).is_none()
     });
 }
+
+/// Runs the `strait` binary with `args` (a CLI command, not a process to
+/// keep: see [`Strait`] for that).
+pub fn strait(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A command's output as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
