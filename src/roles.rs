@@ -48,6 +48,38 @@ impl Role {
     }
 }
 
+/// Stops at start when a cluster refuses strait's login for good (a wrong
+/// password, an unknown CA, an expired or missing certificate), naming the
+/// cluster and librdkafka's reason, as etcd's TLS does; retrying would only
+/// log the same refusal every second. A cluster that is only unreachable
+/// is waited for as always.
+async fn refuse_bad_logins(config: &Config) -> anyhow::Result<()> {
+    let mut checks = tokio::task::JoinSet::new();
+    for (alias, cluster) in &config.clusters {
+        let (alias, cluster) = (alias.clone(), cluster.clone());
+        checks.spawn_blocking(move || {
+            let refused = strait_common::kafka::login_refused(&cluster, LOGIN_CHECK);
+            (alias, refused)
+        });
+    }
+    let mut refused: Vec<(String, String)> = Vec::new();
+    while let Some(r) = checks.join_next().await {
+        if let (alias, Some(why)) = r? {
+            refused.push((alias, why));
+        }
+    }
+    refused.sort();
+    if let Some((alias, why)) = refused.first() {
+        anyhow::bail!(
+            "cluster {alias} refuses strait's login: {why} (check [clusters.{alias}.kafka]: the credentials, ssl.ca.location and the client certificate)"
+        );
+    }
+    Ok(())
+}
+
+/// How long the login check waits for a cluster's first answer.
+const LOGIN_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often a worker reports per-unit load.
 const LOAD_REPORT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -60,6 +92,7 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
         );
     }
     let id = id.unwrap_or_else(|| default_id(fleet));
+    refuse_bad_logins(&config).await?;
     let coord: Coord = if fleet {
         Arc::new(
             Etcd::connect(&config.coordination)

@@ -21,6 +21,7 @@ const STRAIT_PASSWORD: &str = "strait-pw-never-logged";
 struct Clusters {
     source: SecuredKafka,
     target: SecuredKafka,
+    pki: Pki,
 }
 
 /// Two secured clusters; `strait` may do everything on both (the
@@ -54,24 +55,87 @@ fn clusters() -> Clusters {
                 "--cluster",
             ]);
         }
-        Clusters { source, target }
+        Clusters {
+            source,
+            target,
+            pki,
+        }
     }
 }
 
 /// A config whose clusters are the secured ones, strait logging in as
 /// `strait`.
 fn secured_config(c: &Clusters, deployment: &str, topic: &str) -> String {
+    config_with(c, deployment, topic, |_, _| {})
+}
+
+/// [`secured_config`] with `change` applied to each cluster's settings
+/// (called with the cluster's alias, `src` or `dst`); a setting whose value
+/// becomes empty is left out.
+fn config_with(
+    c: &Clusters,
+    deployment: &str,
+    topic: &str,
+    change: impl Fn(&str, &mut Vec<(String, String)>),
+) -> String {
     let mut b = ConfigBuilder::new(deployment, &c.source.bootstrap, &c.target.bootstrap)
         .flow("topics", [topic])
         .flow("checkpoint_interval", "1s")
         .quick();
-    for (k, v) in c.source.client_settings("strait", STRAIT_PASSWORD) {
+    let mut source = c.source.client_settings("strait", STRAIT_PASSWORD);
+    change("src", &mut source);
+    for (k, v) in source.into_iter().filter(|(_, v)| !v.is_empty()) {
         b = b.source_kafka(&k, v.as_str());
     }
-    for (k, v) in c.target.client_settings("strait", "") {
+    let mut target = c.target.client_settings("strait", "");
+    change("dst", &mut target);
+    for (k, v) in target.into_iter().filter(|(_, v)| !v.is_empty()) {
         b = b.target_kafka(&k, v.as_str());
     }
     b.build()
+}
+
+/// How one case changes a cluster's client settings: given the
+/// certificates, the cluster's alias and its settings.
+type Change = fn(&Pki, &str, &mut Vec<(String, String)>);
+
+/// Sets `key` to `value` in `settings` (empty: left out).
+fn set(settings: &mut [(String, String)], key: &str, value: &str) {
+    for (k, v) in settings.iter_mut() {
+        if k == key {
+            *v = value.to_owned();
+        }
+    }
+}
+
+/// Runs `strait run` on `config`, which must stop at start: returns what
+/// it printed.
+fn refused_at_start(deployment: &str, config: &str) -> String {
+    let path = std::env::temp_dir()
+        .join("strait-tests")
+        .join(format!("{deployment}.toml"));
+    std::fs::write(&path, config.replace("{metrics}", "127.0.0.1:0")).unwrap();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "strait ran with a refused login: {printed}"
+    );
+    assert!(
+        started.elapsed() < MINUTE,
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !printed.contains(STRAIT_PASSWORD) && !printed.contains("wrong-pw-never-logged"),
+        "a password in the output: {printed}"
+    );
+    printed
 }
 
 #[test]
@@ -124,4 +188,72 @@ fn strait_replicates_checkpoints_and_fails_over_from_a_sasl_ssl_source_to_an_mtl
         "a password in the log"
     );
     strait.stop_with("TERM", MINUTE);
+
+    // Logins refused for good stop strait at start, naming the cluster and
+    // the reason, instead of a WARN a second.
+    let cases: [(&str, &str, Change, &str); 5] = [
+        (
+            "a wrong password",
+            "src",
+            |_, a, s| {
+                if a == "src" {
+                    set(s, "sasl.password", "wrong-pw-never-logged")
+                }
+            },
+            "the SASL login was refused",
+        ),
+        (
+            "a CA that did not sign the broker's certificate",
+            "src",
+            |p, a, s| {
+                if a == "src" {
+                    set(s, "ssl.ca.location", &p.path("other-ca.crt"))
+                }
+            },
+            "does not trust the broker's certificate",
+        ),
+        (
+            "no client certificate",
+            "dst",
+            |_, a, s| {
+                if a == "dst" {
+                    set(s, "ssl.certificate.location", "");
+                    set(s, "ssl.key.location", "")
+                }
+            },
+            "refused strait's client certificate",
+        ),
+        (
+            "a client certificate from an unknown CA",
+            "dst",
+            |p, a, s| {
+                if a == "dst" {
+                    set(s, "ssl.certificate.location", &p.path("stranger.crt"));
+                    set(s, "ssl.key.location", &p.path("stranger.key"))
+                }
+            },
+            "refused strait's client certificate",
+        ),
+        (
+            "an expired client certificate",
+            "dst",
+            |p, a, s| {
+                if a == "dst" {
+                    set(s, "ssl.certificate.location", &p.path("expired.crt"));
+                    set(s, "ssl.key.location", &p.path("expired.key"))
+                }
+            },
+            "refused strait's client certificate",
+        ),
+    ];
+    for (what, alias, change, reason) in cases {
+        let d = unique("refused");
+        let printed =
+            refused_at_start(&d, &config_with(c, &d, &topic, |a, s| change(&c.pki, a, s)));
+        assert!(
+            printed.contains(&format!("cluster {alias} refuses strait's login"))
+                && printed.contains(reason),
+            "{what}: expected the cluster {alias} and {reason:?} in: {printed}"
+        );
+    }
 }

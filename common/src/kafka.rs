@@ -97,3 +97,82 @@ pub fn record_exists(
     }
     false
 }
+
+/// Why `cluster` refuses strait's clients for good, if it does: a SASL
+/// login refused (a wrong password, an unknown user or mechanism) or a TLS
+/// handshake that failed (an unknown CA, an expired certificate, a client
+/// certificate missing or refused). Asks for metadata until it is answered
+/// or `wait` passes; a cluster that is only unreachable is not refused
+/// (strait waits for it), so that gives `None` too.
+pub fn login_refused(cluster: &ClusterConfig, wait: std::time::Duration) -> Option<String> {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+    use rdkafka::producer::{BaseProducer, Producer as _};
+    use rdkafka::ClientContext;
+
+    /// Keeps the first authentication or TLS error librdkafka reports.
+    #[derive(Default)]
+    struct Refusal(Mutex<Option<String>>);
+    impl ClientContext for Refusal {
+        fn error(&self, error: KafkaError, reason: &str) {
+            let code = error.rdkafka_error_code();
+            let security = matches!(code, Some(Code::Authentication | Code::SSL))
+                // A client certificate the broker wants and did not get
+                // (TLS 1.3 says so after the handshake, as an alert).
+                || reason.contains("certificate required")
+                || reason.contains("alert bad certificate")
+                || reason.contains("alert unknown ca")
+                || reason.contains("alert certificate expired")
+                || reason.contains("certificate unknown");
+            if security {
+                let mut r = self.0.lock().unwrap();
+                if r.is_none() {
+                    *r = Some(format!("{} ({reason})", explain(code, reason)));
+                }
+            } else {
+                tracing::debug!(error = %error, reason, "login check");
+            }
+        }
+    }
+    impl rdkafka::producer::ProducerContext for Refusal {
+        type DeliveryOpaque = ();
+        fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+    }
+
+    let p: BaseProducer<Refusal> =
+        match client_config(cluster).create_with_context(Refusal::default()) {
+            Ok(p) => p,
+            // A setting librdkafka refuses (a CA file that is not there, say).
+            Err(e) => return Some(e.to_string()),
+        };
+    let deadline = Instant::now() + wait;
+    loop {
+        p.poll(std::time::Duration::from_millis(100)); // serves the error callbacks
+        let answered = p
+            .client()
+            .fetch_metadata(None, std::time::Duration::from_secs(1))
+            .is_ok();
+        let refused = p.context().0.lock().unwrap().clone();
+        if refused.is_some() && !answered {
+            return refused;
+        }
+        if answered || Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
+
+/// What a login refusal means, in the operator's terms.
+fn explain(code: Option<rdkafka::error::RDKafkaErrorCode>, reason: &str) -> &'static str {
+    if code == Some(rdkafka::error::RDKafkaErrorCode::Authentication) {
+        "the SASL login was refused: a wrong user or password, or a mechanism the broker does not enable"
+    } else if reason.contains("certificate verify failed") {
+        "strait does not trust the broker's certificate: ssl.ca.location is not the CA that signed it, or it has expired"
+    } else if reason.contains("alert") {
+        "the broker refused strait's client certificate: none given, expired, or not signed by a CA the broker trusts"
+    } else {
+        "the TLS handshake failed"
+    }
+}

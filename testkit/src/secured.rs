@@ -33,8 +33,9 @@ impl Security {
 }
 
 /// A CA and the certificates the tests present: `admin` (the brokers'
-/// own, server and client), `strait` and `other` (clients), and `stranger`
-/// (a client certificate from `other-ca`, which no broker trusts).
+/// own, server and client), `strait` and `other` (clients), `expired` (a
+/// client certificate past its end), and `stranger` (a client certificate
+/// from `other-ca`, which no broker trusts).
 pub struct Pki {
     pub dir: PathBuf,
 }
@@ -47,6 +48,7 @@ impl Pki {
         for client in ["strait", "other"] {
             signed(dir, "ca", client, "clientAuth", "2");
         }
+        signed(dir, "ca", "expired", "clientAuth", "0");
         ca(dir, "other-ca");
         signed(dir, "other-ca", "stranger", "clientAuth", "2");
         // A broker's PEM keystore: its key, then its certificate.
