@@ -34,7 +34,7 @@ pub struct ConfigFile {
     pub planner: PlannerSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `host:port[,host:port...]`
@@ -43,6 +43,47 @@ pub struct ClusterConfig {
     /// (security settings travel this way). Settings strait owns are refused.
     #[serde(default)]
     pub kafka: BTreeMap<String, PassthroughValue>,
+    /// How this cluster's authorizer names strait's principal
+    /// (`User:strait`), for the ACL lines the preflight and the errors of
+    /// refused requests print. Default: `User:` and the SASL user name, or
+    /// the client certificate's subject (the broker's
+    /// `ssl.principal.mapping.rules` may name it otherwise: say so here).
+    #[serde(default)]
+    pub principal: Option<String>,
+}
+
+/// Whether a passthrough setting holds a secret (a password, a key, a
+/// client secret): never shown by `Debug`, logs or the API.
+pub fn is_secret_setting(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k.ends_with(".key.pem")
+        || k == "sasl.jaas.config"
+}
+
+/// Debug output that leaves secrets out: `Config` is printed in errors
+/// and tests.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kafka: BTreeMap<&str, String> = self
+            .kafka
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_setting(k) {
+                    "<redacted>".to_owned()
+                } else {
+                    v.to_string()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("ClusterConfig")
+            .field("bootstrap", &self.bootstrap)
+            .field("kafka", &kafka)
+            .field("principal", &self.principal)
+            .finish()
+    }
 }
 
 /// A passthrough value: TOML strings, integers and booleans are accepted and

@@ -19,9 +19,9 @@ use thiserror::Error;
 use crate::policy::ReplicationPolicy;
 
 pub use file::{
-    default_configs_exclude, ApiConfig, ClusterConfig, Compression, ConfigFile, CoordinationConfig,
-    DiscoveryConfig, EtcdTls, FlowConfig, MetricsConfig, OnRefused, OnSourceGap, PassthroughValue,
-    PlannerSettings, StartAt, SyncsLocation, WorkerConfig,
+    default_configs_exclude, is_secret_setting, ApiConfig, ClusterConfig, Compression, ConfigFile,
+    CoordinationConfig, DiscoveryConfig, EtcdTls, FlowConfig, MetricsConfig, OnRefused,
+    OnSourceGap, PassthroughValue, PlannerSettings, StartAt, SyncsLocation, WorkerConfig,
 };
 pub use validate::OWNED_KEYS;
 
@@ -69,11 +69,13 @@ pub struct FlowClusters {
     pub syncs: ClusterConfig,
 }
 
-/// `${NAME}` in a config file is the environment variable NAME, so that
-/// secrets (passwords, the API token) can come from a Kubernetes Secret or
-/// a systemd credential file instead of the file itself. It is meant for
-/// double-quoted strings: the value is escaped for one. `$${` is a literal
-/// `${`. An unset variable is an error that names it (never its value).
+/// `${NAME}` in a config file is the environment variable NAME, and
+/// `${file:PATH}` the contents of the file at PATH (one trailing newline
+/// dropped), so that secrets (passwords, key passwords, the API token) can
+/// come from a Kubernetes Secret or a systemd credential instead of the
+/// config itself. It is meant for double-quoted strings: the value is
+/// escaped for one. `$${` is a literal `${`. An unset variable or an
+/// unreadable file is an error that names it, never a value.
 fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -90,6 +92,12 @@ fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
             .find('}')
             .ok_or_else(|| invalid("(environment)", "`${` without a closing `}`"))?;
         let name = &after[..end];
+        if let Some(path) = name.strip_prefix("file:") {
+            let value = read_secret_file(path)?;
+            push_escaped(&mut out, &value);
+            rest = &after[end + 1..];
+            continue;
+        }
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(invalid(
                 "(environment)",
@@ -102,23 +110,51 @@ fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
                 format!("${{{name}}} is used but the environment variable {name} is not set"),
             )
         })?;
-        for c in value.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
+        push_escaped(&mut out, &value);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
     Ok(out)
 }
 
+/// `value` escaped for a double-quoted TOML string.
+fn push_escaped(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && c != '\t' => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A secret file's contents without its one trailing newline (what `echo`
+/// and most editors leave). The error names the file, never its contents.
+fn read_secret_file(path: &str) -> Result<String, ConfigError> {
+    if path.is_empty() {
+        return Err(invalid("(environment)", "`${file:}` names no file"));
+    }
+    let mut value = std::fs::read_to_string(path).map_err(|e| {
+        invalid(
+            "(environment)",
+            format!("${{file:{path}}}: cannot read the file: {e}"),
+        )
+    })?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
+}
+
 impl Config {
     /// Reads and validates a config file; `${NAME}` is the environment
-    /// variable NAME (see [`expand_env`]).
+    /// variable NAME, `${file:PATH}` a file's contents (see [`expand_env`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -190,6 +226,9 @@ pub struct Flow {
     pub configs_exclude: Vec<Regex>,
     pub sync_acls: bool,
     pub sync_acl_deletions: bool,
+    /// How often configs and ACLs are compared (`config_sync_interval`),
+    /// used by whichever of the two syncs is on.
+    pub config_sync_interval: Duration,
     pub replication_factor: Option<i32>,
 }
 

@@ -345,3 +345,57 @@ fn environment_variables_fill_in_secrets_escaped_for_a_string() {
     let e = expand_env("x = \"${a-b}\"", env).unwrap_err().to_string();
     assert!(e.contains("letters, digits and _"), "{e}");
 }
+
+#[test]
+fn secrets_come_from_files_without_their_trailing_newline() {
+    let dir = std::env::temp_dir().join(format!("strait-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sasl-password");
+    std::fs::write(&path, "s3\"cr\\et\r\n").unwrap();
+    let text = format!(
+        "{MINIMAL}[clusters.us.kafka]\n\"sasl.password\" = \"${{file:{}}}\"\n",
+        path.display()
+    );
+    let c = Config::parse(&expand_env(&text, |_| None).unwrap()).unwrap();
+    assert_eq!(
+        c.clusters["us"].kafka["sasl.password"].to_string(),
+        "s3\"cr\\et"
+    );
+    // Only one trailing newline goes; one inside stays, escaped.
+    std::fs::write(&path, "a\nb\n\n").unwrap();
+    assert_eq!(
+        expand_env(&format!("x = \"${{file:{}}}\"", path.display()), |_| None).unwrap(),
+        "x = \"a\\nb\\n\""
+    );
+    let missing = dir.join("nope");
+    let e = expand_env(&format!("x = \"${{file:{}}}\"", missing.display()), |_| {
+        None
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("cannot read the file") && e.contains("nope"),
+        "{e}"
+    );
+    let e = expand_env("x = \"${file:}\"", |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("names no file"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let c = Config::parse(&format!(
+        "{MINIMAL}[clusters.us.kafka]\n\"sasl.password\" = \"pw-1\"\n\"ssl.key.password\" = \"pw-2\"\n\"sasl.oauthbearer.client.secret\" = \"pw-3\"\n\"sasl.username\" = \"strait\"\n"
+    ))
+    .unwrap();
+    let shown = format!("{c:?}");
+    for secret in ["pw-1", "pw-2", "pw-3"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(
+        shown.contains("strait") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+}

@@ -271,6 +271,7 @@ fn flows(file: &ConfigFile) -> Result<Vec<Flow>, ConfigError> {
             configs_exclude: compile("configs_exclude", &f.configs_exclude)?,
             sync_acls: f.sync_acls,
             sync_acl_deletions: f.sync_acl_deletions,
+            config_sync_interval: f.config_sync_interval,
             replication_factor: f.replication_factor,
         });
     }
