@@ -3,6 +3,7 @@
 mod cli;
 mod mm2;
 mod offsets;
+mod preflight;
 mod roles;
 mod serve;
 mod verify;
@@ -40,6 +41,14 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also connect to every cluster and list each permission strait's
+        /// principal lacks for what the config enables, with the ACL that
+        /// grants it (exit 1 when one is missing or a cluster cannot be asked).
+        #[arg(long)]
+        preflight: bool,
+        /// With --preflight: include what `strait offsets failover` needs.
+        #[arg(long, requires = "preflight")]
+        failover: bool,
     },
     /// Translate a consumer group's positions to the target, or fail it over.
     Offsets {
@@ -213,7 +222,7 @@ fn main() -> ExitCode {
 fn run_command(command: Command) -> ExitCode {
     let path = match &command {
         Command::Run { config, .. }
-        | Command::Check { config }
+        | Command::Check { config, .. }
         | Command::TakeoverMm2 { config, .. }
         | Command::Verify { config, .. } => config.clone(),
         Command::Offsets { config, .. } => match config {
@@ -237,7 +246,11 @@ fn run_command(command: Command) -> ExitCode {
         Command::Offsets { action, .. } => offsets::run(&config, action),
         Command::TakeoverMm2 { args, .. } => mm2::takeover::run(&config, &args),
         Command::Verify { args, .. } => verify::run(&config, &args),
-        Command::Check { .. } => {
+        Command::Check {
+            preflight,
+            failover,
+            ..
+        } => {
             for f in &config.flows {
                 println!(
                     "flow {}: {} -> {}, remote topic of \"orders\": {}, progress group: {}",
@@ -248,7 +261,16 @@ fn run_command(command: Command) -> ExitCode {
                     f.commit_group(&config.deployment)
                 );
             }
-            ExitCode::SUCCESS
+            if !preflight {
+                return ExitCode::SUCCESS;
+            }
+            let report = preflight::run(&config, failover);
+            report.print();
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Command::Run { role, id, .. } => {
             let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -2,6 +2,7 @@
 //! the internal topics, replication policies, Kafka client settings and
 //! metric names.
 
+pub mod access;
 pub mod backoff;
 pub mod config;
 pub mod coord;

@@ -22,6 +22,9 @@ pub const UNIT_STATE: &str = "strait_unit_state";
 pub const UNIT_LAG: &str = "strait_unit_lag_records";
 pub const LAG: &str = "strait_lag_records";
 pub const ERRORS: &str = "strait_errors_total";
+/// Permissions refused now, by cluster and operation (`access::denials`).
+pub const PERMISSIONS_MISSING: &str = "strait_permissions_missing";
+pub const PERMISSION_REFUSALS: &str = "strait_permission_refusals_total";
 pub const COMMITS: &str = "strait_commits_total";
 /// Transactions committed by exactly-once flows (records and progress).
 pub const TRANSACTIONS: &str = "strait_transactions_total";
@@ -174,6 +177,16 @@ pub fn describe() {
         ERRORS,
         Unit::Count,
         format!("errors by flow and kind ({})", kinds.join(", "))
+    );
+    describe_gauge!(
+        PERMISSIONS_MISSING,
+        Unit::Count,
+        "permissions a cluster refuses strait now (one per operation and resource), by cluster and operation; /v1/status lists them with the ACL to add"
+    );
+    describe_counter!(
+        PERMISSION_REFUSALS,
+        Unit::Count,
+        "requests refused for a missing permission, by cluster and operation"
     );
     describe_counter!(
         COMMITS,

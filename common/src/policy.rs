@@ -65,6 +65,15 @@ impl ReplicationPolicy {
         }
     }
 
+    /// What every remote topic from `source` starts with, under the prefix
+    /// policy (`{source}{separator}`); the identity policy has none.
+    pub fn remote_prefix(&self, source: &str) -> Option<String> {
+        match self {
+            ReplicationPolicy::Prefix { separator } => Some(format!("{source}{separator}")),
+            ReplicationPolicy::Identity => None,
+        }
+    }
+
     /// The cluster a topic says it came from, if its name carries one.
     fn topic_source<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
         match self {

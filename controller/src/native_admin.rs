@@ -37,6 +37,28 @@ pub fn incremental_alter_topic<C: ClientContext>(
     ops: &[ConfigOp],
     timeout: Duration,
 ) -> Result<(), AdminError> {
+    alter_topic(client, topic, ops, timeout, false)
+}
+
+/// [`incremental_alter_topic`] with `validate_only`: the broker checks
+/// ALTER_CONFIGS (before anything else) and the changes, and applies
+/// nothing. The preflight's probe.
+pub fn validate_alter_topic<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    ops: &[ConfigOp],
+    timeout: Duration,
+) -> Result<(), AdminError> {
+    alter_topic(client, topic, ops, timeout, true)
+}
+
+fn alter_topic<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    ops: &[ConfigOp],
+    timeout: Duration,
+    validate_only: bool,
+) -> Result<(), AdminError> {
     if ops.is_empty() {
         return Ok(());
     }
@@ -85,7 +107,19 @@ pub fn incremental_alter_topic<C: ClientContext>(
             client,
             rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS,
             timeout,
-            |rk, o, q| rd::rd_kafka_IncrementalAlterConfigs(rk, resources.as_mut_ptr(), 1, o, q),
+            |rk, o, q| {
+                if validate_only {
+                    let mut errstr = [0 as c_char; 256];
+                    let err = rd::rd_kafka_AdminOptions_set_validate_only(
+                        o,
+                        1,
+                        errstr.as_mut_ptr(),
+                        errstr.len(),
+                    );
+                    debug_assert_eq!(err, rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+                }
+                rd::rd_kafka_IncrementalAlterConfigs(rk, resources.as_mut_ptr(), 1, o, q)
+            },
         )?;
         let result = rd::rd_kafka_event_IncrementalAlterConfigs_result(event.0);
         if result.is_null() {

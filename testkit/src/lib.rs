@@ -5,6 +5,7 @@
 //! mock cluster (which has no admin API: create its topics through the mock).
 //! `mm2` runs Apache Kafka's own MirrorMaker 2 and its client classes.
 
+pub mod acls;
 pub mod config;
 pub mod load;
 pub mod log;

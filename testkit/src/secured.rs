@@ -174,6 +174,18 @@ impl SecuredKafka {
         s
     }
 
+    /// Adds (`add`) or removes ACLs for `principal`, as the admin, through
+    /// librdkafka (see [`crate::acls`]).
+    pub fn acls(&self, principal: &str, acls: &[crate::acls::Acl], add: bool) {
+        crate::acls::change(
+            &self.bootstrap,
+            &self.client_settings("admin", ADMIN_PASSWORD),
+            principal,
+            acls,
+            add,
+        );
+    }
+
     /// Runs `kafka-acls --bootstrap-server B --command-config ADMIN ARGS`
     /// (`org.apache.kafka.tools.AclCommand`) as the admin; panics with its
     /// output if it fails. Returns what it printed.

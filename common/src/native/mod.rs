@@ -13,6 +13,8 @@ use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 use thiserror::Error;
 
+pub mod authorized;
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AdminError {
     #[error("invalid name or value (contains NUL): {0}")]
