@@ -93,6 +93,7 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
     }
     let id = id.unwrap_or_else(|| default_id(fleet));
     refuse_bad_logins(&config).await?;
+    strait_common::access::denials::know_principals(&config);
     let coord: Coord = if fleet {
         Arc::new(
             Etcd::connect(&config.coordination)

@@ -61,7 +61,8 @@ pub struct Readiness {
 }
 
 /// Binds `addr` (failing at once if it is taken) and serves `/metrics`,
-/// `/health`, `/v1/status` and `/v1/offsets/translate` until `shutdown`;
+/// `/health`, `/v1/status`, `/v1/offsets/translate` and `/v1/preflight`
+/// until `shutdown`;
 /// runs the recorder's upkeep meanwhile.
 pub async fn bind(
     addr: SocketAddr,
@@ -94,7 +95,8 @@ pub async fn bind(
         )
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
-        .route("/v1/offsets/translate", get(translate));
+        .route("/v1/offsets/translate", get(translate))
+        .route("/v1/preflight", get(preflight));
     let app = if api.ready.worker_only {
         app.route("/ready", get(ready))
     } else {
@@ -218,7 +220,29 @@ async fn status(State(api): State<Api>) -> Response {
             })
         })
         .collect();
-    Json(json!({ "deployment": api.config.deployment, "flows": flows, "topics": topics, "units": units }))
+    // Permissions the clusters refuse now, each with the ACL that grants it.
+    let refused: Vec<_> = strait_common::access::denials::current()
+        .into_iter()
+        .map(|d| {
+            let since = d
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| t.as_millis() as u64);
+            json!({
+                "cluster": d.cluster,
+                "principal": d.principal,
+                "flow": d.flow,
+                "feature": d.feature.name(),
+                "operation": d.operation.to_string(),
+                "resource": d.resource,
+                "grant": d.grant,
+                "error": d.error,
+                "since_ms": since,
+                "refusals": d.refusals,
+            })
+        })
+        .collect();
+    Json(json!({ "deployment": api.config.deployment, "flows": flows, "topics": topics, "units": units, "permissions_refused": refused }))
         .into_response()
 }
 
@@ -270,6 +294,17 @@ async fn translate(
         Ok(Ok((rows, _))) => Json(rows_json(&rows)).into_response(),
         Ok(Err(e @ TranslateError::NoSuchFlow(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
         Ok(Err(e)) => error(StatusCode::BAD_GATEWAY, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The preflight (`strait check --preflight`), run now against the
+/// clusters: every permission the config needs, granted, missing (with the
+/// ACL that grants it) or not checkable yet. Takes a few seconds.
+async fn preflight(State(api): State<Api>) -> Response {
+    let config = api.config.clone();
+    match tokio::task::spawn_blocking(move || crate::preflight::run(&config, false)).await {
+        Ok(report) => Json(report.to_json()).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -11,12 +11,16 @@ mod support;
 
 use std::time::Duration;
 
+use strait_testkit::acls::{Acl, Kind};
 use strait_testkit::config::ConfigBuilder;
 use strait_testkit::secured::{Pki, SecuredKafka, Security};
 use support::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
 const STRAIT_PASSWORD: &str = "strait-pw-never-logged";
+/// `other`'s SCRAM password on the source; on the target `other` is a
+/// client certificate (CN=other). It starts with no ACL at all.
+const OTHER_PASSWORD: &str = "other-pw-never-logged";
 
 struct Clusters {
     source: SecuredKafka,
@@ -36,7 +40,7 @@ fn clusters() -> Clusters {
             &dir.join("source"),
             Security::SaslSsl,
             &pki,
-            &[("strait", STRAIT_PASSWORD)],
+            &[("strait", STRAIT_PASSWORD), ("other", OTHER_PASSWORD)],
         );
         let target = SecuredKafka::start(&dir.join("target"), Security::Mtls, &pki, &[]);
         for k in [&source, &target] {
@@ -255,5 +259,309 @@ fn strait_replicates_checkpoints_and_fails_over_from_a_sasl_ssl_source_to_an_mtl
                 && printed.contains(reason),
             "{what}: expected the cluster {alias} and {reason:?} in: {printed}"
         );
+    }
+}
+
+/// The least-privilege ACL set of docs/security.md for a flow `src-dst` of
+/// deployment `d`, replicating `topic` and checkpointing `group`, with
+/// heartbeats, checkpoints, topic-config sync, ACL sync and failover: each
+/// ACL with its cluster (`src` or `dst`), in the table's order.
+fn least_privilege(d: &str, topic: &str, group: &str) -> Vec<(&'static str, Acl)> {
+    let cg = format!("strait.{d}.src-dst");
+    let clients = format!("{cg}.");
+    let syncs = "mm2-offset-syncs.dst.internal";
+    vec![
+        // replication
+        ("src", Acl::literal(Kind::Topic, topic, "Read")),
+        ("src", Acl::literal(Kind::Group, &cg, "Read")),
+        ("dst", Acl::prefixed(Kind::Topic, "src.", "Create")),
+        ("dst", Acl::prefixed(Kind::Topic, "src.", "Write")),
+        ("dst", Acl::prefixed(Kind::Topic, "src.", "Alter")),
+        // offset syncs
+        ("src", Acl::literal(Kind::Topic, syncs, "Create")),
+        ("src", Acl::literal(Kind::Topic, syncs, "Write")),
+        // checkpoints (and failover)
+        ("src", Acl::literal(Kind::Topic, syncs, "Read")),
+        ("src", Acl::literal(Kind::Group, group, "Describe")),
+        ("src", Acl::prefixed(Kind::Group, &clients, "Describe")),
+        ("dst", Acl::prefixed(Kind::Topic, "src.", "Read")),
+        ("dst", Acl::prefixed(Kind::Group, &clients, "Describe")),
+        (
+            "dst",
+            Acl::prefixed(Kind::TransactionalId, &clients, "Write"),
+        ),
+        // heartbeats
+        ("src", Acl::literal(Kind::Topic, "heartbeats", "Create")),
+        ("src", Acl::literal(Kind::Topic, "heartbeats", "Write")),
+        ("src", Acl::literal(Kind::Topic, "heartbeats", "Read")),
+        // topic config sync
+        ("src", Acl::literal(Kind::Topic, topic, "DescribeConfigs")),
+        (
+            "src",
+            Acl::literal(Kind::Topic, "heartbeats", "DescribeConfigs"),
+        ),
+        ("dst", Acl::prefixed(Kind::Topic, "src.", "AlterConfigs")),
+        // ACL sync
+        ("src", Acl::cluster("Describe")),
+        ("dst", Acl::cluster("Alter")),
+        // failover (strait offsets failover)
+        ("dst", Acl::literal(Kind::Group, group, "Read")),
+    ]
+}
+
+/// Runs `strait check --preflight --failover` on `config`: (exit code,
+/// output).
+fn preflight(config: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(["check", "--preflight", "--failover", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !printed.contains(OTHER_PASSWORD) && !printed.contains(STRAIT_PASSWORD),
+        "a password in the preflight's output"
+    );
+    (out.status.code().unwrap_or(-1), printed)
+}
+
+/// The features the preflight's MISSING lines name.
+fn missing_features(printed: &str) -> std::collections::BTreeSet<String> {
+    printed
+        .lines()
+        .filter(|l| l.starts_with("MISSING "))
+        .filter_map(|l| {
+            let after = l.split(" for ").nth(1)?;
+            Some(after.split(" (flow ").next()?.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_documented_least_privilege_set_replicates_checkpoints_and_fails_over_and_the_preflight_names_each_missing_acl(
+) {
+    let c = &clusters();
+    let (source, target) = (&c.source.bootstrap, &c.target.bootstrap);
+    let topic = unique("lp");
+    let remote = format!("src.{topic}");
+    let group = unique("lp-app");
+    let d = unique("lp");
+    create_topic(source, &topic, 2);
+    produce(source, &topic, &Rec::seqs(2, 0..500));
+
+    // strait logs in as `other`, whose password comes from a file.
+    let dir = std::env::temp_dir().join("strait-tests").join(&d);
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("sasl-password");
+    std::fs::write(&secret, format!("{OTHER_PASSWORD}\n")).unwrap();
+    let mut b = ConfigBuilder::new(&d, source, target)
+        .flow("topics", [topic.as_str()])
+        .flow("groups", [group.as_str()])
+        .flow("checkpoint_interval", "1s")
+        .flow("sync_acls", true)
+        .target_raw("principal = \"User:other\"\n")
+        .quick();
+    for (k, v) in c.source.client_settings("other", "") {
+        let v = if k == "sasl.password" {
+            format!("${{file:{}}}", secret.display())
+        } else {
+            v
+        };
+        b = b.source_kafka(&k, v.as_str());
+    }
+    for (k, v) in c.target.client_settings("other", "") {
+        b = b.target_kafka(&k, v.as_str());
+    }
+    let config = b.build();
+    let path = dir.join("strait.toml");
+    std::fs::write(&path, config.replace("{metrics}", "127.0.0.1:0")).unwrap();
+
+    // No ACL at all: every permission is missing, each with its ACL.
+    let (code, none) = preflight(&path);
+    println!("preflight, no ACLs:\n{none}");
+    assert_eq!(code, 1, "{none}");
+    let acls = least_privilege(&d, &topic, &group);
+    for (alias, acl) in &acls {
+        let pattern = if acl.prefixed {
+            " --resource-pattern-type prefixed"
+        } else {
+            ""
+        };
+        let flag = match acl.kind {
+            Kind::Topic => format!("--topic '{}'", acl.name),
+            Kind::Group => format!("--group '{}'", acl.name),
+            Kind::TransactionalId => format!("--transactional-id '{}'", acl.name),
+            Kind::Cluster => "--cluster".to_owned(),
+        };
+
+        let line = format!(
+            "kafka-acls --bootstrap-server <{alias}> --add --allow-principal User:other --operation {} {flag}{pattern}",
+            acl.operation
+        );
+        assert!(
+            none.contains(&line),
+            "the preflight does not name {line}:\n{none}"
+        );
+    }
+    let grants = none
+        .lines()
+        .filter(|l| l.trim_start().starts_with("add: "))
+        .count();
+    let distinct: std::collections::BTreeSet<&str> = none
+        .lines()
+        .filter(|l| l.trim_start().starts_with("add: "))
+        .collect();
+    assert_eq!(
+        distinct.len(),
+        acls.len(),
+        "the preflight asks for more than the documented set ({grants} lines):\n{none}"
+    );
+
+    // Exactly the documented set, and nothing more.
+    let (src_acls, dst_acls): (Vec<_>, Vec<_>) = acls.iter().partition(|(a, _)| *a == "src");
+    let set = |v: &[&(&str, Acl)]| v.iter().map(|(_, a)| a.clone()).collect::<Vec<_>>();
+    c.source.acls("User:other", &set(&src_acls), true);
+    c.target.acls("User:other", &set(&dst_acls), true);
+    let mut granted = String::new();
+    wait_for("the preflight finds nothing missing", MINUTE, || {
+        let (code, out) = preflight(&path);
+        granted = out;
+        code == 0
+    });
+    println!("preflight, the least-privilege set, before strait ran:\n{granted}");
+
+    let mut strait = Strait::start(&d, &config);
+    let got = consume(target, &remote, 2, 1000, MINUTE);
+    assert_eq!(
+        check_sequences(&got, 2, 500),
+        0,
+        "duplicates in a clean run"
+    );
+    commit_group(source, &group, &topic, &[(0, 300), (1, 200)]);
+    wait_for("the group's checkpoints", MINUTE, || {
+        let cps = checkpoints(target, "src.checkpoints.internal");
+        [(0, 300), (1, 200)].iter().all(|&(p, up)| {
+            cps.iter()
+                .any(|(g, t, part, u, _)| *g == group && *t == remote && *part == p && *u == up)
+        })
+    });
+    wait_for("heartbeats replicated", MINUTE, || {
+        strait
+            .metric("strait_heartbeat_age_seconds{flow=\"src-dst\"}")
+            .is_some()
+    });
+    let log = strait.log_text();
+    assert!(
+        !log.contains("permission refused"),
+        "a permission refused with the documented set:\n{log}"
+    );
+    assert!(!log.contains(OTHER_PASSWORD), "a password in the log");
+    let (_, after) = preflight(&path);
+    println!("preflight, the least-privilege set, strait running:\n{after}");
+    assert!(!after.contains("MISSING"), "{after}");
+
+    // At run time: the heartbeats' WRITE taken away is reported once, as a
+    // missing permission in /v1/status and the metric, replication goes
+    // on, and heartbeats resume on their own once it is granted again.
+    let hb_write = Acl::literal(Kind::Topic, "heartbeats", "Write");
+    c.source
+        .acls("User:other", std::slice::from_ref(&hb_write), false);
+    wait_for("the refusal in /v1/status", MINUTE, || {
+        let (_, status) = strait.get_json("/v1/status");
+        status["permissions_refused"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|d| d["feature"] == "heartbeats" && d["operation"] == "WRITE")
+        })
+    });
+    assert_eq!(
+        strait.metric("strait_permissions_missing{cluster=\"src\",operation=\"WRITE\"}"),
+        Some(1.0)
+    );
+    produce(source, &topic, &Rec::seqs(2, 500..600));
+    let got = consume(target, &remote, 2, 1200, MINUTE);
+    assert_eq!(
+        check_sequences(&got, 2, 600),
+        0,
+        "replication stopped with the heartbeats"
+    );
+    c.source
+        .acls("User:other", std::slice::from_ref(&hb_write), true);
+    wait_for("the refusal cleared", MINUTE, || {
+        let (_, status) = strait.get_json("/v1/status");
+        status["permissions_refused"]
+            .as_array()
+            .is_some_and(|r| r.is_empty())
+    });
+    let log = strait.log_text();
+    let said = log.matches("permission refused").count();
+    assert_eq!(said, 1, "the refusal said {said} times:\n{log}");
+
+    // The failover, with the documented set.
+    let out = strait.cli(&["offsets", "failover", "--group", &group]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        committed(target, &group, &remote, 2),
+        vec![Some(300), Some(200)]
+    );
+    strait.stop_with("TERM", MINUTE);
+
+    // One ACL of each feature taken away: the preflight names that feature,
+    // and only it.
+    let one_each: [(&str, Acl, &[&str]); 7] = [
+        (
+            "src",
+            Acl::literal(Kind::Topic, &topic, "Read"),
+            &["replication"],
+        ),
+        (
+            "src",
+            Acl::literal(Kind::Topic, "mm2-offset-syncs.dst.internal", "Write"),
+            &["offset syncs"],
+        ),
+        (
+            "dst",
+            Acl::prefixed(
+                Kind::TransactionalId,
+                &format!("strait.{d}.src-dst."),
+                "Write",
+            ),
+            &["checkpoints"],
+        ),
+        (
+            "src",
+            Acl::literal(Kind::Topic, "heartbeats", "Write"),
+            &["heartbeats"],
+        ),
+        (
+            "dst",
+            Acl::prefixed(Kind::Topic, "src.", "AlterConfigs"),
+            &["topic config sync"],
+        ),
+        ("dst", Acl::cluster("Alter"), &["ACL sync"]),
+        (
+            "dst",
+            Acl::literal(Kind::Group, &group, "Read"),
+            &["failover (strait offsets failover)"],
+        ),
+    ];
+    for (alias, acl, features) in one_each {
+        let k = if alias == "src" { &c.source } else { &c.target };
+        k.acls("User:other", std::slice::from_ref(&acl), false);
+        let want: std::collections::BTreeSet<String> =
+            features.iter().map(|f| f.to_string()).collect();
+        let mut out = String::new();
+        wait_for(&format!("the preflight to miss {acl:?}"), MINUTE, || {
+            let (code, o) = preflight(&path);
+            out = o;
+            code == 1 && missing_features(&out) == want
+        });
+        println!(
+            "preflight without {acl:?}:\n{}",
+            out.lines()
+                .filter(|l| l.starts_with("MISSING") || l.trim_start().starts_with("add:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        k.acls("User:other", std::slice::from_ref(&acl), true);
     }
 }

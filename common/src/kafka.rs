@@ -75,7 +75,13 @@ pub fn record_exists(
     if offset < 0 {
         return false;
     }
-    let probe: Result<BaseConsumer<Quiet>, _> = manual_consumer(cluster, "strait-record-probe")
+    // No group.id: the probe never commits, and a group would need its
+    // own ACL (librdkafka looks up a group's coordinator even for a
+    // consumer that only assigns).
+    let probe: Result<BaseConsumer<Quiet>, _> = client_config(cluster)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "error")
         .create_with_context(Quiet);
     let Ok(probe) = probe else { return false };

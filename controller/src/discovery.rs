@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use strait_common::access::{denials, Feature, Operation};
 use strait_common::config::{Config, Flow};
 use strait_common::error_event;
 use strait_common::metrics as m;
@@ -234,40 +235,31 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
 impl<A: ClusterAdmin> FlowDiscovery<A> {
     async fn discover(&mut self) -> anyhow::Result<()> {
         let flow = self.flow.name.clone();
+        // The flow's internal topics. A refused permission is reported
+        // once and retried each round; the rest of the flow goes on (a
+        // missing heartbeats topic must not stop replication).
         if !self.syncs_ready {
-            let topic = self.flow.offset_syncs().1;
-            if self
-                .syncs
-                .create_topic(&topic, 1, None, &[("cleanup.policy", "compact")])
-                .await
-                .context("offset-syncs topic")?
-            {
-                info!(flow = %flow, topic = %topic, "offset-syncs topic created");
-            }
-            self.syncs_ready = true;
+            let (alias, topic) = self.flow.offset_syncs();
+            let alias = alias.to_owned();
+            self.syncs_ready =
+                ensure_internal(&self.syncs, &flow, &alias, Feature::OffsetSyncs, &topic).await?;
         }
         if self.flow.checkpoints.is_some() && !self.checkpoints_ready {
             let topic = checkpoints_topic(&self.flow.source);
-            if self
-                .target
-                .create_topic(&topic, 1, None, &[("cleanup.policy", "compact")])
-                .await
-                .context("checkpoints topic")?
-            {
-                info!(flow = %flow, topic = %topic, "checkpoints topic created on the target");
-            }
-            self.checkpoints_ready = true;
+            let alias = self.flow.target.clone();
+            self.checkpoints_ready =
+                ensure_internal(&self.target, &flow, &alias, Feature::Checkpoints, &topic).await?;
         }
         if self.flow.heartbeats.is_some() && !self.heartbeats_ready {
-            if self
-                .source
-                .create_topic(HEARTBEATS_TOPIC, 1, None, &[("cleanup.policy", "compact")])
-                .await
-                .context("heartbeats topic")?
-            {
-                info!(flow = %flow, topic = HEARTBEATS_TOPIC, "heartbeats topic created on the source");
-            }
-            self.heartbeats_ready = true;
+            let alias = self.flow.source.clone();
+            self.heartbeats_ready = ensure_internal(
+                &self.source,
+                &flow,
+                &alias,
+                Feature::Heartbeats,
+                HEARTBEATS_TOPIC,
+            )
+            .await?;
         }
         let source = self
             .source
@@ -306,6 +298,11 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 .await
             {
                 Ok(created) => {
+                    denials::allowed(
+                        &self.flow.target,
+                        Operation::Create,
+                        &denials::topic(remote),
+                    );
                     self.seen_remote.insert(remote.clone());
                     if created && seen {
                         // It existed in an earlier round: deleted on the
@@ -335,7 +332,21 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                     target.insert(remote.clone(), *parts);
                 }
                 Err(e) => {
-                    error_event!(warn, flow, ErrorKind::CreateTopic, topic = %remote, error = format!("{e:#}"), "remote topic not created");
+                    let text = format!("{e:#}");
+                    if denials::says_denied(&text) {
+                        // One ERROR naming the ACL, not a warning a round.
+                        denials::refused(
+                            &self.flow.target,
+                            &flow,
+                            Feature::Replication,
+                            Operation::Create,
+                            denials::topic(remote),
+                            &text,
+                        );
+                        error_event!(debug, flow, ErrorKind::CreateTopic, topic = %remote, error = text, "remote topic not created");
+                    } else {
+                        error_event!(warn, flow, ErrorKind::CreateTopic, topic = %remote, error = text, "remote topic not created");
+                    }
                 }
             }
         }
@@ -365,31 +376,37 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         } else {
             plan_flow(&self.flow, &source, &target, &overrides)
         };
-        if let Some(every) = self.flow.sync_topic_configs {
+        let syncs_metadata = self.flow.sync_topic_configs.is_some() || self.flow.sync_acls;
+        if syncs_metadata {
+            let every = self.flow.config_sync_interval;
             if self.next_config_sync.is_none_or(|t| Instant::now() >= t) {
-                // Topics created this round have the source's configs by
-                // construction (CreateTopics sets them all or fails); a
-                // broker may not describe them yet, which would read as a
-                // mismatch. They are compared from the next sync on.
-                let compared: TopicSizes = target
-                    .iter()
-                    .filter(|(t, _)| !created_now.contains(*t))
-                    .map(|(t, n)| (t.clone(), *n))
-                    .collect();
-                let mut in_sync = metadata::sync_configs(
-                    &self.flow,
-                    &self.source,
-                    &self.target,
-                    &source,
-                    &compared,
-                )
-                .await;
-                for topic in source.keys().filter(|t| {
-                    self.flow.replicates(t) && created_now.contains(&self.flow.remote_topic(t))
-                }) {
-                    in_sync.insert(topic.clone(), true);
+                if self.flow.sync_topic_configs.is_some() {
+                    // Topics created this round have the source's configs by
+                    // construction (CreateTopics sets them all or fails); a
+                    // broker may not describe them yet, which would read as a
+                    // mismatch. They are compared from the next sync on.
+                    let compared: TopicSizes = target
+                        .iter()
+                        .filter(|(t, _)| !created_now.contains(*t))
+                        .map(|(t, n)| (t.clone(), *n))
+                        .collect();
+                    let mut in_sync = metadata::sync_configs(
+                        &self.flow,
+                        &self.source,
+                        &self.target,
+                        &source,
+                        &compared,
+                    )
+                    .await;
+                    for topic in source.keys().filter(|t| {
+                        self.flow.replicates(t) && created_now.contains(&self.flow.remote_topic(t))
+                    }) {
+                        in_sync.insert(topic.clone(), true);
+                    }
+                    self.publish_topics(&source, &target, Some(&in_sync));
                 }
-                self.publish_topics(&source, &target, Some(&in_sync));
+                // ACLs follow on the same interval, with or without the
+                // config sync (as MirrorMaker 2's are independent).
                 if self.flow.sync_acls {
                     metadata::sync_acls(&self.flow, &self.source, &self.target, &source, &target)
                         .await;
@@ -467,6 +484,50 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 TopicConfigs::new()
             }
         }
+    }
+}
+
+/// Creates one of a flow's internal topics (compacted, one partition) on
+/// `admin`, the cluster `alias`: true once it exists. A refused permission
+/// is reported (once) and gives false, to be tried again next round; any
+/// other error fails the round, as before.
+async fn ensure_internal<A: ClusterAdmin>(
+    admin: &A,
+    flow: &str,
+    alias: &str,
+    feature: Feature,
+    topic: &str,
+) -> anyhow::Result<bool> {
+    // Made beforehand (by an operator, or an earlier run): no CREATE
+    // needed, which the broker checks before it looks whether the topic
+    // exists.
+    if admin.topic_sizes().await?.contains_key(topic) {
+        denials::allowed(alias, Operation::Create, &denials::topic(topic));
+        return Ok(true);
+    }
+    match admin
+        .create_topic(topic, 1, None, &[("cleanup.policy", "compact")])
+        .await
+    {
+        Ok(created) => {
+            denials::allowed(alias, Operation::Create, &denials::topic(topic));
+            if created {
+                info!(flow = %flow, topic = %topic, cluster = alias, "{feature} topic created");
+            }
+            Ok(true)
+        }
+        Err(e) if denials::says_denied(&format!("{e:#}")) => {
+            denials::refused(
+                alias,
+                flow,
+                feature,
+                Operation::Create,
+                denials::topic(topic),
+                &format!("{e:#}"),
+            );
+            Ok(false)
+        }
+        Err(e) => Err(e.context(format!("{feature} topic {topic}"))),
     }
 }
 

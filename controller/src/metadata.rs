@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::info;
 
+use strait_common::access::{denials, Feature, Operation, Resource};
 use strait_common::config::Flow;
 use strait_common::error_event;
 use strait_common::metrics as m;
@@ -58,15 +59,37 @@ pub async fn sync_configs<A: ClusterAdmin>(
             target_admin.topic_configs(&remote).await,
         ) {
             (Ok(s), Ok(t)) => (s, t),
-            (Err(e), _) | (_, Err(e)) => {
-                error_event!(
-                    warn,
-                    name,
-                    ErrorKind::DescribeConfigs,
-                    topic,
-                    error = format!("{e:#}"),
-                    "configs not compared"
-                );
+            (src, tgt) => {
+                let (alias, feature, op, on, e) = match (src, tgt) {
+                    (Err(e), _) => (
+                        &flow.source,
+                        Feature::Replication,
+                        Operation::DescribeConfigs,
+                        topic.as_str(),
+                        e,
+                    ),
+                    (_, Err(e)) => (
+                        &flow.target,
+                        Feature::TopicConfigSync,
+                        Operation::AlterConfigs,
+                        remote.as_str(),
+                        e,
+                    ),
+                    _ => unreachable!("both read"),
+                };
+                let text = format!("{e:#}");
+                if denials::says_denied(&text) {
+                    denials::refused(alias, name, feature, op, denials::topic(on), &text);
+                } else {
+                    error_event!(
+                        warn,
+                        name,
+                        ErrorKind::DescribeConfigs,
+                        topic,
+                        error = text,
+                        "configs not compared"
+                    );
+                }
                 mismatched += 1;
                 in_sync.insert(topic.clone(), false);
                 continue;
@@ -83,12 +106,29 @@ pub async fn sync_configs<A: ClusterAdmin>(
             .await
         {
             Ok(()) => {
+                denials::allowed(
+                    &flow.target,
+                    Operation::AlterConfigs,
+                    &denials::topic(&remote),
+                );
                 metrics::counter!(m::TOPIC_CONFIGS_CHANGED, "flow" => name.clone()).increment(n);
                 info!(flow = %name, topic = %remote, changes = ?changes, "remote topic configs synced");
                 in_sync.insert(topic.clone(), true);
             }
             Err(e) => {
-                error_event!(warn, name, ErrorKind::AlterConfigs, topic = %remote, changes = ?changes, error = format!("{e:#}"), "remote topic configs not synced");
+                let text = format!("{e:#}");
+                if denials::says_denied(&text) {
+                    denials::refused(
+                        &flow.target,
+                        name,
+                        Feature::TopicConfigSync,
+                        Operation::AlterConfigs,
+                        denials::topic(&remote),
+                        &text,
+                    );
+                } else {
+                    error_event!(warn, name, ErrorKind::AlterConfigs, topic = %remote, changes = ?changes, error = text, "remote topic configs not synced");
+                }
                 mismatched += 1;
                 in_sync.insert(topic.clone(), false);
             }
@@ -161,15 +201,29 @@ pub async fn sync_acls<A: ClusterAdmin>(
         source_admin.topic_acls().await,
         target_admin.topic_acls().await,
     ) {
-        (Ok(s), Ok(t)) => (s, t),
-        (Err(e), _) | (_, Err(e)) => {
-            error_event!(
-                warn,
-                name,
-                ErrorKind::DescribeAcls,
-                error = format!("{e:#}"),
-                "ACLs not compared"
-            );
+        (Ok(s), Ok(t)) => {
+            denials::allowed(&flow.source, Operation::Describe, &Resource::Cluster);
+            denials::allowed(&flow.target, Operation::Alter, &Resource::Cluster);
+            (s, t)
+        }
+        (src, tgt) => {
+            let (alias, op, e) = match (src, tgt) {
+                (Err(e), _) => (&flow.source, Operation::Describe, e),
+                (_, Err(e)) => (&flow.target, Operation::Alter, e),
+                _ => unreachable!("both read"),
+            };
+            let text = format!("{e:#}");
+            if denials::says_denied(&text) {
+                denials::refused(alias, name, Feature::AclSync, op, Resource::Cluster, &text);
+            } else {
+                error_event!(
+                    warn,
+                    name,
+                    ErrorKind::DescribeAcls,
+                    error = text,
+                    "ACLs not compared"
+                );
+            }
             return;
         }
     };
@@ -214,7 +268,19 @@ pub async fn sync_acls<A: ClusterAdmin>(
                 info!(flow = %name, acls = ?acls, "remote topic ACLs {what}");
             }
             Err(e) => {
-                error_event!(warn, name, ErrorKind::Acls, acls = ?acls, error = format!("{e:#}"), "remote topic ACLs not {what}");
+                let text = format!("{e:#}");
+                if denials::says_denied(&text) {
+                    denials::refused(
+                        &flow.target,
+                        name,
+                        Feature::AclSync,
+                        Operation::Alter,
+                        Resource::Cluster,
+                        &text,
+                    );
+                } else {
+                    error_event!(warn, name, ErrorKind::Acls, acls = ?acls, error = text, "remote topic ACLs not {what}");
+                }
             }
         }
     }

@@ -17,6 +17,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use tracing::{debug, warn};
 
+use strait_common::access::{denials, Feature, Operation};
 use strait_common::config::Compression;
 use strait_common::error_event;
 use strait_common::kafka::{client_config, manual_consumer, reliable_producer};
@@ -48,6 +49,10 @@ pub type Watermarks = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
 pub struct SourceContext {
     pub flow: String,
+    /// The source cluster's alias and the group progress is committed
+    /// under, to name a refused commit's permission.
+    pub source: String,
+    pub group: String,
     pub watermarks: Watermarks,
     /// Set when an asynchronous commit failed: the next commit resends all.
     pub commit_failed: Arc<AtomicBool>,
@@ -79,10 +84,25 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
-            Ok(()) => debug!(flow = %self.flow, partitions = offsets.count(), "progress committed"),
+            Ok(()) => {
+                denials::allowed(&self.source, Operation::Read, &denials::group(&self.group));
+                debug!(flow = %self.flow, partitions = offsets.count(), "progress committed")
+            }
             Err(e) => {
                 self.commit_failed.store(true, Ordering::Relaxed);
-                error_event!(warn, self.flow, ErrorKind::Commit, error = %e, "commit failed; will retry");
+                if denials::is_denied(&e) {
+                    denials::refused(
+                        &self.source,
+                        &self.flow,
+                        Feature::Replication,
+                        Operation::Read,
+                        denials::group(&self.group),
+                        &e.to_string(),
+                    );
+                    error_event!(debug, self.flow, ErrorKind::Commit, error = %e, "commit failed; will retry");
+                } else {
+                    error_event!(warn, self.flow, ErrorKind::Commit, error = %e, "commit failed; will retry");
+                }
             }
         }
     }

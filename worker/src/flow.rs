@@ -75,8 +75,15 @@ pub async fn run_flow(
                     backoff.reset(); // it ran well for a while: this is a new failure
                 }
                 let delay = backoff.next_delay();
-                error_event!(error, flow, ErrorKind::Session, error = %e, retry_in = ?delay, failures = backoff.attempts(),
-                       "flow session failed; restarting from committed positions");
+                if strait_common::access::denials::says_denied(&e.to_string()) {
+                    // The missing permission was reported once, with the
+                    // ACL to add; the restarts that wait for it are quiet.
+                    error_event!(debug, flow, ErrorKind::Session, error = %e, retry_in = ?delay, failures = backoff.attempts(),
+                           "flow session failed on a missing permission; restarting from committed positions");
+                } else {
+                    error_event!(error, flow, ErrorKind::Session, error = %e, retry_in = ?delay, failures = backoff.attempts(),
+                           "flow session failed; restarting from committed positions");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return Ok(()),

@@ -8,12 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use strait_common::access::{denials, Feature, Operation};
 use strait_common::error_event;
 use strait_common::formats::Heartbeat;
 use strait_common::kafka::{client_config, manual_consumer};
@@ -42,12 +46,18 @@ pub async fn run_heartbeats(
     };
     let spec = Arc::new(spec);
     let flow = spec.flow.name.clone();
-    let producer: ThreadedProducer<DefaultProducerContext> = client_config(&spec.source)
+    let producer: ThreadedProducer<Reports> = client_config(&spec.source)
         .set("acks", "all")
         // A heartbeat that cannot be written within this is replaced by a
         // newer one; its absence shows as age on the target.
         .set("message.timeout.ms", "30000")
-        .create()
+        // discovery creates the topic compacted with one partition; a
+        // broker that auto-creates must not make it first with defaults.
+        .set("allow.auto.create.topics", "false")
+        .create_with_context(Reports {
+            source: spec.flow.source.clone(),
+            flow: flow.clone(),
+        })
         .with_context(|| format!("flow {flow}: heartbeat producer"))?;
     let remote = spec.flow.remote_topic(HEARTBEATS_TOPIC);
     let group = format!("{}.heartbeats", spec.flow.commit_group(&spec.deployment));
@@ -86,12 +96,54 @@ pub async fn run_heartbeats(
             .key(&key)
             .payload(&value);
         if let Err((e, _)) = producer.send(record) {
-            error_event!(warn, flow, ErrorKind::Heartbeat, error = %e, "heartbeat not sent");
+            if denials::is_denied(&e) {
+                denials::refused(
+                    &spec.flow.source,
+                    &flow,
+                    Feature::Heartbeats,
+                    Operation::Write,
+                    denials::topic(HEARTBEATS_TOPIC),
+                    &e.to_string(),
+                );
+                error_event!(debug, flow, ErrorKind::Heartbeat, error = %e, "heartbeat not sent");
+            } else {
+                error_event!(warn, flow, ErrorKind::Heartbeat, error = %e, "heartbeat not sent");
+            }
         }
     }
     let _ = producer.flush(Duration::from_secs(2));
     let _ = watcher.await;
     Ok(())
+}
+
+/// The heartbeat producer's delivery reports: a refused write is reported
+/// once as a missing permission, and cleared by the next one delivered.
+struct Reports {
+    source: String,
+    flow: String,
+}
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => denials::allowed_topic(&self.source, Operation::Write, HEARTBEATS_TOPIC),
+            Err((e, _)) if denials::is_denied(e) => {
+                denials::refused(
+                    &self.source,
+                    &self.flow,
+                    Feature::Heartbeats,
+                    Operation::Write,
+                    denials::topic(HEARTBEATS_TOPIC),
+                    &e.to_string(),
+                );
+            }
+            Err((e, _)) => debug!(flow = %self.flow, error = %e, "heartbeat not delivered"),
+        }
+    }
 }
 
 /// Reads the replicated heartbeats of this flow's source and publishes the
@@ -111,6 +163,7 @@ fn watch(
         if let Some(result) = consumer.poll(Duration::from_millis(250)) {
             match result {
                 Ok(msg) => {
+                    denials::allowed_topic(&spec.flow.target, Operation::Read, msg.topic());
                     let (Some(k), Some(v)) = (msg.key(), msg.payload()) else {
                         continue;
                     };
@@ -127,6 +180,17 @@ fn watch(
                     }
                 }
                 // The remote topic may not exist yet; librdkafka retries.
+                Err(e) if denials::is_denied(&e) => {
+                    let remote = spec.flow.remote_topic(HEARTBEATS_TOPIC);
+                    denials::refused(
+                        &spec.flow.target,
+                        &flow,
+                        Feature::Heartbeats,
+                        Operation::Read,
+                        denials::topic(&remote),
+                        &e.to_string(),
+                    );
+                }
                 Err(e) => debug!(flow = %flow, error = %e, "heartbeat watch"),
             }
         }

@@ -23,6 +23,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, Threa
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use strait_common::access::{denials, Feature, Name, Operation, Resource};
 use strait_common::config::{ClusterConfig, Config, Flow};
 use strait_common::coord::lease::Fence;
 use strait_common::error_event;
@@ -136,13 +137,19 @@ fn start_until_up<'a>(
         match Service::start(spec, interval, board, shutdown) {
             Ok(s) => return Ok(s),
             Err(e) if !shutdown.is_cancelled() => {
-                error_event!(
-                    warn,
-                    spec.flow.name,
-                    ErrorKind::Checkpoint,
-                    error = format!("{e:#}"),
-                    "checkpoint service not started; trying again in {backoff:?}"
-                );
+                if denials::says_denied(&format!("{e:#}")) {
+                    // Reported once, with the ACL to add, where it was refused.
+                    error_event!(debug, spec.flow.name, ErrorKind::Checkpoint, error = format!("{e:#}"),
+                        "checkpoint service not started (a permission is missing); trying again in {backoff:?}");
+                } else {
+                    error_event!(
+                        warn,
+                        spec.flow.name,
+                        ErrorKind::Checkpoint,
+                        error = format!("{e:#}"),
+                        "checkpoint service not started; trying again in {backoff:?}"
+                    );
+                }
                 let until = Instant::now() + backoff;
                 while Instant::now() < until && !shutdown.is_cancelled() {
                     std::thread::sleep(Duration::from_millis(50));
@@ -201,11 +208,18 @@ impl<'a> Service<'a> {
         let flow = &spec.flow.name;
         let own = format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment));
         let cp_topic = checkpoints_topic(&spec.flow.source);
-        let producer = checkpoint_producer(spec)?;
+        let target = &spec.flow.target;
+        let producer = noting(
+            spec,
+            target,
+            Operation::Write,
+            txn_ids(spec),
+            checkpoint_producer(spec),
+        )?;
         let mut state = Checkpoints::default();
         let mut restored = 0u64;
         let mut reader = InternalTopic::open(&spec.target, &own, &cp_topic)?;
-        reader.read_to_end(READ_TIMEOUT, |k, v, _| {
+        let read = reader.read_to_end(READ_TIMEOUT, |k, v, _| {
             if let Ok(cp) = Checkpoint::decode(k, v) {
                 if !state.restore(&cp) {
                     m::violated(m::CHECKPOINT_BACKWARDS);
@@ -214,18 +228,32 @@ impl<'a> Service<'a> {
                 }
                 restored += 1;
             }
-        })?;
+        });
+        noting(
+            spec,
+            target,
+            Operation::Read,
+            denials::topic(&cp_topic),
+            read,
+        )?;
         drop(reader);
-        let mut syncs =
-            InternalTopic::open(&spec.syncs_cluster, &own, &spec.flow.offset_syncs().1)?;
+        let (syncs_alias, syncs_topic) = spec.flow.offset_syncs();
+        let mut syncs = InternalTopic::open(&spec.syncs_cluster, &own, &syncs_topic)?;
         let mut n = 0u64;
         if !shutdown.is_cancelled() {
-            syncs.read_to_end(READ_TIMEOUT, |k, v, _| {
+            let read = syncs.read_to_end(READ_TIMEOUT, |k, v, _| {
                 if let Ok(sync) = OffsetSync::decode(k, v) {
                     state.observe_sync(&sync);
                     n += 1;
                 }
-            })?;
+            });
+            noting(
+                spec,
+                syncs_alias,
+                Operation::Read,
+                denials::topic(&syncs_topic),
+                read,
+            )?;
         }
         info!(flow = %flow, restored, syncs = n, "checkpoint service started");
         let f = flow.clone();
@@ -361,13 +389,37 @@ impl<'a> Service<'a> {
             Err(e) => {
                 // Nothing of the round was written: emit it again next time.
                 self.state.roll_back(marks);
-                error_event!(
-                    warn,
-                    flow,
-                    ErrorKind::Checkpoint,
-                    error = format!("{e:#}"),
-                    "checkpoint round failed; its checkpoints are aborted"
-                );
+                let text = format!("{e:#}");
+                if denials::says_denied(&text) {
+                    let resource = if text.to_ascii_lowercase().contains("transactional") {
+                        txn_ids(self.spec)
+                    } else {
+                        denials::topic(&self.cp_topic)
+                    };
+                    denials::refused(
+                        &self.spec.flow.target,
+                        &flow,
+                        Feature::Checkpoints,
+                        Operation::Write,
+                        resource,
+                        &text,
+                    );
+                    error_event!(
+                        debug,
+                        flow,
+                        ErrorKind::Checkpoint,
+                        error = text,
+                        "checkpoint round failed; its checkpoints are aborted"
+                    );
+                } else {
+                    error_event!(
+                        warn,
+                        flow,
+                        ErrorKind::Checkpoint,
+                        error = text,
+                        "checkpoint round failed; its checkpoints are aborted"
+                    );
+                }
                 if let Some(p) = &self.producer {
                     let _ = p.abort_transaction(Duration::from_secs(10));
                     if p.client().fatal_error().is_some() {
@@ -414,14 +466,26 @@ impl<'a> Service<'a> {
             let positions = match result {
                 Ok(p) => p,
                 Err(e) => {
-                    error_event!(
-                        warn,
-                        flow.name,
-                        ErrorKind::Checkpoint,
-                        group,
-                        error = format!("{e:#}"),
-                        "group offsets not read; retried next round"
-                    );
+                    let text = format!("{e:#}");
+                    if denials::says_denied(&text) {
+                        denials::refused(
+                            &flow.source,
+                            &flow.name,
+                            Feature::Checkpoints,
+                            Operation::Describe,
+                            denials::group(&group),
+                            &text,
+                        );
+                    } else {
+                        error_event!(
+                            warn,
+                            flow.name,
+                            ErrorKind::Checkpoint,
+                            group,
+                            error = text,
+                            "group offsets not read; retried next round"
+                        );
+                    }
                     continue;
                 }
             };
@@ -520,13 +584,26 @@ fn sync_loop(
         let outcomes = match failover_groups(&spec.target, &name, &wanted, false) {
             Ok(o) => o,
             Err(e) => {
-                error_event!(
-                    warn,
-                    flow,
-                    ErrorKind::Checkpoint,
-                    error = format!("{e:#}"),
-                    "group offsets not synced; retried"
-                );
+                let text = format!("{e:#}");
+                if denials::says_denied(&text) {
+                    // Which group is not known here: the target's groups.
+                    denials::refused(
+                        &spec.flow.target,
+                        flow,
+                        Feature::GroupOffsetSync,
+                        Operation::Read,
+                        group_resource(&spec.flow),
+                        &text,
+                    );
+                } else {
+                    error_event!(
+                        warn,
+                        flow,
+                        ErrorKind::Checkpoint,
+                        error = text,
+                        "group offsets not synced; retried"
+                    );
+                }
                 let mut sync = shared.lock().expect("sync state");
                 for (g, v) in batch {
                     sync.pending.entry(g).or_insert(v);
@@ -540,6 +617,7 @@ fn sync_loop(
         for ((group, (offsets, read)), (outcome, rows)) in batch.into_iter().zip(outcomes) {
             match outcome {
                 GroupOutcome::Written | GroupOutcome::UpToDate => {
+                    denials::allowed(&spec.flow.target, Operation::Read, &denials::group(&group));
                     if outcome == GroupOutcome::Written {
                         debug!(flow = %flow, group, partitions = rows.iter().filter(|r| r.moves).count(),
                                "group offsets synced to the target");
@@ -554,19 +632,69 @@ fn sync_loop(
                     sync.active.insert(group);
                 }
                 GroupOutcome::Failed(e) => {
-                    error_event!(
-                        warn,
-                        flow,
-                        ErrorKind::Checkpoint,
-                        group,
-                        error = e,
-                        "group offsets not synced; retried"
-                    );
+                    if denials::says_denied(&e) {
+                        denials::refused(
+                            &spec.flow.target,
+                            flow,
+                            Feature::GroupOffsetSync,
+                            Operation::Read,
+                            denials::group(&group),
+                            &e,
+                        );
+                    } else {
+                        error_event!(
+                            warn,
+                            flow,
+                            ErrorKind::Checkpoint,
+                            group,
+                            error = e,
+                            "group offsets not synced; retried"
+                        );
+                    }
                     sync.pending.entry(group).or_insert((offsets, read));
                 }
             }
         }
     }
+}
+
+/// The groups a flow checkpoints, as a resource.
+fn group_resource(flow: &Flow) -> Resource {
+    strait_common::access::flow_groups(flow)
+}
+
+/// The transactional ids of a flow's writers, as its ACL names them.
+fn txn_ids(spec: &CheckpointSpec) -> Resource {
+    Resource::TransactionalId(Name::Prefixed(format!(
+        "{}.",
+        spec.flow.commit_group(&spec.deployment)
+    )))
+}
+
+/// `result`, with a refused permission (`operation` on `resource` of the
+/// cluster `alias`) reported once, and a success clearing it.
+fn noting<T>(
+    spec: &CheckpointSpec,
+    alias: &str,
+    operation: Operation,
+    resource: Resource,
+    result: anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    match &result {
+        Ok(_) => denials::allowed(alias, operation, &resource),
+        Err(e) if denials::says_denied(&format!("{e:#}")) => {
+            denials::refused(
+                alias,
+                &spec.flow.name,
+                Feature::Checkpoints,
+                operation,
+                resource,
+                &format!("{e:#}"),
+            );
+        }
+        Err(_) => {}
+    }
+    result
 }
 
 /// The checkpoint writer: transactional, with one transactional id per
@@ -584,6 +712,9 @@ fn checkpoint_producer(
             format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment)),
         )
         .set("message.timeout.ms", "30000")
+        // discovery creates the checkpoints topic compacted; a broker that
+        // auto-creates must not make it first with its defaults.
+        .set("allow.auto.create.topics", "false")
         // A round's checkpoints go out as soon as they are queued.
         .set("linger.ms", "5")
         .create()?;

@@ -139,7 +139,20 @@ impl Session<'_> {
             }
             Err(e) => {
                 self.commit_failed.store(true, Ordering::Relaxed);
-                error_event!(warn, self.spec.flow.name, ErrorKind::of(&e), error = %e, "commit failed; will retry");
+                if denials::is_denied(&e) {
+                    let group = denials::group(&self.spec.flow.commit_group(&self.spec.deployment));
+                    denials::refused(
+                        &self.spec.flow.source,
+                        &self.spec.flow.name,
+                        Feature::Replication,
+                        Operation::Read,
+                        group,
+                        &e.to_string(),
+                    );
+                    error_event!(debug, self.spec.flow.name, ErrorKind::of(&e), error = %e, "commit failed; will retry");
+                } else {
+                    error_event!(warn, self.spec.flow.name, ErrorKind::of(&e), error = %e, "commit failed; will retry");
+                }
             }
         }
     }

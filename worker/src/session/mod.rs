@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use strait_common::access::{denials, Feature, Operation};
 use strait_common::config::{OnRefused, OnSourceGap};
 use strait_common::coord::lease::Fence;
 use strait_common::error_event;
@@ -222,6 +223,8 @@ pub fn run(
         spec,
         clients::SourceContext {
             flow: flow.clone(),
+            source: spec.flow.source.clone(),
+            group: spec.flow.commit_group(&spec.deployment),
             watermarks: watermarks.clone(),
             commit_failed: commit_failed.clone(),
         },
@@ -483,7 +486,25 @@ impl Session<'_> {
                             error_event!(debug, self.spec.flow.name, kind, error = %e, "consume error, librdkafka retries")
                         }
                         Action::RestartSession => {
-                            error_event!(warn, self.spec.flow.name, kind, error = %e, "consume error; the session restarts");
+                            if denials::is_denied(&e) {
+                                let flow = &self.spec.flow;
+                                let resource = match e.rdkafka_error_code() {
+                                    Some(
+                                        rdkafka::types::RDKafkaErrorCode::GroupAuthorizationFailed,
+                                    ) => denials::group(&flow.commit_group(&self.spec.deployment)),
+                                    _ => strait_common::access::flow_topics(flow),
+                                };
+                                denials::refused(
+                                    &flow.source,
+                                    &flow.name,
+                                    Feature::Replication,
+                                    Operation::Read,
+                                    resource,
+                                    &e.to_string(),
+                                );
+                            } else {
+                                error_event!(warn, self.spec.flow.name, kind, error = %e, "consume error; the session restarts");
+                            }
                             return Err(SessionError::Consume(e));
                         }
                     }

@@ -146,6 +146,18 @@ impl Session<'_> {
     ) {
         let flow = self.spec.flow.name.clone();
         let u = self.units.get_mut(&id).expect("caller checked");
+        if denials::is_denied(e) {
+            // A missing permission, not a bad record: said once with the
+            // ACL to add (the unit is handled as any refusal below).
+            denials::refused(
+                &self.spec.flow.target,
+                &flow,
+                Feature::Replication,
+                Operation::Write,
+                denials::topic(&u.remote),
+                &e.to_string(),
+            );
+        }
         match self.spec.flow.on_refused {
             OnRefused::Skip => {
                 self.to_emit.clear();
@@ -235,7 +247,22 @@ impl Session<'_> {
             if let Err(e) = result {
                 // With no delivery timeout only a permanent refusal (e.g. not
                 // authorised on the offset-syncs topic) gets here.
+                if denials::is_denied(&e) {
+                    let (cluster, topic) = self.spec.flow.offset_syncs();
+                    denials::refused(
+                        cluster,
+                        &self.spec.flow.name,
+                        Feature::OffsetSyncs,
+                        Operation::Write,
+                        denials::topic(&topic),
+                        &e.to_string(),
+                    );
+                }
                 return Err(SessionError::OffsetSync(e));
+            }
+            if denials::standing() {
+                let (cluster, topic) = self.spec.flow.offset_syncs();
+                denials::allowed_topic(cluster, Operation::Write, &topic);
             }
             if let Some(u) = self.units.get_mut(&tag.unit) {
                 u.progress.sync_acked(tag.upstream);
