@@ -1,0 +1,294 @@
+//! Consumer groups under traffic: commit -> checkpoint, and where each
+//! tool would resume the groups on the target after a failover.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use rdkafka::consumer::Consumer as _;
+
+use strait_controller::native_admin::{list_group_offsets, GroupCommits};
+
+use crate::measure::{self, Key, Tail};
+use crate::report::Results;
+use crate::session::{Env, GroupsPlan, PARTITIONS};
+use crate::tools::{Names, Running};
+use crate::workload::{self, lister};
+
+/// Groups consuming under traffic: every second each group commits its two
+/// partitions a little behind the source's end; commit -> checkpoint is
+/// taken for the commits of `cp_seconds` after every group has had a first
+/// checkpoint. Then the groups stop and fail over: where each tool's own
+/// translation (and the newest checkpoints) would resume them on the
+/// target, against where they stopped.
+#[allow(clippy::too_many_arguments)]
+pub fn groups(
+    tool: &mut Running,
+    names: &Names,
+    env: &Env,
+    plan: GroupsPlan,
+    topic: &str,
+    layout: &[(String, [i32; 2])],
+    res: &mut Results,
+) -> anyhow::Result<()> {
+    use rand::Rng as _;
+    let col = tool.column;
+    let remote = names.remote(topic);
+    let cp_topic = names.checkpoints_topic();
+    let interval = col.checkpoint_interval();
+    let window = env.cp_window(col);
+    let c = lister(&env.target);
+    strait_testkit::wait_for("the checkpoints topic", Duration::from_secs(180), || {
+        workload::exists(&c, &cp_topic)
+    });
+    let tail = Tail::start(&env.target, &cp_topic);
+    let stream = workload::Stream::start(&env.source, topic, PARTITIONS, env.stream_rate);
+    let admin = workload::group_admin(&env.source);
+    let keys: Vec<Key> = layout
+        .iter()
+        .flat_map(|(g, ps)| ps.iter().map(|p| (g.clone(), remote.clone(), *p)))
+        .collect();
+    let mut positions: HashMap<(usize, i32), i64> = HashMap::new();
+    let mut rng = rand::rng();
+    let warmup_deadline = Instant::now() + 3 * interval + Duration::from_secs(180);
+    let mut measuring_since: Option<Instant> = None;
+    let mut commits = 0usize;
+    let begun = Instant::now();
+    let mut tick = 0u64;
+    let mut last_commit = Instant::now();
+    loop {
+        if measuring_since.is_none() && tail.covers(&keys) == keys.len() {
+            measuring_since = Some(Instant::now());
+            eprintln!(
+                "  {}: every group checkpointed {:.1} s after the traffic began",
+                col.title(),
+                begun.elapsed().as_secs_f64()
+            );
+        }
+        if let Some(since) = measuring_since {
+            if since.elapsed() >= window {
+                break;
+            }
+        } else if Instant::now() > warmup_deadline {
+            bail!(
+                "{} checkpointed {} of {} group partitions within {:?}",
+                col.title(),
+                tail.covers(&keys),
+                keys.len(),
+                warmup_deadline - begun
+            );
+        }
+        ensure!(tool.alive(), "{} exited", col.title());
+        let acked = stream.acked.lock().unwrap().clone();
+        let measured = measuring_since.is_some();
+        let mut batch: Vec<GroupCommits> = Vec::with_capacity(layout.len());
+        let mut moved = Vec::new();
+        for (i, (g, ps)) in layout.iter().enumerate() {
+            let mut offsets = Vec::new();
+            for &p in ps {
+                let lag = rng.random_range(0..=50i64);
+                let prev = positions.get(&(i, p)).copied().unwrap_or(0);
+                let pos = (acked[p as usize] - lag).max(prev);
+                if pos > prev {
+                    moved.push(((g.clone(), remote.clone(), p), pos));
+                }
+                positions.insert((i, p), pos);
+                offsets.push((topic.to_owned(), p, pos));
+            }
+            batch.push((g.clone(), offsets));
+        }
+        let at = Instant::now();
+        last_commit = at;
+        for (key, pos) in moved {
+            if measured {
+                commits += 1;
+            }
+            tail.committed(key, pos, at, measured);
+        }
+        workload::commit(&admin, &batch)?;
+        tick += 1;
+        let next = begun + Duration::from_secs(tick);
+        if let Some(d) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    // The failover: the groups stopped at their last commits; each tool's
+    // own translation is taken now, while the traffic goes on.
+    let before = tail.newest_now()?;
+    let own: HashMap<Key, i64> = match &tool.config {
+        Some(config) => strait_failover(config, names, env, layout, &remote)?,
+        None => {
+            // RemoteClusterUtils.translateOffsets returns the newest
+            // checkpoints: MirrorMaker 2's own code agrees for one group.
+            let g = &layout[0].0;
+            let java = strait_testkit::mm2::mm2_translate(&env.target, &names.source_alias, g);
+            let after = tail.newest_now()?;
+            for p in layout[0].1 {
+                let key = (g.clone(), remote.clone(), p);
+                let got = java.get(&(remote.clone(), p)).copied();
+                let (lo, hi) = (before.get(&key).map(|c| c.1), after.get(&key).map(|c| c.1));
+                ensure!(
+                    got.is_some() && got >= lo && got <= hi,
+                    "RemoteClusterUtils.translateOffsets gave {got:?} for {g} {remote}/{p}; the checkpoints read said {lo:?}..{hi:?}"
+                );
+            }
+            before
+                .iter()
+                .map(|(k, (_, down))| (k.clone(), *down))
+                .collect()
+        }
+    };
+    let from_cp: HashMap<Key, i64> = before.iter().map(|(k, (_, d))| (k.clone(), *d)).collect();
+    let written = stream.stop()?;
+    measure::caught_up(
+        &env.source,
+        topic,
+        &env.target,
+        &remote,
+        PARTITIONS,
+        env.timeout,
+    )?;
+    let landed = measure::landed(
+        &env.target,
+        &remote,
+        PARTITIONS,
+        written.iter().sum::<i64>() as usize,
+    )?;
+    for (p, recs) in landed.iter().enumerate() {
+        let have: std::collections::BTreeSet<i64> = recs.iter().map(|(_, s)| *s).collect();
+        let lost = (0..written[p]).filter(|s| !have.contains(s)).count();
+        ensure!(
+            lost == 0,
+            "{}: {lost} records of {topic}/{p} never reached the target",
+            col.title()
+        );
+    }
+    if plan.failover {
+        for (path, translated) in [("tool", &own), ("cp", &from_cp)] {
+            let (mut reread, mut skipped) = (Vec::new(), Vec::new());
+            for (i, (g, ps)) in layout.iter().enumerate() {
+                let (mut r, mut s) = (0, 0);
+                for &p in ps {
+                    let key = (g.clone(), remote.clone(), p);
+                    let at = *translated.get(&key).with_context(|| {
+                        format!(
+                            "{}: no translated position for {key:?} ({path})",
+                            col.title()
+                        )
+                    })?;
+                    let (rr, ss) = measure::reread_and_skipped(
+                        &landed[p as usize],
+                        positions[&(i, p)],
+                        written[p as usize],
+                        at,
+                    );
+                    r += rr;
+                    s += ss;
+                }
+                reread.push(r);
+                skipped.push(s);
+            }
+            let (rt, rm) = (reread.iter().sum::<u64>(), *reread.iter().max().unwrap());
+            let (st, sm) = (skipped.iter().sum::<u64>(), *skipped.iter().max().unwrap());
+            eprintln!(
+                "  {} failover ({path}): read twice {rt} (max {rm} per group), skipped {st} (max {sm})",
+                col.title()
+            );
+            res.add(col, &format!("fo.{path}.reread"), rt as f64);
+            res.add(col, &format!("fo.{path}.reread_max"), rm as f64);
+            res.add(col, &format!("fo.{path}.skipped"), st as f64);
+            res.add(col, &format!("fo.{path}.skipped_max"), sm as f64);
+        }
+    }
+    if plan.checkpoints {
+        // The last commits wait for the next checkpoint round; one that is
+        // not checkpointed by the round after it never will be (MirrorMaker
+        // 2 emits a checkpoint only when the translated offset advances).
+        let deadline = last_commit + interval + Duration::from_secs(10);
+        while tail.pending_measured() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let seen = tail.seen();
+        ensure!(
+            !seen.is_empty(),
+            "{}: no measured commit was checkpointed",
+            col.title()
+        );
+        let n = plan.n;
+        eprintln!(
+            "  {} checkpoints at {n} groups: {} of {commits} commits, p50 {:.2?}, p99 {:.2?}",
+            col.title(),
+            seen.len(),
+            measure::percentile(&seen, 0.5),
+            measure::percentile(&seen, 0.99)
+        );
+        res.add(
+            col,
+            &format!("cp{n}.p50"),
+            measure::percentile(&seen, 0.5).as_secs_f64(),
+        );
+        res.add(
+            col,
+            &format!("cp{n}.p99"),
+            measure::percentile(&seen, 0.99).as_secs_f64(),
+        );
+        res.add(
+            col,
+            &format!("cp{n}.unseen"),
+            tail.pending_measured() as f64,
+        );
+    }
+    Ok(())
+}
+
+/// `strait offsets failover --groups REGEX`: commits the translated
+/// positions to the same groups on the target; returns them, read back.
+fn strait_failover(
+    config: &std::path::Path,
+    names: &Names,
+    env: &Env,
+    layout: &[(String, [i32; 2])],
+    remote: &str,
+) -> anyhow::Result<HashMap<Key, i64>> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args([
+            "offsets",
+            "failover",
+            "--groups",
+            &names.groups_regex,
+            "--config",
+        ])
+        .arg(config)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "strait offsets failover: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let admin = workload::group_admin(&env.target);
+    let req: Vec<_> = layout
+        .iter()
+        .map(|(g, ps)| {
+            (
+                g.clone(),
+                Some(ps.iter().map(|p| (remote.to_owned(), *p)).collect()),
+            )
+        })
+        .collect();
+    let mut got = HashMap::new();
+    for ((g, _), r) in layout.iter().zip(list_group_offsets(
+        admin.client(),
+        &req,
+        64,
+        Duration::from_secs(30),
+    )) {
+        for (t, p, o) in r.map_err(|e| anyhow::anyhow!("target offsets of {g}: {e:?}"))? {
+            if let Some(o) = o {
+                got.insert((g.clone(), t, p), o);
+            }
+        }
+    }
+    Ok(got)
+}
