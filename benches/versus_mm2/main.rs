@@ -23,6 +23,8 @@
 //! topics), BENCH_STREAM_RATE (records/s under the groups, 1000),
 //! BENCH_MM2_HEAP (1g), BENCH_MM2_WAIT_REFRESH (1: wait up to 600 s for
 //! MirrorMaker 2's defaults to see a new topic; 0 in the quick version),
+//! BENCH_COLUMNS (the tools to run, default
+//! "strait,mm2-tuned,mm2-defaults"; the baseline always runs),
 //! BENCH_BUSY (a label for the figures: "busy" if the machine was shared),
 //! BENCH_QUICK=1: 50000 records, one run, 10 groups that also fail over,
 //! 6 s of latency, 10 s of commits, one new topic, and the groups measured
@@ -134,6 +136,24 @@ fn main() {
         "machine load not labelled (BENCH_BUSY)".to_owned(),
     );
     let plans = plans(quick, &sizes, failover);
+    // Which tools run (the baseline always does).
+    let chosen: Vec<Column> = match std::env::var("BENCH_COLUMNS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|c| match c.trim() {
+                "strait" => Some(Column::Strait),
+                "mm2-tuned" => Some(Column::Mm2Tuned),
+                "mm2-defaults" => Some(Column::Mm2Defaults),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => TOOLS.to_vec(),
+    };
+    let skipped: Vec<Column> = TOOLS
+        .iter()
+        .copied()
+        .filter(|c| !chosen.contains(c))
+        .collect();
     let backlogs: Vec<i32> = plans.iter().filter_map(|p| p.backlog).collect();
     eprintln!(
         "versus_mm2: {runs} run(s), sessions per tool: {}",
@@ -152,6 +172,9 @@ fn main() {
         };
         for i in 0..TOOLS.len() {
             let col: Column = TOOLS[(i + run) % TOOLS.len()];
+            if skipped.contains(&col) {
+                continue;
+            }
             for plan in &plans {
                 if let Err(e) = session::session(col, plan, &env, &hop, &mut res) {
                     res.fail(format!("run {run}: {e:#}"));
@@ -178,7 +201,7 @@ fn main() {
         },
         new_topics: env.new_topics,
     };
-    report::print(&mut res, &described, runs, &busy);
+    report::print(&mut res, &described, runs, &busy, &skipped);
     println!();
     for c in tools::COLUMNS {
         println!("- **{}**: {}", c.title(), c.settings(&heap));

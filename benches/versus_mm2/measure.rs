@@ -25,7 +25,8 @@ pub struct Backlog {
     pub first: Duration,
     /// Start to the last record on the target.
     pub last: Duration,
-    /// CPU seconds of the process at the first and at the last record.
+    /// CPU seconds the process used from its start to the first and to
+    /// the last record.
     pub cpu_first: f64,
     pub cpu_last: f64,
     /// Peak RSS (VmHWM) at the last record, MB; none for the baseline
@@ -35,13 +36,16 @@ pub struct Backlog {
 
 /// Polls `topic`'s high watermarks on the target until every partition has
 /// at least `want[p]` records (everything replicated), noting when the
-/// first record arrived and what process `pid` had used by then.
+/// first record arrived and the CPU seconds process `pid` had used by
+/// then (less `cpu0`, what it had used before the start).
+#[allow(clippy::too_many_arguments)]
 pub fn watch_backlog(
     target: &str,
     topic: &str,
     want: &[i64],
     start: Instant,
     pid: u32,
+    cpu0: f64,
     alive: &mut dyn FnMut() -> bool,
     timeout: Duration,
 ) -> anyhow::Result<(Backlog, Vec<i64>)> {
@@ -54,10 +58,10 @@ pub fn watch_backlog(
         if let Ok(e) = ends(&c, topic, partitions) {
             let now = start.elapsed();
             if first.is_none() && e.iter().any(|&o| o > 0) {
-                first = Some((now, cpu_seconds(pid)));
+                first = Some((now, cpu_seconds(pid) - cpu0));
             }
             if e.iter().zip(want).all(|(got, want)| got >= want) {
-                let cpu_last = cpu_seconds(pid);
+                let cpu_last = cpu_seconds(pid) - cpu0;
                 let (first, cpu_first) = first.unwrap();
                 return Ok((
                     Backlog {

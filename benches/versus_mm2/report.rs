@@ -128,19 +128,13 @@ fn rows(d: &Described) -> Vec<Row> {
             applies: everyone,
         });
         rows.push(Row {
-            label: format!("{what}: MB/s (records/s), first → last record"),
+            label: format!("{what}: MB/s (records/s), start → last record"),
             keys: vec![k("mbps"), k("rps")],
             fmt: Fmt::WithCount(1),
             applies: everyone,
         });
         rows.push(Row {
-            label: format!("{what}: MB/s, start → last record"),
-            keys: vec![k("mbps_total")],
-            fmt: Fmt::One("", 1),
-            applies: everyone,
-        });
-        rows.push(Row {
-            label: format!("{what}: CPU s per MB, first → last record"),
+            label: format!("{what}: CPU s per MB, whole process, start → last record"),
             keys: vec![k("cpu_per_mb")],
             fmt: Fmt::One("", 4),
             applies: everyone,
@@ -227,7 +221,7 @@ fn rows(d: &Described) -> Vec<Row> {
 
 /// Prints the table; every cell a row applies to must hold a figure or a
 /// note, else it is an error.
-pub fn print(res: &mut Results, d: &Described, runs: usize, busy: &str) {
+pub fn print(res: &mut Results, d: &Described, runs: usize, busy: &str, skipped: &[Column]) {
     println!();
     println!(
         "strait versus MirrorMaker 2 on the same two Apache Kafka 4.3.1 clusters, one tool after the other, \
@@ -247,6 +241,8 @@ pub fn print(res: &mut Results, d: &Described, runs: usize, busy: &str) {
         for c in COLUMNS {
             let cell = if !(row.applies)(c) {
                 "—".to_owned()
+            } else if skipped.contains(&c) {
+                "not run (BENCH_COLUMNS)".to_owned()
             } else if let Some(n) = row.keys.iter().find_map(|k| res.notes.get(&(c, k.clone()))) {
                 n.clone()
             } else {

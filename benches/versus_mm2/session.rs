@@ -14,6 +14,7 @@ use rdkafka::producer::{BaseRecord, Producer as _};
 
 use strait_controller::native_admin::GroupCommits;
 use strait_testkit::create_topic;
+use strait_testkit::process::cpu_seconds;
 
 use crate::measure::{self, Backlog, Latency};
 use crate::report::Results;
@@ -90,25 +91,24 @@ fn record_backlog(
 ) {
     let k = |s: &str| format!("b{parts}.{s}");
     let mb = bytes as f64 / 1e6;
-    let steady = (b.last - b.first).as_secs_f64().max(1e-3);
+    let total = b.last.as_secs_f64();
     res.add(col, &k("first"), b.first.as_secs_f64());
-    res.add(col, &k("last"), b.last.as_secs_f64());
-    res.add(col, &k("mbps"), mb / steady);
-    res.add(col, &k("rps"), records as f64 / steady);
-    res.add(col, &k("mbps_total"), mb / b.last.as_secs_f64());
-    res.add(col, &k("cpu_per_mb"), (b.cpu_last - b.cpu_first) / mb);
+    res.add(col, &k("last"), total);
+    res.add(col, &k("mbps"), mb / total);
+    res.add(col, &k("rps"), records as f64 / total);
+    res.add(col, &k("cpu_per_mb"), b.cpu_last / mb);
     res.add(col, &k("cpu_start"), b.cpu_first);
     if let Some(rss) = b.rss_mb {
         res.add(col, &k("rss"), rss);
     }
     eprintln!(
-        "  {} backlog {parts}p: first {:.2} s, last {:.2} s, {:.1} MB/s steady, CPU {:.1} s at first, {:.4} s/MB after, RSS {:?} MB",
+        "  {} backlog {parts}p: first {:.2} s, last {:.2} s, {:.1} MB/s, CPU {:.1} s at first, {:.1} s at last, RSS {:?} MB",
         col.title(),
         b.first.as_secs_f64(),
-        b.last.as_secs_f64(),
-        mb / steady,
+        total,
+        mb / total,
         b.cpu_first,
-        (b.cpu_last - b.cpu_first) / mb,
+        b.cpu_last,
         b.rss_mb.map(|r| r.round())
     );
 }
@@ -149,6 +149,7 @@ pub fn baseline(env: &Env, backlogs: &[i32], res: &mut Results) -> anyhow::Resul
                 })
                 .collect();
             let start = Instant::now();
+            let cpu0 = cpu_seconds(std::process::id());
             let writer = {
                 let (t, topic, values) = (env.target.clone(), topic.clone(), env.values.clone());
                 let records = env.records;
@@ -162,6 +163,7 @@ pub fn baseline(env: &Env, backlogs: &[i32], res: &mut Results) -> anyhow::Resul
                 &want,
                 start,
                 std::process::id(),
+                cpu0,
                 &mut || true,
                 env.timeout,
             );
@@ -286,6 +288,7 @@ fn measure_session(
             want,
             start,
             pid,
+            0.0,
             &mut || tool.alive(),
             env.timeout,
         )?;
