@@ -56,6 +56,7 @@ pub fn groups(
     let begun = Instant::now();
     let mut tick = 0u64;
     let mut last_commit = Instant::now();
+    let mut failed_commits = 0usize;
     loop {
         if measuring_since.is_none() && tail.covers(&keys) == keys.len() {
             measuring_since = Some(Instant::now());
@@ -90,22 +91,35 @@ pub fn groups(
                 let prev = positions.get(&(i, p)).copied().unwrap_or(0);
                 let pos = (acked[p as usize] - lag).max(prev);
                 if pos > prev {
-                    moved.push(((g.clone(), remote.clone(), p), pos));
+                    moved.push((i, (g.clone(), remote.clone(), p), pos));
                 }
-                positions.insert((i, p), pos);
                 offsets.push((topic.to_owned(), p, pos));
             }
             batch.push((g.clone(), offsets));
         }
+        // Noted before the request: a checkpoint may follow its answer at once.
         let at = Instant::now();
         last_commit = at;
-        for (key, pos) in moved {
-            if measured {
-                commits += 1;
-            }
-            tail.committed(key, pos, at, measured);
+        for (_, key, pos) in &moved {
+            tail.committed(key.clone(), *pos, at, measured);
         }
-        workload::commit(&admin, &batch)?;
+        let outcomes = workload::commit_each(&admin, &batch);
+        for (i, key, pos) in moved {
+            if outcomes[i].is_ok() {
+                positions.insert((i, key.2), pos);
+                commits += usize::from(measured);
+            } else {
+                tail.forget(&key, pos);
+            }
+        }
+        let failed: Vec<&String> = outcomes.iter().filter_map(|r| r.as_ref().err()).collect();
+        if let Some(e) = failed.first() {
+            failed_commits += failed.len();
+            eprintln!(
+                "  {} group commits failed this second, first: {e}",
+                failed.len()
+            );
+        }
         tick += 1;
         let next = begun + Duration::from_secs(tick);
         if let Some(d) = next.checked_duration_since(Instant::now()) {
@@ -116,6 +130,7 @@ pub fn groups(
     // own translation is taken now, while the traffic goes on.
     let before = tail.newest_now()?;
     let own: HashMap<Key, i64> = match &tool.config {
+        _ if !plan.failover => HashMap::new(),
         Some(config) => strait_failover(config, names, env, layout, &remote)?,
         None => {
             // RemoteClusterUtils.translateOffsets returns the newest
@@ -209,6 +224,11 @@ pub fn groups(
             std::thread::sleep(Duration::from_millis(100));
         }
         let seen = tail.seen();
+        ensure!(
+            failed_commits * 10 <= commits,
+            "{}: {failed_commits} group commits failed beside {commits} that were made",
+            col.title()
+        );
         ensure!(
             !seen.is_empty(),
             "{}: no measured commit was checkpointed",

@@ -314,7 +314,14 @@ impl Tail {
             .push((offset, at, measured));
     }
 
-    /// Whether every key has had a checkpoint.
+    /// Drops a noted commit that the broker refused.
+    pub fn forget(&self, key: &Key, offset: i64) {
+        if let Some(list) = self.state.lock().unwrap().pending.get_mut(key) {
+            list.retain(|(o, _, _)| *o != offset);
+        }
+    }
+
+    /// How many of `keys` have had a checkpoint.
     pub fn covers(&self, keys: &[Key]) -> usize {
         let s = self.state.lock().unwrap();
         keys.iter().filter(|k| s.newest.contains_key(*k)).count()

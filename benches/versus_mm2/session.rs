@@ -5,12 +5,12 @@
 //! baseline's measurements, which need no tool.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
-use rdkafka::consumer::Consumer as _;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{BaseRecord, Producer as _};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use strait_controller::native_admin::GroupCommits;
 use strait_testkit::create_topic;
@@ -374,53 +374,50 @@ fn new_topics(
     res: &mut Results,
 ) -> anyhow::Result<()> {
     let n = env.new_topics;
-    let topics: Vec<String> = (0..n).map(|i| names.topic(&format!("new{i}"))).collect();
-    let created: Arc<std::sync::Mutex<Vec<Option<Instant>>>> =
-        Arc::new(std::sync::Mutex::new(vec![None; n]));
     let deadline = col.topic_refresh() + Duration::from_secs(120);
-    let watcher = {
-        let created = created.clone();
-        let remotes: Vec<String> = topics.iter().map(|t| names.remote(t)).collect();
-        let target = env.target.clone();
-        std::thread::spawn(move || {
-            let c = lister(&target);
-            let mut got: Vec<Option<Duration>> = vec![None; remotes.len()];
-            let begun = Instant::now();
-            while got.iter().any(Option::is_none)
-                && begun.elapsed() < deadline + Duration::from_secs(10 * remotes.len() as u64)
-            {
-                let times = created.lock().unwrap().clone();
-                for (i, r) in remotes.iter().enumerate() {
-                    let Some(at) = times[i] else { continue };
-                    if got[i].is_some() {
-                        continue;
-                    }
-                    if let Ok((_, high)) = c.fetch_watermarks(r, 0, Duration::from_secs(1)) {
-                        if high > 0 {
-                            got[i] = Some(at.elapsed());
-                        }
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            got
-        })
-    };
     let p = workload::producer(&env.source);
-    for (i, t) in topics.iter().enumerate() {
+    let mut readers = Vec::new();
+    for i in 0..n {
         std::thread::sleep(Duration::from_millis(700));
-        let at = Instant::now();
-        create_topic(&env.source, t, 1);
-        created.lock().unwrap()[i] = Some(at);
+        let topic = names.topic(&format!("new{i}"));
+        let created = Instant::now();
+        create_topic(&env.source, &topic, 1);
         workload::send(
             &p,
-            BaseRecord::to(t).partition(0).payload(&env.values[i][..]),
+            BaseRecord::to(&topic)
+                .partition(0)
+                .payload(&env.values[i][..]),
         );
         p.flush(Duration::from_secs(30))?;
+        // A reader per topic, assigned before its remote topic exists and
+        // refreshing metadata every 200 ms (so an upper bound by about
+        // that), as benches/new_topics.rs reads.
+        let (target, remote) = (env.target.clone(), names.remote(&topic));
+        readers.push(std::thread::spawn(move || {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &target)
+                .set("group.id", "strait-bench-vs-mm2-new-topics")
+                .set("enable.auto.commit", "false")
+                .set("topic.metadata.refresh.interval.ms", "200")
+                .set("fetch.wait.max.ms", "10")
+                .create()
+                .ok()?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&remote, 0, Offset::Beginning)
+                .ok()?;
+            c.assign(&tpl).ok()?;
+            while created.elapsed() < deadline {
+                if let Some(Ok(_)) = c.poll(Duration::from_millis(20)) {
+                    return Some(created.elapsed());
+                }
+            }
+            None
+        }));
     }
-    let got = watcher
-        .join()
-        .map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    let got: Vec<Option<Duration>> = readers
+        .into_iter()
+        .map(|r| r.join().unwrap_or(None))
+        .collect();
     ensure!(tool.alive(), "{} exited", col.title());
     let mut seen: Vec<Duration> = got.iter().flatten().copied().collect();
     ensure!(

@@ -215,14 +215,26 @@ pub fn group_admin(bootstrap: &str) -> BaseConsumer {
 
 /// Commits `batch` without joining the groups; fails if any group refused.
 pub fn commit(admin: &BaseConsumer, batch: &[GroupCommits]) -> anyhow::Result<()> {
-    let results = alter_group_offsets(admin.client(), batch, 64, Duration::from_secs(30));
-    for ((g, _), r) in batch.iter().zip(results) {
-        let parts = r.map_err(|e| anyhow::anyhow!("commit of group {g}: {e:?}"))?;
-        if let Some((t, p, Err(e))) = parts.iter().find(|(_, _, r)| r.is_err()) {
-            bail!("commit of group {g} on {t}/{p}: {e:?}");
-        }
+    match commit_each(admin, batch).into_iter().find_map(Result::err) {
+        Some(e) => bail!(e),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Commits `batch` without joining the groups: each group's outcome.
+pub fn commit_each(admin: &BaseConsumer, batch: &[GroupCommits]) -> Vec<Result<(), String>> {
+    let results = alter_group_offsets(admin.client(), batch, 64, Duration::from_secs(30));
+    batch
+        .iter()
+        .zip(results)
+        .map(|((g, _), r)| {
+            let parts = r.map_err(|e| format!("commit of group {g}: {e:?}"))?;
+            match parts.iter().find(|(_, _, r)| r.is_err()) {
+                Some((t, p, Err(e))) => Err(format!("commit of group {g} on {t}/{p}: {e:?}")),
+                _ => Ok(()),
+            }
+        })
+        .collect()
 }
 
 /// Writes 1 KB records at `rate` MB/s over `partitions`, each stamped with
