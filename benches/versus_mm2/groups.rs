@@ -15,11 +15,24 @@ use crate::session::{Env, GroupsPlan, PARTITIONS};
 use crate::tools::{Names, Running};
 use crate::workload::{self, lister};
 
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Until every group has had a checkpoint.
+    Warmup,
+    /// Commits are timed from this moment, for the window.
+    Measuring(Instant),
+    /// Until the timed commits are checkpointed (or never will be).
+    Draining,
+    /// The groups stop, one by one from this moment.
+    Stopping(Instant),
+}
+
 /// Groups consuming under traffic: every second each group commits its two
 /// partitions a little behind the source's end; commit -> checkpoint is
-/// taken for the commits of `cp_seconds` after every group has had a first
-/// checkpoint. Then the groups stop and fail over: where each tool's own
-/// translation (and the newest checkpoints) would resume them on the
+/// taken for the commits of the measuring window after every group has had
+/// a first checkpoint. Then, once those are checkpointed, the groups stop,
+/// one by one over one checkpoint interval, and fail over: where each tool's own translation (and the
+/// newest checkpoints at each group's stop) would resume them on the
 /// target, against where they stopped.
 #[allow(clippy::too_many_arguments)]
 pub fn groups(
@@ -51,47 +64,86 @@ pub fn groups(
     let mut positions: HashMap<(usize, i32), i64> = HashMap::new();
     let mut rng = rand::rng();
     let warmup_deadline = Instant::now() + 3 * interval + Duration::from_secs(180);
-    let mut measuring_since: Option<Instant> = None;
+    // Then the groups that fail over stop one by one, spread over one
+    // checkpoint interval of the tool (the full version), each moving to
+    // the target at its stop: the moments fall on every point of the
+    // tool's checkpoint cycle, not just after a checkpoint round.
+    let stagger = if plan.failover && !env.quick {
+        interval
+    } else {
+        Duration::ZERO
+    };
+    let n = layout.len();
+    // Per group that stopped: the newest checkpoints at its stop.
+    let mut at_stop: Vec<Option<HashMap<Key, (i64, i64)>>> = vec![None; n];
+    let mut phase = Phase::Warmup;
     let mut commits = 0usize;
     let begun = Instant::now();
     let mut tick = 0u64;
-    let mut last_commit = Instant::now();
+    let mut last_measured = Instant::now();
     let mut failed_commits = 0usize;
     loop {
-        if measuring_since.is_none() && tail.covers(&keys) == keys.len() {
-            measuring_since = Some(Instant::now());
-            eprintln!(
-                "  {}: every group checkpointed {:.1} s after the traffic began",
-                col.title(),
-                begun.elapsed().as_secs_f64()
-            );
-        }
-        if let Some(since) = measuring_since {
-            if since.elapsed() >= window {
-                break;
+        match phase {
+            Phase::Warmup if tail.covers(&keys) == keys.len() => {
+                phase = Phase::Measuring(Instant::now());
+                eprintln!(
+                    "  {}: every group checkpointed {:.1} s after the traffic began",
+                    col.title(),
+                    begun.elapsed().as_secs_f64()
+                );
             }
-        } else if Instant::now() > warmup_deadline {
-            bail!(
+            Phase::Warmup if Instant::now() > warmup_deadline => bail!(
                 "{} checkpointed {} of {} group partitions within {:?}",
                 col.title(),
                 tail.covers(&keys),
                 keys.len(),
                 warmup_deadline - begun
-            );
+            ),
+            Phase::Measuring(since) if since.elapsed() >= window => phase = Phase::Draining,
+            // The last measured commits wait for the next checkpoint round
+            // while the groups go on; one not checkpointed by the round
+            // after it never will be (MirrorMaker 2 emits a checkpoint only
+            // when the translated offset advances).
+            Phase::Draining
+                if tail.pending_measured() == 0
+                    || last_measured.elapsed() > interval + Duration::from_secs(10) =>
+            {
+                phase = Phase::Stopping(Instant::now());
+            }
+            _ => {}
+        }
+        if let Phase::Stopping(since) = phase {
+            let due: Vec<usize> = (0..n)
+                .filter(|&i| at_stop[i].is_none())
+                .filter(|&i| since.elapsed() >= stagger.mul_f64(i as f64 / n as f64))
+                .collect();
+            if !due.is_empty() {
+                let newest = tail.newest_now()?;
+                for i in due {
+                    at_stop[i] = Some(newest.clone());
+                }
+            }
+            if at_stop.iter().all(Option::is_some) {
+                break;
+            }
         }
         ensure!(tool.alive(), "{} exited", col.title());
         let acked = stream.acked.lock().unwrap().clone();
-        let measured = measuring_since.is_some();
-        let mut batch: Vec<GroupCommits> = Vec::with_capacity(layout.len());
+        let measured = matches!(phase, Phase::Measuring(_));
+        let mut batch: Vec<GroupCommits> = Vec::with_capacity(n);
+        // (batch index, group index, key, position) of each partition that moved.
         let mut moved = Vec::new();
         for (i, (g, ps)) in layout.iter().enumerate() {
+            if at_stop[i].is_some() {
+                continue; // stopped: its last commit stays
+            }
             let mut offsets = Vec::new();
             for &p in ps {
                 let lag = rng.random_range(0..=50i64);
                 let prev = positions.get(&(i, p)).copied().unwrap_or(0);
                 let pos = (acked[p as usize] - lag).max(prev);
                 if pos > prev {
-                    moved.push((i, (g.clone(), remote.clone(), p), pos));
+                    moved.push((batch.len(), i, (g.clone(), remote.clone(), p), pos));
                 }
                 offsets.push((topic.to_owned(), p, pos));
             }
@@ -99,13 +151,15 @@ pub fn groups(
         }
         // Noted before the request: a checkpoint may follow its answer at once.
         let at = Instant::now();
-        last_commit = at;
-        for (_, key, pos) in &moved {
+        if measured {
+            last_measured = at;
+        }
+        for (_, _, key, pos) in &moved {
             tail.committed(key.clone(), *pos, at, measured);
         }
         let outcomes = workload::commit_each(&admin, &batch);
-        for (i, key, pos) in moved {
-            if outcomes[i].is_ok() {
+        for (b, i, key, pos) in moved {
+            if outcomes[b].is_ok() {
                 positions.insert((i, key.2), pos);
                 commits += usize::from(measured);
             } else {
@@ -126,34 +180,42 @@ pub fn groups(
             std::thread::sleep(d);
         }
     }
-    // The failover: the groups stopped at their last commits; each tool's
-    // own translation is taken now, while the traffic goes on.
-    let before = tail.newest_now()?;
+    // The newest checkpoints of each group's partitions when it stopped:
+    // what RemoteClusterUtils.translateOffsets returned at that moment.
+    let from_cp: HashMap<Key, i64> = layout
+        .iter()
+        .zip(&at_stop)
+        .flat_map(|((g, ps), newest)| {
+            let newest = newest.as_ref().expect("every group stopped");
+            ps.iter().filter_map(|&p| {
+                let key = (g.clone(), remote.clone(), p);
+                newest.get(&key).map(|(_, down)| (key, *down))
+            })
+        })
+        .collect();
     let own: HashMap<Key, i64> = match &tool.config {
         _ if !plan.failover => HashMap::new(),
+        // strait's own path asks the source for each group's (last)
+        // commit: once every group stopped.
         Some(config) => strait_failover(config, names, env, layout, &remote)?,
         None => {
-            // RemoteClusterUtils.translateOffsets returns the newest
-            // checkpoints: MirrorMaker 2's own code agrees for one group.
+            // MirrorMaker 2's own code reads the same checkpoints: checked
+            // for the first group (it may have moved on since it stopped).
             let g = &layout[0].0;
             let java = strait_testkit::mm2::mm2_translate(&env.target, &names.source_alias, g);
             let after = tail.newest_now()?;
             for p in layout[0].1 {
                 let key = (g.clone(), remote.clone(), p);
                 let got = java.get(&(remote.clone(), p)).copied();
-                let (lo, hi) = (before.get(&key).map(|c| c.1), after.get(&key).map(|c| c.1));
+                let (lo, hi) = (from_cp.get(&key).copied(), after.get(&key).map(|c| c.1));
                 ensure!(
                     got.is_some() && got >= lo && got <= hi,
                     "RemoteClusterUtils.translateOffsets gave {got:?} for {g} {remote}/{p}; the checkpoints read said {lo:?}..{hi:?}"
                 );
             }
-            before
-                .iter()
-                .map(|(k, (_, down))| (k.clone(), *down))
-                .collect()
+            from_cp.clone()
         }
     };
-    let from_cp: HashMap<Key, i64> = before.iter().map(|(k, (_, d))| (k.clone(), *d)).collect();
     let written = stream.stop()?;
     measure::caught_up(
         &env.source,
@@ -193,7 +255,8 @@ pub fn groups(
                     })?;
                     let (rr, ss) = measure::reread_and_skipped(
                         &landed[p as usize],
-                        positions[&(i, p)],
+                        // A group that never moved is at its first commit, 0.
+                        positions.get(&(i, p)).copied().unwrap_or(0),
                         written[p as usize],
                         at,
                     );
@@ -216,13 +279,6 @@ pub fn groups(
         }
     }
     if plan.checkpoints {
-        // The last commits wait for the next checkpoint round; one that is
-        // not checkpointed by the round after it never will be (MirrorMaker
-        // 2 emits a checkpoint only when the translated offset advances).
-        let deadline = last_commit + interval + Duration::from_secs(10);
-        while tail.pending_measured() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
         let seen = tail.seen();
         ensure!(
             failed_commits * 10 <= commits,
@@ -234,7 +290,6 @@ pub fn groups(
             "{}: no measured commit was checkpointed",
             col.title()
         );
-        let n = plan.n;
         eprintln!(
             "  {} checkpoints at {n} groups: {} of {commits} commits, p50 {:.2?}, p99 {:.2?}",
             col.title(),
