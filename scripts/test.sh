@@ -26,6 +26,14 @@ log="$base/test.log"
 echo "test: the whole suite on Apache Kafka"
 cargo test --workspace --lib --bins --tests --locked "$@" 2>&1 | tee "$log"
 
+# strait beside MirrorMaker 2, the short version, on the same brokers: the
+# comparison must keep running (a tool that misses a record or a figure that
+# cannot be taken fails it). Built with the tests' profile, so its figures
+# are the debug build's on a shared machine: printed, never quoted.
+echo "test: strait beside MirrorMaker 2 (cargo bench --bench versus_mm2, BENCH_QUICK)"
+BENCH_QUICK=1 BENCH_BUSY="CI: debug build, shared machine: not comparable" \
+  cargo bench --locked --profile dev --bench versus_mm2 2>&1 | tail -40
+
 # The tansu subset: the end-to-end replication and failover tests again,
 # on the second broker ("any Kafka-compatible broker" is a promise). A test
 # that meets a tansu gap says so and skips there; it never skips on Kafka.
