@@ -206,7 +206,9 @@ pub fn groups(
             let after = tail.newest_now()?;
             for p in layout[0].1 {
                 let key = (g.clone(), remote.clone(), p);
-                let got = java.get(&(remote.clone(), p)).map(|(offset, _metadata)| *offset);
+                let got = java
+                    .get(&(remote.clone(), p))
+                    .map(|(offset, _metadata)| *offset);
                 let (lo, hi) = (from_cp.get(&key).copied(), after.get(&key).map(|c| c.1));
                 ensure!(
                     got.is_some() && got >= lo && got <= hi,
