@@ -99,6 +99,18 @@ fn config_with(
     b.build()
 }
 
+/// Waits until the target holds a checkpoint of `group` on `remote` at
+/// each (partition, upstream offset) of `want`.
+fn wait_for_checkpoints(target: &str, group: &str, remote: &str, want: &[(i32, i64)]) {
+    wait_for("the group's checkpoints", MINUTE, || {
+        let cps = checkpoints(target, "src.checkpoints.internal");
+        want.iter().all(|&(p, up)| {
+            cps.iter()
+                .any(|(g, t, part, u, _)| g == group && t == remote && *part == p && *u == up)
+        })
+    });
+}
+
 /// How one case changes a cluster's client settings: given the
 /// certificates, the cluster's alias and its settings.
 type Change = fn(&Pki, &str, &mut Vec<(String, String)>);
@@ -163,13 +175,7 @@ fn strait_replicates_checkpoints_and_fails_over_from_a_sasl_ssl_source_to_an_mtl
     // A consumer group on the source is checkpointed on the target, and
     // fails over there.
     commit_group(source, &group, &topic, &[(0, 300), (1, 200)]);
-    wait_for("the group's checkpoints", MINUTE, || {
-        let cps = checkpoints(target, "src.checkpoints.internal");
-        [(0, 300), (1, 200)].iter().all(|&(p, up)| {
-            cps.iter()
-                .any(|(g, t, part, u, _)| *g == group && *t == remote && *part == p && *u == up)
-        })
-    });
+    wait_for_checkpoints(target, &group, &remote, &[(0, 300), (1, 200)]);
     let out = strait.cli(&["offsets", "failover", "--group", &group]);
     assert!(
         out.status.success(),
@@ -438,13 +444,7 @@ fn the_documented_least_privilege_set_replicates_checkpoints_and_fails_over_and_
         "duplicates in a clean run"
     );
     commit_group(source, &group, &topic, &[(0, 300), (1, 200)]);
-    wait_for("the group's checkpoints", MINUTE, || {
-        let cps = checkpoints(target, "src.checkpoints.internal");
-        [(0, 300), (1, 200)].iter().all(|&(p, up)| {
-            cps.iter()
-                .any(|(g, t, part, u, _)| *g == group && *t == remote && *part == p && *u == up)
-        })
-    });
+    wait_for_checkpoints(target, &group, &remote, &[(0, 300), (1, 200)]);
     wait_for("heartbeats replicated", MINUTE, || {
         strait
             .metric("strait_heartbeat_age_seconds{flow=\"src-dst\"}")

@@ -160,7 +160,7 @@ fn main() {
         plans.len()
     );
     let mut res = Results::default();
-    let mb = [workload::backlog_bytes(env.records) as f64 / 1e6; 2];
+    let mb = [workload::backlog_bytes(env.records, &env.values) as f64 / 1e6; 2];
     for run in 0..runs {
         eprintln!("{} run {run}", env.at());
         let hop = match session::baseline(&env, &backlogs, &mut res) {

@@ -27,54 +27,10 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// JSON log lines of about `size` bytes, as applications write them (the
-/// same field names, varying values, a random trace id), seeded so every
-/// run and every tool gets the same bytes. A value of one repeated byte
-/// would flatter the columns that compress.
-pub fn json_values(size: usize) -> Vec<Vec<u8>> {
-    use rand::{Rng as _, SeedableRng as _};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
-    let mut next = move || rng.random::<u64>();
-    let levels = ["INFO", "INFO", "INFO", "WARN", "DEBUG", "ERROR"];
-    let msgs = [
-        "order placed",
-        "payment authorised",
-        "cart updated",
-        "stock reserved",
-    ];
-    (0..4096)
-        .map(|i| {
-            let mut v = format!(
-                r#"{{"ts":"2026-12-03T00:{:02}:{:02}.{:03}Z","level":"{}","service":"checkout-{}","user_id":{},"order":"ord-{:08x}","amount":{}.{:02},"trace":"{:016x}{:016x}","msg":"{}","items":["#,
-                i % 60,
-                next() % 60,
-                next() % 1000,
-                levels[(next() % 6) as usize],
-                next() % 8,
-                next() % 100_000,
-                next() as u32,
-                next() % 500,
-                next() % 100,
-                next(),
-                next(),
-                msgs[(next() % 4) as usize],
-            );
-            while v.len() + 40 < size {
-                v.push_str(&format!(
-                    r#"{{"sku":"sku-{:05}","qty":{}}},"#,
-                    next() % 20_000,
-                    1 + next() % 4
-                ));
-            }
-            v.push_str(r#"{"sku":"sku-00000","qty":1}]}"#);
-            while v.len() < size {
-                v.push(' ');
-            }
-            v.truncate(size);
-            v.into_bytes()
-        })
-        .collect()
-}
+/// JSON log lines of about `size` bytes: the values `cargo bench --bench
+/// replicate` and `scripts/profile.sh` write (seeded, so every run and
+/// every tool gets the same bytes).
+pub use strait_testkit::load::json_values;
 
 /// An idempotent producer with acks=all and librdkafka's defaults
 /// otherwise (no compression), with room for a backlog in its queue.
@@ -98,10 +54,10 @@ pub fn send(p: &ThreadedProducer<DefaultProducerContext>, rec: BaseRecord<'_, [u
     }
 }
 
-/// The bytes (keys and values) of a backlog of `records`.
-pub fn backlog_bytes(records: usize) -> u64 {
+/// The bytes (keys and values) of a backlog of `records` of `values`.
+pub fn backlog_bytes(records: usize, values: &[Vec<u8>]) -> u64 {
     (0..records)
-        .map(|i| (format!("k{i}").len() + SIZE) as u64)
+        .map(|i| (format!("k{i}").len() + values[i % values.len()].len()) as u64)
         .sum()
 }
 

@@ -85,7 +85,7 @@ impl ConsumerContext for SourceContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
-                denials::allowed(&self.source, Operation::Read, &denials::group(&self.group));
+                denials::allowed_group(&self.source, Operation::Read, &self.group);
                 debug!(flow = %self.flow, partitions = offsets.count(), "progress committed")
             }
             Err(e) => {

@@ -194,8 +194,15 @@ pub fn standing() -> bool {
 
 /// [`allowed`] for a topic, cheap while nothing is refused (hot paths).
 pub fn allowed_topic(cluster: &str, operation: Operation, topic: &str) {
-    if STANDING.load(Ordering::Relaxed) != 0 {
+    if standing() {
         allowed(cluster, operation, &self::topic(topic));
+    }
+}
+
+/// [`allowed`] for a group, cheap while nothing is refused.
+pub fn allowed_group(cluster: &str, operation: Operation, group: &str) {
+    if standing() {
+        allowed(cluster, operation, &self::group(group));
     }
 }
 

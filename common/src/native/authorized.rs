@@ -116,34 +116,9 @@ pub fn topics<C: ClientContext>(
     timeout: Duration,
 ) -> Result<BTreeMap<String, Access>, AdminError> {
     let mut out = BTreeMap::new();
-    if topics.is_empty() {
-        return Ok(out);
-    }
-    let (_owned, mut ptrs) = names(topics)?;
-    // SAFETY: the collection copies the names; every handle is guarded,
-    // and the descriptions live as long as the event.
+    // SAFETY: each description is read during the callback only.
     unsafe {
-        let collection = Guard(
-            rd::rd_kafka_TopicCollection_of_topic_names(ptrs.as_mut_ptr(), ptrs.len()),
-            rd::rd_kafka_TopicCollection_destroy,
-        );
-        let event = request(
-            client,
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
-            timeout,
-            |rk, options, queue| {
-                include_operations(options);
-                rd::rd_kafka_DescribeTopics(rk, collection.0, options, queue)
-            },
-        )?;
-        let result = rd::rd_kafka_event_DescribeTopics_result(event.0);
-        if result.is_null() {
-            return Err(AdminError::Failed("unexpected event".into()));
-        }
-        let mut n = 0usize;
-        let descs = rd::rd_kafka_DescribeTopics_result_topics(result, &mut n);
-        for i in 0..n {
-            let d = *descs.add(i);
+        super::describe_topics(client, topics, true, timeout, |d| {
             let name = text(rd::rd_kafka_TopicDescription_name(d));
             let err = rd::rd_kafka_TopicDescription_error(d);
             let access = if err.is_null() {
@@ -159,7 +134,7 @@ pub fn topics<C: ClientContext>(
                 }
             };
             out.insert(name, access);
-        }
+        })?;
     }
     for t in topics {
         out.entry((*t).to_owned()).or_insert(Access::Missing);

@@ -111,6 +111,59 @@ pub unsafe fn check(err: *const rd::rd_kafka_error_t, what: &str) -> Result<(), 
     }
 }
 
+/// Describes `topics` (one DescribeTopics request; with
+/// `authorized_operations`, KIP-430's operations too) and hands each
+/// description to `each`, valid only during the call.
+///
+/// # Safety
+/// `each` must not keep the pointer it is given.
+pub unsafe fn describe_topics<C: ClientContext>(
+    client: &Client<C>,
+    topics: &[&str],
+    authorized_operations: bool,
+    timeout: Duration,
+    mut each: impl FnMut(*const rd::rd_kafka_TopicDescription_t),
+) -> Result<(), AdminError> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<CString> = topics
+        .iter()
+        .map(|t| cstring(t))
+        .collect::<Result<_, _>>()?;
+    let mut ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+    // The collection copies the names; every handle is guarded, and the
+    // descriptions live as long as the event.
+    let collection = Guard(
+        rd::rd_kafka_TopicCollection_of_topic_names(ptrs.as_mut_ptr(), ptrs.len()),
+        rd::rd_kafka_TopicCollection_destroy,
+    );
+    let event = request(
+        client,
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+        timeout,
+        |rk, options, queue| {
+            if authorized_operations {
+                let err = rd::rd_kafka_AdminOptions_set_include_authorized_operations(options, 1);
+                if !err.is_null() {
+                    rd::rd_kafka_error_destroy(err);
+                }
+            }
+            rd::rd_kafka_DescribeTopics(rk, collection.0, options, queue)
+        },
+    )?;
+    let result = rd::rd_kafka_event_DescribeTopics_result(event.0);
+    if result.is_null() {
+        return Err(AdminError::Failed("unexpected event".into()));
+    }
+    let mut n = 0usize;
+    let descs = rd::rd_kafka_DescribeTopics_result_topics(result, &mut n);
+    for i in 0..n {
+        each(*descs.add(i));
+    }
+    Ok(())
+}
+
 /// The topic id of each of `topics` that exists, as the broker gives it
 /// (base64, as Kafka's tools print it). A broker that gives no ids (an all-zero
 /// id) or a topic that does not exist gives no entry.
@@ -119,49 +172,23 @@ pub fn topic_ids<C: ClientContext>(
     topics: &[&str],
     timeout: Duration,
 ) -> Result<BTreeMap<String, String>, AdminError> {
-    if topics.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let names: Vec<CString> = topics
-        .iter()
-        .map(|t| cstring(t))
-        .collect::<Result<_, _>>()?;
-    let mut ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
-    // SAFETY: the collection copies the names; every handle is guarded, and
-    // the result's descriptions live as long as the event.
+    let mut out = BTreeMap::new();
+    // SAFETY: each description is read during the callback only.
     unsafe {
-        let collection = Guard(
-            rd::rd_kafka_TopicCollection_of_topic_names(ptrs.as_mut_ptr(), ptrs.len()),
-            rd::rd_kafka_TopicCollection_destroy,
-        );
-        let event = request(
-            client,
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
-            timeout,
-            |rk, options, queue| rd::rd_kafka_DescribeTopics(rk, collection.0, options, queue),
-        )?;
-        let result = rd::rd_kafka_event_DescribeTopics_result(event.0);
-        if result.is_null() {
-            return Err(AdminError::Failed("unexpected event".into()));
-        }
-        let mut n = 0usize;
-        let descs = rd::rd_kafka_DescribeTopics_result_topics(result, &mut n);
-        let mut out = BTreeMap::new();
-        for i in 0..n {
-            let d = *descs.add(i);
+        describe_topics(client, topics, false, timeout, |d| {
             if !rd::rd_kafka_TopicDescription_error(d).is_null() {
-                continue; // unknown topic, or not authorised to see it
+                return; // unknown topic, or not authorised to see it
             }
             let id = rd::rd_kafka_TopicDescription_topic_id(d);
             if id.is_null()
                 || (rd::rd_kafka_Uuid_most_significant_bits(id) == 0
                     && rd::rd_kafka_Uuid_least_significant_bits(id) == 0)
             {
-                continue;
+                return;
             }
             let name = text(rd::rd_kafka_TopicDescription_name(d));
             out.insert(name, text(rd::rd_kafka_Uuid_base64str(id)));
-        }
-        Ok(out)
+        })?;
     }
+    Ok(out)
 }

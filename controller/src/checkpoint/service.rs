@@ -617,7 +617,7 @@ fn sync_loop(
         for ((group, (offsets, read)), (outcome, rows)) in batch.into_iter().zip(outcomes) {
             match outcome {
                 GroupOutcome::Written | GroupOutcome::UpToDate => {
-                    denials::allowed(&spec.flow.target, Operation::Read, &denials::group(&group));
+                    denials::allowed_group(&spec.flow.target, Operation::Read, &group);
                     if outcome == GroupOutcome::Written {
                         debug!(flow = %flow, group, partitions = rows.iter().filter(|r| r.moves).count(),
                                "group offsets synced to the target");
