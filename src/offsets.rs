@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use strait_common::config::Config;
 use strait_common::syncs::Rule;
-use strait_controller::checkpoint::failover::wanted;
+use strait_controller::checkpoint::failback::translate_back_groups;
 use strait_controller::checkpoint::{
     checkpointed_groups, failover_groups, translate_groups, CheckpointSpec, FailoverRow,
     GroupOutcome, GroupSelector, Translated,
@@ -73,6 +73,22 @@ pub enum Action {
         /// source (for when the source cluster is gone).
         #[arg(long)]
         from_checkpoints: bool,
+    },
+    /// The way back after a failover: commit, on the source, where groups
+    /// that consumed the flow's remote topics on the target resume on the
+    /// source topics, translated back through the offset syncs (exact
+    /// wherever they prove it; never past what the source holds). A group
+    /// with active members on the source is refused (exit code 3); a group
+    /// is never moved backwards, so running it twice changes nothing.
+    Failback {
+        #[command(flatten)]
+        groups: Groups,
+        /// The flow the groups failed over through (source → target).
+        #[arg(long)]
+        flow: String,
+        /// Read and print everything, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -170,6 +186,20 @@ fn rule(t: &Translated) -> String {
 }
 
 pub fn run(config: &Config, action: Action) -> ExitCode {
+    if let Action::Failback {
+        groups,
+        flow,
+        dry_run,
+    } = &action
+    {
+        return match groups.selector() {
+            Ok(selector) => failback(config, flow, &selector, *dry_run),
+            Err(e) => {
+                eprintln!("strait: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let (groups, only, from_checkpoints) = match &action {
         Action::Translate {
             groups,
@@ -183,6 +213,7 @@ pub fn run(config: &Config, action: Action) -> ExitCode {
             from_checkpoints,
             ..
         } => (groups.clone(), flow.clone(), *from_checkpoints),
+        Action::Failback { .. } => unreachable!("handled above"),
     };
     let selector = match groups.selector() {
         Ok(s) => s,
@@ -228,7 +259,64 @@ pub fn run(config: &Config, action: Action) -> ExitCode {
             ExitCode::SUCCESS
         }
         Action::Failover { dry_run, .. } => failover(&specs, &rows, &selector, dry_run),
+        Action::Failback { .. } => unreachable!("handled above"),
     }
+}
+
+/// Translates the selected groups' positions on the flow's remote topics
+/// back to its source topics and commits them on the source.
+fn failback(config: &Config, flow: &str, selector: &GroupSelector, dry_run: bool) -> ExitCode {
+    let Some(f) = config.flow(flow) else {
+        eprintln!("strait: no flow named {flow:?}");
+        return ExitCode::from(2);
+    };
+    let spec = CheckpointSpec::new(config, f);
+    let rows = match translate_back_groups(&spec, selector) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("strait: flow {flow}: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if rows.is_empty() {
+        println!("flow {flow}: {}: nothing to fail back (no committed offsets on the flow's remote topics on {}, or no offset syncs)", selected(selector), f.target);
+        return ExitCode::SUCCESS;
+    }
+    for r in rows.iter().filter(|r| r.clamped_to.is_some()) {
+        eprintln!(
+            "note: {}/{}: group {} read {} on {}, past the end of the source partition ({}): it resumes at the source's end",
+            r.remote_topic, r.partition, r.group, r.target_offset, f.target, r.source_offset
+        );
+    }
+    let moves: Vec<Move> = rows
+        .iter()
+        .map(|r| Move {
+            group: r.group.clone(),
+            topic: r.topic.clone(),
+            partition: r.partition,
+            from: r.target_offset,
+            to: r.source_offset,
+            exact: Some(r.translation.rule == Rule::Exact),
+            max_reread: Some(r.translation.max_reread),
+        })
+        .collect();
+    let mut done = Applied::default();
+    done.apply(&spec, &spec.source, &f.source, &moves, dry_run);
+    done.print(["target", "source"]);
+    println!(
+        "failback {flow}: {} partition position(s) {} on {}; at most {} record(s) re-read per partition",
+        done.moved,
+        if dry_run { "would move" } else { "moved" },
+        f.source,
+        done.max_reread
+    );
+    if !dry_run && done.refused == 0 && done.failed == 0 {
+        println!(
+            "next: point the groups' consumers at {}; records {} held but never replicated: `strait tail --flow {flow}`",
+            f.source, f.source
+        );
+    }
+    done.exit_code()
 }
 
 /// Writes (or, in a dry run, shows) every flow's translated positions to
@@ -239,35 +327,99 @@ fn failover(
     selector: &GroupSelector,
     dry_run: bool,
 ) -> ExitCode {
-    let (mut refused, mut failed) = (0usize, 0usize);
-    let mut table: Vec<[String; 9]> = Vec::new();
+    let mut done = Applied::default();
     for spec in specs {
         let flow = &spec.flow.name;
-        let translated: Vec<Translated> = rows
+        let moves: Vec<Move> = rows
             .iter()
             .filter(|(f, _)| f == flow)
-            .map(|(_, t)| t.clone())
+            .map(|(_, t)| Move {
+                group: t.group.clone(),
+                topic: t.remote_topic.clone(),
+                partition: t.partition,
+                from: t.source_offset,
+                to: t.target_offset,
+                exact: t.translation.map(|x| x.rule == Rule::Exact),
+                max_reread: t.translation.map(|x| x.max_reread),
+            })
             .collect();
-        if translated.is_empty() {
-            let which = match selector {
-                GroupSelector::One(g) => format!("group {g}"),
-                _ => "no selected group".to_owned(),
-            };
-            println!("flow {flow}: {which}: nothing to fail over (no committed offsets on replicated partitions, or no offset syncs yet)");
+        if moves.is_empty() {
+            println!("flow {flow}: {}: nothing to fail over (no committed offsets on replicated partitions, or no offset syncs yet)", selected(selector));
             continue;
         }
-        let want = wanted(&translated);
-        let index: std::collections::HashMap<(&str, &str, i32), &Translated> = translated
+        done.apply(spec, &spec.target, &spec.flow.target, &moves, dry_run);
+    }
+    done.print(["source", "target"]);
+    done.exit_code()
+}
+
+/// What a command that fails groups over (or back) names the groups it
+/// found nothing for.
+pub(crate) fn selected(selector: &GroupSelector) -> String {
+    match selector {
+        GroupSelector::One(g) => format!("group {g}"),
+        _ => "no selected group".to_owned(),
+    }
+}
+
+/// One partition of a group to move: the position it was read at, the one
+/// written, and how exact the translation is.
+#[derive(Debug, Clone)]
+pub(crate) struct Move {
+    pub group: String,
+    /// The topic written, on the cluster the groups move to.
+    pub topic: String,
+    pub partition: i32,
+    /// The group's position where it was read.
+    pub from: i64,
+    /// Where it resumes.
+    pub to: i64,
+    pub exact: Option<bool>,
+    pub max_reread: Option<i64>,
+}
+
+/// What committing moves did, across flows: one table, and counts of
+/// refused and failed groups.
+#[derive(Default)]
+pub(crate) struct Applied {
+    pub refused: usize,
+    pub failed: usize,
+    /// Rows that moved a group forward (written, or would be in a dry run).
+    pub moved: usize,
+    /// The largest re-read a moved row allows (0 when all are exact).
+    pub max_reread: i64,
+    table: Vec<[String; 9]>,
+}
+
+impl Applied {
+    /// Commits `moves` of `spec`'s flow to the same groups on `cluster`
+    /// (alias `alias`): never backwards, refused for groups with members
+    /// there; a dry run writes nothing.
+    pub fn apply(
+        &mut self,
+        spec: &CheckpointSpec,
+        cluster: &strait_common::config::ClusterConfig,
+        alias: &str,
+        moves: &[Move],
+        dry_run: bool,
+    ) {
+        let flow = &spec.flow.name;
+        let want = strait_controller::checkpoint::failover::group_commits(
+            moves
+                .iter()
+                .map(|m| (m.group.as_str(), m.topic.as_str(), m.partition, m.to)),
+        );
+        let index: std::collections::HashMap<(&str, &str, i32), &Move> = moves
             .iter()
-            .map(|t| ((t.group.as_str(), t.remote_topic.as_str(), t.partition), t))
+            .map(|m| ((m.group.as_str(), m.topic.as_str(), m.partition), m))
             .collect();
         let name = format!("{}.offsets", spec.flow.commit_group(&spec.deployment));
-        let outcomes = match failover_groups(&spec.target, &name, &want, dry_run) {
+        let outcomes = match failover_groups(cluster, &name, &want, dry_run) {
             Ok(o) => o,
             Err(e) => {
                 eprintln!("strait: flow {flow}: {e:#}");
-                failed += 1;
-                continue;
+                self.failed += 1;
+                return;
             }
         };
         for (outcome, frows) in outcomes {
@@ -281,32 +433,44 @@ fn failover(
             };
             match &outcome {
                 GroupOutcome::Refused(why) => {
-                    refused += 1;
+                    self.refused += 1;
                     eprintln!(
-                        "strait: group {group} has active members on {} ({why}): stop them first; nothing written for it",
-                        spec.flow.target
+                        "strait: group {group} has active members on {alias} ({why}): stop them first; nothing written for it"
                     );
                 }
                 GroupOutcome::Failed(e) => {
-                    failed += 1;
+                    self.failed += 1;
                     eprintln!("strait: flow {flow}: group {group}: {e}");
                 }
                 _ => {}
             }
             for r in frows {
-                let t = index.get(&(r.group.as_str(), r.topic.as_str(), r.partition));
-                table.push(row(flow, t.copied(), &r, result));
+                let m = index.get(&(r.group.as_str(), r.topic.as_str(), r.partition));
+                let moved = matches!(outcome, GroupOutcome::Written) && r.moves;
+                if moved {
+                    self.moved += 1;
+                    self.max_reread = self
+                        .max_reread
+                        .max(m.and_then(|m| m.max_reread).unwrap_or(0));
+                }
+                self.table.push(row(flow, m.copied(), &r, result));
             }
         }
     }
-    if !table.is_empty() {
+
+    /// Prints the table; `sides` names the position read and the one
+    /// written (e.g. `["source", "target"]`).
+    pub fn print(&self, sides: [&str; 2]) {
+        if self.table.is_empty() {
+            return;
+        }
         let header = [
             "flow",
             "group",
             "topic",
             "partition",
-            "source",
-            "target",
+            sides[0],
+            sides[1],
             "exact",
             "max re-read",
             "result",
@@ -315,13 +479,13 @@ fn failover(
         let widths: Vec<usize> = (0..9)
             .map(|i| {
                 std::iter::once(&header)
-                    .chain(&table)
+                    .chain(&self.table)
                     .map(|r| r[i].len())
                     .max()
                     .unwrap_or(0)
             })
             .collect();
-        for r in std::iter::once(&header).chain(&table) {
+        for r in std::iter::once(&header).chain(&self.table) {
             let cells: Vec<String> = r
                 .iter()
                 .zip(&widths)
@@ -337,16 +501,20 @@ fn failover(
             println!("{}", cells.join("  ").trim_end());
         }
     }
-    if failed > 0 {
-        ExitCode::FAILURE
-    } else if refused > 0 {
-        ExitCode::from(3)
-    } else {
-        ExitCode::SUCCESS
+
+    /// 1 if anything failed, 3 if a group was refused, else 0.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.failed > 0 {
+            ExitCode::FAILURE
+        } else if self.refused > 0 {
+            ExitCode::from(3)
+        } else {
+            ExitCode::SUCCESS
+        }
     }
 }
 
-fn row(flow: &str, t: Option<&Translated>, r: &FailoverRow, result: &str) -> [String; 9] {
+fn row(flow: &str, m: Option<&Move>, r: &FailoverRow, result: &str) -> [String; 9] {
     let result = if result == "written" || result == "would write" {
         if r.moves {
             result.to_owned()
@@ -361,15 +529,15 @@ fn row(flow: &str, t: Option<&Translated>, r: &FailoverRow, result: &str) -> [St
         r.group.clone(),
         r.topic.clone(),
         r.partition.to_string(),
-        t.map_or("-".into(), |t| t.source_offset.to_string()),
+        m.map_or("-".into(), |m| m.from.to_string()),
         r.offset.to_string(),
-        match t.and_then(|t| t.translation) {
-            Some(x) if x.rule == Rule::Exact => "yes".into(),
-            Some(_) => "no".into(),
+        match m.and_then(|m| m.exact) {
+            Some(true) => "yes".into(),
+            Some(false) => "no".into(),
             None => "-".into(),
         },
-        t.and_then(|t| t.translation)
-            .map_or("-".into(), |x| x.max_reread.to_string()),
+        m.and_then(|m| m.max_reread)
+            .map_or("-".into(), |x| x.to_string()),
         result,
     ]
 }

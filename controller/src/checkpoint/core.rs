@@ -78,6 +78,14 @@ impl Checkpoints {
             .translate(NextOffset(committed))
     }
 
+    /// Translates a position on `tp`'s remote partition back to `tp`.
+    pub fn translate_back(&self, tp: &TopicPartition, target: i64) -> Option<Translation> {
+        self.histories
+            .get(tp)?
+            .history
+            .translate_back(NextOffset(target))
+    }
+
     /// Whether `tp` has offset syncs (this flow replicated it).
     pub fn replicated(&self, tp: &TopicPartition) -> bool {
         self.histories.contains_key(tp)

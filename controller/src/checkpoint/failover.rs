@@ -48,7 +48,7 @@ impl GroupSelector {
         ))?))
     }
 
-    fn selects(&self, flow: &Flow, group: &str) -> bool {
+    pub(crate) fn selects(&self, flow: &Flow, group: &str) -> bool {
         match self {
             GroupSelector::One(g) => g == group,
             GroupSelector::Matching(r) => !group.starts_with("strait.") && r.is_match(group),
@@ -379,19 +379,19 @@ pub fn failover_groups(
     Ok(out)
 }
 
-/// The groups among `rows` and their translated positions, as
-/// [`failover_groups`] takes them.
-pub fn wanted(rows: &[Translated]) -> Vec<GroupCommits> {
+/// (group, topic, partition, offset) rows gathered per group, in the order
+/// groups first appear.
+pub fn group_commits<'a>(
+    rows: impl IntoIterator<Item = (&'a str, &'a str, i32, i64)>,
+) -> Vec<GroupCommits> {
     let mut by_group: Vec<GroupCommits> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
-    for r in rows {
-        let i = *index.entry(&r.group).or_insert_with(|| {
-            by_group.push((r.group.clone(), Vec::new()));
+    for (group, topic, partition, offset) in rows {
+        let i = *index.entry(group).or_insert_with(|| {
+            by_group.push((group.to_owned(), Vec::new()));
             by_group.len() - 1
         });
-        by_group[i]
-            .1
-            .push((r.remote_topic.clone(), r.partition, r.target_offset));
+        by_group[i].1.push((topic.to_owned(), partition, offset));
     }
     by_group
 }

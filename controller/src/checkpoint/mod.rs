@@ -9,12 +9,15 @@
 //! - [`service`]: the leader's checkpoint service, one per flow;
 //! - [`failover`]: translation and failover on demand (`strait offsets`,
 //!   the HTTP endpoint), also used by the service for `sync_group_offsets`;
+//! - [`failback`]: the way back, a target group's positions on the remote
+//!   topics translated to the source topics (`strait offsets failback`);
 //! - [`reader`]: reading the internal topics up to their end.
 //!
 //! It reads and writes records of strait's internal topics only, never
 //! replicated data.
 
 pub mod core;
+pub mod failback;
 pub mod failover;
 #[cfg(test)]
 mod leader_fence_test;
