@@ -13,7 +13,8 @@
 #
 # Environment: STRAIT_KAFKA_LIB (the jars; default
 # ~/.cache/strait/kafka-4.3.1/lib), STRAIT_KAFKA_HEAP (default 1g),
-# STRAIT_KAFKA_PROPS (more server.properties lines, newline-separated).
+# STRAIT_KAFKA_PROPS (more server.properties lines, newline-separated),
+# STRAIT_KAFKA_KEEP=1 (start again on the data of the last run in DIR).
 #
 # Secured clusters (docs/security.md), STRAIT_KAFKA_SECURITY:
 #   plaintext  (default) every client is ANONYMOUS, a super user;
@@ -34,9 +35,19 @@ adv=${3:-$port}
 lib="${STRAIT_KAFKA_LIB:-${STRAIT_TOOLS:-$HOME/.cache/strait}/kafka-4.3.1/lib}"
 [ -d "$lib" ] || { echo "kafka.sh: no Kafka jars at $lib; run compose/sandbox.sh install" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cport=$(free_port); iport=$(free_port)
 mkdir -p "$dir"
-rm -rf "$dir/data"
+# STRAIT_KAFKA_KEEP=1 starts the node again on the data and ports of its
+# last run in DIR (a cluster that failed and came back); otherwise DIR
+# starts empty.
+keep=""
+if [ "${STRAIT_KAFKA_KEEP:-}" = 1 ] && [ -f "$dir/data/meta.properties" ] && [ -f "$dir/ports" ]; then
+  keep=1
+  read -r cport iport <"$dir/ports"
+else
+  cport=$(free_port); iport=$(free_port)
+  rm -rf "$dir/data"
+  echo "$cport $iport" >"$dir/ports"
+fi
 security=${STRAIT_KAFKA_SECURITY:-plaintext}
 scram=()
 case "$security" in
@@ -118,7 +129,7 @@ cp "$here/kafka/log4j2.properties" "$dir/log4j2.properties"
 log4j="-Dlog4j2.configurationFile=$dir/log4j2.properties"
 # 22 characters of URL-safe base64 of 16 random bytes.
 id=$(python3 -c 'import base64,os; print(base64.urlsafe_b64encode(os.urandom(16)).decode()[:22])')
-java -Xmx256m $log4j -cp "$lib/*" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 \
+[ -n "$keep" ] || java -Xmx256m $log4j -cp "$lib/*" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 \
   || { echo "kafka.sh: format failed:" >&2; cat "$dir/format.log" >&2; exit 1; }
 heap=${STRAIT_KAFKA_HEAP:-1g}
 exec java -Xms256m -Xmx"$heap" -XX:+UseG1GC -Djava.awt.headless=true $log4j -cp "$lib/*" kafka.Kafka "$dir/server.properties"

@@ -10,6 +10,7 @@ pub mod config;
 pub mod load;
 pub mod log;
 pub mod mm2;
+pub mod own_kafka;
 pub mod pki;
 pub mod process;
 pub mod secured;

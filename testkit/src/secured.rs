@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
 use crate::mm2::kafka_lib;
 use crate::pki::{ca, signed};
@@ -122,22 +121,7 @@ impl SecuredKafka {
             ca: pki.path("ca.crt"),
             pki: pki.dir.clone(),
         };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("Kafka Server started") {
-                break;
-            }
-            if let Some(status) = k.child.try_wait().unwrap() {
-                panic!("the secured cluster exited ({status}): {}", tail(&text));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the secured cluster did not start: {}",
-                tail(&text)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        crate::own_kafka::wait_started(&mut k.child, &log, "the secured cluster");
         let admin = k.client_settings("admin", ADMIN_PASSWORD);
         let admin: Vec<(&str, &str)> = admin
             .iter()
@@ -229,9 +213,4 @@ impl SecuredKafka {
         assert!(out.status.success(), "kafka-acls {args:?}: {text}");
         text
     }
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }

@@ -261,6 +261,12 @@ pub struct FlowConfig {
     /// Also remove, on the target, copied ACLs that left the source.
     #[serde(default)]
     pub sync_acl_deletions: bool,
+    /// Defined but not run: `strait run` skips the flow; the commands that
+    /// read it (`offsets`, `verify`, `cutover`, `tail`) still know it. For
+    /// the direction of a disaster-recovery pair that is not in use
+    /// (docs/disaster-recovery.md).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -230,6 +230,8 @@ pub struct Flow {
     /// used by whichever of the two syncs is on.
     pub config_sync_interval: Duration,
     pub replication_factor: Option<i32>,
+    /// `strait run` skips it (the unused direction of a DR pair).
+    pub paused: bool,
 }
 
 impl Flow {

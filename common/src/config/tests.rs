@@ -399,3 +399,29 @@ fn secrets_never_show_in_debug_output() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_pair_of_flows_both_ways_needs_the_prefix_policy_unless_one_is_paused() {
+    let pair = |a: &str, b: &str| {
+        format!(
+            "deployment = \"d\"\n[clusters.us]\nbootstrap = \"a:1\"\n[clusters.dr]\nbootstrap = \"b:1\"\n\
+             [[flows]]\nsource = \"us\"\ntarget = \"dr\"\n{a}\n[[flows]]\nsource = \"dr\"\ntarget = \"us\"\n{b}\n"
+        )
+    };
+    // Active/active with prefixes: fine.
+    let c = Config::parse(&pair("", "")).unwrap();
+    assert!(c.flows.iter().all(|f| !f.paused));
+    // One identity direction while both run: records would go round.
+    let e = err(&pair("policy = \"identity\"", ""));
+    assert!(e.contains("us-dr and dr-us") && e.contains("paused"), "{e}");
+    // The way back kept paused until it is needed: fine.
+    let c = Config::parse(&pair(
+        "policy = \"identity\"",
+        "policy = \"identity\"\npaused = true",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.flows.iter().map(|f| f.paused).collect::<Vec<_>>(),
+        vec![false, true]
+    );
+}

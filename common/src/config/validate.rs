@@ -273,7 +273,27 @@ fn flows(file: &ConfigFile) -> Result<Vec<Flow>, ConfigError> {
             sync_acl_deletions: f.sync_acl_deletions,
             config_sync_interval: f.config_sync_interval,
             replication_factor: f.replication_factor,
+            paused: f.paused,
         });
+    }
+    // A pair of flows between the same two clusters, each the other's way
+    // back: both running is active/active, which only the prefix policy
+    // can tell from a cycle.
+    for (i, a) in flows.iter().enumerate() {
+        for b in &flows[i + 1..] {
+            if a.source == b.target
+                && a.target == b.source
+                && !a.paused
+                && !b.paused
+                && (a.policy == ReplicationPolicy::Identity
+                    || b.policy == ReplicationPolicy::Identity)
+            {
+                return Err(invalid(
+                    format!("flows ({} and {})", a.name, b.name),
+                    "replicate both ways between the same clusters, one with policy \"identity\": records would go round; use policy = \"prefix\" on both, or pause one (paused = true)",
+                ));
+            }
+        }
     }
     Ok(flows)
 }
