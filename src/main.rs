@@ -128,8 +128,9 @@ enum Command {
         args: mm2::takeover::Args,
     },
     /// Compare source and target record by record over a range, aligned by
-    /// the offset syncs, up to the committed position. Exit 1 on missing or
-    /// mismatched records.
+    /// the offset syncs, up to the committed position, and every target
+    /// record after it. Exit 1 on missing, mismatched or foreign records
+    /// (on the target, not from the source).
     Verify {
         #[arg(long, short)]
         config: PathBuf,

@@ -1,11 +1,14 @@
 //! `strait verify`: proves, record by record, that the target holds what
-//! the source holds over a range, for a live flow. Per source partition the
-//! range ends at the committed position (what strait vouches for) and
-//! starts `--last N` records before it, or at `--since DURATION` ago. The
-//! offset syncs align it: the latest sync at or before the range's start
-//! says where that source record was written on the remote partition, and
-//! both are read from there, streamed, comparing hashes of key, value,
-//! headers, timestamp and partition (see [`compare`]).
+//! the source holds over a range, for a live flow, and that the target
+//! holds nothing else. Per source partition the range ends at the
+//! committed position (what strait vouches for) and starts `--last N`
+//! records before it, or at `--since DURATION` ago. The offset syncs align
+//! it: the latest sync at or before the range's start says where that
+//! source record was written on the remote partition, and both are read
+//! from there, streamed, comparing hashes of key, value, headers,
+//! timestamp and partition (see [`compare`]). Past the range both are read
+//! on to their ends: every target record there must be a copy of a source
+//! record (replicated, not committed yet) or a repeat, else it is foreign.
 
 pub mod compare;
 
@@ -29,23 +32,66 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// for duplicates: the memory bound.
 const WINDOW: usize = 10_000;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
+/// What to verify; built by the command line, or in code with
+/// [`Args::for_flow`].
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct Args {
     /// The flow to verify.
     #[arg(long)]
-    flow: String,
+    pub(crate) flow: String,
     /// Only this source topic [default: every topic the flow replicates].
     #[arg(long)]
-    topic: Option<String>,
+    pub(crate) topic: Option<String>,
     /// Compare records of the last DURATION (e.g. 1h), by timestamp.
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "last")]
-    since: Option<Duration>,
+    pub(crate) since: Option<Duration>,
     /// Compare the last N records of each partition [default: 10000].
     #[arg(long)]
-    last: Option<u64>,
+    pub(crate) last: Option<u64>,
     /// JSON lines for scripts instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+}
+
+impl Args {
+    /// The command line's defaults: every topic of `flow`, the last 10,000
+    /// records of each partition, a table.
+    #[allow(
+        dead_code,
+        reason = "for commands that verify in code (the planned cutover)"
+    )]
+    pub(crate) fn for_flow(flow: &str) -> Args {
+        Args {
+            flow: flow.to_owned(),
+            topic: None,
+            since: None,
+            last: None,
+            json: false,
+        }
+    }
+}
+
+/// One partition's comparison.
+#[derive(Debug, Clone)]
+pub(crate) struct Checked {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    /// Source offsets `[from, to)`; `to` is the committed position.
+    pub(crate) from: i64,
+    pub(crate) to: i64,
+    /// Where record `from` was written on the remote partition.
+    pub(crate) target_from: i64,
+    pub(crate) report: Report,
+}
+
+/// What [`verify_partitions`] found.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Outcome {
+    /// No partition has missing, mismatched or foreign records, and every
+    /// partition with a range could be aligned.
+    pub(crate) ok: bool,
+    /// The partitions compared (those skipped with a note are not here).
+    pub(crate) partitions: Vec<Checked>,
 }
 
 /// Where one partition's comparison runs.
@@ -57,6 +103,10 @@ struct Range {
     to: i64,
     /// Where record `from` was written on the remote partition.
     target_from: i64,
+    /// Source records from here to `from` are read first and remembered:
+    /// a session that started below `from` wrote copies of them after
+    /// `target_from` (at-least-once re-sends), which are repeats.
+    before: i64,
 }
 
 pub fn run(config: &Config, args: &Args) -> ExitCode {
@@ -74,7 +124,19 @@ pub fn run(config: &Config, args: &Args) -> ExitCode {
     }
 }
 
-fn verify(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<bool> {
+/// Verifies `flow` as `strait verify` does, printing as it does; true when
+/// nothing is missing, mismatched or foreign.
+pub(crate) fn verify(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<bool> {
+    Ok(verify_partitions(config, flow, args)?.ok)
+}
+
+/// [`verify`], with each partition's report (e.g. where the target's copy
+/// ends: [`Report::last_matched`]).
+pub(crate) fn verify_partitions(
+    config: &Config,
+    flow: &Flow,
+    args: &Args,
+) -> anyhow::Result<Outcome> {
     let clusters = config.clusters_of(flow);
     let group = flow.commit_group(&config.deployment);
     let source: BaseConsumer = manual_consumer(&clusters.source, &group).create()?;
@@ -116,9 +178,13 @@ fn verify(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<bool> {
     let syncs = read_syncs(config, flow)?;
 
     if !args.json {
-        println!("TOPIC  PARTITION  RANGE  COMPARED  MISSING  EXTRA  MISMATCHED  FIRST_MISSING  FIRST_EXTRA  FIRST_MISMATCHED");
+        println!("TOPIC  PARTITION  RANGE  COMPARED  MISSING  EXTRA  MISMATCHED  FOREIGN  UNREPLICATED  FIRST_MISSING  FIRST_EXTRA  FIRST_MISMATCHED  FIRST_FOREIGN");
     }
-    let mut all_ok = true;
+    let mut out = Outcome {
+        ok: true,
+        partitions: Vec::new(),
+    };
+    let mut unaligned = false;
     let started = Instant::now();
     let mut total = 0u64;
     for (topic, partition) in partitions {
@@ -138,55 +204,98 @@ fn verify(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<bool> {
         }
         .max(low)
         .min(to);
-        if wanted >= to {
-            note(args, &topic, partition, "no records in the range");
-            continue;
-        }
-        let history = syncs.get(&(topic.clone(), partition));
+        // Syncs below the log start cannot be read from: their records
+        // are gone from the source, and their copies would look foreign.
+        let history: Vec<(i64, i64)> = syncs
+            .get(&(topic.clone(), partition))
+            .map(|h| h.iter().filter(|s| s.0 >= low).copied().collect())
+            .unwrap_or_default();
         // The latest sync at or before the start; else the earliest one
-        // after it (the range then starts there, and says so).
-        let aligned = history.and_then(|h| {
-            h.iter()
-                .rev()
-                .find(|s| s.0 <= wanted)
-                .or_else(|| h.iter().find(|s| s.0 < to))
-                .copied()
-        });
+        // after it (the range then starts there, and says so). An empty
+        // range (nothing new since DURATION ago) is aligned too: the
+        // target past the committed position's copy is still checked.
+        let aligned = history
+            .iter()
+            .rev()
+            .find(|s| s.0 <= wanted)
+            .or_else(|| history.iter().find(|s| s.0 < to))
+            .copied();
         let Some((from, target_from)) = aligned else {
-            note(
-                args,
-                &topic,
-                partition,
-                "no offset sync below the committed position: cannot align",
-            );
-            all_ok = false;
+            if wanted >= to {
+                note(args, &topic, partition, "no records in the range");
+            } else {
+                note(
+                    args,
+                    &topic,
+                    partition,
+                    "no offset sync below the committed position: cannot align",
+                );
+                unaligned = true;
+            }
             continue;
         };
         if from > wanted {
             eprintln!("note: {topic}/{partition}: the oldest offset sync is at {from}; the range starts there");
         }
+        // A session that started below `from` and wrote past `target_from`
+        // re-sent records from before the range there (its first record
+        // has a sync): those are read first, up to the memory bound.
+        let before = history
+            .iter()
+            .filter(|s| s.1 > target_from && s.0 < from)
+            .map(|s| s.0)
+            .min()
+            .map_or(from, |u| u.max(from - WINDOW as i64));
         let range = Range {
             topic: topic.clone(),
             partition,
             from,
             to,
             target_from,
+            before,
         };
-        let report = compare_range(config, flow, &range, started, &mut total)?;
-        all_ok &= report.ok();
-        print_report(args, &range, &report);
+        let checked = Checked {
+            report: compare_range(config, flow, &range, started, &mut total)?,
+            topic,
+            partition,
+            from,
+            to,
+            target_from,
+        };
+        print_report(args, &checked);
+        out.partitions.push(checked);
     }
+    let bad = |f: fn(&Report) -> u64| out.partitions.iter().any(|c| f(&c.report) > 0);
+    let mut wrong = Vec::new();
+    if bad(|r| r.missing.n + r.mismatched.n) {
+        wrong.push("MISSING OR MISMATCHED RECORDS");
+    }
+    if bad(|r| r.foreign.n) {
+        wrong.push("FOREIGN RECORDS");
+    }
+    if unaligned {
+        wrong.push("PARTITIONS THAT CANNOT BE ALIGNED");
+    }
+    out.ok = !unaligned && out.partitions.iter().all(|c| c.report.ok());
+    let unreplicated: u64 = out.partitions.iter().map(|c| c.report.unreplicated).sum();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "verify: {total} records compared in {secs:.1} s ({:.0} records/s): {}",
+        "verify: {total} records compared in {secs:.1} s ({:.0} records/s): {}{}",
         total as f64 / secs.max(1e-9),
-        if all_ok {
-            "ok"
+        if out.ok {
+            "ok".to_owned()
         } else {
-            "MISSING OR MISMATCHED RECORDS"
+            wrong.join(", ")
+        },
+        if unreplicated > 0 {
+            format!(
+                " ({unreplicated} source records past the committed position not replicated yet)"
+            )
+        } else {
+            String::new()
         }
     );
-    Ok(all_ok)
+    Ok(out)
 }
 
 fn note(args: &Args, topic: &str, partition: i32, what: &str) {
@@ -200,21 +309,25 @@ fn note(args: &Args, topic: &str, partition: i32, what: &str) {
     }
 }
 
-fn print_report(args: &Args, r: &Range, rep: &Report) {
+fn print_report(args: &Args, r: &Checked) {
+    let rep = &r.report;
     let f = |o: Option<i64>| o.map_or("-".to_owned(), |o| o.to_string());
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "topic": r.topic, "partition": r.partition, "from": r.from, "to": r.to,
+                "target_from": r.target_from,
                 "compared": rep.compared, "missing": rep.missing.n, "extra": rep.extra.n,
-                "mismatched": rep.mismatched.n, "first_missing": rep.missing.first,
+                "mismatched": rep.mismatched.n, "foreign": rep.foreign.n,
+                "unreplicated": rep.unreplicated, "first_missing": rep.missing.first,
                 "first_extra": rep.extra.first, "first_mismatched": rep.mismatched.first,
+                "first_foreign": rep.foreign.first, "last_matched": rep.last_matched,
             })
         );
     } else {
         println!(
-            "{}  {}  {}..{}  {}  {}  {}  {}  {}  {}  {}",
+            "{}  {}  {}..{}  {}  {}  {}  {}  {}  {}  {}  {}  {}  {}",
             r.topic,
             r.partition,
             r.from,
@@ -223,9 +336,12 @@ fn print_report(args: &Args, r: &Range, rep: &Report) {
             rep.missing.n,
             rep.extra.n,
             rep.mismatched.n,
+            rep.foreign.n,
+            rep.unreplicated,
             f(rep.missing.first),
             f(rep.extra.first),
-            f(rep.mismatched.first)
+            f(rep.mismatched.first),
+            f(rep.foreign.first)
         );
     }
 }
@@ -309,7 +425,9 @@ fn position(c: &BaseConsumer) -> anyhow::Result<Option<i64>> {
         }))
 }
 
-/// Streams one partition of each side through a [`Comparer`].
+/// Streams one partition of each side through a [`Comparer`]: the source
+/// from `before` (see [`Range::before`]) to its end, the target from
+/// `target_from` to its end.
 fn compare_range(
     config: &Config,
     flow: &Flow,
@@ -325,37 +443,51 @@ fn compare_range(
         .set("auto.offset.reset", "error")
         .create()?;
     let remote = flow.remote_topic(&r.topic);
+    // The target's end first, then the source's: every record on the
+    // target below its end was copied from a source record that existed
+    // before, so below the source's end. Target records past its end are
+    // not classified (a live flow's newest copies may be of source records
+    // past the source's end).
+    let (_, target_end) = target.fetch_watermarks(&remote, r.partition, TIMEOUT)?;
+    let (_, source_end) = source.fetch_watermarks(&r.topic, r.partition, TIMEOUT)?;
+    let source_end = source_end.max(r.to);
     let mut s = TopicPartitionList::new();
-    s.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from))?;
+    s.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.before))?;
     source.assign(&s)?;
     let mut t = TopicPartitionList::new();
     t.add_partition_offset(&remote, r.partition, Offset::Offset(r.target_from))?;
     target.assign(&t)?;
-    let (_, target_end) = target.fetch_watermarks(&remote, r.partition, TIMEOUT)?;
 
-    let mut c = Comparer::new(WINDOW);
+    let mut c = Comparer::new(WINDOW, r.to);
+    if r.before >= source_end {
+        c.source_done();
+    }
     let mut next_progress = Instant::now() + Duration::from_secs(2);
     let mut target_at = r.target_from;
     let mut idle_since: Option<Instant> = None;
     let read_source = |c: &mut Comparer, unseen: bool| -> anyhow::Result<()> {
         match source.poll(Duration::from_secs(5)) {
-            Some(Ok(m)) if m.offset() < r.to => {
+            Some(Ok(m)) if m.offset() < r.from => c.before(seen(&m)),
+            Some(Ok(m)) if m.offset() < source_end => {
                 if unseen {
                     c.unseen(m.offset());
                 } else {
                     c.source(seen(&m));
                 }
-                if m.offset() + 1 >= r.to {
+                if m.offset() + 1 >= source_end {
                     c.source_done();
                 }
             }
             Some(Ok(_)) => c.source_done(),
             Some(Err(e)) => anyhow::bail!("reading {}/{}: {e}", r.topic, r.partition),
-            // Nothing more: the rest of the range holds no records
-            // (transaction markers), or the source is stuck.
+            // Nothing more: the rest holds no records (transaction
+            // markers), or what follows is not readable yet (an open
+            // transaction: strait, reading committed records too, has not
+            // copied it either), or the source is stuck below the
+            // committed position.
             None => {
                 let at = position(&source)?;
-                if at.is_some_and(|o| o >= r.to) || at.is_none() {
+                if at.is_none_or(|o| o >= r.to) {
                     c.source_done();
                 } else {
                     anyhow::bail!(
@@ -373,15 +505,24 @@ fn compare_range(
         while c.wants_source() {
             read_source(&mut c, false)?;
         }
-        if c.complete() {
-            break;
-        }
         match target.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
                 idle_since = None;
+                let seen = seen(&m);
+                // Past the end taken: done, unless the range still waits
+                // for this record (some brokers' end offsets count batches
+                // and fall short; copies of committed records were all
+                // written before the end was taken).
+                if m.offset() >= target_end && (c.range_done() || !c.expects(&seen)) {
+                    break;
+                }
                 target_at = m.offset() + 1;
-                c.target(seen(&m));
+                c.target(seen);
                 *total += 1;
+                // The last record before the end: nothing more to wait for.
+                if target_at >= target_end && c.range_done() {
+                    break;
+                }
             }
             Some(Err(e)) => anyhow::bail!("reading {remote}/{}: {e}", r.partition),
             // Quiet past the end: the target has no more (some brokers'
@@ -408,11 +549,11 @@ fn compare_range(
             );
         }
     }
-    // The target ran out first: the source records left are missing.
+    // The target ran out: the source records left are not on it (missing
+    // below the committed position, not replicated yet past it).
     c.target_done();
     while !c.is_source_done() {
         read_source(&mut c, true)?;
     }
-    let report = c.finish();
-    Ok(report)
+    Ok(c.finish())
 }
