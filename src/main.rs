@@ -1,6 +1,7 @@
 //! `strait`: Kafka cross-cluster replication.
 
 mod cli;
+mod dr;
 mod mm2;
 mod offsets;
 mod preflight;
@@ -137,6 +138,26 @@ enum Command {
         #[command(flatten)]
         args: verify::Args,
     },
+    /// A planned cutover of one flow, once the source's producers are
+    /// stopped: waits until everything is replicated, proves the copy like
+    /// `strait verify`, then fails every group of the flow over with exact
+    /// positions. Exit 1 if it stops (nothing failed over), 3 if a group
+    /// is active on the target.
+    Cutover {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        args: dr::cutover::Args,
+    },
+    /// After a failover, once the failed source is back: the records it
+    /// held but never replicated, per partition (ranges, counts); with
+    /// --copy-to, copies them to a topic on the target.
+    Tail {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        args: dr::tail::Args,
+    },
     /// Print a shell completion script, e.g. `strait completions bash >
     /// /etc/bash_completion.d/strait`.
     Completions {
@@ -225,7 +246,9 @@ fn run_command(command: Command) -> ExitCode {
         Command::Run { config, .. }
         | Command::Check { config, .. }
         | Command::TakeoverMm2 { config, .. }
-        | Command::Verify { config, .. } => config.clone(),
+        | Command::Verify { config, .. }
+        | Command::Cutover { config, .. }
+        | Command::Tail { config, .. } => config.clone(),
         Command::Offsets { config, .. } => match config {
             Some(c) => c.clone(),
             None => {
@@ -247,6 +270,8 @@ fn run_command(command: Command) -> ExitCode {
         Command::Offsets { action, .. } => offsets::run(&config, action),
         Command::TakeoverMm2 { args, .. } => mm2::takeover::run(&config, &args),
         Command::Verify { args, .. } => verify::run(&config, &args),
+        Command::Cutover { args, .. } => dr::cutover::run(&config, &args),
+        Command::Tail { args, .. } => dr::tail::run(&config, &args),
         Command::Check {
             preflight,
             failover,
@@ -254,13 +279,34 @@ fn run_command(command: Command) -> ExitCode {
         } => {
             for f in &config.flows {
                 println!(
-                    "flow {}: {} -> {}, remote topic of \"orders\": {}, progress group: {}",
+                    "flow {}: {} -> {}, remote topic of \"orders\": {}, progress group: {}{}",
                     f.name,
                     f.source,
                     f.target,
                     f.remote_topic("orders"),
-                    f.commit_group(&config.deployment)
+                    f.commit_group(&config.deployment),
+                    if f.paused {
+                        " (paused: `strait run` skips it)"
+                    } else {
+                        ""
+                    }
                 );
+                if let Some(back) = config
+                    .flows
+                    .iter()
+                    .find(|b| b.source == f.target && b.target == f.source)
+                {
+                    println!(
+                        "  way back: flow {} ({}), {}",
+                        back.name,
+                        if back.paused { "paused" } else { "running" },
+                        if f.paused || back.paused {
+                            "one direction at a time"
+                        } else {
+                            "active/active"
+                        }
+                    );
+                }
             }
             if !preflight {
                 return ExitCode::SUCCESS;
@@ -274,6 +320,12 @@ fn run_command(command: Command) -> ExitCode {
             }
         }
         Command::Run { role, id, .. } => {
+            let defined = config.clone();
+            let mut config = config;
+            for f in config.flows.iter().filter(|f| f.paused) {
+                tracing::info!(flow = %f.name, "flow paused in the config: not run");
+            }
+            config.flows.retain(|f| !f.paused);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -284,7 +336,7 @@ fn run_command(command: Command) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(roles::run(config, role, id)) {
+            match rt.block_on(roles::run(config, defined, role, id)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "strait stopped on an error");

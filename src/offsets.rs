@@ -319,14 +319,23 @@ fn failback(config: &Config, flow: &str, selector: &GroupSelector, dry_run: bool
     done.exit_code()
 }
 
-/// Writes (or, in a dry run, shows) every flow's translated positions to
-/// the target groups and prints one table.
 fn failover(
     specs: &[CheckpointSpec],
     rows: &[FlowRow],
     selector: &GroupSelector,
     dry_run: bool,
 ) -> ExitCode {
+    fail_over(specs, rows, selector, dry_run).exit_code()
+}
+
+/// Writes (or, in a dry run, shows) every flow's translated positions to
+/// the target groups and prints one table.
+pub(crate) fn fail_over(
+    specs: &[CheckpointSpec],
+    rows: &[FlowRow],
+    selector: &GroupSelector,
+    dry_run: bool,
+) -> Applied {
     let mut done = Applied::default();
     for spec in specs {
         let flow = &spec.flow.name;
@@ -350,7 +359,7 @@ fn failover(
         done.apply(spec, &spec.target, &spec.flow.target, &moves, dry_run);
     }
     done.print(["source", "target"]);
-    done.exit_code()
+    done
 }
 
 /// What a command that fails groups over (or back) names the groups it

@@ -83,7 +83,15 @@ const LOGIN_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a worker reports per-unit load.
 const LOAD_REPORT: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Result<()> {
+/// Runs `config`'s flows in `role`. `defined` is the config as written,
+/// paused flows included: what the process's HTTP API answers about
+/// (`/v1/offsets/translate-back` of a paused flow, for one).
+pub async fn run(
+    config: Config,
+    defined: Config,
+    role: Role,
+    id: Option<String>,
+) -> anyhow::Result<()> {
     let flows = config.flows.clone();
     let fleet = config.coordination.is_fleet();
     if !fleet && role != Role::All {
@@ -150,7 +158,7 @@ pub async fn run(config: Config, role: Role, id: Option<String>) -> anyhow::Resu
         controller_task = Some(tokio::spawn(controller.run(stop_controller.clone())));
     }
     let api = serve::Api {
-        config: Arc::new(config.clone()),
+        config: Arc::new(defined),
         status: status.clone(),
         topics,
         checkpoints,

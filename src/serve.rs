@@ -61,7 +61,8 @@ pub struct Readiness {
 }
 
 /// Binds `addr` (failing at once if it is taken) and serves `/metrics`,
-/// `/health`, `/v1/status`, `/v1/offsets/translate` and `/v1/preflight`
+/// `/health`, `/v1/status`, `/v1/offsets/translate` (and `-back`) and
+/// `/v1/preflight`
 /// until `shutdown`;
 /// runs the recorder's upkeep meanwhile.
 pub async fn bind(
@@ -96,6 +97,7 @@ pub async fn bind(
         .route("/health", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
         .route("/v1/offsets/translate", get(translate))
+        .route("/v1/offsets/translate-back", get(translate_back))
         .route("/v1/preflight", get(preflight));
     let app = if api.ready.worker_only {
         app.route("/ready", get(ready))
@@ -253,6 +255,28 @@ struct TranslateQuery {
     flow: Option<String>,
 }
 
+/// The groups a translate query names (`group` or `groups`), or the
+/// answer that says what is wrong with it.
+fn query_selector(q: &TranslateQuery) -> Result<GroupSelector, Box<Response>> {
+    match (q.group.clone().filter(|g| !g.is_empty()), &q.groups) {
+        (Some(g), None) => Ok(GroupSelector::One(g)),
+        (None, Some(re)) => GroupSelector::matching(re).map_err(|e| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                format!("`groups`: invalid regex: {e}"),
+            ))
+        }),
+        (Some(_), Some(_)) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "give either `group` or `groups`, not both",
+        ))),
+        (None, None) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "query parameter `group` (or `groups`, a regex) is required",
+        ))),
+    }
+}
+
 /// Where a source consumer group would resume on the target.
 async fn translate(
     State(api): State<Api>,
@@ -261,29 +285,9 @@ async fn translate(
     let Ok(Query(q)) = query else {
         return error(StatusCode::BAD_REQUEST, "malformed query string");
     };
-    let selector = match (q.group.filter(|g| !g.is_empty()), q.groups) {
-        (Some(g), None) => GroupSelector::One(g),
-        (None, Some(re)) => match GroupSelector::matching(&re) {
-            Ok(s) => s,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("`groups`: invalid regex: {e}"),
-                )
-            }
-        },
-        (Some(_), Some(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "give either `group` or `groups`, not both",
-            )
-        }
-        (None, None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "query parameter `group` (or `groups`, a regex) is required",
-            )
-        }
+    let selector = match query_selector(&q) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     let config = api.config.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -294,6 +298,59 @@ async fn translate(
         Ok(Ok((rows, _))) => Json(rows_json(&rows)).into_response(),
         Ok(Err(e @ TranslateError::NoSuchFlow(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
         Ok(Err(e)) => error(StatusCode::BAD_GATEWAY, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Failback, read only: where groups that consumed `flow`'s remote topics
+/// on its target would resume on its source topics (what `strait offsets
+/// failback` writes).
+async fn translate_back(
+    State(api): State<Api>,
+    query: Result<Query<TranslateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    let selector = match query_selector(&q) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let Some(name) = q.flow.clone() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query parameter `flow` is required (the flow the groups failed over through)",
+        );
+    };
+    let Some(flow) = api.config.flow(&name).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("no flow named {name:?}"));
+    };
+    let spec = strait_controller::checkpoint::CheckpointSpec::new(&api.config, &flow);
+    let result = tokio::task::spawn_blocking(move || {
+        strait_controller::checkpoint::failback::translate_back_groups(&spec, &selector)
+    })
+    .await;
+    match result {
+        Ok(Ok(rows)) => Json(
+            rows.iter()
+                .map(|r| {
+                    json!({
+                        "flow": name,
+                        "group": r.group,
+                        "topic": r.topic,
+                        "remote_topic": r.remote_topic,
+                        "partition": r.partition,
+                        "target_offset": r.target_offset,
+                        "source_offset": r.source_offset,
+                        "exact": r.translation.rule == strait_common::syncs::Rule::Exact,
+                        "max_reread": r.translation.max_reread,
+                        "clamped_to_source_end": r.clamped_to,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_GATEWAY, format!("{e:#}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -5,8 +5,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -265,47 +264,6 @@ fn a_hundred_groups_are_all_checkpointed_within_two_rounds_of_their_commits() {
     assert!(strait
         .metric("strait_checkpoint_lag_seconds{flow=\"src-dst\"}")
         .is_some());
-}
-
-/// A kafka-python member of `group` on `bootstrap`, subscribed to `topic`,
-/// until dropped.
-struct Member(Child);
-
-impl Member {
-    fn join(bootstrap: &str, group: &str, topic: &str) -> Member {
-        let python = clients_python();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/hold_group.py");
-        let mut child = Command::new(&python)
-            .args([script, bootstrap, group, topic])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} (scripts/deps.sh installs kafka-python): {e}",
-                    python.display()
-                )
-            });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "assigned", "the member did not join");
-        Member(child)
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        drop(self.0.stdin.take()); // closes its stdin: it leaves the group
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

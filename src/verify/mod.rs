@@ -56,10 +56,6 @@ pub(crate) struct Args {
 impl Args {
     /// The command line's defaults: every topic of `flow`, the last 10,000
     /// records of each partition, a table.
-    #[allow(
-        dead_code,
-        reason = "for commands that verify in code (the planned cutover)"
-    )]
     pub(crate) fn for_flow(flow: &str) -> Args {
         Args {
             flow: flow.to_owned(),
@@ -347,10 +343,10 @@ fn print_report(args: &Args, r: &Checked) {
 }
 
 /// (upstream, downstream) offset pairs of each source partition, oldest first.
-type SyncHistory = BTreeMap<(String, i32), Vec<(i64, i64)>>;
+pub(crate) type SyncHistory = BTreeMap<(String, i32), Vec<(i64, i64)>>;
 
 /// The flow's offset syncs, by source partition.
-fn read_syncs(config: &Config, flow: &Flow) -> anyhow::Result<SyncHistory> {
+pub(crate) fn read_syncs(config: &Config, flow: &Flow) -> anyhow::Result<SyncHistory> {
     let clusters = config.clusters_of(flow);
     let (_, topic) = flow.offset_syncs();
     let mut reader = InternalTopic::open(&clusters.syncs, "strait-verify", &topic)?;
@@ -392,7 +388,7 @@ fn since_offset(
 
 /// The hashes a record is compared by: its key, and everything the issue
 /// names (key, value, headers, timestamp, partition).
-fn seen(m: &BorrowedMessage<'_>) -> Seen {
+pub(crate) fn seen(m: &BorrowedMessage<'_>) -> Seen {
     let mut k = std::collections::hash_map::DefaultHasher::new();
     m.key().hash(&mut k);
     let key = k.finish();

@@ -2,6 +2,7 @@
 //! (see strait-testkit's `process`), and a config template.
 #![allow(dead_code)]
 
+use std::io::BufRead as _;
 use std::path::Path;
 
 use strait_testkit::config::{ConfigBuilder, Raw};
@@ -213,4 +214,108 @@ pub fn strait(args: &[&str]) -> std::process::Output {
 /// A command's output as text.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// A kafka-python member of `group` on `bootstrap`, subscribed to `topic`,
+/// until dropped.
+pub struct Member(std::process::Child);
+
+impl Member {
+    pub fn join(bootstrap: &str, group: &str, topic: &str) -> Member {
+        let python = clients_python();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/hold_group.py");
+        let mut child = std::process::Command::new(&python)
+            .args([script, bootstrap, group, topic])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} (scripts/deps.sh installs kafka-python): {e}",
+                    python.display()
+                )
+            });
+        // Bounded: a member that never gets its partitions fails the test
+        // instead of hanging it.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) if line.trim() == "assigned" => Member(child),
+            got => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the member of {group} on {bootstrap} did not join within 60 s: {got:?}");
+            }
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take()); // closes its stdin: it leaves the group
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while self.0.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `strait <args> --config <strait's config>`, killed if it has not
+/// answered within `limit` (a hang fails the test, with what it printed).
+pub fn cli_within(
+    strait: &Strait,
+    args: &[&str],
+    limit: std::time::Duration,
+) -> std::process::Output {
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(strait.binary())
+        .args(args)
+        .arg("--config")
+        .arg(strait.config_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drained while it runs: a full pipe must not stall it.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut b);
+        b
+    });
+    let e = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut b);
+        b
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`strait {}` did not answer within {limit:?}; stdout: {}; stderr: {}",
+                args.join(" "),
+                text(&o.join().unwrap()),
+                text(&e.join().unwrap())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    }
 }

@@ -106,7 +106,11 @@ pub fn translate_back_groups(
                 let (_, high) = source
                     .fetch_watermarks(&r.topic, r.partition, READ_TIMEOUT)
                     .map_err(|e| {
-                        anyhow::anyhow!("end offset of {}/{} on the source: {e}", r.topic, r.partition)
+                        anyhow::anyhow!(
+                            "end offset of {}/{} on the source: {e}",
+                            r.topic,
+                            r.partition
+                        )
                     })?;
                 ends.insert(key, high);
                 high

@@ -1,0 +1,143 @@
+//! The disaster-recovery cycle around `strait offsets failover`
+//! (docs/disaster-recovery.md):
+//!
+//! - [`cutover`]: a planned cutover, once the source's producers stopped:
+//!   everything replicated, the copy proved, every group failed over
+//!   exactly;
+//! - [`tail`]: after an unplanned failover, the records the failed cluster
+//!   held but had not replicated: found, counted and, on request, copied.
+//!
+//! Failback itself is `strait offsets failback` (src/offsets.rs).
+
+pub mod cutover;
+pub mod tail;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use strait_common::config::{Config, Flow};
+use strait_common::kafka::manual_consumer;
+
+/// How long one metadata, offsets or watermarks request may take.
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A source partition: (topic, partition).
+pub(crate) type Partition = (String, i32);
+
+/// The flow's source partitions (every partition of every source topic the
+/// flow's regexes select), sorted.
+pub(crate) fn source_partitions(
+    config: &Config,
+    flow: &Flow,
+    topic: Option<&str>,
+) -> anyhow::Result<Vec<Partition>> {
+    let clusters = config.clusters_of(flow);
+    let source: BaseConsumer =
+        manual_consumer(&clusters.source, &flow.commit_group(&config.deployment)).create()?;
+    let md = source.fetch_metadata(topic, TIMEOUT)?;
+    let mut out = Vec::new();
+    for t in md.topics() {
+        if t.error().is_some() || !flow.replicates(t.name()) {
+            continue;
+        }
+        out.extend(t.partitions().iter().map(|p| (t.name().to_owned(), p.id())));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// strait's committed progress of each partition: the next source offset
+/// it will replicate. At-least-once flows commit it on the source under the
+/// flow's commit group; exactly-once flows on the target, in their
+/// transactions, by remote partition. Partitions never committed are
+/// absent.
+pub(crate) fn progress(
+    config: &Config,
+    flow: &Flow,
+    partitions: &[Partition],
+) -> anyhow::Result<BTreeMap<Partition, i64>> {
+    let clusters = config.clusters_of(flow);
+    let group = flow.commit_group(&config.deployment);
+    let on_target = flow.exactly_once.is_some();
+    let cluster = if on_target {
+        &clusters.target
+    } else {
+        &clusters.source
+    };
+    let name = |t: &str| {
+        if on_target {
+            flow.remote_topic(t)
+        } else {
+            t.to_owned()
+        }
+    };
+    let consumer: BaseConsumer = manual_consumer(cluster, &group).create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in partitions {
+        tpl.add_partition(&name(t), *p);
+    }
+    let by_name: BTreeMap<(String, i32), Partition> = partitions
+        .iter()
+        .map(|(t, p)| ((name(t), *p), (t.clone(), *p)))
+        .collect();
+    Ok(consumer
+        .committed_offsets(tpl, TIMEOUT)?
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => by_name
+                .get(&(e.topic().to_owned(), e.partition()))
+                .map(|k| (k.clone(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// (low, high) watermarks of each partition on `consumer`'s cluster.
+pub(crate) fn watermarks(
+    consumer: &BaseConsumer,
+    partitions: &[Partition],
+) -> anyhow::Result<BTreeMap<Partition, (i64, i64)>> {
+    partitions
+        .iter()
+        .map(|(t, p)| {
+            let w = consumer
+                .fetch_watermarks(t, *p, TIMEOUT)
+                .map_err(|e| anyhow::anyhow!("end offset of {t}/{p}: {e}"))?;
+            Ok(((t.clone(), *p), w))
+        })
+        .collect()
+}
+
+/// Prints a plain table: a header and aligned columns (numbers right).
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let cells: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| {
+                if c.parse::<i64>().is_ok() {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
