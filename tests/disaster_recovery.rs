@@ -411,6 +411,34 @@ fn a_planned_cutover_reads_nothing_twice_and_stops_on_a_foreign_record() {
         vec![None, None],
         "a dry run writes nothing"
     );
+    // A member of the group on the target: refused, exit 3, nothing
+    // written; its consumers must stop first.
+    {
+        let _member = Member::join(&sb.target, &group, &remote);
+        let o = cli(
+            &strait,
+            &[
+                "cutover",
+                "--flow",
+                "src-dst",
+                "--timeout",
+                "90s",
+                "--quiet",
+                "2s",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(3), "{}", out(&o));
+        assert!(
+            text(&o.stderr).contains("has active members on dst"),
+            "{}",
+            out(&o)
+        );
+        assert_eq!(
+            committed(&sb.target, &group, &remote, 2),
+            vec![None, None],
+            "nothing written for an active group"
+        );
+    }
     let o = cli(
         &strait,
         &[
