@@ -8,6 +8,7 @@ pub mod config;
 pub mod coord;
 pub mod formats;
 pub mod kafka;
+pub mod kafka_errors;
 pub mod metrics;
 pub mod model;
 pub mod native;

@@ -3,7 +3,6 @@
 //! cannot drift apart and a dashboard can name every kind there is.
 
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode as Code;
 
 use crate::metrics as m;
 
@@ -101,28 +100,9 @@ impl ErrorKind {
         }
     }
 
-    /// The class of a Kafka client's error.
+    /// The class of a Kafka client's error ([`crate::kafka_errors`]).
     pub fn of(err: &KafkaError) -> ErrorKind {
-        match err.rdkafka_error_code() {
-            Some(Code::MessageSizeTooLarge) | Some(Code::InvalidMessageSize) => {
-                ErrorKind::RecordTooLarge
-            }
-            Some(Code::TopicAuthorizationFailed) | Some(Code::ClusterAuthorizationFailed) => {
-                ErrorKind::NotAuthorised
-            }
-            Some(Code::InvalidMessage)
-            | Some(Code::InvalidRecord)
-            | Some(Code::InvalidTimestamp) => ErrorKind::InvalidRecord,
-            Some(Code::MessageTimedOut) | Some(Code::RequestTimedOut) => ErrorKind::Timeout,
-            Some(Code::BrokerTransportFailure) | Some(Code::AllBrokersDown) => ErrorKind::Transport,
-            Some(Code::UnknownPartition) | Some(Code::UnknownTopicOrPartition) => {
-                ErrorKind::UnknownPartition
-            }
-            Some(Code::QueueFull) => ErrorKind::QueueFull,
-            Some(Code::Fatal) => ErrorKind::Fatal,
-            Some(Code::PurgeQueue) | Some(Code::PurgeInflight) => ErrorKind::Purged,
-            _ => ErrorKind::Other,
-        }
+        crate::kafka_errors::meaning_of(err).kind
     }
 }
 
@@ -156,6 +136,7 @@ macro_rules! error_event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::types::RDKafkaErrorCode as Code;
 
     #[test]
     fn every_kind_is_listed_once_with_a_distinct_label() {

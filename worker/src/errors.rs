@@ -1,6 +1,8 @@
-//! The one place that decides what a Kafka error means for the data plane.
+//! What a Kafka error means for the data plane: the produce side reads
+//! strait_common's one table of codes; the consume side is decided here.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+use strait_common::kafka_errors::{meaning_of, OnProduce};
 
 /// What to do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,38 +20,16 @@ pub enum Action {
 
 /// What an operator can do about a refusal, where the error says it.
 pub fn remedy(err: &KafkaError) -> Option<&'static str> {
-    match err.rdkafka_error_code() {
-        Some(Code::MessageSizeTooLarge) | Some(Code::InvalidMessageSize) => Some(
-            "raise max.message.bytes of the remote topic (and message.max.bytes of the target brokers, and replica.fetch.max.bytes where it is lower), or message.max.bytes in the target cluster's kafka table if it is set there",
-        ),
-        Some(Code::TopicAuthorizationFailed) | Some(Code::ClusterAuthorizationFailed) => {
-            Some("grant strait's principal Write on the remote topic")
-        }
-        _ => None,
-    }
+    meaning_of(err).remedy
 }
 
-/// Classifies an error of a produce call or a delivery report.
+/// Classifies an error of a produce call or a delivery report
+/// (strait_common's one table, [`strait_common::kafka_errors`]).
 pub fn classify_produce(err: &KafkaError) -> Action {
-    match err.rdkafka_error_code() {
-        Some(
-            Code::MessageSizeTooLarge
-            | Code::InvalidMessageSize
-            | Code::TopicAuthorizationFailed
-            | Code::ClusterAuthorizationFailed
-            | Code::InvalidMessage
-            | Code::InvalidRecord
-            | Code::InvalidTimestamp
-            | Code::PolicyViolation
-            | Code::InvalidRequiredAcks
-            | Code::UnsupportedForMessageFormat,
-        ) => Action::Refused,
-        Some(Code::QueueFull) => Action::Retry,
-        // With message.timeout.ms = 0 librdkafka never gives a record up on
-        // its own; any other failed delivery (timed out, purged, fatal,
-        // out-of-order sequence, unknown partition) means the producer's
-        // view cannot be trusted: start over from what was committed.
-        _ => Action::RestartSession,
+    match meaning_of(err).on_produce {
+        OnProduce::Refused => Action::Refused,
+        OnProduce::Retry => Action::Retry,
+        OnProduce::Restart => Action::RestartSession,
     }
 }
 

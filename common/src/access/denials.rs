@@ -15,15 +15,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
 use super::{Feature, Name, Need, Operation, Resource};
 use crate::metrics as m;
 
-/// Whether a client error is an authorization refusal.
+/// Whether a client error is an authorization refusal
+/// ([`crate::kafka_errors`]).
 pub fn is_denial(code: Code) -> bool {
-    matches!(
-        code,
-        Code::TopicAuthorizationFailed
-            | Code::GroupAuthorizationFailed
-            | Code::ClusterAuthorizationFailed
-            | Code::TransactionalIdAuthorizationFailed
-    )
+    crate::kafka_errors::meaning(code).denial
 }
 
 /// Whether `err` is an authorization refusal.
