@@ -383,17 +383,33 @@ impl Controller {
     }
 }
 
-/// Resolves once any receiver changed.
+/// Resolves once any receiver has a value it has not seen, without marking
+/// it seen (the caller reads it with `has_changed`/`borrow_and_update`):
+/// it waits on clones, which start from the same seen version. Receivers
+/// whose sender is gone never resolve it.
 async fn changed_any(rxs: &mut [watch::Receiver<BTreeSet<Unit>>]) {
-    if rxs.is_empty() {
-        return std::future::pending().await;
-    }
-    loop {
-        if rxs.iter().any(|r| r.has_changed().unwrap_or(false)) {
-            return;
+    use std::future::Future as _;
+    let mut waits: Vec<_> = rxs
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            Some(Box::pin(async move { r.changed().await }))
+        })
+        .collect();
+    std::future::poll_fn(|cx| {
+        for slot in waits.iter_mut() {
+            if let Some(w) = slot {
+                match w.as_mut().poll(cx) {
+                    std::task::Poll::Ready(Ok(())) => return std::task::Poll::Ready(()),
+                    // Its sender is gone: nothing more will come from it.
+                    std::task::Poll::Ready(Err(_)) => *slot = None,
+                    std::task::Poll::Pending => {}
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 fn moved(a: &Plan, b: &Plan) -> usize {
@@ -402,4 +418,38 @@ fn moved(a: &Plan, b: &Plan) -> usize {
         .iter()
         .filter(|(u, w)| before.get(*u).is_some_and(|old| old != *w))
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn changed_any_wakes_on_a_change_and_leaves_it_unseen() {
+        let (a_tx, a) = watch::channel(BTreeSet::new());
+        let (b_tx, b) = watch::channel(BTreeSet::new());
+        let mut rxs = vec![a, b];
+        let quiet = tokio::time::timeout(Duration::from_millis(50), changed_any(&mut rxs)).await;
+        assert!(quiet.is_err(), "nothing changed yet");
+        // A sender gone is not a change.
+        drop(a_tx);
+        let quiet = tokio::time::timeout(Duration::from_millis(50), changed_any(&mut rxs)).await;
+        assert!(quiet.is_err(), "a closed channel does not wake it");
+        let waiter = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            changed_any(&mut rxs).await;
+            (started.elapsed(), rxs)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b_tx.send_replace(BTreeSet::new());
+        let (took, rxs) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(took < Duration::from_millis(500), "{took:?}");
+        assert!(
+            rxs[1].has_changed().unwrap(),
+            "the caller still sees the change"
+        );
+    }
 }
