@@ -35,11 +35,9 @@ pub async fn run_flow(
     loop {
         // No session without a lease to vouch for it (at start, and after
         // fencing until the worker holds a new lease).
-        while !link.fence.is_open() {
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-                _ = shutdown.cancelled() => return Ok(()),
-            }
+        tokio::select! {
+            _ = link.fence.opened() => {}
+            _ = shutdown.cancelled() => return Ok(()),
         }
         let (s, l, sh, st) = (spec.clone(), link.clone(), shutdown.clone(), status.clone());
         let stop = stopped.clone();

@@ -61,6 +61,9 @@ pub struct Fence {
     state: Arc<AtomicU64>,
     /// A ticket's term; `None` for the fence itself (the current term).
     ticket: Option<u64>,
+    /// Woken whenever a deadline moves forward (a lease opened or renewed
+    /// the fence): [`Fence::opened`] waits on it instead of polling.
+    moved: Arc<tokio::sync::Notify>,
 }
 
 impl Fence {
@@ -69,6 +72,7 @@ impl Fence {
         Fence {
             state: Arc::new(AtomicU64::new(pack(0, DEADLINE_MASK))),
             ticket: None,
+            moved: Arc::default(),
         }
     }
 
@@ -77,6 +81,7 @@ impl Fence {
         Fence {
             state: Arc::new(AtomicU64::new(pack(0, 0))),
             ticket: None,
+            moved: Arc::default(),
         }
     }
 
@@ -86,6 +91,7 @@ impl Fence {
         Fence {
             state: self.state.clone(),
             ticket: Some(self.term()),
+            moved: self.moved.clone(),
         }
     }
 
@@ -115,11 +121,29 @@ impl Fence {
     /// is over: a late renewal of a lost lease opens nothing.
     pub fn extend(&self, term: u64, deadline: Instant) {
         let want = millis(deadline);
-        let _ = self
+        let moved = self
             .state
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
                 (term_of(s) == term && deadline_of(s) < want).then(|| pack(term, want))
             });
+        if moved.is_ok() {
+            self.moved.notify_waiters();
+        }
+    }
+
+    /// Resolves once the fence is open (at once if it is): a worker without
+    /// a lease waits here for its next one.
+    pub async fn opened(&self) {
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            // Registered before the check, so an opening in between wakes it.
+            moved.as_mut().enable();
+            if self.is_open() {
+                return;
+            }
+            moved.await;
+        }
     }
 
     /// Ends the current term: closed, and every ticket of it closed for good.
@@ -283,6 +307,32 @@ async fn keep_alive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn waiting_for_the_fence_wakes_when_a_lease_opens_it() {
+        let f = Fence::closed();
+        let quiet = tokio::time::timeout(Duration::from_millis(50), f.opened()).await;
+        assert!(quiet.is_err(), "closed: it waits");
+        let waiter = {
+            let f = f.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                f.opened().await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        f.open_until(Instant::now() + Duration::from_secs(10));
+        let took = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(took < Duration::from_millis(500), "{took:?}");
+        // Open already: at once.
+        tokio::time::timeout(Duration::from_millis(50), f.opened())
+            .await
+            .expect("open");
+    }
 
     #[test]
     fn a_fence_opens_until_its_deadline_and_closes_on_demand() {
