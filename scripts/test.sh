@@ -48,7 +48,7 @@ fi
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
 
 # The chaos suite's CI profile: a fleet of processes under faults on two
-# Apache Kafka clusters (see the README). STRAIT_CHAOS=0 skips it; the
+# Apache Kafka clusters (docs/testing.md, "The chaos suite"). STRAIT_CHAOS=0 skips it; the
 # rolling upgrade starts on an older build when this clone has its commit.
 if [ "${STRAIT_CHAOS:-1}" != 0 ]; then
   down "$base"

@@ -10,8 +10,9 @@
 //! On tansu only the last and the topic-id check run: tansu has no
 //! DeleteRecords, drops commit metadata, hands read_committed readers
 //! aborted records, and deleting a topic strait reads crashes librdkafka
-//! 2.12.1 there, in its metadata cache (README's known issues). Retention
-//! overtaking replication and a position past the log's end are also
+//! 2.12.1 there, in its metadata cache (docs/replication.md: a source topic
+//! deleted while replicated). Retention overtaking replication and a
+//! position past the log's end are also
 //! exercised on librdkafka's mock cluster: worker/tests/faults.rs.
 
 mod support;

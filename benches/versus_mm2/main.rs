@@ -15,7 +15,7 @@
 //! under the table. Each tool runs as its own OS process (`compose/mm2.sh`,
 //! the release `strait` binary), one session per group of measurements,
 //! started after the session's topics are written and its groups committed.
-//! What each row means: docs/benchmarks.md.
+//! What each row means: docs/benchmarks.md, "strait beside MirrorMaker 2".
 //!
 //! Knobs (environment): BENCH_RECORDS (1 KB records per backlog, 300000),
 //! BENCH_RUNS (3), BENCH_GROUPS ("10,100,1000"), BENCH_FAILOVER_GROUPS

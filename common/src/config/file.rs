@@ -139,7 +139,7 @@ pub enum Compression {
 
 impl Compression {
     /// The default when neither the flow nor the target cluster's `kafka`
-    /// table names one: chosen by measurement (see the README's benchmark).
+    /// table names one: chosen by measurement (docs/benchmarks.md, "Replication throughput").
     pub const DEFAULT: Compression = Compression::Lz4;
 
     /// librdkafka's name for it (`compression.type`).
@@ -323,7 +323,8 @@ impl Default for DiscoveryConfig {
     /// Every second: a new topic then replicates within about two (its
     /// remote topic is created and its units start on the next listing).
     /// A listing is one metadata request per cluster; at 10,000 source
-    /// topics it took 77 ms on tansu (see the README's new-topics benchmark).
+    /// topics it took 124 ms on Kafka (docs/benchmarks.md, "New topics";
+    /// 77 ms on tansu in an earlier run).
     fn default() -> Self {
         DiscoveryConfig {
             interval: Duration::from_secs(1),
@@ -457,7 +458,8 @@ pub fn default_configs_exclude() -> Vec<String> {
 }
 /// Records become visible to read_committed consumers when their
 /// transaction commits: this is added to their latency, and each commit
-/// pauses the flow while the producer flushes (see the README's benchmark).
+/// pauses the flow while the producer flushes (docs/benchmarks.md,
+/// "Replication throughput").
 fn default_transaction_interval() -> Duration {
     Duration::from_millis(500)
 }

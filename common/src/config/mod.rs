@@ -2,9 +2,13 @@
 //! ([`validate`]) into a [`Config`], whose flows are resolved (names, regexes,
 //! policies). Nothing validates again after that.
 //!
-//! `strait.example.toml` at the top of the repository documents every key.
+//! `docs/configuration.md` is the reference of every key and its default,
+//! and `strait.example.toml` at the top of the repository a complete file;
+//! `reference_tests.rs` holds both to the types in [`file`].
 
 mod file;
+#[cfg(test)]
+mod reference_tests;
 #[cfg(test)]
 mod tests;
 mod validate;
