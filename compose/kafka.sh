@@ -129,7 +129,7 @@ cp "$here/kafka/log4j2.properties" "$dir/log4j2.properties"
 log4j="-Dlog4j2.configurationFile=$dir/log4j2.properties"
 # 22 characters of URL-safe base64 of 16 random bytes.
 id=$(python3 -c 'import base64,os; print(base64.urlsafe_b64encode(os.urandom(16)).decode()[:22])')
-[ -n "$keep" ] || java -Xmx256m $log4j -cp "$lib/*" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 \
+[ -n "$keep" ] || java -Xmx256m $log4j -cp "$lib/*" kafka.tools.StorageTool format --cluster-id="$id" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 \
   || { echo "kafka.sh: format failed:" >&2; cat "$dir/format.log" >&2; exit 1; }
 heap=${STRAIT_KAFKA_HEAP:-1g}
 exec java -Xms256m -Xmx"$heap" -XX:+UseG1GC -Djava.awt.headless=true $log4j -cp "$lib/*" kafka.Kafka "$dir/server.properties"
