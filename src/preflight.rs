@@ -686,13 +686,10 @@ fn probe_transactional(cluster: &ClusterConfig, id: &str) -> Result<bool, String
         .map_err(|e| e.to_string())?;
     match producer.init_transactions(TIMEOUT) {
         Ok(()) => Ok(true),
-        Err(KafkaError::Transaction(e))
-            if e.code() == Code::TransactionalIdAuthorizationFailed
-                || e.code() == Code::ClusterAuthorizationFailed =>
-        {
+        Err(KafkaError::Transaction(e)) if strait_common::access::denials::is_denial(e.code()) => {
             Ok(false)
         }
-        Err(e) if format!("{e}").contains("uthoriz") => Ok(false),
+        Err(e) if strait_common::access::denials::is_denied(&e) => Ok(false),
         Err(e) => Err(format!("InitProducerId for {probe_id}: {e}")),
     }
 }

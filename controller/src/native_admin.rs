@@ -74,7 +74,9 @@ fn alter_topic<C: ClientContext>(
             rd::rd_kafka_ConfigResource_destroy,
         );
         if resource.0.is_null() {
-            return Err(AdminError::Failed("cannot create a config resource".into()));
+            return Err(AdminError::Unexpected(
+                "cannot create a config resource".into(),
+            ));
         }
         for op in ops {
             let (key, kind, value) = match op {
@@ -123,7 +125,7 @@ fn alter_topic<C: ClientContext>(
         )?;
         let result = rd::rd_kafka_event_IncrementalAlterConfigs_result(event.0);
         if result.is_null() {
-            return Err(AdminError::Failed("unexpected event".into()));
+            return Err(AdminError::Unexpected("a result of another type".into()));
         }
         let mut count = 0usize;
         let list = rd::rd_kafka_IncrementalAlterConfigs_result_resources(result, &mut count);
@@ -279,7 +281,7 @@ pub fn describe_topic_acls<C: ClientContext>(
             rd::rd_kafka_AclBinding_destroy,
         );
         if filter.0.is_null() {
-            return Err(AdminError::Failed(text(errstr.as_ptr())));
+            return Err(AdminError::Unexpected(text(errstr.as_ptr())));
         }
         let event = request(
             client,
@@ -289,7 +291,7 @@ pub fn describe_topic_acls<C: ClientContext>(
         )?;
         let result = rd::rd_kafka_event_DescribeAcls_result(event.0);
         if result.is_null() {
-            return Err(AdminError::Failed("unexpected event".into()));
+            return Err(AdminError::Unexpected("a result of another type".into()));
         }
         let mut count = 0usize;
         let list = rd::rd_kafka_DescribeAcls_result_acls(result, &mut count);
@@ -411,7 +413,7 @@ unsafe fn acl_request<C: ClientContext>(
     })?;
     let errs = errors(event.0);
     if errs.len() != acls.len() {
-        return Err(AdminError::Failed(format!(
+        return Err(AdminError::Unexpected(format!(
             "{} results for {} ACLs",
             errs.len(),
             acls.len()

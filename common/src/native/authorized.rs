@@ -86,21 +86,19 @@ pub fn cluster<C: ClientContext>(
         );
         let event = match event {
             Ok(e) => e,
-            Err(AdminError::Failed(m)) if is_denied(&m) => return Ok(Access::Denied),
+            Err(e) if e.code().is_some_and(crate::access::denials::is_denial) => {
+                return Ok(Access::Denied)
+            }
             Err(e) => return Err(e),
         };
         let result = rd::rd_kafka_event_DescribeCluster_result(event.0);
         if result.is_null() {
-            return Err(AdminError::Failed("unexpected event".into()));
+            return Err(AdminError::Unexpected("a result of another type".into()));
         }
         let mut n = 0usize;
         let ops = rd::rd_kafka_DescribeCluster_result_authorized_operations(result, &mut n);
         Ok(Access::Allowed(operations(ops, n)))
     }
-}
-
-fn is_denied(message: &str) -> bool {
-    message.contains("uthorization") || message.contains("not authorized")
 }
 
 fn names(list: &[&str]) -> Result<(Vec<CString>, Vec<*const c_char>), AdminError> {
@@ -174,7 +172,7 @@ pub fn groups<C: ClientContext>(
         )?;
         let result = rd::rd_kafka_event_DescribeConsumerGroups_result(event.0);
         if result.is_null() {
-            return Err(AdminError::Failed("unexpected event".into()));
+            return Err(AdminError::Unexpected("a result of another type".into()));
         }
         let mut n = 0usize;
         let descs = rd::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut n);
@@ -231,7 +229,7 @@ pub fn describe_configs_allowed<C: ClientContext>(
         )?;
         let result = rd::rd_kafka_event_DescribeConfigs_result(event.0);
         if result.is_null() {
-            return Err(AdminError::Failed("unexpected event".into()));
+            return Err(AdminError::Unexpected("a result of another type".into()));
         }
         let mut n = 0usize;
         let list = rd::rd_kafka_DescribeConfigs_result_resources(result, &mut n);

@@ -23,8 +23,27 @@ pub enum AdminError {
     Rejected { name: String, message: String },
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    #[error("{0}")]
-    Failed(String),
+    /// The request failed with a Kafka (or librdkafka) error code.
+    #[error("{message}")]
+    Kafka {
+        code: rdkafka::types::RDKafkaErrorCode,
+        message: String,
+    },
+    /// librdkafka answered with something the call does not expect (a
+    /// result of another type, a count that does not match the request).
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+impl AdminError {
+    /// The Kafka error code, where the failure has one.
+    pub fn code(&self) -> Option<rdkafka::types::RDKafkaErrorCode> {
+        match self {
+            AdminError::Kafka { code, .. } => Some(*code),
+            AdminError::Timeout(_) => Some(rdkafka::types::RDKafkaErrorCode::RequestTimedOut),
+            _ => None,
+        }
+    }
 }
 
 /// A librdkafka handle and its destructor, called once on drop.
@@ -91,9 +110,10 @@ pub unsafe fn request<C: ClientContext>(
         return Err(AdminError::Timeout(wait));
     }
     if rd::rd_kafka_event_error(event.0) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Err(AdminError::Failed(text(rd::rd_kafka_event_error_string(
-            event.0,
-        ))));
+        return Err(AdminError::Kafka {
+            code: rd::rd_kafka_event_error(event.0).into(),
+            message: text(rd::rd_kafka_event_error_string(event.0)),
+        });
     }
     Ok(event)
 }
@@ -154,7 +174,7 @@ pub unsafe fn describe_topics<C: ClientContext>(
     )?;
     let result = rd::rd_kafka_event_DescribeTopics_result(event.0);
     if result.is_null() {
-        return Err(AdminError::Failed("unexpected event".into()));
+        return Err(AdminError::Unexpected("a result of another type".into()));
     }
     let mut n = 0usize;
     let descs = rd::rd_kafka_DescribeTopics_result_topics(result, &mut n);

@@ -43,10 +43,7 @@ impl std::fmt::Display for GroupError {
 
 impl GroupError {
     fn admin(e: AdminError) -> Self {
-        let code = match e {
-            AdminError::Timeout(_) => RDKafkaErrorCode::RequestTimedOut,
-            _ => RDKafkaErrorCode::Fail,
-        };
+        let code = e.code().unwrap_or(RDKafkaErrorCode::Fail);
         GroupError {
             code,
             message: e.to_string(),
@@ -189,7 +186,7 @@ pub fn alter_group_offsets<C: ClientContext>(
                 let mut tpl = TopicPartitionList::with_capacity(offsets.len());
                 for (t, p, o) in offsets {
                     tpl.add_partition_offset(t, *p, Offset::Offset(*o))
-                        .map_err(|e| AdminError::Failed(e.to_string()))?;
+                        .map_err(|e| AdminError::Unexpected(e.to_string()))?;
                 }
                 let req = Guard(
                     rd::rd_kafka_AlterConsumerGroupOffsets_new(name.as_ptr(), tpl.ptr()),
@@ -254,8 +251,8 @@ pub fn list_consumer_groups<C: ClientContext>(
         .map_err(GroupError::admin)?;
         let result = rd::rd_kafka_event_ListConsumerGroups_result(event.0);
         if result.is_null() {
-            return Err(GroupError::admin(AdminError::Failed(
-                "unexpected event".into(),
+            return Err(GroupError::admin(AdminError::Unexpected(
+                "a result of another type".into(),
             )));
         }
         let mut n = 0usize;
@@ -297,13 +294,13 @@ unsafe fn group_result(
     groups: impl FnOnce() -> (*mut *const rd::rd_kafka_group_result_t, usize),
 ) -> Result<Parts, GroupError> {
     if wrong_type {
-        return Err(GroupError::admin(AdminError::Failed(
-            "unexpected event".into(),
+        return Err(GroupError::admin(AdminError::Unexpected(
+            "a result of another type".into(),
         )));
     }
     let (list, n) = groups();
     if n != 1 || list.is_null() {
-        return Err(GroupError::admin(AdminError::Failed(format!(
+        return Err(GroupError::admin(AdminError::Unexpected(format!(
             "{n} group results for one group"
         ))));
     }
