@@ -7,7 +7,7 @@
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
 
-use crate::telemetry::ErrorKind;
+use crate::error_kind::ErrorKind;
 
 /// What the data plane does about a record whose produce failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,13 @@ pub fn meaning(code: Code) -> Meaning {
         Code::Fatal => m(K::Fatal, Restart),
         Code::PurgeQueue | Code::PurgeInflight => m(K::Purged, Restart),
         _ => m(K::Other, Restart),
+    }
+}
+
+impl ErrorKind {
+    /// The class of a Kafka client's error, from the table.
+    pub fn of(err: &KafkaError) -> ErrorKind {
+        meaning_of(err).kind
     }
 }
 

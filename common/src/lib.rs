@@ -6,6 +6,7 @@ pub mod access;
 pub mod backoff;
 pub mod config;
 pub mod coord;
+pub mod error_kind;
 pub mod formats;
 pub mod kafka;
 pub mod kafka_errors;

@@ -169,7 +169,7 @@ pub fn describe() {
         "source high watermark minus committed position, per partition"
     );
     describe_gauge!(LAG, Unit::Count, "sum of the partitions' lag, by flow");
-    let kinds: Vec<&str> = crate::telemetry::ErrorKind::ALL
+    let kinds: Vec<&str> = crate::error_kind::ErrorKind::ALL
         .iter()
         .map(|k| k.as_str())
         .collect();

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::{
-    ttl_secs, Compare, CoordError, Coordinator, Event, Kv, LeaseId, Op, Result, Revision, Watch,
+    ttl_secs, Batch, Compare, CoordError, Coordinator, Event, Kv, LeaseId, Op, Result, Revision,
+    Watch,
 };
 
 /// Events kept for watches that start in the past.
@@ -32,7 +33,7 @@ struct LeaseState {
 
 struct Watcher {
     prefix: String,
-    tx: mpsc::UnboundedSender<Result<Vec<Event>>>,
+    tx: mpsc::UnboundedSender<Batch>,
 }
 
 #[derive(Default)]
@@ -281,6 +282,6 @@ impl Coordinator for Embedded {
             prefix: prefix.to_owned(),
             tx,
         });
-        Ok(Watch::new(rx))
+        Ok(Watch::unbounded(rx))
     }
 }

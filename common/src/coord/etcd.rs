@@ -18,6 +18,11 @@ use super::{
 };
 use crate::config::CoordinationConfig;
 
+/// Batches a watch queues for its consumer before it stops reading from
+/// etcd: a slow consumer holds the stream back (etcd keeps what is not
+/// read yet), it never loses an event.
+pub const WATCH_BUFFER: usize = 64;
+
 pub struct Etcd {
     client: Client,
     endpoints: Vec<String>,
@@ -335,7 +340,10 @@ impl Coordinator for Etcd {
                 Some(WatchOptions::new().with_prefix().with_start_revision(from)),
             ))
             .await?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Bounded, and the task waits for room: while the consumer is
+        // behind, the stream is not read (backpressure), so nothing piles up
+        // here and nothing is dropped.
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {
             loop {
                 let item = tokio::select! {
@@ -375,19 +383,20 @@ impl Coordinator for Etcd {
                     // packs several revisions into one response.
                     Ok(events) => {
                         for same in by_revision(events) {
-                            if tx.send(Ok(same)).is_err() {
+                            // Fails only once nobody watches any more.
+                            if tx.send(Ok(same)).await.is_err() {
                                 return;
                             }
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(e));
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
                 }
             }
         });
-        Ok(Watch::new(rx))
+        Ok(Watch::bounded(rx))
     }
 }
 
@@ -444,6 +453,67 @@ mod tests {
         );
         for lease in [slow, other] {
             let _ = etcd.revoke(lease).await;
+        }
+    }
+
+    /// A consumer that does not keep up holds the watch back instead of
+    /// letting a queue grow: at most [`super::WATCH_BUFFER`] batches wait
+    /// for it, and once it reads, every revision arrives, in order, none
+    /// missing. (With the unbounded queue of before, all of them were
+    /// queued at once.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_watcher_holds_the_watch_back_and_misses_nothing() {
+        use std::time::{Duration, Instant};
+
+        use crate::config::CoordinationConfig;
+        use crate::coord::{Coordinator as _, Event};
+
+        let cfg = CoordinationConfig {
+            etcd: vec![strait_testkit::sandbox().etcd],
+            ..CoordinationConfig::default()
+        };
+        let etcd = super::Etcd::connect(&cfg)
+            .await
+            .expect("the sandbox's etcd");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let prefix = format!("strait-test/slow-watcher-{nanos}/");
+        let (_, revision) = etcd.list(&prefix).await.unwrap();
+        let mut watch = etcd.watch(&prefix, revision + 1).await.unwrap();
+        let n = super::WATCH_BUFFER * 3;
+        let keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i:04}")).collect();
+        for k in &keys {
+            etcd.put(k, b"v".to_vec(), None).await.unwrap();
+        }
+        // Nothing read yet: the queue fills up to its bound and stays there.
+        let until = Instant::now() + Duration::from_secs(10);
+        while watch.queued() < super::WATCH_BUFFER && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(watch.queued(), super::WATCH_BUFFER);
+        // Read now: one batch per revision, every key, in order.
+        let mut seen = Vec::new();
+        let mut last = revision;
+        while seen.len() < n {
+            let batch = tokio::time::timeout(Duration::from_secs(10), watch.next())
+                .await
+                .expect("the watch goes on once read")
+                .expect("the watch has not ended")
+                .expect("no error");
+            assert_eq!(batch.len(), 1, "one put per revision: {batch:?}");
+            let Event::Put(kv) = &batch[0] else {
+                panic!("only puts: {batch:?}");
+            };
+            assert!(kv.mod_revision > last, "in revision order");
+            last = kv.mod_revision;
+            seen.push(kv.key.clone());
+        }
+        assert_eq!(seen, keys);
+        for k in &keys {
+            let _ = etcd.delete(k).await;
         }
     }
 

@@ -116,20 +116,58 @@ pub enum CoordError {
 
 pub type Result<T> = std::result::Result<T, CoordError>;
 
+/// One batch of a [`Watch`]: the events of one revision, or why the watch
+/// ended.
+pub(crate) type Batch = Result<Vec<Event>>;
+
 /// Batches of events in revision order (one batch per revision), until
 /// the watch fails or the store goes away.
+///
+/// A consumer slower than the store is never skipped past an event: the
+/// etcd watch queues at most [`etcd::WATCH_BUFFER`] batches, then stops
+/// reading from etcd until the consumer takes one (etcd keeps the rest,
+/// and ends the watch with [`CoordError::Compacted`] if it compacts them
+/// away first: the consumer then lists again). The embedded store's
+/// queue is not bounded: it sends under its lock, from synchronous code
+/// (a transaction, the lease reaper), where it cannot wait, and what it
+/// queues is what its own process writes.
 pub struct Watch {
-    rx: mpsc::UnboundedReceiver<Result<Vec<Event>>>,
+    rx: Rx,
+}
+
+enum Rx {
+    Bounded(mpsc::Receiver<Batch>),
+    Unbounded(mpsc::UnboundedReceiver<Batch>),
 }
 
 impl Watch {
-    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Result<Vec<Event>>>) -> Self {
-        Watch { rx }
+    pub(crate) fn bounded(rx: mpsc::Receiver<Batch>) -> Self {
+        Watch {
+            rx: Rx::Bounded(rx),
+        }
+    }
+
+    pub(crate) fn unbounded(rx: mpsc::UnboundedReceiver<Batch>) -> Self {
+        Watch {
+            rx: Rx::Unbounded(rx),
+        }
     }
 
     /// The next batch; `None` when the watch ended.
     pub async fn next(&mut self) -> Option<Result<Vec<Event>>> {
-        self.rx.recv().await
+        match &mut self.rx {
+            Rx::Bounded(rx) => rx.recv().await,
+            Rx::Unbounded(rx) => rx.recv().await,
+        }
+    }
+
+    /// Batches received and not yet taken.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        match &self.rx {
+            Rx::Bounded(rx) => rx.len(),
+            Rx::Unbounded(rx) => rx.len(),
+        }
     }
 }
 

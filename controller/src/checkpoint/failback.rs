@@ -10,7 +10,7 @@
 //! refused for groups with members there.
 //!
 //! [`SyncHistory::translate_back`]: strait_common::syncs::SyncHistory::translate_back
-//! [`failover_groups`]: super::failover::failover_groups
+//! [`failover_groups`]: super::groups::failover_groups
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,8 +19,9 @@ use strait_common::model::TopicPartition;
 use strait_common::syncs::Translation;
 
 use super::core::Checkpoints;
-use super::failover::{group_client, list_groups, read_syncs, source_positions, GroupSelector};
-use super::service::CheckpointSpec;
+use super::failover::{read_syncs, GroupSelector};
+use super::groups::{group_client, list_groups, source_positions};
+use super::spec::CheckpointSpec;
 use super::READ_TIMEOUT;
 
 /// One partition of a group, translated back to the source.

@@ -7,8 +7,12 @@
 //! - [`core`]: the pure part (sync histories, translation, never backwards,
 //!   freshness);
 //! - [`service`]: the leader's checkpoint service, one per flow;
+//! - [`spec`]: a flow's clusters, as every part below finds them;
+//! - [`groups`]: consumer groups on one cluster through the admin API
+//!   (listing, committed positions, committing forward to idle groups),
+//!   used by the service for `sync_group_offsets`, by failover and failback;
 //! - [`failover`]: translation and failover on demand (`strait offsets`,
-//!   the HTTP endpoint), also used by the service for `sync_group_offsets`;
+//!   the HTTP endpoint);
 //! - [`failback`]: the way back, a target group's positions on the remote
 //!   topics translated to the source topics (`strait offsets failback`);
 //! - [`reader`]: reading the internal topics up to their end.
@@ -19,17 +23,18 @@
 pub mod core;
 pub mod failback;
 pub mod failover;
+pub mod groups;
 #[cfg(test)]
 mod leader_fence_test;
 pub mod reader;
 pub mod service;
+pub mod spec;
 
 pub use self::core::{Checkpoints, Freshness};
-pub use failover::{
-    checkpointed_groups, failover_groups, translate_groups, FailoverRow, GroupOutcome,
-    GroupSelector, Translated,
-};
-pub use service::{run_checkpoints, CheckpointBoard, CheckpointHealth, CheckpointSpec};
+pub use failover::{checkpointed_groups, translate_groups, GroupSelector, Translated};
+pub use groups::{failover_groups, FailoverRow, GroupOutcome};
+pub use service::{run_checkpoints, CheckpointBoard, CheckpointHealth};
+pub use spec::CheckpointSpec;
 
 use std::time::Duration;
 

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use strait_common::access::{denials, Feature, Name, Operation, Resource};
-use strait_common::config::{ClusterConfig, Config, Flow};
+use strait_common::config::Flow;
 use strait_common::coord::lease::Fence;
 use strait_common::error_event;
 use strait_common::formats::{Checkpoint, OffsetSync};
@@ -34,33 +34,10 @@ use strait_common::policy::checkpoints_topic;
 use strait_common::telemetry::ErrorKind;
 
 use super::core::{Checkpoints, Freshness};
-use super::failover::{failover_groups, group_client, list_groups, source_positions, GroupOutcome};
+use super::groups::{failover_groups, group_client, list_groups, source_positions, GroupOutcome};
 use super::reader::InternalTopic;
+use super::spec::CheckpointSpec;
 use super::READ_TIMEOUT;
-
-/// Where the service finds its clusters.
-#[derive(Debug, Clone)]
-pub struct CheckpointSpec {
-    pub deployment: String,
-    pub flow: Flow,
-    pub source: ClusterConfig,
-    pub target: ClusterConfig,
-    pub syncs_cluster: ClusterConfig,
-}
-
-impl CheckpointSpec {
-    /// The spec of `flow`, one of `config`'s resolved flows.
-    pub fn new(config: &Config, flow: &Flow) -> Self {
-        let clusters = config.clusters_of(flow);
-        CheckpointSpec {
-            deployment: config.deployment.clone(),
-            flow: flow.clone(),
-            source: clusters.source,
-            target: clusters.target,
-            syncs_cluster: clusters.syncs,
-        }
-    }
-}
 
 /// How one flow's checkpoints keep up, for `/v1/status`.
 #[derive(Debug, Clone, Default)]
