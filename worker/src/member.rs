@@ -27,6 +27,10 @@ use strait_common::coord::{Compare, Coord, Op};
 use strait_common::metrics as m;
 use strait_common::model::Unit;
 
+/// Owner keys this process created: numbers each key's value
+/// ([`OwnerDoc::take`]).
+static TAKES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 use crate::handoff::{owner_key, Handoff, PlanSeen};
 use crate::{Assignment, Held, StatusBoard, UnitLink};
 
@@ -365,6 +369,7 @@ impl Member {
                     format: FORMAT,
                     worker: self.spec.id.clone(),
                     epoch: handoff.epoch(),
+                    take: TAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 });
                 match self
                     .coord

@@ -66,6 +66,12 @@ pub struct OwnerDoc {
     pub worker: String,
     /// The plan epoch under which the worker took the unit.
     pub epoch: u64,
+    /// Which of the process's takes this is: every key a worker creates
+    /// has its own value, so a key it gave back is never mistaken, in a
+    /// copy of the store that lags, for one it holds (absent in older
+    /// values: 0).
+    #[serde(default)]
+    pub take: u64,
 }
 
 /// `load/{worker}`, on the worker's lease: what it runs and how fast.
