@@ -13,7 +13,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use strait_common::backoff::{Backoff, COORD_RETRY_MAX};
 use strait_common::config::Flow;
 use strait_common::coord::keys::Keys;
 use strait_common::coord::lease::{Fence, Lease};
@@ -105,21 +104,17 @@ impl Controller {
     /// Campaigns and leads until `shutdown`; then resigns so another
     /// controller takes over at once.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut retry = Backoff::new(Duration::from_millis(500), COORD_RETRY_MAX);
         while !shutdown.is_cancelled() {
-            let lease = match Lease::acquire(&self.coord, self.spec.lease_ttl, "controller").await {
-                Ok(l) => {
-                    retry.reset();
-                    l
-                }
-                Err(e) => {
-                    let delay = retry.next_delay();
-                    warn!(error = %e, store = %self.coord.describe(), retry_in = ?delay, "cannot get a lease; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => continue,
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
+            let Some(lease) = Lease::acquire_retrying(
+                &self.coord,
+                self.spec.lease_ttl,
+                "controller",
+                Fence::closed(),
+                &shutdown,
+            )
+            .await
+            else {
+                return;
             };
             let Some(term) = self.campaign(&lease, &shutdown).await else {
                 let _ = lease.revoke(&self.coord).await;

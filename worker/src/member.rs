@@ -16,7 +16,6 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use strait_common::backoff::{Backoff, COORD_RETRY_MAX};
 use strait_common::coord::keys::Keys;
 use strait_common::coord::lease::{Fence, Lease};
 use strait_common::coord::mirror::mirror;
@@ -174,32 +173,15 @@ impl Member {
     /// returns the lease for the caller to revoke once the data plane has
     /// stopped (revoking deletes the owner keys, so not before).
     pub async fn run(self, drain: CancellationToken) -> Option<Lease> {
-        let mut retry = Backoff::new(Duration::from_millis(500), COORD_RETRY_MAX);
         loop {
-            if drain.is_cancelled() {
-                return None;
-            }
-            let lease = match Lease::acquire_with(
+            let lease = Lease::acquire_retrying(
                 &self.coord,
                 self.spec.lease_ttl,
                 "worker",
                 self.fence.clone(),
+                &drain,
             )
-            .await
-            {
-                Ok(l) => {
-                    retry.reset();
-                    l
-                }
-                Err(e) => {
-                    let delay = retry.next_delay();
-                    warn!(error = %e, store = %self.coord.describe(), retry_in = ?delay, "cannot get a lease; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => continue,
-                        _ = drain.cancelled() => return None,
-                    }
-                }
-            };
+            .await?;
             let ended = self.incarnation(lease, &drain).await;
             self.status.set_registered(false);
             match ended {

@@ -177,6 +177,9 @@ impl Fence {
     }
 }
 
+/// The first wait after the store refused a lease.
+pub const LEASE_RETRY_FIRST: Duration = Duration::from_millis(500);
+
 /// A lease kept alive in the background. When it cannot be renewed before
 /// its fence deadline, or the store says it is gone, the fence closes and
 /// `lost` fires; the holder then starts over with a new lease.
@@ -194,6 +197,38 @@ impl Lease {
     /// Grants a lease of `ttl` and keeps it alive every `ttl / 4`.
     pub async fn acquire(coord: &Coord, ttl: Duration, what: &str) -> Result<Lease> {
         Self::acquire_with(coord, ttl, what, Fence::closed()).await
+    }
+
+    /// Acquires a lease on `fence`, retrying with jittered backoff (from
+    /// [`LEASE_RETRY_FIRST`] to [`crate::backoff::COORD_RETRY_MAX`]) while
+    /// the store refuses, each failure logged once with the next delay;
+    /// `None` once `stop` fires. The loop the controller and the worker
+    /// share.
+    pub async fn acquire_retrying(
+        coord: &Coord,
+        ttl: Duration,
+        what: &str,
+        fence: Fence,
+        stop: &CancellationToken,
+    ) -> Option<Lease> {
+        let mut retry =
+            crate::backoff::Backoff::new(LEASE_RETRY_FIRST, crate::backoff::COORD_RETRY_MAX);
+        loop {
+            if stop.is_cancelled() {
+                return None;
+            }
+            match Self::acquire_with(coord, ttl, what, fence.clone()).await {
+                Ok(lease) => return Some(lease),
+                Err(e) => {
+                    let delay = retry.next_delay();
+                    tracing::warn!(error = %e, store = %coord.describe(), retry_in = ?delay, role = what, "cannot get a lease; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => return None,
+                    }
+                }
+            }
+        }
     }
 
     /// As [`Lease::acquire`], opening an existing fence (a worker keeps one
