@@ -376,6 +376,19 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         } else {
             plan_flow(&self.flow, &source, &target, &overrides)
         };
+        self.publish_topics(&source, &target, None);
+        metrics::gauge!(m::DISCOVERY_UNITS, "flow" => flow.clone()).set(view.units.len() as f64);
+        // Units first: a config or ACL sync against a slow target must not
+        // hold back the units of a topic found this round.
+        let units = view.units;
+        self.units.send_if_modified(|current| {
+            if *current == units {
+                return false;
+            }
+            info!(flow = %flow, units = units.len(), "units changed");
+            *current = units;
+            true
+        });
         let syncs_metadata = self.flow.sync_topic_configs.is_some() || self.flow.sync_acls;
         if syncs_metadata {
             let every = self.flow.config_sync_interval;
@@ -414,17 +427,6 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 self.next_config_sync = Some(Instant::now() + every);
             }
         }
-        self.publish_topics(&source, &target, None);
-        metrics::gauge!(m::DISCOVERY_UNITS, "flow" => flow.clone()).set(view.units.len() as f64);
-        let units = view.units;
-        self.units.send_if_modified(|current| {
-            if *current == units {
-                return false;
-            }
-            info!(flow = %flow, units = units.len(), "units changed");
-            *current = units;
-            true
-        });
         Ok(())
     }
 }
