@@ -67,7 +67,12 @@ pub fn run(config: &Config, args: &Args) -> ExitCode {
 
 fn cutover(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + args.timeout;
-    let partitions = source_partitions(config, flow, None)?;
+    // Heartbeats keep coming from strait itself: they are not the
+    // producers that must stop, and no group's position is on them.
+    let partitions: Vec<Partition> = source_partitions(config, flow, None)?
+        .into_iter()
+        .filter(|(t, _)| !flow.policy.is_heartbeats_topic(t))
+        .collect();
     if partitions.is_empty() {
         anyhow::bail!("no source topic of the flow on {}", flow.source);
     }

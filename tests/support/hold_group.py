@@ -20,6 +20,9 @@ consumer = KafkaConsumer(
     group_id=group,
     enable_auto_commit=False,
     auto_offset_reset="earliest",
+    # A topic created moments ago may be missing from the first metadata
+    # answer; without this the member would wait 5 minutes to look again.
+    metadata_max_age_ms=1000,
 )
 announced = False
 while True:

@@ -222,6 +222,19 @@ pub struct Member(std::process::Child);
 
 impl Member {
     pub fn join(bootstrap: &str, group: &str, topic: &str) -> Member {
+        // Bounded: a member that never gets its partitions is replaced
+        // (three tries of 30 s), then fails the test instead of hanging it.
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_join(bootstrap, group, topic) {
+                Ok(m) => return m,
+                Err(e) => last = Some(e),
+            }
+        }
+        panic!("the member of {group} on {bootstrap} did not join: {last:?}");
+    }
+
+    fn try_join(bootstrap: &str, group: &str, topic: &str) -> Result<Member, String> {
         let python = clients_python();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/hold_group.py");
         let mut child = std::process::Command::new(&python)
@@ -236,8 +249,6 @@ impl Member {
                     python.display()
                 )
             });
-        // Bounded: a member that never gets its partitions fails the test
-        // instead of hanging it.
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -245,12 +256,12 @@ impl Member {
             let _ = std::io::BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
-            Ok(line) if line.trim() == "assigned" => Member(child),
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(line) if line.trim() == "assigned" => Ok(Member(child)),
             got => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("the member of {group} on {bootstrap} did not join within 60 s: {got:?}");
+                Err(format!("no assignment within 30 s: {got:?}"))
             }
         }
     }
