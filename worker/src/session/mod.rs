@@ -9,9 +9,11 @@
 //! a new session, which resumes every unit from its committed position.
 //!
 //! This file holds the clients, the loop, unit lifecycle (reconcile,
-//! release) and drain. The record path is in `records`, offset syncs and
-//! commits in `commits`, back-pressure in `pressure`, reporting in `report`;
-//! what a unit may commit is decided by [`crate::progress::UnitProgress`].
+//! release) and drain. The units themselves (the table that finds them by
+//! id or by source partition, and what each is doing) are in `units`; the
+//! record path is in `records`, offset syncs and commits in `commits`,
+//! back-pressure in `pressure`, reporting in `report`; what a unit may
+//! commit is decided by [`crate::progress::UnitProgress`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
