@@ -5,7 +5,7 @@ use super::*;
 
 impl Session<'_> {
     /// Emits the offset syncs the unit's last progress called for (in `to_emit`).
-    pub(super) fn emit_syncs(&mut self, id: u64) {
+    pub(super) fn emit_syncs(&mut self, id: UnitId) {
         for i in 0..self.to_emit.len() {
             let (up, down) = self.to_emit[i];
             self.emit_sync(id, up, down);
@@ -15,8 +15,10 @@ impl Session<'_> {
     /// Emits an offset sync: pending from here on (no commit passes it
     /// until it is written), then sent, after any of the unit's syncs that
     /// could not be queued yet, in source order.
-    pub(super) fn emit_sync(&mut self, id: u64, upstream: i64, downstream: i64) {
-        let u = self.units.get_mut(&id).expect("a unit of this session");
+    pub(super) fn emit_sync(&mut self, id: UnitId, upstream: i64, downstream: i64) {
+        let Some(u) = self.units.get_mut(id) else {
+            return;
+        };
         u.progress.sync_sent(upstream);
         u.unsent_syncs.push_back((upstream, downstream));
         self.send_unsent_syncs(id);
@@ -25,8 +27,8 @@ impl Session<'_> {
     /// Queues the unit's syncs not queued yet, oldest first, until the
     /// syncs producer's queue is full; the rest wait for the next try (each
     /// emission and each offset-sync interval).
-    pub(super) fn send_unsent_syncs(&mut self, id: u64) {
-        let Some(u) = self.units.get_mut(&id) else {
+    pub(super) fn send_unsent_syncs(&mut self, id: UnitId) {
+        let Some(u) = self.units.get_mut(id) else {
             return;
         };
         while let Some(&(upstream, downstream)) = u.unsent_syncs.front() {
@@ -70,19 +72,14 @@ impl Session<'_> {
         u.sync_backlog_told = false;
     }
 
-    pub(super) fn flush_unit_syncs(&mut self, id: u64) {
-        if let Some((up, down)) = self
-            .units
-            .get_mut(&id)
-            .and_then(|u| u.progress.flush_sync())
-        {
+    pub(super) fn flush_unit_syncs(&mut self, id: UnitId) {
+        if let Some((up, down)) = self.units.get_mut(id).and_then(|u| u.progress.flush_sync()) {
             self.emit_sync(id, up, down);
         }
     }
 
     pub(super) fn flush_syncs(&mut self) {
-        let ids: Vec<u64> = self.units.keys().copied().collect();
-        for id in ids {
+        for id in self.units.ids() {
             self.send_unsent_syncs(id);
             self.flush_unit_syncs(id);
         }
@@ -91,18 +88,18 @@ impl Session<'_> {
     /// Commits, for every unit, the position past its contiguous
     /// acknowledged records (never further).
     pub(super) fn commit(&mut self, consumer: &Consumer, mode: CommitMode) {
-        let ids: Vec<u64> = self.units.keys().copied().collect();
+        let ids = self.units.ids();
         self.commit_units(consumer, &ids, mode);
     }
 
-    pub(super) fn commit_units(&mut self, consumer: &Consumer, ids: &[u64], mode: CommitMode) {
+    pub(super) fn commit_units(&mut self, consumer: &Consumer, ids: &[UnitId], mode: CommitMode) {
         if !self.fence.is_open() {
             return; // the units may have moved: their new owner commits
         }
         let force = self.commit_failed.swap(false, Ordering::Relaxed);
         let mut tpl = TopicPartitionList::new();
         let mut moved = Vec::new();
-        for id in ids {
+        for &id in ids {
             let Some(u) = self.units.get(id) else {
                 continue;
             };
@@ -122,7 +119,7 @@ impl Session<'_> {
             };
             let (topic, partition) = (&u.unit.source.topic, u.unit.source.partition);
             if add_position(&mut tpl, topic, partition, pos.0, u.incarnation.as_deref()) {
-                moved.push((*id, pos));
+                moved.push((id, pos));
             }
         }
         if moved.is_empty() {
@@ -131,7 +128,7 @@ impl Session<'_> {
         match consumer.commit(&tpl, mode) {
             Ok(()) => {
                 for (id, pos) in moved {
-                    if let Some(u) = self.units.get_mut(&id) {
+                    if let Some(u) = self.units.get_mut(id) {
                         u.progress.committed_at(pos);
                     }
                 }

@@ -306,14 +306,10 @@ impl Session<'_> {
     pub(super) fn on_out_of_range(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
         let flow = self.spec.flow.name.clone();
         let mut found = 0;
-        let ids: Vec<u64> = self
-            .units
-            .iter()
-            .filter(|(_, u)| u.state == UnitState::Running)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            let u = &self.units[&id];
+        for id in self.units.ids_where(|u| u.phase.is_running()) {
+            let Some(u) = self.units.get(id) else {
+                continue;
+            };
             let Some(position) = u.progress.next_expected().map(|n| n.0).or(u.start_at) else {
                 continue;
             };
@@ -363,14 +359,16 @@ impl Session<'_> {
     fn expired(
         &mut self,
         consumer: &Consumer,
-        id: u64,
+        id: UnitId,
         position: i64,
         lost: u64,
         low: i64,
     ) -> Result<(), SessionError> {
         let flow = self.spec.flow.name.clone();
         let policy = self.spec.flow.on_source_gap;
-        let u = self.units.get_mut(&id).expect("listed");
+        let Some(u) = self.units.get_mut(id) else {
+            return Ok(());
+        };
         let (topic, partition) = (u.unit.source.topic.clone(), u.unit.source.partition);
         metrics::counter!(m::RECORDS_LOST, "flow" => flow.clone(), "reason" => "expired")
             .increment(lost);
@@ -382,12 +380,12 @@ impl Session<'_> {
         );
         match policy {
             OnSourceGap::Continue => {
-                u.error = Some(format!("{what}; continued at {low}"));
+                u.phase.note(format!("{what}; continued at {low}"));
                 reposition(consumer, &topic, partition, Offset::Offset(low))?;
             }
             OnSourceGap::Stop => {
-                u.error = Some(format!("{what}; stopped (on_source_gap = \"stop\")"));
-                u.state = UnitState::Failed;
+                u.phase
+                    .fail(format!("{what}; stopped (on_source_gap = \"stop\")"));
                 self.apply_pause(consumer, id);
             }
         }
@@ -401,7 +399,7 @@ impl Session<'_> {
         let topics: BTreeSet<&str> = self
             .units
             .values()
-            .filter(|u| u.incarnation.is_some() && u.state != UnitState::Releasing)
+            .filter(|u| u.incarnation.is_some() && !u.phase.is_releasing())
             .map(|u| u.unit.source.topic.as_str())
             .collect();
         if topics.is_empty() {
@@ -418,14 +416,14 @@ impl Session<'_> {
                 }
             },
         };
-        let changed: Vec<(u64, String, String)> = self
+        let changed: Vec<(UnitId, String, String)> = self
             .units
             .iter()
-            .filter(|(_, u)| matches!(u.state, UnitState::Running | UnitState::Paused))
+            .filter(|(_, u)| u.phase.replicates())
             .filter_map(|(id, u)| {
                 let was = u.incarnation.as_ref()?;
                 let now = ids.get(&u.unit.source.topic)?;
-                (now != was).then(|| (*id, was.clone(), now.clone()))
+                (now != was).then(|| (id, was.clone(), now.clone()))
             })
             .collect();
         for (id, was, now) in changed {
@@ -441,12 +439,14 @@ impl Session<'_> {
     fn recreated_under(
         &mut self,
         consumer: &Consumer,
-        id: u64,
+        id: UnitId,
         was: &str,
         now: &str,
     ) -> Result<(), SessionError> {
         let flow = self.spec.flow.name.clone();
-        let u = &self.units[&id];
+        let Some(u) = self.units.get(id) else {
+            return Ok(());
+        };
         let (topic, partition) = (u.unit.source.topic.clone(), u.unit.source.partition);
         let position = u.progress.next_expected().map(|n| n.0).or(u.start_at);
         metrics::counter!(m::SOURCE_RESETS, "flow" => flow.clone()).increment(1);
@@ -454,11 +454,12 @@ impl Session<'_> {
             "the topic's id changed while it was replicated: it was deleted and re-created; the position reached in the old topic does not apply to the new one");
         // Stop reading the new topic at the old position, and let what was
         // read of it so far land before the unit starts anew.
-        if let Err(e) = consumer.pause(&u.tpl) {
+        if let Err(e) = consumer.pause(u.fetch.tpl()) {
             warn!(flow = %flow, topic = %topic, partition, error = %e, "pause failed");
         }
         let deadline = Instant::now() + RECREATED_WAIT;
-        while !self.units[&id].progress.settled() && Instant::now() < deadline {
+        let settled = |s: &Self| s.units.get(id).is_none_or(|u| u.progress.settled());
+        while !settled(self) && Instant::now() < deadline {
             self.wait_acks(consumer, Duration::from_millis(100))?;
         }
         let what = format!(
@@ -472,16 +473,17 @@ impl Session<'_> {
     fn beyond(
         &mut self,
         consumer: &Consumer,
-        id: u64,
+        id: UnitId,
         position: i64,
         high: i64,
     ) -> Result<(), SessionError> {
         let flow = self.spec.flow.name.clone();
-        let topic = self.units[&id].unit.source.topic.clone();
+        let Some(u) = self.units.get(id) else {
+            return Ok(());
+        };
+        let (topic, partition) = (u.unit.source.topic.clone(), u.unit.source.partition);
         // The new incarnation's id, for the commits made from here on.
         let incarnation = topic_ids(self.spec, consumer, &[&topic]).remove(&topic);
-        let u = self.units.get_mut(&id).expect("listed");
-        let partition = u.unit.source.partition;
         metrics::counter!(m::SOURCE_RESETS, "flow" => flow.clone()).increment(1);
         error_event!(error, flow, ErrorKind::SourceGap, topic = %topic, partition, position, end = high,
             "the source no longer has this position: the topic was deleted and re-created, or truncated");
@@ -500,15 +502,16 @@ impl Session<'_> {
     fn start_anew_or_stop(
         &mut self,
         consumer: &Consumer,
-        id: u64,
+        id: UnitId,
         what: &str,
         incarnation: Option<String>,
     ) -> Result<(), SessionError> {
         let policy = self.spec.flow.on_source_gap;
         let offset_lag_max = self.spec.flow.offset_lag_max;
-        let u = self.units.get_mut(&id).expect("listed");
+        let Some(u) = self.units.get_mut(id) else {
+            return Ok(());
+        };
         if policy == OnSourceGap::Continue && u.progress.settled() {
-            u.error = Some(format!("{what}; replicating it from its beginning"));
             u.progress = UnitProgress::new(offset_lag_max);
             u.unsent_syncs.clear(); // the old topic's
             u.start_at = None;
@@ -516,15 +519,15 @@ impl Session<'_> {
             let (topic, partition) = (u.unit.source.topic.clone(), u.unit.source.partition);
             reposition(consumer, &topic, partition, Offset::Beginning)?;
             // Assigned anew, and resumed.
-            u.fetch_paused = false;
-            u.state = UnitState::Running;
+            u.fetch.reassigned();
+            u.phase
+                .restart(format!("{what}; replicating it from its beginning"));
         } else {
             let why = match policy {
                 OnSourceGap::Stop => "stopped (on_source_gap = \"stop\")",
                 OnSourceGap::Continue => "stopped: records of the old topic were still in flight",
             };
-            u.error = Some(format!("{what}; {why}"));
-            u.state = UnitState::Failed;
+            u.phase.fail(format!("{what}; {why}"));
             self.apply_pause(consumer, id);
         }
         Ok(())

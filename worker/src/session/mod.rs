@@ -9,9 +9,11 @@
 //! a new session, which resumes every unit from its committed position.
 //!
 //! This file holds the clients, the loop, unit lifecycle (reconcile,
-//! release) and drain. The record path is in `records`, offset syncs and
-//! commits in `commits`, back-pressure in `pressure`, reporting in `report`;
-//! what a unit may commit is decided by [`crate::progress::UnitProgress`].
+//! release) and drain. The units themselves (the table that finds them by
+//! id or by source partition, and what each is doing) are in `units`; the
+//! record path is in `records`, offset syncs and commits in `commits`,
+//! back-pressure in `pressure`, reporting in `report`; what a unit may
+//! commit is decided by [`crate::progress::UnitProgress`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +63,8 @@ mod test_support;
 mod txn;
 #[cfg(test)]
 mod txn_fence_test;
+mod units;
+use units::{Phase, UnitId, UnitSlot, Units};
 
 const POLL: Duration = Duration::from_millis(50);
 const TICK: Duration = Duration::from_secs(1);
@@ -128,30 +132,13 @@ impl Stopped {
     }
 }
 
-struct UnitSlot {
-    unit: Unit,
-    remote: Arc<str>,
-    tpl: TopicPartitionList,
-    state: UnitState,
-    error: Option<String>,
-    /// What was sent, acknowledged and synced, and what may be committed.
-    progress: UnitProgress,
-    /// The unit's own in-flight limit.
-    over_limit: Hysteresis,
-    fetch_paused: bool,
-    release_deadline: Option<Instant>,
-    /// Where the unit started reading, when it was a stored position (not
-    /// the beginning or end of the log).
-    start_at: Option<i64>,
-    /// Records lost on the source while this session held the unit.
-    lost: u64,
-    /// The source topic's id when the unit started (named in its commits).
-    incarnation: Option<String>,
-    /// Offset syncs emitted that the syncs producer could not queue yet
-    /// (upstream, downstream), in source order: pending for the commits.
-    unsent_syncs: VecDeque<(i64, i64)>,
-    /// Whether the current backlog of unsent syncs was logged.
-    sync_backlog_told: bool,
+/// Where units about to start start: their positions, the source topics'
+/// ids now, and the units whose topic was re-created, with what their error
+/// says.
+struct StartPlan {
+    starts: Vec<Start>,
+    ids: BTreeMap<String, String>,
+    recreated: BTreeMap<Unit, String>,
 }
 
 /// Handles of the per-record metrics, resolved once per session so the hot
@@ -183,9 +170,7 @@ struct Session<'a> {
     syncs_topic: String,
     acks: mpsc::Receiver<Ack>,
     sync_acks: mpsc::Receiver<SyncAck>,
-    units: HashMap<u64, UnitSlot>,
-    index: HashMap<String, HashMap<i32, u64>>,
-    next_id: u64,
+    units: Units,
     in_flight_bytes: u64,
     in_flight_records: u64,
     /// The flow's in-flight limit.
@@ -361,9 +346,7 @@ fn run_session(
         syncs_topic: spec.flow.offset_syncs().1,
         acks,
         sync_acks,
-        units: HashMap::new(),
-        index: HashMap::new(),
-        next_id: 0,
+        units: Units::default(),
         in_flight_bytes: 0,
         in_flight_records: 0,
         flow_over: Hysteresis::default(),
@@ -516,111 +499,141 @@ impl Session<'_> {
     /// Starts units that are wanted and not owned; releases owned units that
     /// are no longer wanted (stop fetching, wait for the target, commit, go).
     fn reconcile(&mut self, consumer: &Consumer) -> Result<(), SessionError> {
-        let wanted = &self.wanted.units;
-        self.stopped.retain(wanted);
-        let owned: BTreeSet<&Unit> = self.units.values().map(|u| &u.unit).collect();
-        let added: Vec<Unit> = wanted
-            .iter()
-            .filter(|u| !owned.contains(u))
-            .cloned()
-            .collect();
-        let removed: Vec<u64> = self
-            .units
-            .iter()
-            .filter(|(_, u)| !wanted.contains(&u.unit) && u.state != UnitState::Releasing)
-            .map(|(id, _)| *id)
-            .collect();
-
+        self.stopped.retain(&self.wanted.units);
+        let added = self.units_to_start();
+        let removed = self.units_to_release();
         if !added.is_empty() {
-            // With exactly-once, from the progress on the target (or the
-            // source commit, where further: txn::resume_from).
-            let topics: BTreeSet<&str> = added.iter().map(|u| u.source.topic.as_str()).collect();
-            let topics: Vec<&str> = topics.into_iter().collect();
-            let ids = gaps::topic_ids(self.spec, consumer, &topics);
-            let starts = match self.txn {
-                Some(_) => self.eos_start_positions(consumer, &added, &ids)?,
-                None => vec![Start::stored(); added.len()],
-            };
-            // Offset::Stored: the committed position, else the flow's `start`.
-            let mut starts = self.resolve_starts(consumer, &added, starts)?;
-            let mut recreated = self.check_incarnations(&added, &mut starts, &ids);
-            let mut tpl = TopicPartitionList::new();
-            for (u, s) in added.iter().zip(&starts) {
-                tpl.add_partition_offset(&u.source.topic, u.source.partition, s.at)
-                    .map_err(SessionError::Assign)?;
-            }
-            consumer
-                .incremental_assign(&tpl)
-                .map_err(SessionError::Assign)?;
-            // librdkafka keeps a partition's pause flag across unassign and
-            // assign: a unit released (paused) and given back would never
-            // fetch again without this.
-            consumer.resume(&tpl).map_err(SessionError::Assign)?;
-            for (u, start) in added.into_iter().zip(starts) {
-                let at = start.at;
-                let note = recreated.remove(&u);
-                let stop_recreated =
-                    note.is_some() && self.spec.flow.on_source_gap == OnSourceGap::Stop;
-                let incarnation = ids.get(&u.source.topic).cloned();
-                let id = self.next_id;
-                self.next_id += 1;
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&u.source.topic, u.source.partition);
-                let stopped = self
-                    .stopped
-                    .get(&u)
-                    .or_else(|| note.clone().filter(|_| stop_recreated));
-                match &stopped {
-                    None => {
-                        info!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, remote = %u.remote_topic, at = ?at, "unit started")
-                    }
-                    Some(why) => {
-                        warn!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, reason = %why,
-                        "unit held stopped at a record the target refused; pause and resume it once the target takes it")
-                    }
-                }
-                self.index
-                    .entry(u.source.topic.clone())
-                    .or_default()
-                    .insert(u.source.partition, id);
-                self.clean.remove(&u);
-                self.units.insert(
-                    id,
-                    UnitSlot {
-                        remote: Arc::from(u.remote_topic.as_str()),
-                        unit: u,
-                        tpl,
-                        state: match stopped {
-                            Some(_) => UnitState::Failed,
-                            None => UnitState::Running,
-                        },
-                        error: stopped.or(note),
-                        progress: UnitProgress::new(self.spec.flow.offset_lag_max),
-                        over_limit: Hysteresis::default(),
-                        fetch_paused: false,
-                        release_deadline: None,
-                        start_at: match at {
-                            Offset::Offset(o) => Some(o),
-                            _ => None,
-                        },
-                        lost: 0,
-                        incarnation,
-                        unsent_syncs: VecDeque::new(),
-                        sync_backlog_told: false,
-                    },
-                );
-                self.apply_pause(consumer, id); // fetches nothing if stopped
-            }
+            self.start_units(consumer, added)?;
         }
         for id in removed {
-            let u = self.units.get_mut(&id).expect("listed above");
-            info!(flow = %u.unit.flow, topic = %u.unit.source.topic, partition = u.unit.source.partition, "unit releasing");
-            u.state = UnitState::Releasing;
-            u.release_deadline = Some(Instant::now() + RELEASE_WAIT);
-            self.apply_pause(consumer, id);
+            self.release_unit(consumer, id);
         }
         self.publish_held();
         Ok(())
+    }
+
+    /// The wanted units this session does not hold (a unit still being
+    /// released is held: it starts again once released).
+    fn units_to_start(&self) -> Vec<Unit> {
+        let owned: BTreeSet<&Unit> = self.units.values().map(|u| &u.unit).collect();
+        self.wanted
+            .units
+            .iter()
+            .filter(|u| !owned.contains(u))
+            .cloned()
+            .collect()
+    }
+
+    /// The units held and no longer wanted, not being released yet.
+    fn units_to_release(&self) -> Vec<UnitId> {
+        let wanted = &self.wanted.units;
+        self.units
+            .ids_where(|u| !wanted.contains(&u.unit) && !u.phase.is_releasing())
+    }
+
+    /// Finds where `added` start, assigns them to the consumer, and starts
+    /// each.
+    fn start_units(&mut self, consumer: &Consumer, added: Vec<Unit>) -> Result<(), SessionError> {
+        let StartPlan {
+            starts,
+            ids,
+            mut recreated,
+        } = self.plan_starts(consumer, &added)?;
+        self.assign(consumer, &added, &starts)?;
+        for (u, start) in added.into_iter().zip(starts) {
+            let note = recreated.remove(&u);
+            let incarnation = ids.get(&u.source.topic).cloned();
+            self.start_unit(consumer, u, start.at, note, incarnation);
+        }
+        Ok(())
+    }
+
+    /// Where each of `added` starts. With exactly-once, from the progress
+    /// on the target (or the source commit, where further:
+    /// txn::resume_from); else the committed position, else the flow's
+    /// `start`. A start in another incarnation of its topic is changed or
+    /// noted by `check_incarnations`.
+    fn plan_starts(&self, consumer: &Consumer, added: &[Unit]) -> Result<StartPlan, SessionError> {
+        let topics: BTreeSet<&str> = added.iter().map(|u| u.source.topic.as_str()).collect();
+        let topics: Vec<&str> = topics.into_iter().collect();
+        let ids = gaps::topic_ids(self.spec, consumer, &topics);
+        let starts = match self.txn {
+            Some(_) => self.eos_start_positions(consumer, added, &ids)?,
+            None => vec![Start::stored(); added.len()],
+        };
+        // Offset::Stored: the committed position, else the flow's `start`.
+        let mut starts = self.resolve_starts(consumer, added, starts)?;
+        let recreated = self.check_incarnations(added, &mut starts, &ids);
+        Ok(StartPlan {
+            starts,
+            ids,
+            recreated,
+        })
+    }
+
+    /// Assigns `added` to the consumer at their `starts`, fetching.
+    fn assign(
+        &self,
+        consumer: &Consumer,
+        added: &[Unit],
+        starts: &[Start],
+    ) -> Result<(), SessionError> {
+        let mut tpl = TopicPartitionList::new();
+        for (u, s) in added.iter().zip(starts) {
+            tpl.add_partition_offset(&u.source.topic, u.source.partition, s.at)
+                .map_err(SessionError::Assign)?;
+        }
+        consumer
+            .incremental_assign(&tpl)
+            .map_err(SessionError::Assign)?;
+        // librdkafka keeps a partition's pause flag across unassign and
+        // assign: a unit released (paused) and given back would never
+        // fetch again without this.
+        consumer.resume(&tpl).map_err(SessionError::Assign)
+    }
+
+    /// Adds an assigned unit to the table: running, or stopped where it
+    /// stopped at a refused record in an earlier session (exactly-once) or
+    /// its topic was re-created and `on_source_gap` is `stop` (`note`
+    /// says so).
+    fn start_unit(
+        &mut self,
+        consumer: &Consumer,
+        u: Unit,
+        at: Offset,
+        note: Option<String>,
+        incarnation: Option<String>,
+    ) {
+        let stop_recreated = note.is_some() && self.spec.flow.on_source_gap == OnSourceGap::Stop;
+        let stopped = self
+            .stopped
+            .get(&u)
+            .or_else(|| note.clone().filter(|_| stop_recreated));
+        match &stopped {
+            None => {
+                info!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, remote = %u.remote_topic, at = ?at, "unit started")
+            }
+            Some(why) => {
+                warn!(flow = %u.flow, topic = %u.source.topic, partition = u.source.partition, reason = %why,
+                "unit held stopped at a record the target refused; pause and resume it once the target takes it")
+            }
+        }
+        self.clean.remove(&u);
+        let phase = Phase::starting(stopped, note);
+        let slot = UnitSlot::new(u, phase, at, incarnation, self.spec.flow.offset_lag_max);
+        let id = self.units.insert(slot);
+        self.apply_pause(consumer, id); // fetches nothing if stopped
+    }
+
+    /// A unit no longer wanted: stops fetching, and waits for the target
+    /// (at most [`RELEASE_WAIT`]) before `finish_releases` lets it go.
+    fn release_unit(&mut self, consumer: &Consumer, id: UnitId) {
+        let Some(u) = self.units.get_mut(id) else {
+            return;
+        };
+        info!(flow = %u.unit.flow, topic = %u.unit.source.topic, partition = u.unit.source.partition, "unit releasing");
+        u.phase.release(Instant::now() + RELEASE_WAIT);
+        self.apply_pause(consumer, id);
     }
 
     /// Tells the worker which units this session holds, as of which
@@ -641,15 +654,9 @@ impl Session<'_> {
         // With exactly-once, a release commits the transaction, which waits
         // for every record: nothing to wait for before.
         let eos = self.txn.is_some();
-        let done: Vec<u64> = self
-            .units
-            .iter()
-            .filter(|(_, u)| {
-                u.state == UnitState::Releasing
-                    && (eos || u.progress.settled() || u.release_deadline.is_some_and(|d| now >= d))
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        let done = self.units.ids_where(|u| {
+            u.phase.is_releasing() && (eos || u.progress.settled() || u.phase.release_overdue(now))
+        });
         if eos && !done.is_empty() {
             // Their last records and final positions commit together; the
             // member may then tell the next owner there is nobody to fence.
@@ -669,7 +676,7 @@ impl Session<'_> {
             // they must not reach the target once the unit has moved.
             if let Some(u) = done
                 .iter()
-                .map(|id| &self.units[id])
+                .filter_map(|&id| self.units.get(id))
                 .find(|u| !u.progress.settled())
             {
                 return Err(SessionError::ReleaseTimedOut {
@@ -684,13 +691,12 @@ impl Session<'_> {
             if !eos {
                 self.commit_units(consumer, &[id], CommitMode::Sync);
             }
-            let u = self.units.remove(&id).expect("listed above");
+            let Some(u) = self.units.remove(id) else {
+                continue;
+            };
             consumer
-                .incremental_unassign(&u.tpl)
+                .incremental_unassign(u.fetch.tpl())
                 .map_err(SessionError::Assign)?;
-            if let Some(parts) = self.index.get_mut(&u.unit.source.topic) {
-                parts.remove(&u.unit.source.partition);
-            }
             self.status.remove(&u.unit);
             if eos {
                 self.clean.insert(u.unit.clone());

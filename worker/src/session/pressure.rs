@@ -6,12 +6,11 @@ use super::*;
 impl Session<'_> {
     /// Back-pressure with hysteresis: a unit pauses above its in-flight limit
     /// and resumes below half of it; the flow likewise with its own limit.
-    pub(super) fn flow_control(&mut self, consumer: &Consumer, id: u64) {
+    pub(super) fn flow_control(&mut self, consumer: &Consumer, id: UnitId) {
         let max = self.spec.worker.max_in_flight_bytes;
         if self.flow_over.update(self.in_flight_bytes, max) {
             debug!(flow = %self.spec.flow.name, paused = self.flow_over.is_over(), bytes = self.in_flight_bytes, "flow in-flight limit");
-            let ids: Vec<u64> = self.units.keys().copied().collect();
-            for id in ids {
+            for id in self.units.ids() {
                 self.apply_pause(consumer, id);
             }
         } else {
@@ -19,32 +18,20 @@ impl Session<'_> {
         }
     }
 
-    pub(super) fn apply_pause(&mut self, consumer: &Consumer, id: u64) {
+    /// Pauses or resumes the unit's fetching as its phase and the in-flight
+    /// limits want; a replicating unit is running or paused accordingly.
+    pub(super) fn apply_pause(&mut self, consumer: &Consumer, id: UnitId) {
         let unit_max = self.spec.worker.unit_max_in_flight_bytes;
-        let Some(u) = self.units.get_mut(&id) else {
+        let Some(u) = self.units.get_mut(id) else {
             return;
         };
         u.over_limit.update(u.progress.in_flight_bytes(), unit_max);
-        let stopped = matches!(u.state, UnitState::Failed | UnitState::Releasing);
+        let stopped = u.phase.is_stopped();
         let want = stopped || u.over_limit.is_over() || self.flow_over.is_over();
-        if want != u.fetch_paused {
-            let r = if want {
-                consumer.pause(&u.tpl)
-            } else {
-                consumer.resume(&u.tpl)
-            };
-            if let Err(e) = r {
-                warn!(flow = %u.unit.flow, error = %e, "pause/resume failed");
-                return;
-            }
-            u.fetch_paused = want;
+        if let Err(e) = u.fetch.set_paused(consumer, want) {
+            warn!(flow = %u.unit.flow, error = %e, "pause/resume failed");
+            return;
         }
-        if !stopped {
-            u.state = if want {
-                UnitState::Paused
-            } else {
-                UnitState::Running
-            };
-        }
+        u.phase.throttle(want);
     }
 }

@@ -17,23 +17,18 @@ impl Session<'_> {
         msg: &BorrowedMessage<'_>,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
-        let Some(&id) = self
-            .index
-            .get(msg.topic())
-            .and_then(|p| p.get(&msg.partition()))
-        else {
-            return Ok(()); // unassigned meanwhile
-        };
         let offset = RecordOffset(msg.offset());
-        let (remote, partition) = {
-            let u = self.units.get_mut(&id).expect("indexed");
-            if !matches!(u.state, UnitState::Running | UnitState::Paused) {
+        let (id, remote, partition) = {
+            let Some((id, u)) = self.units.by_source_mut(msg.topic(), msg.partition()) else {
+                return Ok(()); // unassigned meanwhile
+            };
+            if !u.phase.replicates() {
                 return Ok(()); // failed or releasing: resumes from the committed position later
             }
             if !u.progress.accepts(offset) {
                 return Ok(()); // already sent in this session
             }
-            (u.remote.clone(), u.unit.source.partition)
+            (id, u.remote.clone(), u.unit.source.partition)
         };
         let key = msg.key();
         let payload = msg.payload();
@@ -125,8 +120,11 @@ impl Session<'_> {
                 },
             }
         }
-        let u = self.units.get_mut(&id).expect("indexed");
-        u.progress.sent(offset, bytes);
+        // Sent: in flight until its delivery report, which finds the unit
+        // (a session lets a unit go only between records).
+        if let Some(u) = self.units.get_mut(id) {
+            u.progress.sent(offset, bytes);
+        }
         self.in_flight_bytes += bytes;
         self.in_flight_records += 1;
         self.flow_control(consumer, id);
@@ -138,14 +136,16 @@ impl Session<'_> {
     pub(super) fn refused(
         &mut self,
         consumer: &Consumer,
-        id: u64,
+        id: UnitId,
         offset: RecordOffset,
         bytes: u64,
         e: &KafkaError,
         in_flight: bool,
     ) {
         let flow = self.spec.flow.name.clone();
-        let u = self.units.get_mut(&id).expect("caller checked");
+        let Some(u) = self.units.get_mut(id) else {
+            return;
+        };
         if denials::is_denied(e) {
             // A missing permission, not a bad record: said once with the
             // ACL to add (the unit is handled as any refusal below).
@@ -187,8 +187,7 @@ impl Session<'_> {
                 );
                 error_event!(error, flow, ErrorKind::of(e), topic = %u.unit.source.topic, partition = u.unit.source.partition,
                        offset, bytes, error = %e, remedy, "unit stopped: record refused by the target");
-                u.state = UnitState::Failed;
-                u.error = Some(reason);
+                u.phase.fail(reason);
                 self.apply_pause(consumer, id);
             }
         }
@@ -202,12 +201,16 @@ impl Session<'_> {
     /// from their last transaction.
     pub(super) fn refused_in_transaction(
         &self,
-        id: u64,
+        id: UnitId,
         offset: RecordOffset,
         bytes: u64,
         e: KafkaError,
     ) -> SessionError {
-        let u = &self.units[&id];
+        let Some(u) = self.units.get(id) else {
+            // Not held (never so: a unit is let go only between records):
+            // the session restarts.
+            return SessionError::Delivery(e);
+        };
         let remedy = errors::remedy(&e).unwrap_or("");
         error_event!(error, self.spec.flow.name, ErrorKind::of(&e), topic = %u.unit.source.topic,
             partition = u.unit.source.partition, offset = offset.0, bytes, error = %e, remedy,
@@ -264,7 +267,7 @@ impl Session<'_> {
                 let (cluster, topic) = self.spec.flow.offset_syncs();
                 denials::allowed_topic(cluster, Operation::Write, &topic);
             }
-            if let Some(u) = self.units.get_mut(&tag.unit) {
+            if let Some(u) = self.units.get_mut(tag.unit) {
                 u.progress.sync_acked(tag.upstream);
             }
         }
@@ -281,13 +284,12 @@ impl Session<'_> {
         let offset = RecordOffset(offset);
         self.in_flight_bytes -= bytes;
         self.in_flight_records -= 1;
-        if !self.units.contains_key(&id) {
+        let Some(u) = self.units.get_mut(id) else {
             return Ok(()); // released; its records are the next owner's
-        }
+        };
         match ack.result {
             Ok(downstream) => {
                 let flow = &self.spec.flow.name;
-                let u = self.units.get_mut(&id).expect("checked");
                 self.to_emit.clear();
                 if let Err(e) = u
                     .progress

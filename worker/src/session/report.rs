@@ -16,7 +16,8 @@ impl Session<'_> {
         let mut by_state = [0u64; 4];
         let mut total_lag = 0i64;
         for u in self.units.values() {
-            by_state[u.state as usize] += 1;
+            let state = u.phase.state();
+            by_state[state as usize] += 1;
             let tp = &u.unit.source;
             let position = u.progress.position().map(|p| p.0);
             let lag = watermarks
@@ -30,7 +31,7 @@ impl Session<'_> {
                     ("topic", tp.topic.clone()),
                     ("partition", tp.partition.to_string()),
                 ];
-                metrics::gauge!(m::UNIT_STATE, &labels).set(u.state as u8 as f64);
+                metrics::gauge!(m::UNIT_STATE, &labels).set(state as u8 as f64);
                 if let Some(lag) = lag {
                     metrics::gauge!(m::UNIT_LAG, &labels).set(lag as f64);
                 }
@@ -38,12 +39,12 @@ impl Session<'_> {
             self.status.set(
                 &u.unit,
                 UnitStatus {
-                    state: u.state,
+                    state,
                     committed: u.progress.committed().map(|p| p.0),
                     acknowledged: u.progress.acknowledged().map(|p| p.0),
                     in_flight: u.progress.in_flight() as u64,
                     lag,
-                    error: u.error.clone(),
+                    error: u.phase.error().map(str::to_owned),
                     lost: u.lost,
                     bytes: u.progress.acked_bytes(),
                 },
