@@ -124,6 +124,9 @@ async fn owner_changes_while_held_at(hold: &'static str) {
         }
     })
     .unwrap();
+    // A failing assertion lets the held session go: the test fails instead
+    // of hanging its binary on a session stuck in the failpoint.
+    let _release = Release(go.clone());
     // Worker a's lease: long, or (fence first) ending a few seconds after
     // its held commit is let go, as when a paused worker wakes before its
     // own clock says the lease is over.
@@ -234,4 +237,13 @@ async fn a_commit_answered_after_the_lease_lapsed_is_not_a_second_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_sent_after_the_new_owner_fenced_is_refused() {
     owner_changes_while_held_at(BEFORE_COMMIT).await;
+}
+
+/// Sets its flag when dropped (also while a failing test unwinds).
+struct Release(Arc<AtomicBool>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
