@@ -257,6 +257,23 @@ struct TranslateQuery {
 
 /// The groups a translate query names (`group` or `groups`), or the
 /// answer that says what is wrong with it.
+type TranslateParams = Result<Query<TranslateQuery>, axum::extract::rejection::QueryRejection>;
+
+/// A translate query and the groups it names, or the answer that says what
+/// is wrong with it.
+fn parse_translate(
+    query: TranslateParams,
+) -> Result<(TranslateQuery, GroupSelector), Box<Response>> {
+    let Ok(Query(q)) = query else {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "malformed query string",
+        )));
+    };
+    let selector = query_selector(&q)?;
+    Ok((q, selector))
+}
+
 fn query_selector(q: &TranslateQuery) -> Result<GroupSelector, Box<Response>> {
     match (q.group.clone().filter(|g| !g.is_empty()), &q.groups) {
         (Some(g), None) => Ok(GroupSelector::One(g)),
@@ -278,15 +295,9 @@ fn query_selector(q: &TranslateQuery) -> Result<GroupSelector, Box<Response>> {
 }
 
 /// Where a source consumer group would resume on the target.
-async fn translate(
-    State(api): State<Api>,
-    query: Result<Query<TranslateQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(q)) = query else {
-        return error(StatusCode::BAD_REQUEST, "malformed query string");
-    };
-    let selector = match query_selector(&q) {
-        Ok(s) => s,
+async fn translate(State(api): State<Api>, query: TranslateParams) -> Response {
+    let (q, selector) = match parse_translate(query) {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     let config = api.config.clone();
@@ -305,15 +316,9 @@ async fn translate(
 /// Failback, read only: where groups that consumed `flow`'s remote topics
 /// on its target would resume on its source topics (what `strait offsets
 /// failback` writes).
-async fn translate_back(
-    State(api): State<Api>,
-    query: Result<Query<TranslateQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(q)) = query else {
-        return error(StatusCode::BAD_REQUEST, "malformed query string");
-    };
-    let selector = match query_selector(&q) {
-        Ok(s) => s,
+async fn translate_back(State(api): State<Api>, query: TranslateParams) -> Response {
+    let (q, selector) = match parse_translate(query) {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     let Some(name) = q.flow.clone() else {

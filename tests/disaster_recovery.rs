@@ -21,6 +21,21 @@ fn cli(strait: &Strait, args: &[&str]) -> Output {
     cli_within(strait, args, Duration::from_secs(180))
 }
 
+/// `strait cutover --flow FLOW --timeout TIMEOUT --quiet 2s EXTRA…`.
+fn cutover(strait: &Strait, flow: &str, timeout: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "cutover",
+        "--flow",
+        flow,
+        "--timeout",
+        timeout,
+        "--quiet",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    cli(strait, &args)
+}
+
 fn out(o: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}--- stderr\n{}",
@@ -295,18 +310,7 @@ fn failover_then_failback_returns_groups_and_accounts_for_the_unreplicated_tail(
 
     // And what the group consumed of dr's own records returns too: a
     // planned cutover of the way back (dr's producers have stopped).
-    let o = cli(
-        &strait,
-        &[
-            "cutover",
-            "--flow",
-            "dr-us",
-            "--timeout",
-            "60s",
-            "--quiet",
-            "2s",
-        ],
-    );
+    let o = cutover(&strait, "dr-us", "60s", &[]);
     println!("strait cutover --flow dr-us:\n{}", text(&o.stdout));
     assert!(o.status.success(), "{}", out(&o));
     assert_eq!(
@@ -357,18 +361,7 @@ fn a_planned_cutover_reads_nothing_twice_and_stops_on_a_foreign_record() {
             }
         })
     };
-    let o = cli(
-        &strait,
-        &[
-            "cutover",
-            "--flow",
-            "src-dst",
-            "--timeout",
-            "4s",
-            "--quiet",
-            "2s",
-        ],
-    );
+    let o = cutover(&strait, "src-dst", "4s", &[]);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(
         text(&o.stdout).contains("the source still moves"),
@@ -391,19 +384,7 @@ fn a_planned_cutover_reads_nothing_twice_and_stops_on_a_foreign_record() {
     writing.store(false, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
 
-    let o = cli(
-        &strait,
-        &[
-            "cutover",
-            "--flow",
-            "src-dst",
-            "--timeout",
-            "90s",
-            "--quiet",
-            "2s",
-            "--dry-run",
-        ],
-    );
+    let o = cutover(&strait, "src-dst", "90s", &["--dry-run"]);
     assert!(o.status.success(), "{}", out(&o));
     assert!(text(&o.stdout).contains("would move"), "{}", out(&o));
     assert_eq!(
@@ -415,18 +396,7 @@ fn a_planned_cutover_reads_nothing_twice_and_stops_on_a_foreign_record() {
     // written; its consumers must stop first.
     {
         let _member = Member::join(&sb.target, &group, &remote);
-        let o = cli(
-            &strait,
-            &[
-                "cutover",
-                "--flow",
-                "src-dst",
-                "--timeout",
-                "90s",
-                "--quiet",
-                "2s",
-            ],
-        );
+        let o = cutover(&strait, "src-dst", "90s", &[]);
         assert_eq!(o.status.code(), Some(3), "{}", out(&o));
         assert!(
             text(&o.stderr).contains("has active members on dst"),
@@ -439,18 +409,7 @@ fn a_planned_cutover_reads_nothing_twice_and_stops_on_a_foreign_record() {
             "nothing written for an active group"
         );
     }
-    let o = cli(
-        &strait,
-        &[
-            "cutover",
-            "--flow",
-            "src-dst",
-            "--timeout",
-            "90s",
-            "--quiet",
-            "2s",
-        ],
-    );
+    let o = cutover(&strait, "src-dst", "90s", &[]);
     println!("strait cutover --flow src-dst:\n{}", text(&o.stdout));
     assert!(o.status.success(), "{}", out(&o));
     let stdout = text(&o.stdout);
@@ -464,18 +423,7 @@ fn a_planned_cutover_reads_nothing_twice_and_stops_on_a_foreign_record() {
         committed(&sb.target, &group, &remote, 2),
         vec![Some(120), Some(300)]
     );
-    let o = cli(
-        &strait,
-        &[
-            "cutover",
-            "--flow",
-            "src-dst",
-            "--timeout",
-            "60s",
-            "--quiet",
-            "2s",
-        ],
-    );
+    let o = cutover(&strait, "src-dst", "60s", &[]);
     assert!(o.status.success(), "{}", out(&o));
     assert!(
         text(&o.stdout).contains("0 partition position(s) moved"),
@@ -485,18 +433,7 @@ fn a_planned_cutover_reads_nothing_twice_and_stops_on_a_foreign_record() {
 
     // A record no source wrote, after the last replicated one.
     produce(&sb.target, &remote, &[Rec::seq(1, 9999)]);
-    let o = cli(
-        &strait,
-        &[
-            "cutover",
-            "--flow",
-            "src-dst",
-            "--timeout",
-            "60s",
-            "--quiet",
-            "2s",
-        ],
-    );
+    let o = cutover(&strait, "src-dst", "60s", &[]);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(text(&o.stdout).contains("STOPPED"), "{}", out(&o));
     assert!(text(&o.stderr).contains("FOREIGN RECORDS"), "{}", out(&o));
