@@ -233,45 +233,22 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
 }
 
 impl<A: ClusterAdmin> FlowDiscovery<A> {
+    /// One round: the flow's internal topics, the two listings, remote
+    /// topics created and grown, the units published, then (on their own
+    /// interval) the configs and ACLs.
     async fn discover(&mut self) -> anyhow::Result<()> {
         let flow = self.flow.name.clone();
-        // The flow's internal topics. A refused permission is reported
-        // once and retried each round; the rest of the flow goes on (a
-        // missing heartbeats topic must not stop replication).
-        if !self.syncs_ready {
-            let (alias, topic) = self.flow.offset_syncs();
-            let alias = alias.to_owned();
-            self.syncs_ready =
-                ensure_internal(&self.syncs, &flow, &alias, Feature::OffsetSyncs, &topic).await?;
-        }
-        if self.flow.checkpoints.is_some() && !self.checkpoints_ready {
-            let topic = checkpoints_topic(&self.flow.source);
-            let alias = self.flow.target.clone();
-            self.checkpoints_ready =
-                ensure_internal(&self.target, &flow, &alias, Feature::Checkpoints, &topic).await?;
-        }
-        if self.flow.heartbeats.is_some() && !self.heartbeats_ready {
-            let alias = self.flow.source.clone();
-            self.heartbeats_ready = ensure_internal(
-                &self.source,
-                &flow,
-                &alias,
-                Feature::Heartbeats,
-                HEARTBEATS_TOPIC,
-            )
-            .await?;
-        }
+        self.ensure_internal_topics(&flow).await?;
         let source = self
             .source
             .topic_sizes()
             .await
             .context("listing source topics")?;
-        let target = self
+        let mut target = self
             .target
             .topic_sizes()
             .await
             .context("listing target topics")?;
-        let mut target = target;
         let overrides = self.overrides.borrow().clone();
         let view = plan_flow(&self.flow, &source, &target, &overrides);
         // Remote topics of this flow that exist now (created ones are added
@@ -281,12 +258,64 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 self.seen_remote.insert(u.remote_topic.clone());
             }
         }
-        // Remote topics created in this round, with their source's configs.
+        let created_now = self
+            .create_remote_topics(&flow, &view, &source, &mut target)
+            .await;
+        self.grow_remote_topics(&flow, &view, &mut target).await;
+        let view = if view.create.is_empty() && view.short.is_empty() {
+            view
+        } else {
+            plan_flow(&self.flow, &source, &target, &overrides)
+        };
+        self.publish_units(&flow, &source, &target, view.units);
+        self.sync_metadata(&source, &target, &created_now).await;
+        Ok(())
+    }
+
+    /// The flow's internal topics. A refused permission is reported once
+    /// and retried each round; the rest of the flow goes on (a missing
+    /// heartbeats topic must not stop replication).
+    async fn ensure_internal_topics(&mut self, flow: &str) -> anyhow::Result<()> {
+        if !self.syncs_ready {
+            let (alias, topic) = self.flow.offset_syncs();
+            let alias = alias.to_owned();
+            self.syncs_ready =
+                ensure_internal(&self.syncs, flow, &alias, Feature::OffsetSyncs, &topic).await?;
+        }
+        if self.flow.checkpoints.is_some() && !self.checkpoints_ready {
+            let topic = checkpoints_topic(&self.flow.source);
+            let alias = self.flow.target.clone();
+            self.checkpoints_ready =
+                ensure_internal(&self.target, flow, &alias, Feature::Checkpoints, &topic).await?;
+        }
+        if self.flow.heartbeats.is_some() && !self.heartbeats_ready {
+            let alias = self.flow.source.clone();
+            self.heartbeats_ready = ensure_internal(
+                &self.source,
+                flow,
+                &alias,
+                Feature::Heartbeats,
+                HEARTBEATS_TOPIC,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the remote topics the plan lacks, with their source's
+    /// configs; returns the ones created in this round.
+    async fn create_remote_topics(
+        &mut self,
+        flow: &str,
+        view: &FlowView,
+        source: &TopicSizes,
+        target: &mut TopicSizes,
+    ) -> BTreeSet<String> {
         let mut created_now = BTreeSet::new();
         for (remote, parts) in &view.create {
             let seen = self.seen_remote.contains(remote);
             let configs = self
-                .copied_configs(&self.source_topic_of(remote, &source))
+                .copied_configs(&self.source_topic_of(remote, source))
                 .await;
             let pairs: Vec<(&str, &str)> = configs
                 .iter()
@@ -313,12 +342,13 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                         // the units go on from their committed positions. The
                         // records it held are gone from the target: `strait
                         // verify` shows which.
-                        metrics::counter!(m::REMOTE_TOPICS_RECREATED, "flow" => flow.clone())
+                        metrics::counter!(m::REMOTE_TOPICS_RECREATED, "flow" => flow.to_owned())
                             .increment(1);
                         error_event!(error, flow, ErrorKind::RemoteTopicGone, topic = %remote, partitions = parts,
                             "remote topic deleted on the target while replicated; created it again (the records it held are gone from the target)");
                     } else if created {
-                        metrics::counter!(m::TOPICS_CREATED, "flow" => flow.clone()).increment(1);
+                        metrics::counter!(m::TOPICS_CREATED, "flow" => flow.to_owned())
+                            .increment(1);
                         info!(flow = %flow, topic = %remote, partitions = parts, configs = ?configs, "remote topic created");
                     } else if seen {
                         // Still there: the listing came from a broker whose
@@ -337,7 +367,7 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                         // One ERROR naming the ACL, not a warning a round.
                         denials::refused(
                             &self.flow.target,
-                            &flow,
+                            flow,
                             Feature::Replication,
                             Operation::Create,
                             denials::topic(remote),
@@ -350,6 +380,11 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 }
             }
         }
+        created_now
+    }
+
+    /// Grows remote topics that have fewer partitions than their source.
+    async fn grow_remote_topics(&mut self, flow: &str, view: &FlowView, target: &mut TopicSizes) {
         // Partition growth: the remote topic gains the new partitions before
         // any unit of them is published, so no record goes to a partition
         // that does not exist. Never shrinks, never deletes.
@@ -371,16 +406,20 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 }
             }
         }
-        let view = if view.create.is_empty() && view.short.is_empty() {
-            view
-        } else {
-            plan_flow(&self.flow, &source, &target, &overrides)
-        };
-        self.publish_topics(&source, &target, None);
-        metrics::gauge!(m::DISCOVERY_UNITS, "flow" => flow.clone()).set(view.units.len() as f64);
+    }
+
+    /// Publishes the round's topic statuses and units.
+    fn publish_units(
+        &mut self,
+        flow: &str,
+        source: &TopicSizes,
+        target: &TopicSizes,
+        units: BTreeSet<Unit>,
+    ) {
+        self.publish_topics(source, target, None);
+        metrics::gauge!(m::DISCOVERY_UNITS, "flow" => flow.to_owned()).set(units.len() as f64);
         // Units first: a config or ACL sync against a slow target must not
         // hold back the units of a topic found this round.
-        let units = view.units;
         self.units.send_if_modified(|current| {
             if *current == units {
                 return false;
@@ -389,6 +428,15 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
             *current = units;
             true
         });
+    }
+
+    /// Topic configs and ACLs, every `config_sync_interval`.
+    async fn sync_metadata(
+        &mut self,
+        source: &TopicSizes,
+        target: &TopicSizes,
+        created_now: &BTreeSet<String>,
+    ) {
         let syncs_metadata = self.flow.sync_topic_configs.is_some() || self.flow.sync_acls;
         if syncs_metadata {
             let every = self.flow.config_sync_interval;
@@ -407,7 +455,7 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                         &self.flow,
                         &self.source,
                         &self.target,
-                        &source,
+                        source,
                         &compared,
                     )
                     .await;
@@ -416,18 +464,17 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                     }) {
                         in_sync.insert(topic.clone(), true);
                     }
-                    self.publish_topics(&source, &target, Some(&in_sync));
+                    self.publish_topics(source, target, Some(&in_sync));
                 }
                 // ACLs follow on the same interval, with or without the
                 // config sync (as MirrorMaker 2's are independent).
                 if self.flow.sync_acls {
-                    metadata::sync_acls(&self.flow, &self.source, &self.target, &source, &target)
+                    metadata::sync_acls(&self.flow, &self.source, &self.target, source, target)
                         .await;
                 }
                 self.next_config_sync = Some(Instant::now() + every);
             }
         }
-        Ok(())
     }
 }
 
