@@ -492,6 +492,8 @@ mod tests {
         while watch.queued() < super::WATCH_BUFFER && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Not a synchronisation: time for the watcher to overfill the queue
+        // if the bound did not hold (no event says "it did not grow").
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(watch.queued(), super::WATCH_BUFFER);
         // Read now: one batch per revision, every key, in order.

@@ -346,23 +346,16 @@ mod tests {
     #[tokio::test]
     async fn waiting_for_the_fence_wakes_when_a_lease_opens_it() {
         let f = Fence::closed();
-        let quiet = tokio::time::timeout(Duration::from_millis(50), f.opened()).await;
+        // Polled first, so it is waiting (registered) when the lease opens.
+        let mut waiting = Box::pin(f.opened());
+        let quiet = tokio::time::timeout(Duration::from_millis(50), &mut waiting).await;
         assert!(quiet.is_err(), "closed: it waits");
-        let waiter = {
-            let f = f.clone();
-            tokio::spawn(async move {
-                let started = Instant::now();
-                f.opened().await;
-                started.elapsed()
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        f.open_until(Instant::now() + Duration::from_secs(10));
-        let took = tokio::time::timeout(Duration::from_secs(5), waiter)
+        let opened = Instant::now();
+        f.open_until(opened + Duration::from_secs(10));
+        tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
-            .expect("woken")
-            .unwrap();
-        assert!(took < Duration::from_millis(500), "{took:?}");
+            .expect("woken");
+        assert!(opened.elapsed() < Duration::from_millis(500));
         // Open already: at once.
         tokio::time::timeout(Duration::from_millis(50), f.opened())
             .await
