@@ -234,8 +234,9 @@ fn s(v: &Value) -> String {
     }
 }
 
-/// A plain text table: a header and left-aligned columns.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+/// A plain text table: a header and left-aligned columns (the API
+/// commands' and the DR commands').
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {

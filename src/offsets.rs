@@ -483,32 +483,9 @@ impl Applied {
             "exact",
             "max re-read",
             "result",
-        ]
-        .map(str::to_owned);
-        let widths: Vec<usize> = (0..9)
-            .map(|i| {
-                std::iter::once(&header)
-                    .chain(&self.table)
-                    .map(|r| r[i].len())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        for r in std::iter::once(&header).chain(&self.table) {
-            let cells: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(i, (c, w))| {
-                    if (3..=7).contains(&i) {
-                        format!("{c:>w$}")
-                    } else {
-                        format!("{c:<w$}")
-                    }
-                })
-                .collect();
-            println!("{}", cells.join("  ").trim_end());
-        }
+        ];
+        let rows: Vec<Vec<String>> = self.table.iter().map(|r| r.to_vec()).collect();
+        print!("{}", crate::cli::table(&header, rows));
     }
 
     /// 1 if anything failed, 3 if a group was refused, else 0.

@@ -27,7 +27,8 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) type Partition = (String, i32);
 
 /// The flow's source partitions (every partition of every source topic the
-/// flow's regexes select), sorted.
+/// flow's regexes select, or of `topic` only), sorted. `strait verify`'s
+/// too.
 pub(crate) fn source_partitions(
     config: &Config,
     flow: &Flow,
@@ -111,33 +112,7 @@ pub(crate) fn watermarks(
         .collect()
 }
 
-/// Prints a plain table: a header and aligned columns (numbers right).
+/// Prints a plain table: a header and aligned columns.
 pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<&str>| {
-        let cells: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| {
-                if c.parse::<i64>().is_ok() {
-                    format!("{c:>w$}")
-                } else {
-                    format!("{c:<w$}")
-                }
-            })
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
+    print!("{}", crate::cli::table(header, rows.to_vec()));
 }

@@ -203,7 +203,7 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
         let (low, end) = ends[part];
         let copy_end = match syncs.get(part).and_then(|h| h.last()) {
             // The newest sync: the copy reaches at least its record.
-            Some(&(u, d)) => copy_ends_at(config, flow, part, (u, d))?,
+            Some(&(u, d)) => copy_ends_at(config, flow, part, (u, d), end)?,
             None => None,
         };
         let c = committed.get(part).copied();
@@ -309,12 +309,14 @@ fn read_range(
 }
 
 /// The last source offset whose record the remote partition holds, looking
-/// from the sync `(u, d)` on: both sides compared by content, in order.
+/// from the sync `(u, d)` on (the source read up to `source_end`): both
+/// sides compared by content, in order.
 fn copy_ends_at(
     config: &Config,
     flow: &Flow,
     part: &Partition,
     (u, d): (i64, i64),
+    source_end: i64,
 ) -> anyhow::Result<Option<i64>> {
     let clusters = config.clusters_of(flow);
     let remote = flow.remote_topic(&part.0);
@@ -329,7 +331,6 @@ fn copy_ends_at(
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error")
         .create()?;
-    let (_, source_end) = source.fetch_watermarks(&part.0, part.1, TIMEOUT)?;
     let mut s = TopicPartitionList::new();
     s.add_partition_offset(&part.0, part.1, Offset::Offset(u))?;
     source.assign(&s)?;

@@ -136,17 +136,7 @@ pub(crate) fn verify_partitions(
     let clusters = config.clusters_of(flow);
     let group = flow.commit_group(&config.deployment);
     let source: BaseConsumer = manual_consumer(&clusters.source, &group).create()?;
-    let md = source.fetch_metadata(args.topic.as_deref(), TIMEOUT)?;
-    let mut partitions = Vec::new();
-    for t in md.topics() {
-        if t.error().is_some() || !flow.replicates(t.name()) {
-            continue;
-        }
-        if args.topic.as_ref().is_some_and(|n| n != t.name()) {
-            continue;
-        }
-        partitions.extend(t.partitions().iter().map(|p| (t.name().to_owned(), p.id())));
-    }
+    let partitions = crate::dr::source_partitions(config, flow, args.topic.as_deref())?;
     if partitions.is_empty() {
         anyhow::bail!(
             "no source topic of the flow{}",
@@ -156,7 +146,6 @@ pub(crate) fn verify_partitions(
                 .unwrap_or_default()
         );
     }
-    partitions.sort();
 
     let mut tpl = TopicPartitionList::new();
     for (t, p) in &partitions {

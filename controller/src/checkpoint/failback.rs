@@ -20,7 +20,7 @@ use strait_common::syncs::Translation;
 
 use super::core::Checkpoints;
 use super::failover::{read_syncs, GroupSelector};
-use super::groups::{group_client, list_groups, source_positions};
+use super::groups::{group_client, source_positions};
 use super::spec::CheckpointSpec;
 use super::READ_TIMEOUT;
 
@@ -61,17 +61,7 @@ pub fn translate_back_groups(
         .map(|tp| (spec.flow.remote_topic(&tp.topic), tp.topic.clone()))
         .collect();
     let target = group_client(&spec.target, &name)?;
-    let groups: Vec<String> = match selector {
-        GroupSelector::One(g) => vec![g.clone()],
-        _ => {
-            let mut gs: Vec<String> = list_groups(&target)?
-                .into_keys()
-                .filter(|g| selector.selects(&spec.flow, g))
-                .collect();
-            gs.sort();
-            gs
-        }
-    };
+    let groups = selector.groups(&spec.flow, &target)?;
     let mut out = Vec::new();
     for (group, positions) in source_positions(&target, &groups) {
         for (remote, committed, _) in positions? {

@@ -19,7 +19,7 @@ use strait_common::formats::OffsetSync;
 use strait_common::syncs::Translation;
 
 use super::core::Checkpoints;
-use super::groups::{group_client, list_groups, source_positions};
+use super::groups::{group_client, source_positions};
 use super::reader::InternalTopic;
 use super::spec::CheckpointSpec;
 use super::READ_TIMEOUT;
@@ -43,6 +43,24 @@ impl GroupSelector {
         Ok(GroupSelector::Matching(Regex::new(&format!(
             "^(?:{pattern})$"
         ))?))
+    }
+
+    /// The groups it names on `client`'s cluster, sorted: one named group
+    /// as it is (no listing), else the listed groups it selects.
+    pub(crate) fn groups(
+        &self,
+        flow: &Flow,
+        client: &rdkafka::consumer::BaseConsumer,
+    ) -> anyhow::Result<Vec<String>> {
+        if let GroupSelector::One(g) = self {
+            return Ok(vec![g.clone()]);
+        }
+        let mut gs: Vec<String> = super::groups::list_groups(client)?
+            .into_keys()
+            .filter(|g| self.selects(flow, g))
+            .collect();
+        gs.sort();
+        Ok(gs)
     }
 
     pub(crate) fn selects(&self, flow: &Flow, group: &str) -> bool {
@@ -96,17 +114,7 @@ pub fn translate_groups(
         &spec.source,
         &format!("{}.offsets", spec.flow.commit_group(&spec.deployment)),
     )?;
-    let groups: Vec<String> = match selector {
-        GroupSelector::One(g) => vec![g.clone()],
-        _ => {
-            let mut gs: Vec<String> = list_groups(&client)?
-                .into_keys()
-                .filter(|g| selector.selects(&spec.flow, g))
-                .collect();
-            gs.sort();
-            gs
-        }
-    };
+    let groups = selector.groups(&spec.flow, &client)?;
     let mut out = Vec::new();
     for (group, positions) in source_positions(&client, &groups) {
         for (tp, committed, _) in positions? {
