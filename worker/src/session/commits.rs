@@ -1,7 +1,21 @@
 //! What progress writes: the offset syncs the units' progress calls for,
 //! and the commits of the positions `UnitProgress` allows.
 
-use super::*;
+use super::gaps::incarnation_metadata;
+use super::units::UnitId;
+use super::Session;
+use crate::clients::{Consumer, SyncTag};
+use rdkafka::consumer::CommitMode;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::producer::BaseRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::Ordering;
+use strait_common::access::{denials, Feature, Operation};
+use strait_common::error_event;
+use strait_common::formats::OffsetSync;
+use strait_common::metrics as m;
+use strait_common::telemetry::ErrorKind;
+use tracing::error;
 
 impl Session<'_> {
     /// Emits the offset syncs the unit's last progress called for (in `to_emit`).

@@ -15,44 +15,40 @@
 //! back-pressure in `pressure`, reporting in `report`; what a unit may
 //! commit is decided by [`crate::progress::UnitProgress`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer as _, PurgeConfig};
+use rdkafka::producer::{Producer as _, PurgeConfig};
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use strait_common::access::{denials, Feature, Operation};
-use strait_common::config::{OnRefused, OnSourceGap};
+use strait_common::config::OnSourceGap;
 use strait_common::coord::lease::Fence;
 use strait_common::error_event;
-use strait_common::formats::OffsetSync;
 use strait_common::metrics as m;
-use strait_common::model::{RecordOffset, Unit};
+use strait_common::model::Unit;
 use strait_common::telemetry::ErrorKind;
 
-use crate::clients::{
-    self, Ack, Consumer, Producer, SyncAck, SyncTag, SyncsProducer, Tag, Watermarks,
-};
+use crate::clients::{self, Ack, Consumer, Producer, SyncAck, SyncsProducer, Watermarks};
 use crate::errors::{self, Action};
 use crate::link::{Assignment, FlowSpec, Held, UnitLink};
 use crate::progress::{Hysteresis, UnitProgress};
-use crate::status::{StatusBoard, UnitState, UnitStatus};
+use crate::status::StatusBoard;
 use strait_common::syncs::Sync;
 
 mod commits;
 #[cfg(test)]
 mod fence_test;
 mod gaps;
-use gaps::{incarnation_metadata, Start};
+use gaps::Start;
 mod pressure;
 #[cfg(test)]
 mod purge_test;

@@ -1,7 +1,10 @@
 //! Back-pressure: fetching of a unit is paused while its in-flight bytes,
 //! or the flow's, are over their limits (with hysteresis).
 
-use super::*;
+use super::units::UnitId;
+use super::Session;
+use crate::clients::Consumer;
+use tracing::{debug, warn};
 
 impl Session<'_> {
     /// Back-pressure with hysteresis: a unit pauses above its in-flight limit

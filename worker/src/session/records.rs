@@ -2,7 +2,24 @@
 //! produced to the target; its delivery report moves the unit's progress;
 //! a record the target refuses for good is skipped or stops its unit.
 
-use super::*;
+use super::units::UnitId;
+use super::{Session, SessionError};
+use crate::clients::{Ack, Consumer, SyncAck, Tag};
+use crate::errors::{self, Action};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::BaseRecord;
+use rdkafka::producer::Producer as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use strait_common::access::{denials, Feature, Operation};
+use strait_common::config::OnRefused;
+use strait_common::error_event;
+use strait_common::metrics as m;
+use strait_common::model::RecordOffset;
+use strait_common::telemetry::ErrorKind;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
 /// How often a record for a partition the producer does not know refreshes
 /// the producer's metadata before the session restarts, and how long each

@@ -1,7 +1,9 @@
 //! Reporting: unit states, lag and in-flight bytes, to the metrics and the
 //! status board, once a tick.
 
-use super::*;
+use super::Session;
+use crate::status::{UnitState, UnitStatus};
+use strait_common::metrics as m;
 
 impl Session<'_> {
     /// Publishes unit states, lag and in-flight bytes (metrics and status).

@@ -3,7 +3,16 @@
 //! source partition (what a record read carries), and what each unit is
 //! doing ([`Phase`]).
 
-use super::*;
+use crate::clients::Consumer;
+use crate::progress::{Hysteresis, UnitProgress};
+use crate::status::UnitState;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+use strait_common::model::Unit;
 
 /// The session's id of a unit, in the tags of its records and syncs.
 pub(super) type UnitId = u64;
@@ -315,6 +324,7 @@ impl Units {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use strait_common::model::TopicPartition;
 
     fn unit(topic: &str, partition: i32) -> Unit {
