@@ -207,6 +207,7 @@ impl ClusterAdmin for KafkaAdmin {
 /// An in-memory cluster for tests of the control plane.
 #[cfg(test)]
 pub mod double {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
 
     use super::*;
@@ -222,6 +223,10 @@ pub mod double {
         /// Topics whose configs are not described yet (a broker whose
         /// metadata lags just after a creation): none are reported.
         pub undescribed: Mutex<std::collections::BTreeSet<String>>,
+        /// When true, describing configs or ACLs never answers (a target
+        /// that hangs); `stalls` counts the calls left hanging.
+        pub stalled: AtomicBool,
+        pub stalls: AtomicUsize,
     }
 
     impl FakeCluster {
@@ -233,7 +238,17 @@ pub mod double {
                 can_grow,
                 calls: Mutex::default(),
                 undescribed: Mutex::default(),
+                stalled: AtomicBool::new(false),
+                stalls: AtomicUsize::new(0),
             })
+        }
+
+        /// Hangs for good while `stalled`.
+        async fn maybe_stall(&self) {
+            if self.stalled.load(Ordering::SeqCst) {
+                self.stalls.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            }
         }
 
         pub fn size(&self, topic: &str) -> Option<i32> {
@@ -281,6 +296,7 @@ pub mod double {
         }
 
         async fn topic_configs(&self, name: &str) -> anyhow::Result<TopicConfigs> {
+            self.maybe_stall().await;
             if self.undescribed.lock().unwrap().contains(name) {
                 return Ok(TopicConfigs::new());
             }
@@ -294,6 +310,7 @@ pub mod double {
         }
 
         async fn topic_acls(&self) -> anyhow::Result<Vec<TopicAcl>> {
+            self.maybe_stall().await;
             Ok(self.acls.lock().unwrap().iter().cloned().collect())
         }
 

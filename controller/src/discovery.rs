@@ -2,6 +2,10 @@
 //! flow replicates, make sure their remote topics exist on the target, and
 //! publish the flow's units. Touches metadata only, never records.
 //!
+//! Topic configs and ACLs are synced beside it, each flow on its own
+//! `config_sync_interval`, from the latest round's listings: a slow or
+//! failing sync never delays the discovery of a new topic.
+//!
 //! Safety rules:
 //! * a failed listing changes nothing (units are never dropped because a
 //!   cluster was briefly unreachable);
@@ -10,10 +14,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -118,7 +123,6 @@ struct FlowDiscovery<A> {
     syncs_ready: bool,
     heartbeats_ready: bool,
     checkpoints_ready: bool,
-    next_config_sync: Option<Instant>,
     board: TopicBoard,
     warned_short: BTreeSet<String>,
     /// Remote topics seen on the target (or created) in earlier rounds: one
@@ -126,11 +130,34 @@ struct FlowDiscovery<A> {
     seen_remote: BTreeSet<String>,
     units: watch::Sender<BTreeSet<Unit>>,
     overrides: watch::Receiver<TopicOverrides>,
+    /// Each round's listings, for the flow's [`MetadataSync`].
+    listings: watch::Sender<Option<Arc<Listing>>>,
+}
+
+/// What a discovery round saw: both clusters' topics, and the remote
+/// topics it created.
+#[derive(Debug, Default)]
+struct Listing {
+    source: TopicSizes,
+    target: TopicSizes,
+    created_now: BTreeSet<String>,
+}
+
+/// One flow's topic config and ACL sync: every `config_sync_interval`,
+/// from the latest discovery round's listings, beside discovery.
+struct MetadataSync<A> {
+    flow: Flow,
+    source: A,
+    target: A,
+    board: TopicBoard,
+    listings: watch::Receiver<Option<Arc<Listing>>>,
 }
 
 /// Discovers the topics of every flow and publishes each flow's units.
 pub struct Discovery<A = KafkaAdmin> {
     flows: Vec<FlowDiscovery<A>>,
+    /// The flows that sync configs or ACLs.
+    syncs: Vec<MetadataSync<A>>,
     interval: Duration,
     board: TopicBoard,
     overrides: watch::Receiver<TopicOverrides>,
@@ -171,29 +198,42 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
         mut get: impl FnMut(&str) -> anyhow::Result<A>,
     ) -> anyhow::Result<(Self, UnitReceivers)> {
         let mut out = Vec::new();
+        let mut syncs = Vec::new();
         let mut receivers = Vec::new();
         for flow in flows {
             let (tx, rx) = watch::channel(BTreeSet::new());
+            let (listings, listings_rx) = watch::channel(None);
+            let (source, target) = (get(&flow.source)?, get(&flow.target)?);
+            if flow.sync_topic_configs.is_some() || flow.sync_acls {
+                syncs.push(MetadataSync {
+                    flow: flow.clone(),
+                    source: source.clone(),
+                    target: target.clone(),
+                    board: board.clone(),
+                    listings: listings_rx,
+                });
+            }
             out.push(FlowDiscovery {
-                source: get(&flow.source)?,
-                target: get(&flow.target)?,
+                source,
+                target,
                 syncs: get(flow.offset_syncs().0)?,
                 flow: flow.clone(),
                 syncs_ready: false,
                 heartbeats_ready: false,
                 checkpoints_ready: false,
-                next_config_sync: None,
                 board: board.clone(),
                 warned_short: BTreeSet::new(),
                 seen_remote: BTreeSet::new(),
                 units: tx,
                 overrides: overrides.clone(),
+                listings,
             });
             receivers.push(rx);
         }
         Ok((
             Discovery {
                 flows: out,
+                syncs,
                 interval: config.discovery.interval,
                 board,
                 overrides,
@@ -207,8 +247,25 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
         self.board.clone()
     }
 
-    /// Discovers once, then on every interval, until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Discovers once, then on every interval, until `shutdown`; the
+    /// flows' config and ACL syncs run beside it, as their own tasks.
+    pub async fn run(mut self, shutdown: CancellationToken)
+    where
+        A: Send + Sync + 'static,
+    {
+        let mut syncs = JoinSet::new();
+        for sync in std::mem::take(&mut self.syncs) {
+            syncs.spawn(sync.run(shutdown.clone()));
+        }
+        self.discover_until(&shutdown).await;
+        while let Some(done) = syncs.join_next().await {
+            if let Err(e) = done {
+                warn!(error = %e, "a config and ACL sync panicked");
+            }
+        }
+    }
+
+    async fn discover_until(&mut self, shutdown: &CancellationToken) {
         loop {
             for f in &mut self.flows {
                 if let Err(e) = f.discover().await {
@@ -234,8 +291,8 @@ impl<A: ClusterAdmin + Clone> Discovery<A> {
 
 impl<A: ClusterAdmin> FlowDiscovery<A> {
     /// One round: the flow's internal topics, the two listings, remote
-    /// topics created and grown, the units published, then (on their own
-    /// interval) the configs and ACLs.
+    /// topics created and grown, the units published, and the listings
+    /// handed to the config and ACL sync.
     async fn discover(&mut self) -> anyhow::Result<()> {
         let flow = self.flow.name.clone();
         self.ensure_internal_topics(&flow).await?;
@@ -268,7 +325,11 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
             plan_flow(&self.flow, &source, &target, &overrides)
         };
         self.publish_units(&flow, &source, &target, view.units);
-        self.sync_metadata(&source, &target, &created_now).await;
+        self.listings.send_replace(Some(Arc::new(Listing {
+            source,
+            target,
+            created_now,
+        })));
         Ok(())
     }
 
@@ -416,10 +477,8 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
         target: &TopicSizes,
         units: BTreeSet<Unit>,
     ) {
-        self.publish_topics(source, target, None);
+        self.publish_topics(source, target);
         metrics::gauge!(m::DISCOVERY_UNITS, "flow" => flow.to_owned()).set(units.len() as f64);
-        // Units first: a config or ACL sync against a slow target must not
-        // hold back the units of a topic found this round.
         self.units.send_if_modified(|current| {
             if *current == units {
                 return false;
@@ -429,64 +488,83 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
             true
         });
     }
+}
 
-    /// Topic configs and ACLs, every `config_sync_interval`.
-    async fn sync_metadata(
-        &mut self,
-        source: &TopicSizes,
-        target: &TopicSizes,
-        created_now: &BTreeSet<String>,
-    ) {
-        let syncs_metadata = self.flow.sync_topic_configs.is_some() || self.flow.sync_acls;
-        if syncs_metadata {
-            let every = self.flow.config_sync_interval;
-            if self.next_config_sync.is_none_or(|t| Instant::now() >= t) {
-                if self.flow.sync_topic_configs.is_some() {
-                    // Topics created this round have the source's configs by
-                    // construction (CreateTopics sets them all or fails); a
-                    // broker may not describe them yet, which would read as a
-                    // mismatch. They are compared from the next sync on.
-                    let compared: TopicSizes = target
-                        .iter()
-                        .filter(|(t, _)| !created_now.contains(*t))
-                        .map(|(t, n)| (t.clone(), *n))
-                        .collect();
-                    let mut in_sync = metadata::sync_configs(
-                        &self.flow,
-                        &self.source,
-                        &self.target,
-                        source,
-                        &compared,
-                    )
+impl<A: ClusterAdmin> MetadataSync<A> {
+    /// Syncs after the first discovery round, then every
+    /// `config_sync_interval` after the last sync, on the first round's
+    /// listings since, until `shutdown`.
+    async fn run(mut self, shutdown: CancellationToken) {
+        let every = self.flow.config_sync_interval;
+        loop {
+            tokio::select! {
+                r = self.listings.changed() => if r.is_err() { return },
+                _ = shutdown.cancelled() => return,
+            }
+            tokio::select! {
+                _ = self.sync() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// One sync of the topic configs and ACLs, on the latest listings.
+    async fn sync(&mut self) {
+        let Some(listing) = self.listings.borrow_and_update().clone() else {
+            return;
+        };
+        let Listing {
+            source,
+            target,
+            created_now,
+        } = &*listing;
+        if self.flow.sync_topic_configs.is_some() {
+            // Topics created in that round have the source's configs by
+            // construction (CreateTopics sets them all or fails); a broker
+            // may not describe them yet, which would read as a mismatch.
+            // They are compared from the next sync on.
+            let compared: TopicSizes = target
+                .iter()
+                .filter(|(t, _)| !created_now.contains(*t))
+                .map(|(t, n)| (t.clone(), *n))
+                .collect();
+            let mut in_sync =
+                metadata::sync_configs(&self.flow, &self.source, &self.target, source, &compared)
                     .await;
-                    for topic in source.keys().filter(|t| {
-                        self.flow.replicates(t) && created_now.contains(&self.flow.remote_topic(t))
-                    }) {
-                        in_sync.insert(topic.clone(), true);
-                    }
-                    self.publish_topics(source, target, Some(&in_sync));
-                }
-                // ACLs follow on the same interval, with or without the
-                // config sync (as MirrorMaker 2's are independent).
-                if self.flow.sync_acls {
-                    metadata::sync_acls(&self.flow, &self.source, &self.target, source, target)
-                        .await;
-                }
-                self.next_config_sync = Some(Instant::now() + every);
+            for topic in source.keys().filter(|t| {
+                self.flow.replicates(t) && created_now.contains(&self.flow.remote_topic(t))
+            }) {
+                in_sync.insert(topic.clone(), true);
+            }
+            self.publish_in_sync(&in_sync);
+        }
+        // ACLs follow on the same interval, with or without the config sync
+        // (as MirrorMaker 2's are independent).
+        if self.flow.sync_acls {
+            metadata::sync_acls(&self.flow, &self.source, &self.target, source, target).await;
+        }
+    }
+
+    /// Records on the board whether each of the flow's topics' configs
+    /// matched (discovery keeps the rest of their status).
+    fn publish_in_sync(&self, in_sync: &BTreeMap<String, bool>) {
+        let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        for ((flow, topic), status) in board.iter_mut() {
+            if *flow == self.flow.name {
+                status.configs_in_sync = in_sync.get(topic).copied();
             }
         }
     }
 }
 
 impl<A: ClusterAdmin> FlowDiscovery<A> {
-    /// Records every replicated topic's status on the board; `in_sync`
-    /// when a config sync just ran, else the last known answer stays.
-    fn publish_topics(
-        &self,
-        source: &TopicSizes,
-        target: &TopicSizes,
-        in_sync: Option<&BTreeMap<String, bool>>,
-    ) {
+    /// Records every replicated topic's status on the board; whether its
+    /// configs are in sync is the last known answer (the config sync's).
+    fn publish_topics(&self, source: &TopicSizes, target: &TopicSizes) {
         let flow = &self.flow.name;
         let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
         board.retain(|(f, t), _| f != flow || (source.contains_key(t) && self.flow.replicates(t)));
@@ -494,10 +572,7 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
             let remote = self.flow.remote_topic(topic);
             let target_partitions = target.get(&remote).copied();
             let entry = board.entry((flow.clone(), topic.clone())).or_default();
-            let configs_in_sync = match in_sync {
-                Some(m) => m.get(topic).copied(),
-                None => entry.configs_in_sync,
-            };
+            let configs_in_sync = entry.configs_in_sync;
             *entry = TopicStatus {
                 note: partition_note(parts, target_partitions),
                 remote_topic: remote,
@@ -732,6 +807,12 @@ topics = ["orders", "pay.*", "dr.*"]
             (d, rx, source, target)
         }
 
+        /// A discovery round, then a config and ACL sync on its listings.
+        async fn round_and_sync(d: &mut Discovery<Arc<FakeCluster>>) {
+            d.flows[0].discover().await.unwrap();
+            d.syncs[0].sync().await;
+        }
+
         fn partitions(rx: &UnitReceivers) -> Vec<i32> {
             rx[0].borrow().iter().map(|u| u.source.partition).collect()
         }
@@ -820,7 +901,7 @@ topics = ["orders", "pay.*", "dr.*"]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             );
-            d.flows[0].discover().await.unwrap();
+            round_and_sync(&mut d).await;
             let remote = |k: &str| target.configs.lock().unwrap()["us.orders"].get(k).cloned();
             assert_eq!(
                 remote("retention.ms").as_deref(),
@@ -847,8 +928,7 @@ topics = ["orders", "pay.*", "dr.*"]
                 .get_mut("us.orders")
                 .unwrap()
                 .insert("segment.ms".into(), "5".into());
-            d.flows[0].next_config_sync = None; // the next round is a config sync round
-            d.flows[0].discover().await.unwrap();
+            round_and_sync(&mut d).await;
             assert_eq!(
                 remote("retention.ms").as_deref(),
                 Some("2000"),
@@ -882,7 +962,7 @@ topics = ["orders", "pay.*", "dr.*"]
                 .lock()
                 .unwrap()
                 .insert("us.orders".into());
-            d.flows[0].discover().await.unwrap();
+            round_and_sync(&mut d).await;
             let calls = target.calls.lock().unwrap().clone();
             assert_eq!(
                 calls,
@@ -933,7 +1013,7 @@ topics = ["orders", "pay.*", "dr.*"]
                 |alias| Ok(if alias == "us" { s.clone() } else { t.clone() }),
             )
             .unwrap();
-            d.flows[0].discover().await.unwrap();
+            round_and_sync(&mut d).await;
             let got: Vec<TopicAcl> = target.acls.lock().unwrap().iter().cloned().collect();
             assert_eq!(
                 got,
@@ -993,6 +1073,64 @@ topics = ["orders", "pay.*", "dr.*"]
                     .any(|c| c.starts_with("delete")),
                 "nothing is deleted on the target"
             );
+        }
+
+        #[tokio::test]
+        async fn a_config_and_acl_sync_that_hangs_does_not_hold_back_new_topics() {
+            use std::sync::atomic::Ordering;
+            let text = "deployment = \"t\"\n[clusters.us]\nbootstrap = \"x:1\"\n[clusters.dr]\nbootstrap = \"x:2\"\n\
+                        [discovery]\ninterval = \"20ms\"\n\
+                        [[flows]]\nsource = \"us\"\ntarget = \"dr\"\ntopics = [\"orders\", \"new.*\"]\nheartbeats = false\n\
+                        checkpoints = false\nsync_acls = true\n";
+            let config = Config::parse(text).unwrap();
+            assert!(config.flows[0].sync_topic_configs.is_some());
+            let flows = config.flows.clone();
+            let source = FakeCluster::with(&[("orders", 1)], true);
+            let target = FakeCluster::with(&[("us.orders", 1)], true);
+            // Every config or ACL describe on the target hangs.
+            target.stalled.store(true, Ordering::SeqCst);
+            let (s, t) = (source.clone(), target.clone());
+            let (d, mut rx) = Discovery::with_admins(
+                &config,
+                &flows,
+                watch::channel(TopicOverrides::new()).1,
+                TopicBoard::default(),
+                |alias| Ok(if alias == "us" { s.clone() } else { t.clone() }),
+            )
+            .unwrap();
+            let stop = CancellationToken::new();
+            let running = tokio::spawn(d.run(stop.clone()));
+            let topics = |rx: &watch::Receiver<BTreeSet<Unit>>| -> BTreeSet<String> {
+                rx.borrow().iter().map(|u| u.source.topic.clone()).collect()
+            };
+            let wait = Duration::from_secs(10);
+            tokio::time::timeout(wait, rx[0].wait_for(|u| !u.is_empty()))
+                .await
+                .expect("the first round's units")
+                .unwrap();
+            tokio::time::timeout(wait, async {
+                while target.stalls.load(Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .expect("the sync reached the target and hangs there");
+            // A topic created while the sync hangs is discovered all the same.
+            source.set("new.one", 2);
+            tokio::time::timeout(wait, rx[0].wait_for(|u| u.len() == 3))
+                .await
+                .expect("the new topic's units, with the sync still hanging")
+                .unwrap();
+            assert_eq!(
+                topics(&rx[0]),
+                BTreeSet::from(["new.one".into(), "orders".into()])
+            );
+            assert_eq!(target.size("us.new.one"), Some(2));
+            stop.cancel();
+            tokio::time::timeout(wait, running)
+                .await
+                .expect("discovery and the hanging sync stop")
+                .unwrap();
         }
 
         #[tokio::test]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use strait_common::config::Flow;
 use strait_common::coord::keys::Keys;
 use strait_common::coord::lease::{Fence, Lease};
-use strait_common::coord::mirror::mirror;
+use strait_common::coord::mirror::{mirror, Snapshot};
 use strait_common::coord::values::{decode, encode, LeaderDoc, PlanDoc, FORMAT};
 use strait_common::coord::{Compare, Coord, Op, Revision};
 use strait_common::metrics as m;
@@ -24,7 +24,7 @@ use strait_common::model::Unit;
 
 use crate::discovery::TopicOverrides;
 
-use crate::planner::{Plan, PlannerConfig};
+use crate::planner::{Plan, PlannerConfig, Worker};
 use crate::read_model::{live_workers, paused_units, stored_plan, topic_overrides, unit_loads};
 use crate::replan::{Replanner, Round, LOAD_REBALANCE};
 
@@ -62,8 +62,15 @@ pub type Duties = Box<
         + Sync,
 >;
 
+/// What [`Duties`] returns: the flows' unit receivers and the tasks.
+type StartedDuties = (Vec<watch::Receiver<BTreeSet<Unit>>>, JoinSet<()>);
+
 /// How long a term's end waits for its duties to stop.
 const DUTIES_STOP: Duration = Duration::from_secs(10);
+
+/// How long a term lets a burst of changes (a worker's units, a rolling
+/// restart) settle before it replans.
+const SETTLE: Duration = Duration::from_millis(100);
 
 pub struct Controller {
     coord: Coord,
@@ -189,164 +196,70 @@ impl Controller {
         }
     }
 
+    /// One term: the store mirrored, the stored plan taken over, the
+    /// duties started, then planning until the term ends, then the duties
+    /// stopped.
     async fn lead(&self, lease: &Lease, term: Revision, shutdown: &CancellationToken) {
         let stop = shutdown.child_token();
         let _stop = stop.clone().drop_guard();
         let lost = lease.lost();
-        let k = &self.keys;
-        let mut workers = mirror(self.coord.clone(), k.workers(), stop.clone());
-        let loads = mirror(self.coord.clone(), k.loads(), stop.clone());
-        let mut admin = mirror(self.coord.clone(), k.admin(), stop.clone());
-        let plans = mirror(self.coord.clone(), k.plans(), stop.clone());
-        let (overrides_tx, overrides_rx) = watch::channel(TopicOverrides::new());
+        let Some(store) = self.mirror_store(&lost, &stop).await else {
+            return;
+        };
+        let previous = take_over(&self.keys, &store);
+        let (overrides, overrides_rx) = watch::channel(TopicOverrides::new());
+        overrides.send_replace(topic_overrides(&self.keys, &*store.admin.borrow()));
+        let Some((discovered, tasks)) = self.start_duties(overrides_rx, lease, &stop) else {
+            return;
+        };
+        Term::new(self, term, store, overrides, discovered, previous)
+            .plan(&lost, &stop)
+            .await;
+        stop.cancel();
+        stop_duties(tasks).await;
+    }
 
-        // Wait for a consistent first view: the stored plan is where we
-        // start from, so a new leader keeps the plan intact.
-        for rx in [&workers, &loads, &admin, &plans] {
+    /// Mirrors what the leader plans from, and waits for a consistent
+    /// first view of it; `None` when the term ended first.
+    async fn mirror_store(
+        &self,
+        lost: &CancellationToken,
+        stop: &CancellationToken,
+    ) -> Option<Store> {
+        let (k, coord) = (&self.keys, &self.coord);
+        let store = Store {
+            workers: mirror(coord.clone(), k.workers(), stop.clone()),
+            loads: mirror(coord.clone(), k.loads(), stop.clone()),
+            admin: mirror(coord.clone(), k.admin(), stop.clone()),
+            plans: mirror(coord.clone(), k.plans(), stop.clone()),
+        };
+        for rx in [&store.workers, &store.loads, &store.admin, &store.plans] {
             let mut rx = rx.clone();
             tokio::select! {
-                r = rx.wait_for(|s| s.synced) => if r.is_err() { return },
-                _ = lost.cancelled() => return,
-                _ = stop.cancelled() => return,
+                r = rx.wait_for(|s| s.synced) => if r.is_err() { return None },
+                _ = lost.cancelled() => return None,
+                _ = stop.cancelled() => return None,
             }
         }
-        let mut previous = stored_plan(k, &*plans.borrow());
-        metrics::gauge!(m::PLAN_EPOCH).set(previous.epoch as f64);
-        info!(
-            epoch = previous.epoch,
-            workers = previous.assignments.len(),
-            "took over the stored plan"
-        );
-        overrides_tx.send_replace(topic_overrides(k, &*admin.borrow()));
-        let (mut discovered, mut tasks) =
-            match (self.duties)(overrides_rx, lease.fence(), stop.clone()) {
-                Ok(started) => started,
-                Err(e) => {
-                    warn!(
-                        error = format!("{e:#}"),
-                        "cannot start the leader's duties; stepping down"
-                    );
-                    return;
-                }
-            };
-        // The term: plan until it ends (every `return` below ends it).
-        async {
-            let mut known: Vec<Option<BTreeSet<Unit>>> = vec![None; self.flows.len()];
-            let mut from_scratch = false;
-            let mut replanner = Replanner::new(
-                self.spec.planner,
-                LOAD_REBALANCE,
-                unit_loads(&*loads.borrow()),
-                std::time::Instant::now(),
-            );
+        Some(store)
+    }
 
-            loop {
-                for (i, rx) in discovered.iter_mut().enumerate() {
-                    if rx.has_changed().unwrap_or(false) {
-                        known[i] = Some(rx.borrow_and_update().clone());
-                    }
-                }
-                overrides_tx.send_if_modified(|o| {
-                    let now = topic_overrides(k, &*admin.borrow());
-                    (now != *o).then(|| *o = now).is_some()
-                });
-                // A flow not discovered yet keeps the units the stored plan has.
-                let mut units: BTreeSet<Unit> = BTreeSet::new();
-                for (flow, seen) in self.flows.iter().zip(&known) {
-                    match seen {
-                        Some(set) => units.extend(set.iter().cloned()),
-                        None => units.extend(
-                            previous
-                                .assignments
-                                .values()
-                                .flatten()
-                                .filter(|u| u.flow == flow.name)
-                                .cloned(),
-                        ),
-                    }
-                }
-                let (ws, paused) = {
-                    let a = admin.borrow();
-                    (
-                        live_workers(k, &*workers.borrow(), &*a),
-                        paused_units(k, &*a, &units),
-                    )
-                };
-                let draining = ws.iter().filter(|w| w.draining).count();
-                metrics::gauge!(m::WORKERS, "state" => "active").set((ws.len() - draining) as f64);
-                metrics::gauge!(m::WORKERS, "state" => "draining").set(draining as f64);
-                let next = replanner.next(
-                    Round {
-                        previous: &previous,
-                        workers: &ws,
-                        units: &units,
-                        paused: &paused,
-                        from_scratch,
-                        now: std::time::Instant::now(),
-                    },
-                    || unit_loads(&*loads.borrow()),
+    /// Starts the leader's duties; `None` (stepping down) when they cannot.
+    fn start_duties(
+        &self,
+        overrides: watch::Receiver<TopicOverrides>,
+        lease: &Lease,
+        stop: &CancellationToken,
+    ) -> Option<StartedDuties> {
+        match (self.duties)(overrides, lease.fence(), stop.clone()) {
+            Ok(started) => Some(started),
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "cannot start the leader's duties; stepping down"
                 );
-                let stale: Vec<String> = plans
-                    .borrow()
-                    .kvs
-                    .keys()
-                    .filter_map(|key| k.id_under(&k.plans(), key).map(str::to_owned))
-                    .filter(|w| !next.assignments.contains_key(w))
-                    .collect();
-                if next.epoch != previous.epoch || !stale.is_empty() || from_scratch {
-                    match self.write_plan(term, &next, &stale).await {
-                        Ok(true) => {
-                            let moves = moved(&previous, &next);
-                            metrics::counter!(m::PLANS_WRITTEN).increment(1);
-                            metrics::counter!(m::UNIT_MOVES).increment(moves as u64);
-                            metrics::gauge!(m::PLAN_EPOCH).set(next.epoch as f64);
-                            info!(
-                                epoch = next.epoch,
-                                workers = next.assignments.len(),
-                                units = units.len(),
-                                moves,
-                                "plan written"
-                            );
-                            previous = next;
-                            from_scratch = false;
-                        }
-                        Ok(false) => {
-                            warn!("the leader key changed under us: deposed");
-                            return;
-                        }
-                        Err(e) => warn!(error = %e, "cannot write the plan; retrying"),
-                    }
-                }
-
-                tokio::select! {
-                    _ = workers.changed() => {}
-                    _ = admin.changed() => {}
-                    _ = changed_any(&mut discovered) => {}
-                    _ = self.rebalance.notified() => from_scratch = true,
-                    _ = tokio::time::sleep_until(replanner.due().into()) => {}
-                    _ = lost.cancelled() => return,
-                    _ = stop.cancelled() => return,
-                }
-                // Let a burst of changes (a worker's units, a rolling restart) settle.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                None
             }
-        }
-        .await;
-        stop.cancel();
-        let joined = tokio::time::timeout(DUTIES_STOP, async {
-            while let Some(done) = tasks.join_next().await {
-                if let Err(e) = done {
-                    warn!(error = %e, "a leader duty panicked");
-                }
-            }
-        })
-        .await;
-        if joined.is_err() {
-            warn!(
-                left = tasks.len(),
-                "leader duties did not stop in time; aborting them"
-            );
-            tasks.abort_all();
         }
     }
 
@@ -375,6 +288,262 @@ impl Controller {
         self.coord
             .txn(vec![Compare::CreatedAt(k.leader(), term)], ops)
             .await
+    }
+}
+
+/// The store's prefixes a leader plans from, mirrored.
+struct Store {
+    workers: watch::Receiver<Snapshot>,
+    loads: watch::Receiver<Snapshot>,
+    admin: watch::Receiver<Snapshot>,
+    plans: watch::Receiver<Snapshot>,
+}
+
+/// The stored plan, where a new leader starts from, so it keeps the plan
+/// intact.
+fn take_over(k: &Keys, store: &Store) -> Plan {
+    let previous = stored_plan(k, &*store.plans.borrow());
+    metrics::gauge!(m::PLAN_EPOCH).set(previous.epoch as f64);
+    info!(
+        epoch = previous.epoch,
+        workers = previous.assignments.len(),
+        "took over the stored plan"
+    );
+    previous
+}
+
+/// Stops the duties of a term that ended: waits for them, then aborts
+/// those still running.
+async fn stop_duties(mut tasks: JoinSet<()>) {
+    let joined = tokio::time::timeout(DUTIES_STOP, async {
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                warn!(error = %e, "a leader duty panicked");
+            }
+        }
+    })
+    .await;
+    if joined.is_err() {
+        warn!(
+            left = tasks.len(),
+            "leader duties did not stop in time; aborting them"
+        );
+        tasks.abort_all();
+    }
+}
+
+/// What woke a term up.
+enum Wake {
+    /// Workers, the operator's settings or the discovered units changed,
+    /// or a load rebalance is due.
+    Changed,
+    /// An operator asked for a rebalance.
+    Rebalance,
+    /// The lease was lost, or the controller stops.
+    Ended,
+}
+
+/// The leader key changed under us: another controller leads.
+struct Deposed;
+
+/// One term's planning: the store as mirrored, what discovery found, and
+/// the plan in force. Every wake-up replans from all of it.
+struct Term<'a> {
+    ctl: &'a Controller,
+    /// The create revision of our leader key: guards every write.
+    revision: Revision,
+    store: Store,
+    /// The operator's topic decisions, passed on to discovery.
+    overrides: watch::Sender<TopicOverrides>,
+    discovered: Vec<watch::Receiver<BTreeSet<Unit>>>,
+    /// Per flow, its units as last discovered (`None`: not yet).
+    known: Vec<Option<BTreeSet<Unit>>>,
+    /// The plan in force: as stored, then as last written.
+    previous: Plan,
+    from_scratch: bool,
+    replanner: Replanner,
+}
+
+impl<'a> Term<'a> {
+    fn new(
+        ctl: &'a Controller,
+        revision: Revision,
+        store: Store,
+        overrides: watch::Sender<TopicOverrides>,
+        discovered: Vec<watch::Receiver<BTreeSet<Unit>>>,
+        previous: Plan,
+    ) -> Self {
+        let replanner = Replanner::new(
+            ctl.spec.planner,
+            LOAD_REBALANCE,
+            unit_loads(&*store.loads.borrow()),
+            Instant::now(),
+        );
+        Term {
+            known: vec![None; ctl.flows.len()],
+            ctl,
+            revision,
+            store,
+            overrides,
+            discovered,
+            previous,
+            from_scratch: false,
+            replanner,
+        }
+    }
+
+    /// Plans, then again on every change, until the term ends (lost,
+    /// stopped or deposed).
+    async fn plan(mut self, lost: &CancellationToken, stop: &CancellationToken) {
+        loop {
+            self.on_units_discovered();
+            self.on_admin_changed();
+            if self.replan().await.is_err() {
+                return;
+            }
+            match self.wait(lost, stop).await {
+                Wake::Ended => return,
+                Wake::Rebalance => self.from_scratch = true,
+                Wake::Changed => {}
+            }
+            tokio::time::sleep(SETTLE).await;
+        }
+    }
+
+    /// Waits for anything that can change the plan.
+    async fn wait(&mut self, lost: &CancellationToken, stop: &CancellationToken) -> Wake {
+        tokio::select! {
+            _ = self.store.workers.changed() => Wake::Changed,
+            _ = self.store.admin.changed() => Wake::Changed,
+            _ = changed_any(&mut self.discovered) => Wake::Changed,
+            _ = self.ctl.rebalance.notified() => Wake::Rebalance,
+            _ = tokio::time::sleep_until(self.replanner.due().into()) => Wake::Changed,
+            _ = lost.cancelled() => Wake::Ended,
+            _ = stop.cancelled() => Wake::Ended,
+        }
+    }
+
+    /// Takes the units discovery published since the last look.
+    fn on_units_discovered(&mut self) {
+        for (i, rx) in self.discovered.iter_mut().enumerate() {
+            if rx.has_changed().unwrap_or(false) {
+                self.known[i] = Some(rx.borrow_and_update().clone());
+            }
+        }
+    }
+
+    /// Passes the operator's topic decisions on to discovery, if changed.
+    fn on_admin_changed(&mut self) {
+        let k = &self.ctl.keys;
+        let admin = &self.store.admin;
+        self.overrides.send_if_modified(|o| {
+            let now = topic_overrides(k, &*admin.borrow());
+            (now != *o).then(|| *o = now).is_some()
+        });
+    }
+
+    /// The units to plan. A flow not discovered yet keeps the units the
+    /// plan in force has.
+    fn units(&self) -> BTreeSet<Unit> {
+        let mut units: BTreeSet<Unit> = BTreeSet::new();
+        for (flow, seen) in self.ctl.flows.iter().zip(&self.known) {
+            match seen {
+                Some(set) => units.extend(set.iter().cloned()),
+                None => units.extend(
+                    self.previous
+                        .assignments
+                        .values()
+                        .flatten()
+                        .filter(|u| u.flow == flow.name)
+                        .cloned(),
+                ),
+            }
+        }
+        units
+    }
+
+    /// The live workers (counted in the gauges) and the paused units.
+    fn members(&self, units: &BTreeSet<Unit>) -> (Vec<Worker>, BTreeSet<Unit>) {
+        let k = &self.ctl.keys;
+        let (ws, paused) = {
+            let a = self.store.admin.borrow();
+            (
+                live_workers(k, &*self.store.workers.borrow(), &*a),
+                paused_units(k, &*a, units),
+            )
+        };
+        let draining = ws.iter().filter(|w| w.draining).count();
+        metrics::gauge!(m::WORKERS, "state" => "active").set((ws.len() - draining) as f64);
+        metrics::gauge!(m::WORKERS, "state" => "draining").set(draining as f64);
+        (ws, paused)
+    }
+
+    /// Plans from the current view, and writes the plan when it changed,
+    /// when workers' plans are stale, or when a rebalance was asked for.
+    /// A failed write is retried at the next wake-up.
+    async fn replan(&mut self) -> Result<(), Deposed> {
+        let units = self.units();
+        let (ws, paused) = self.members(&units);
+        let loads = &self.store.loads;
+        let next = self.replanner.next(
+            Round {
+                previous: &self.previous,
+                workers: &ws,
+                units: &units,
+                paused: &paused,
+                from_scratch: self.from_scratch,
+                now: Instant::now(),
+            },
+            || unit_loads(&*loads.borrow()),
+        );
+        let stale = self.stale(&next);
+        if next.epoch != self.previous.epoch || !stale.is_empty() || self.from_scratch {
+            return self.write(next, &stale, units.len()).await;
+        }
+        Ok(())
+    }
+
+    /// Workers with a stored plan that `next` no longer names.
+    fn stale(&self, next: &Plan) -> Vec<String> {
+        let k = &self.ctl.keys;
+        self.store
+            .plans
+            .borrow()
+            .kvs
+            .keys()
+            .filter_map(|key| k.id_under(&k.plans(), key).map(str::to_owned))
+            .filter(|w| !next.assignments.contains_key(w))
+            .collect()
+    }
+
+    /// Writes `next` (and deletes the `stale` plans); then it is in force.
+    async fn write(&mut self, next: Plan, stale: &[String], units: usize) -> Result<(), Deposed> {
+        match self.ctl.write_plan(self.revision, &next, stale).await {
+            Ok(true) => {
+                let moves = moved(&self.previous, &next);
+                metrics::counter!(m::PLANS_WRITTEN).increment(1);
+                metrics::counter!(m::UNIT_MOVES).increment(moves as u64);
+                metrics::gauge!(m::PLAN_EPOCH).set(next.epoch as f64);
+                info!(
+                    epoch = next.epoch,
+                    workers = next.assignments.len(),
+                    units,
+                    moves,
+                    "plan written"
+                );
+                self.previous = next;
+                self.from_scratch = false;
+                Ok(())
+            }
+            Ok(false) => {
+                warn!("the leader key changed under us: deposed");
+                Err(Deposed)
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot write the plan; retrying");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use strait_common::coord::keys::Keys;
 use strait_common::coord::lease::{Fence, Lease};
-use strait_common::coord::mirror::mirror;
+use strait_common::coord::mirror::{mirror, Snapshot};
 use strait_common::coord::values::{
     decode, encode, LoadDoc, OwnerDoc, PlanDoc, UnitLoad, WorkerDoc, WorkerState, WriterDoc, FORMAT,
 };
@@ -249,6 +249,11 @@ impl Member {
         }
     }
 
+    /// Whether `u`'s flow is exactly-once.
+    fn exactly_once(&self, u: &Unit) -> bool {
+        self.spec.exactly_once.contains_key(&u.flow)
+    }
+
     async fn register(&self, lease: &Lease, state: WorkerState) -> bool {
         let doc = WorkerDoc {
             format: FORMAT,
@@ -274,194 +279,292 @@ impl Member {
         }
     }
 
+    /// One lease's membership: registered, then a pass over the plan,
+    /// the owner keys and the data plane on every change, until the lease
+    /// is lost or a drain has released every unit.
     async fn incarnation(&self, lease: Lease, drain: &CancellationToken) -> Ended {
-        let lost = lease.lost();
         let stop = CancellationToken::new();
         let _stop = stop.clone().drop_guard();
-        while !self.register(&lease, WorkerState::Active).await {
+        if !self.register_active(&lease).await {
+            return Ended::Lost;
+        }
+        let mut inc = Incarnation::new(self, lease, &stop);
+        loop {
+            if inc.lost.is_cancelled() {
+                return Ended::Lost;
+            }
+            if drain.is_cancelled() && inc.draining.is_none() {
+                inc.on_drain().await;
+            }
+            inc.on_plan();
+            inc.pass().await;
+            if inc.drained() {
+                return Ended::Drained(inc.lease);
+            }
+            inc.wait(drain).await;
+        }
+    }
+
+    /// Registers as active, again until it is done; false when the lease
+    /// was lost first.
+    async fn register_active(&self, lease: &Lease) -> bool {
+        let lost = lease.lost();
+        while !self.register(lease, WorkerState::Active).await {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = lost.cancelled() => return Ended::Lost,
+                _ = tokio::time::sleep(REGISTER_RETRY) => {}
+                _ = lost.cancelled() => return false,
             }
         }
         info!(worker = %self.spec.id, store = %self.coord.describe(), "registered");
         self.status.set_registered(true);
-        let plan_key = self.keys.plan(&self.spec.id);
-        let mut plan_rx = mirror(self.coord.clone(), plan_key.clone(), stop.clone());
-        let mut owners_rx = mirror(self.coord.clone(), self.keys.owners(), stop.clone());
-        let mut handoff = Handoff::default();
-        let mut draining: Option<Instant> = None;
-        let mut load = LoadReporter::default();
-        let mut next_report = Instant::now();
-        let mut breaches = BreachCheck::new();
+        true
+    }
+}
 
-        loop {
-            if lost.is_cancelled() {
-                return Ended::Lost;
-            }
-            if drain.is_cancelled() && draining.is_none() {
-                info!(worker = %self.spec.id, units = handoff.owned(), "draining: releasing every unit");
-                draining = Some(Instant::now() + self.spec.drain_timeout);
-                self.status.set_registered(false);
-                self.register(&lease, WorkerState::Draining).await;
-            }
+/// How long a failed registration waits before it is tried again.
+const REGISTER_RETRY: Duration = Duration::from_millis(500);
 
-            // Rule 4: a plan older than the one applied is ignored.
-            {
-                let snap = plan_rx.borrow_and_update();
-                match snap.kvs.get(&plan_key) {
-                    Some(kv) => match decode::<PlanDoc>(&kv.value) {
-                        Ok(doc) => {
-                            let (epoch, units) = (doc.epoch, doc.units.len());
-                            match handoff.plan(doc) {
-                                PlanSeen::Applied { newer: true } => {
-                                    debug!(epoch, units, "plan received")
-                                }
-                                PlanSeen::Applied { newer: false } => {}
-                                PlanSeen::Stale { epoch, applied } => {
-                                    debug!(epoch, applied, "older plan ignored")
-                                }
-                            }
+/// The longest an incarnation goes without a pass: what no watch wakes it
+/// for (the load report's cadence, the drain's deadline, a store write to
+/// retry) is done by then.
+const PASS_EVERY: Duration = Duration::from_millis(250);
+
+/// One incarnation's state: the lease, the plan and owner keys as
+/// mirrored, the handoff, and the drain.
+struct Incarnation<'a> {
+    member: &'a Member,
+    lease: Lease,
+    lost: CancellationToken,
+    plan_key: String,
+    plan: watch::Receiver<Snapshot>,
+    owners: watch::Receiver<Snapshot>,
+    handoff: Handoff,
+    /// While draining: when the drain gives up.
+    draining: Option<Instant>,
+    load: LoadReporter,
+    next_report: Instant,
+    breaches: BreachCheck,
+}
+
+impl<'a> Incarnation<'a> {
+    fn new(member: &'a Member, lease: Lease, stop: &CancellationToken) -> Self {
+        let plan_key = member.keys.plan(&member.spec.id);
+        Incarnation {
+            lost: lease.lost(),
+            lease,
+            plan: mirror(member.coord.clone(), plan_key.clone(), stop.clone()),
+            owners: mirror(member.coord.clone(), member.keys.owners(), stop.clone()),
+            plan_key,
+            member,
+            handoff: Handoff::default(),
+            draining: None,
+            load: LoadReporter::default(),
+            next_report: Instant::now(),
+            breaches: BreachCheck::new(),
+        }
+    }
+
+    /// Waits for a change of the plan, of the owner keys or of what the
+    /// data plane holds, for the drain, or at most [`PASS_EVERY`].
+    async fn wait(&mut self, drain: &CancellationToken) {
+        tokio::select! {
+            _ = self.plan.changed() => {}
+            _ = self.owners.changed() => {}
+            _ = self.member.ports.changed.notified() => {}
+            _ = tokio::time::sleep(PASS_EVERY) => {}
+            _ = self.lost.cancelled() => {}
+            _ = drain.cancelled(), if self.draining.is_none() => {}
+        }
+    }
+
+    /// The drain begins: every unit is to be released, by a deadline.
+    async fn on_drain(&mut self) {
+        let m = self.member;
+        info!(worker = %m.spec.id, units = self.handoff.owned(), "draining: releasing every unit");
+        self.draining = Some(Instant::now() + m.spec.drain_timeout);
+        m.status.set_registered(false);
+        m.register(&self.lease, WorkerState::Draining).await;
+    }
+
+    /// Rule 4: a plan older than the one applied is ignored.
+    fn on_plan(&mut self) {
+        let snap = self.plan.borrow_and_update();
+        match snap.kvs.get(&self.plan_key) {
+            Some(kv) => match decode::<PlanDoc>(&kv.value) {
+                Ok(doc) => {
+                    let (epoch, units) = (doc.epoch, doc.units.len());
+                    match self.handoff.plan(doc) {
+                        PlanSeen::Applied { newer: true } => debug!(epoch, units, "plan received"),
+                        PlanSeen::Applied { newer: false } => {}
+                        PlanSeen::Stale { epoch, applied } => {
+                            debug!(epoch, applied, "older plan ignored")
                         }
-                        Err(e) => warn!(key = %plan_key, error = %e, "unreadable plan ignored"),
-                    },
-                    None if snap.synced => handoff.no_plan(),
-                    None => {}
-                }
-            }
-            let wanted = handoff.wanted(draining.is_some());
-
-            // Rule 1: start a unit only after creating its owner key.
-            let owners = owners_rx.borrow_and_update().clone();
-            let mut blocked = 0usize;
-            let claims = handoff.claims(&wanted, |u| {
-                owner_key(lease.id, owners.kvs.get(&self.keys.owner(u)), |v| {
-                    decode::<OwnerDoc>(v).map(|d| d.worker).unwrap_or_default()
-                })
-            });
-            for (u, newly) in &claims.waiting {
-                blocked += 1;
-                if let Some(holder) = newly {
-                    info!(unit = %u, holder, "waiting for the previous owner to release");
-                }
-            }
-            for u in claims.take {
-                let key = self.keys.owner(&u);
-                let value = encode(&OwnerDoc {
-                    format: FORMAT,
-                    worker: self.spec.id.clone(),
-                    epoch: handoff.epoch(),
-                    take: TAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                });
-                match self
-                    .coord
-                    .txn(
-                        vec![Compare::Absent(key.clone())],
-                        vec![Op::put_on(&key, value.clone(), lease.id)],
-                    )
-                    .await
-                {
-                    Ok(true) => handoff.took(u, value),
-                    Ok(false) => blocked += 1, // taken meanwhile; the watch will say by whom
-                    Err(e) => {
-                        warn!(unit = %u, error = %e, "cannot take the owner key");
-                        break;
                     }
                 }
-            }
-            handoff.tidy(&wanted);
-            if self.fence.is_open() && owners.synced {
-                breaches.check(&self.ports.held(), |u| {
-                    owners
-                        .kvs
-                        .get(&self.keys.owner(u))
-                        .filter(|kv| kv.lease != lease.id)
-                        .map(|kv| kv.lease)
-                });
-            }
+                Err(e) => warn!(key = %self.plan_key, error = %e, "unreadable plan ignored"),
+            },
+            None if snap.synced => self.handoff.no_plan(),
+            None => {}
+        }
+    }
 
-            // Exactly-once: fence the unit's previous writer, then name
-            // this worker as its writer, before the data plane reads its
-            // progress (docs/coordination.md, "Exactly-once").
-            let eos = |u: &Unit| self.spec.exactly_once.contains_key(&u.flow);
-            for u in handoff.to_claim(&wanted, eos) {
-                let owner = handoff
-                    .owner_value(&u)
-                    .expect("claimed units are owned")
-                    .to_vec();
-                if lost.is_cancelled() || !self.claim(&u, owner).await {
-                    break;
-                }
-                handoff.claimed(u);
-            }
+    /// One pass: owner keys taken, writers claimed, the data plane told
+    /// what to run, owner keys given back, the load reported.
+    async fn pass(&mut self) {
+        let wanted = self.handoff.wanted(self.draining.is_some());
+        let owners = self.owners.borrow_and_update().clone();
+        let blocked = self.take(&wanted, &owners).await;
+        self.check_breaches(&owners);
+        self.claim_writers(&wanted).await;
+        // The data plane runs what is both wanted and owned.
+        let member = self.member;
+        let run = self.handoff.run(&wanted, |u| member.exactly_once(u));
+        member.ports.assign(&run);
+        self.give_back(&wanted).await;
+        metrics::gauge!(m::UNITS_OWNED).set(self.handoff.owned() as f64);
+        metrics::gauge!(m::UNITS_WAITING).set(blocked as f64);
+        self.report_load().await;
+    }
 
-            // The data plane runs what is both wanted and owned.
-            self.ports.assign(&handoff.run(&wanted, eos));
-
-            // Rule 2: give a key back only after the data plane released
-            // the unit (stopped, acknowledged, committed).
-            for (u, value) in handoff.to_release(&wanted, |u| self.ports.released(u)) {
-                let key = self.keys.owner(&u);
-                let mut ops = vec![Op::delete(&key)];
-                if eos(&u) && self.ports.released_clean(&u) {
-                    // Its last transaction committed: nobody to fence. Else
-                    // the writer key stays, and the next owner fences.
-                    ops.push(Op::delete(self.keys.writer(&u)));
-                }
-                match self
-                    .coord
-                    .txn(vec![Compare::Value(key.clone(), value)], ops)
-                    .await
-                {
-                    Ok(_) => {
-                        handoff.gave_back(&u);
-                        debug!(unit = %u, "owner key released");
-                    }
-                    Err(e) => {
-                        warn!(unit = %u, error = %e, "cannot release the owner key; retrying");
-                        break;
-                    }
-                }
-            }
-            metrics::gauge!(m::UNITS_OWNED).set(handoff.owned() as f64);
-            metrics::gauge!(m::UNITS_WAITING).set(blocked as f64);
-
-            // Besides the cadence, a report goes out as soon as a unit
-            // starts, stops or changes state, so status shows what runs
-            // from the moment it runs.
-            if Instant::now() >= next_report || load.changed(&self.status) {
-                next_report = Instant::now() + self.spec.report_interval;
-                let doc = load.report(&self.spec.id, &self.status);
-                if let Err(e) = self
-                    .coord
-                    .put(&self.keys.load(&self.spec.id), encode(&doc), Some(lease.id))
-                    .await
-                {
-                    debug!(error = %e, "load report not written");
-                }
-            }
-
-            if let Some(deadline) = draining {
-                if handoff.owned() == 0 {
-                    info!(worker = %self.spec.id, "drained: every unit released");
-                    return Ended::Drained(lease);
-                }
-                if Instant::now() >= deadline {
-                    warn!(worker = %self.spec.id, held = handoff.owned(),
-                          "drain timed out; the data plane commits what was acknowledged and the rest goes with the lease");
-                    return Ended::Drained(lease);
-                }
-            }
-
-            tokio::select! {
-                _ = plan_rx.changed() => {}
-                _ = owners_rx.changed() => {}
-                _ = self.ports.changed.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                _ = lost.cancelled() => {}
-                _ = drain.cancelled(), if draining.is_none() => {}
+    /// Rule 1: start a unit only after creating its owner key. Returns how
+    /// many wanted units wait for their previous owner.
+    async fn take(&mut self, wanted: &BTreeSet<Unit>, owners: &Snapshot) -> usize {
+        let (m, lease) = (self.member, self.lease.id);
+        let mut blocked = 0usize;
+        let claims = self.handoff.claims(wanted, |u| {
+            owner_key(lease, owners.kvs.get(&m.keys.owner(u)), |v| {
+                decode::<OwnerDoc>(v).map(|d| d.worker).unwrap_or_default()
+            })
+        });
+        for (u, newly) in &claims.waiting {
+            blocked += 1;
+            if let Some(holder) = newly {
+                info!(unit = %u, holder, "waiting for the previous owner to release");
             }
         }
+        for u in claims.take {
+            let key = m.keys.owner(&u);
+            let value = encode(&OwnerDoc {
+                format: FORMAT,
+                worker: m.spec.id.clone(),
+                epoch: self.handoff.epoch(),
+                take: TAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            });
+            match m
+                .coord
+                .txn(
+                    vec![Compare::Absent(key.clone())],
+                    vec![Op::put_on(&key, value.clone(), lease)],
+                )
+                .await
+            {
+                Ok(true) => self.handoff.took(u, value),
+                Ok(false) => blocked += 1, // taken meanwhile; the watch will say by whom
+                Err(e) => {
+                    warn!(unit = %u, error = %e, "cannot take the owner key");
+                    break;
+                }
+            }
+        }
+        self.handoff.tidy(wanted);
+        blocked
+    }
+
+    /// Counts a unit the data plane holds while another lease owns it.
+    fn check_breaches(&mut self, owners: &Snapshot) {
+        let (m, lease) = (self.member, self.lease.id);
+        if m.fence.is_open() && owners.synced {
+            self.breaches.check(&m.ports.held(), |u| {
+                owners
+                    .kvs
+                    .get(&m.keys.owner(u))
+                    .filter(|kv| kv.lease != lease)
+                    .map(|kv| kv.lease)
+            });
+        }
+    }
+
+    /// Exactly-once: fence the unit's previous writer, then name this
+    /// worker as its writer, before the data plane reads its progress
+    /// (docs/coordination.md, "Exactly-once").
+    async fn claim_writers(&mut self, wanted: &BTreeSet<Unit>) {
+        let m = self.member;
+        for u in self.handoff.to_claim(wanted, |u| m.exactly_once(u)) {
+            let owner = self
+                .handoff
+                .owner_value(&u)
+                .expect("claimed units are owned")
+                .to_vec();
+            if self.lost.is_cancelled() || !m.claim(&u, owner).await {
+                break;
+            }
+            self.handoff.claimed(u);
+        }
+    }
+
+    /// Rule 2: give a key back only after the data plane released the
+    /// unit (stopped, acknowledged, committed).
+    async fn give_back(&mut self, wanted: &BTreeSet<Unit>) {
+        let m = self.member;
+        for (u, value) in self.handoff.to_release(wanted, |u| m.ports.released(u)) {
+            let key = m.keys.owner(&u);
+            let mut ops = vec![Op::delete(&key)];
+            if m.exactly_once(&u) && m.ports.released_clean(&u) {
+                // Its last transaction committed: nobody to fence. Else
+                // the writer key stays, and the next owner fences.
+                ops.push(Op::delete(m.keys.writer(&u)));
+            }
+            match m
+                .coord
+                .txn(vec![Compare::Value(key.clone(), value)], ops)
+                .await
+            {
+                Ok(_) => {
+                    self.handoff.gave_back(&u);
+                    debug!(unit = %u, "owner key released");
+                }
+                Err(e) => {
+                    warn!(unit = %u, error = %e, "cannot release the owner key; retrying");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reports the load on its cadence, and as soon as a unit starts,
+    /// stops or changes state, so status shows what runs from the moment
+    /// it runs.
+    async fn report_load(&mut self) {
+        let m = self.member;
+        if Instant::now() >= self.next_report || self.load.changed(&m.status) {
+            self.next_report = Instant::now() + m.spec.report_interval;
+            let doc = self.load.report(&m.spec.id, &m.status);
+            if let Err(e) = m
+                .coord
+                .put(&m.keys.load(&m.spec.id), encode(&doc), Some(self.lease.id))
+                .await
+            {
+                debug!(error = %e, "load report not written");
+            }
+        }
+    }
+
+    /// Whether a drain is over: every unit released, or its deadline passed.
+    fn drained(&self) -> bool {
+        let Some(deadline) = self.draining else {
+            return false;
+        };
+        let id = &self.member.spec.id;
+        if self.handoff.owned() == 0 {
+            info!(worker = %id, "drained: every unit released");
+            return true;
+        }
+        if Instant::now() >= deadline {
+            warn!(worker = %id, held = self.handoff.owned(),
+                  "drain timed out; the data plane commits what was acknowledged and the rest goes with the lease");
+            return true;
+        }
+        false
     }
 }
 

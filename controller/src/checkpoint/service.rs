@@ -14,7 +14,7 @@
 //! `/v1/status`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -59,6 +59,18 @@ pub struct CheckpointHealth {
 /// Every flow's [`CheckpointHealth`], as the leader's services report it.
 pub type CheckpointBoard = Arc<Mutex<BTreeMap<String, CheckpointHealth>>>;
 
+/// Between rounds, how often the freshness gauges are brought up to date
+/// (and the offset syncs fetched meanwhile taken in).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the group-offsets sync waits after a failed batch.
+const SYNC_RETRY: Duration = Duration::from_secs(1);
+
+/// While the leader's lease is lapsing, how often the group-offsets sync
+/// looks whether it was renewed (nothing wakes it on a renewal; the stop
+/// usually comes first).
+const FENCE_RECHECK: Duration = Duration::from_millis(250);
+
 /// Runs the checkpoint service of one flow until `shutdown`, writing only
 /// while `fence` (the leader's lease) is open: a leader paused past its
 /// lease, running again, must not emit what it computed before the pause
@@ -73,31 +85,41 @@ pub async fn run_checkpoints(
         return Ok(());
     };
     let spec = Arc::new(spec);
-    tokio::task::spawn_blocking(move || {
-        let result = start_until_up(&spec, interval, &board, &shutdown).and_then(|mut s| {
-            // A service held here has fenced the previous leader and read
-            // its floor, and has not begun a round.
-            #[cfg(test)]
-            fail::fail_point!("checkpoint::started");
-            if !spec.flow.sync_group_offsets {
-                return s.run(&fence, &shutdown);
-            }
-            let shared = s.sync.clone();
-            let stop_sync = shutdown.child_token();
-            std::thread::scope(|scope| {
-                scope.spawn(|| sync_loop(&spec, &shared, &fence, &stop_sync));
-                let result = s.run(&fence, &shutdown);
-                stop_sync.cancel();
-                result
-            })
-        });
+    let shared = Arc::new(Shared::default());
+    // The service's threads wait on `shared`, not on the token: the stop
+    // is passed on to them there.
+    let stopper = tokio::spawn({
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        async move {
+            shutdown.cancelled().await;
+            shared.stop();
+        }
+    });
+    let done = tokio::task::spawn_blocking(move || {
+        let result =
+            start_until_up(&spec, interval, &board, &shared, &shutdown).and_then(|mut s| {
+                // A service held here has fenced the previous leader and read
+                // its floor, and has not begun a round.
+                #[cfg(test)]
+                fail::fail_point!("checkpoint::started");
+                if !spec.flow.sync_group_offsets {
+                    return s.run(&fence, &shutdown);
+                }
+                std::thread::scope(|scope| {
+                    scope.spawn(|| sync_loop(&spec, &shared, &fence));
+                    let result = s.run(&fence, &shutdown);
+                    shared.stop();
+                    result
+                })
+            });
         if let Ok(mut b) = board.lock() {
             b.remove(&spec.flow.name);
         }
         result
     })
-    .await
-    .context("checkpoint service panicked")?
+    .await;
+    stopper.abort();
+    done.context("checkpoint service panicked")?
 }
 
 /// Starts the service, again and again while the target cannot be read or
@@ -107,11 +129,12 @@ fn start_until_up<'a>(
     spec: &'a CheckpointSpec,
     interval: Duration,
     board: &'a CheckpointBoard,
+    shared: &Arc<Shared>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Service<'a>> {
     let mut backoff = Duration::from_millis(500);
     loop {
-        match Service::start(spec, interval, board, shutdown) {
+        match Service::start(spec, interval, board, shared.clone(), shutdown) {
             Ok(s) => return Ok(s),
             Err(e) if !shutdown.is_cancelled() => {
                 if denials::says_denied(&format!("{e:#}")) {
@@ -127,10 +150,7 @@ fn start_until_up<'a>(
                         "checkpoint service not started; trying again in {backoff:?}"
                     );
                 }
-                let until = Instant::now() + backoff;
-                while Instant::now() < until && !shutdown.is_cancelled() {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                shared.stopped_within(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             Err(e) => return Err(e),
@@ -148,8 +168,9 @@ struct Service<'a> {
     cp_topic: String,
     producer: Option<ThreadedProducer<DefaultProducerContext>>,
     checkpointed: Freshness,
-    /// Shared with the group-offsets sync (`sync_group_offsets`).
-    sync: Arc<Mutex<SyncState>>,
+    /// Shared with the group-offsets sync (`sync_group_offsets`), and
+    /// where the service waits between rounds.
+    shared: Arc<Shared>,
     last_round: Duration,
     groups: usize,
     metrics: Metrics,
@@ -180,6 +201,7 @@ impl<'a> Service<'a> {
         spec: &'a CheckpointSpec,
         interval: Duration,
         board: &'a CheckpointBoard,
+        shared: Arc<Shared>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let flow = &spec.flow.name;
@@ -244,7 +266,7 @@ impl<'a> Service<'a> {
             cp_topic,
             producer: Some(producer),
             checkpointed: Freshness::default(),
-            sync: Arc::default(),
+            shared,
             last_round: Duration::ZERO,
             groups: 0,
             metrics: Metrics {
@@ -263,22 +285,13 @@ impl<'a> Service<'a> {
         let flow = self.spec.flow.name.clone();
         let mut next = Instant::now();
         while !shutdown.is_cancelled() {
-            // Take every sync written since the last look.
-            let state = &mut self.state;
-            if let Err(e) =
-                self.syncs.poll_ready(
-                    Duration::from_millis(50),
-                    |k, v, _| match OffsetSync::decode(k, v) {
-                        Ok(sync) => state.observe_sync(&sync),
-                        Err(e) => debug!(flow = %flow, error = %e, "offset sync skipped"),
-                    },
-                )
-            {
-                warn!(flow = %flow, error = format!("{e:#}"), "reading offset syncs");
-            }
+            self.take_syncs();
             self.report();
-            if Instant::now() < next {
-                std::thread::sleep(Duration::from_millis(50));
+            let now = Instant::now();
+            if now < next {
+                // The offset syncs matter only to a round: idle until it
+                // is due (reporting meanwhile), or the service stops.
+                self.shared.stopped_within((next - now).min(REPORT_EVERY));
                 continue;
             }
             let started = Instant::now();
@@ -298,6 +311,22 @@ impl<'a> Service<'a> {
         Ok(())
     }
 
+    /// Takes every offset sync fetched since the last look, without
+    /// waiting for more.
+    fn take_syncs(&mut self) {
+        let flow = &self.spec.flow.name;
+        let state = &mut self.state;
+        let taken =
+            self.syncs
+                .poll_ready(Duration::ZERO, |k, v, _| match OffsetSync::decode(k, v) {
+                    Ok(sync) => state.observe_sync(&sync),
+                    Err(e) => debug!(flow = %flow, error = %e, "offset sync skipped"),
+                });
+        if let Err(e) = taken {
+            warn!(flow = %flow, error = format!("{e:#}"), "reading offset syncs");
+        }
+    }
+
     /// Publishes how fresh the checkpoints are.
     fn report(&self) {
         let now = Instant::now();
@@ -308,7 +337,7 @@ impl<'a> Service<'a> {
         };
         self.metrics.lag.set(age(&self.checkpointed));
         let (sync_oldest, active_on_target) = {
-            let sync = self.sync.lock().expect("sync state");
+            let sync = self.shared.lock();
             if self.spec.flow.sync_group_offsets {
                 self.metrics.sync_lag.set(age(&sync.synced));
             }
@@ -420,7 +449,7 @@ impl<'a> Service<'a> {
         self.state.retain_groups(&live);
         self.checkpointed.retain(|g| live.contains(g));
         {
-            let mut sync = self.sync.lock().expect("sync state");
+            let mut sync = self.shared.lock();
             let sync = &mut *sync;
             sync.synced.retain(|g| live.contains(g));
             sync.pending.retain(|g, _| live.contains(g.as_str()));
@@ -504,11 +533,13 @@ impl<'a> Service<'a> {
         fail::fail_point!("checkpoint::before_commit");
         producer.commit_transaction(Duration::from_secs(10))?;
         if flow.sync_group_offsets {
-            let mut sync = self.sync.lock().expect("sync state");
+            let mut sync = self.shared.lock();
             for g in moved {
                 let offsets = self.state.emitted(&g);
                 sync.pending.insert(g, (offsets, started));
             }
+            drop(sync);
+            self.shared.wake.notify_all();
         }
         Ok(landed)
     }
@@ -528,30 +559,70 @@ struct SyncState {
     synced: Freshness,
     /// Groups refused because they are active on the target.
     active: HashSet<String>,
+    /// The service stops: every thread of it returns.
+    stopped: bool,
+}
+
+/// What the service's threads share and wait on: the group-offsets sync's
+/// state and the stop, under one lock with one condvar, so a thread waits
+/// for its work, its deadline and the stop at once.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<SyncState>,
+    /// Notified when groups are handed to the sync, and on the stop.
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().expect("sync state")
+    }
+
+    /// Stops the service: every wait below returns, for good.
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits up to `timeout` for the stop; true once stopped.
+    fn stopped_within(&self, timeout: Duration) -> bool {
+        let (state, _) = self
+            .wake
+            .wait_timeout_while(self.lock(), timeout, |s| !s.stopped)
+            .expect("sync state");
+        state.stopped
+    }
+
+    /// Waits for groups to sync and takes them; `None` once stopped.
+    /// Nothing is taken while the fence (the leader's lease) is closed.
+    fn next_batch(&self, fence: &Fence) -> Option<HashMap<String, Pending>> {
+        let mut state = self.lock();
+        loop {
+            if state.stopped {
+                return None;
+            }
+            if !fence.is_open() {
+                (state, _) = self
+                    .wake
+                    .wait_timeout(state, FENCE_RECHECK)
+                    .expect("sync state");
+            } else if state.pending.is_empty() {
+                state = self.wake.wait(state).expect("sync state");
+            } else {
+                return Some(std::mem::take(&mut state.pending));
+            }
+        }
+    }
 }
 
 /// `sync_group_offsets`: commits the groups' checkpointed positions to the
 /// same groups on the target, where they are idle, never backwards. Runs
 /// beside the rounds, so a slow target does not delay checkpoints.
-fn sync_loop(
-    spec: &CheckpointSpec,
-    shared: &Mutex<SyncState>,
-    fence: &Fence,
-    shutdown: &CancellationToken,
-) {
+fn sync_loop(spec: &CheckpointSpec, shared: &Shared, fence: &Fence) {
     let flow = &spec.flow.name;
     let name = format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment));
-    while !shutdown.is_cancelled() {
-        // While the lease is lapsing nothing is written (shutdown follows).
-        let batch = if fence.is_open() {
-            std::mem::take(&mut shared.lock().expect("sync state").pending)
-        } else {
-            HashMap::new()
-        };
-        if batch.is_empty() {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        }
+    // While the lease is lapsing nothing is written (the stop follows).
+    while let Some(batch) = shared.next_batch(fence) {
         let mut batch: Vec<_> = batch.into_iter().collect();
         batch.sort_by(|a, b| a.0.cmp(&b.0));
         let wanted: Vec<_> = batch
@@ -581,16 +652,16 @@ fn sync_loop(
                         "group offsets not synced; retried"
                     );
                 }
-                let mut sync = shared.lock().expect("sync state");
+                let mut sync = shared.lock();
                 for (g, v) in batch {
                     sync.pending.entry(g).or_insert(v);
                 }
                 drop(sync);
-                std::thread::sleep(Duration::from_secs(1));
+                shared.stopped_within(SYNC_RETRY);
                 continue;
             }
         };
-        let mut sync = shared.lock().expect("sync state");
+        let mut sync = shared.lock();
         for ((group, (offsets, read)), (outcome, rows)) in batch.into_iter().zip(outcomes) {
             match outcome {
                 GroupOutcome::Written | GroupOutcome::UpToDate => {
