@@ -609,14 +609,14 @@ fn sync_loop(
                     sync.active.insert(group);
                 }
                 GroupOutcome::Failed(e) => {
-                    if denials::says_denied(&e) {
+                    if denials::is_denial(e.code()) {
                         denials::refused(
                             &spec.flow.target,
                             flow,
                             Feature::GroupOffsetSync,
                             Operation::Read,
                             denials::group(&group),
-                            &e,
+                            &e.to_string(),
                         );
                     } else {
                         error_event!(
@@ -624,7 +624,7 @@ fn sync_loop(
                             flow,
                             ErrorKind::Checkpoint,
                             group,
-                            error = e,
+                            error = %e,
                             "group offsets not synced; retried"
                         );
                     }
