@@ -99,15 +99,17 @@ pub enum GroupRefusal {
 }
 
 /// Why a group's offsets could not be moved on the target, with the
-/// broker's (or librdkafka's) code.
+/// broker's (or librdkafka's) code. The text includes the [`GroupError`]'s,
+/// so it is not also given as a source (an error chain printed whole would
+/// say it twice); [`GroupFailure::error`] has it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupFailure {
     /// Its committed offsets on the target could not be read.
     #[error("{0}")]
-    Read(#[source] GroupError),
+    Read(GroupError),
     /// The commit failed, for another reason than members.
     #[error("committing on the target: {0}")]
-    Commit(#[source] GroupError),
+    Commit(GroupError),
 }
 
 impl GroupFailure {
