@@ -34,7 +34,17 @@ pub(crate) fn list_groups(client: &BaseConsumer) -> anyhow::Result<HashMap<Strin
 
 /// A group's committed positions, each with its commit metadata, or why
 /// they could not be read.
-pub(crate) type Positions = anyhow::Result<Vec<(TopicPartition, i64, String)>>;
+pub(crate) type Positions = Result<Vec<(TopicPartition, i64, String)>, PositionsError>;
+
+/// Why a group's committed positions could not be read: the broker's
+/// error, with its code (the checkpoint service tells a missing permission
+/// by it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("committed offsets of group {group}: {error}")]
+pub(crate) struct PositionsError {
+    pub group: String,
+    pub error: GroupError,
+}
 
 /// Committed positions of `groups` on the source, fetched with at most
 /// [`GROUP_REQUESTS_IN_FLIGHT`] requests under way. Per group: its
@@ -66,7 +76,10 @@ pub(crate) fn source_positions(
                         })
                         .collect()
                 })
-                .map_err(|e| anyhow::anyhow!("committed offsets of group {g}: {e}"));
+                .map_err(|error| PositionsError {
+                    group: g.clone(),
+                    error,
+                });
             (g, r)
         })
         .collect()

@@ -443,8 +443,8 @@ impl<'a> Service<'a> {
             let positions = match result {
                 Ok(p) => p,
                 Err(e) => {
-                    let text = format!("{e:#}");
-                    if denials::says_denied(&text) {
+                    let text = e.to_string();
+                    if denials::is_denial(e.error.code) {
                         denials::refused(
                             &flow.source,
                             &flow.name,
