@@ -433,7 +433,9 @@ impl Applied {
         };
         for (outcome, frows) in outcomes {
             let group = frows.first().map(|r| r.group.clone()).unwrap_or_default();
-            let result = match &outcome {
+            // A written group's rows that did not move were up to date.
+            let result = |moves: bool| match &outcome {
+                GroupOutcome::Written if !moves => "up to date",
                 GroupOutcome::Written if dry_run => "would write",
                 GroupOutcome::Written => "written",
                 GroupOutcome::UpToDate => "up to date",
@@ -462,7 +464,7 @@ impl Applied {
                         .max_reread
                         .max(m.and_then(|m| m.max_reread).unwrap_or(0));
                 }
-                self.table.push(row(flow, m.copied(), &r, result));
+                self.table.push(row(flow, m.copied(), &r, result(r.moves)));
             }
         }
     }
@@ -501,15 +503,6 @@ impl Applied {
 }
 
 fn row(flow: &str, m: Option<&Move>, r: &FailoverRow, result: &str) -> [String; 9] {
-    let result = if result == "written" || result == "would write" {
-        if r.moves {
-            result.to_owned()
-        } else {
-            "up to date".to_owned()
-        }
-    } else {
-        result.to_owned()
-    };
     [
         flow.to_owned(),
         r.group.clone(),
@@ -524,6 +517,6 @@ fn row(flow: &str, m: Option<&Move>, r: &FailoverRow, result: &str) -> [String; 
         },
         m.and_then(|m| m.max_reread)
             .map_or("-".into(), |x| x.to_string()),
-        result,
+        result.to_owned(),
     ]
 }

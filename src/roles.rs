@@ -205,8 +205,10 @@ pub async fn run(
             exactly_once,
         };
         let fencer: member::Fencer = Arc::new(move |flow: &str, txid: &str| {
-            let spec = eos_specs.get(flow).ok_or("not an exactly-once flow")?;
-            fence_writer(spec, txid).map_err(|e| e.to_string())
+            let spec = eos_specs
+                .get(flow)
+                .ok_or(member::FenceError::NotExactlyOnce)?;
+            Ok(fence_writer(spec, txid)?)
         });
         let m = Member::new(coord.clone(), spec, fence, ports, status.clone(), fencer);
         member_task = Some(tokio::spawn(m.run(drain.clone())));

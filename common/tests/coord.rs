@@ -10,7 +10,7 @@ use strait_common::coord::embedded::Embedded;
 use strait_common::coord::etcd::Etcd;
 use strait_common::coord::lease::Lease;
 use strait_common::coord::mirror::mirror;
-use strait_common::coord::{Compare, Coord, CoordError, Event, Op};
+use strait_common::coord::{Compare, Coord, CoordError, Event, GrpcCode, Op};
 use strait_testkit::{sandbox, unique};
 use tokio_util::sync::CancellationToken;
 
@@ -116,12 +116,25 @@ async fn leases(c: Coord) {
         "revoke deletes the lease's keys"
     );
     assert_eq!(c.keep_alive(lease).await.unwrap(), None);
+    // Revoking it again: gone already is what was wanted (etcd answers
+    // NotFound, told by its code).
+    c.revoke(lease).await.unwrap();
     // A put on a dead lease is refused, not silently unleased.
     let err = c
         .put(&format!("{p}owner"), b"w1".to_vec(), Some(lease))
         .await
         .unwrap_err();
-    assert!(matches!(err, CoordError::Refused(_)), "{err:?}");
+    // etcd's NotFound, from either store, so callers can tell it by its code.
+    assert!(
+        matches!(
+            err,
+            CoordError::Refused {
+                code: Some(GrpcCode::NotFound),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     // Expiry: an unrenewed lease's keys go on their own.
     let short = c.grant(Duration::from_secs(2)).await.unwrap();

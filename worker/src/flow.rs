@@ -73,7 +73,9 @@ pub async fn run_flow(
                     backoff.reset(); // it ran well for a while: this is a new failure
                 }
                 let delay = backoff.next_delay();
-                if strait_common::access::denials::says_denied(&e.to_string()) {
+                if e.kafka_code()
+                    .is_some_and(strait_common::access::denials::is_denial)
+                {
                     // The missing permission was reported once, with the
                     // ACL to add; the restarts that wait for it are quiet.
                     error_event!(debug, flow, ErrorKind::Session, error = %e, retry_in = ?delay, failures = backoff.attempts(),

@@ -51,7 +51,30 @@ pub struct MemberSpec {
 /// Fences a transactional id on the target of a flow (`flow`, `txid`):
 /// InitProducerId aborts its open transaction and bumps its epoch.
 /// Blocking.
-pub type Fencer = Arc<dyn Fn(&str, &str) -> Result<(), String> + Send + Sync>;
+pub type Fencer = Arc<dyn Fn(&str, &str) -> Result<(), FenceError> + Send + Sync>;
+
+/// Why a [`Fencer`] did not fence.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    /// The flow is not one of this process's exactly-once flows: there is
+    /// no target to fence on.
+    #[error("not an exactly-once flow")]
+    NotExactlyOnce,
+    /// The target refused or did not answer InitProducerId; the Kafka code
+    /// is [`FenceError::kafka_code`].
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+impl FenceError {
+    /// The Kafka error code, where the failure came from Kafka with one.
+    pub fn kafka_code(&self) -> Option<rdkafka::types::RDKafkaErrorCode> {
+        match self {
+            FenceError::Kafka(e) => e.rdkafka_error_code(),
+            FenceError::NotExactlyOnce => None,
+        }
+    }
+}
 
 /// The worker's ends of the flows' links.
 pub struct Ports {

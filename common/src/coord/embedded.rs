@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::{
-    ttl_secs, Batch, Compare, CoordError, Coordinator, Event, Kv, LeaseId, Op, Result, Revision,
-    Watch,
+    ttl_secs, Batch, Compare, CoordError, Coordinator, Event, GrpcCode, Kv, LeaseId, Op, Result,
+    Revision, Watch,
 };
 
 /// Events kept for watches that start in the past.
@@ -244,7 +244,11 @@ impl Coordinator for Embedded {
             } = op
             {
                 if !s.leases.contains_key(id) {
-                    return Err(CoordError::Refused(format!("lease {id:x} not found")));
+                    // etcd's answer, with etcd's code.
+                    return Err(CoordError::Refused {
+                        code: Some(GrpcCode::NotFound),
+                        message: format!("lease {id:x} not found"),
+                    });
                 }
             }
         }

@@ -14,7 +14,8 @@ use etcd_client::{
 use tokio::sync::{mpsc, Mutex};
 
 use super::{
-    ttl_secs, Compare, CoordError, Coordinator, Event, Kv, LeaseId, Op, Result, Revision, Watch,
+    ttl_secs, Compare, CoordError, Coordinator, Event, GrpcCode, Kv, LeaseId, Op, Result, Revision,
+    Watch,
 };
 use crate::config::CoordinationConfig;
 
@@ -42,21 +43,35 @@ struct Keeper {
     unanswered: bool,
 }
 
+/// Unavailable without an answer from etcd (a timeout, a stream that
+/// ended): no status code.
 fn unavailable(e: impl std::fmt::Display) -> CoordError {
-    CoordError::Unavailable(e.to_string())
+    CoordError::Unavailable {
+        code: None,
+        message: e.to_string(),
+    }
 }
 
-/// gRPC codes that mean "the store answered no", as opposed to "the store
-/// did not answer": invalid argument, not found, permission denied, failed
-/// precondition, unauthenticated.
-const REFUSALS: [i32; 5] = [3, 5, 7, 9, 16];
+/// The gRPC status code of an etcd error, where etcd answered with one.
+fn grpc_code(e: &etcd_client::Error) -> Option<GrpcCode> {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => Some(GrpcCode::from_i32(i32::from(s.code()))),
+        _ => None,
+    }
+}
 
 fn from_etcd(e: etcd_client::Error) -> CoordError {
-    match &e {
-        etcd_client::Error::GRpcStatus(s) if REFUSALS.contains(&i32::from(s.code())) => {
-            CoordError::Refused(s.message().to_owned())
+    match (grpc_code(&e), &e) {
+        (Some(code), etcd_client::Error::GRpcStatus(s)) if code.is_refusal() => {
+            CoordError::Refused {
+                code: Some(code),
+                message: s.message().to_owned(),
+            }
         }
-        _ => unavailable(e),
+        (code, _) => CoordError::Unavailable {
+            code,
+            message: e.to_string(),
+        },
     }
 }
 
@@ -174,13 +189,22 @@ impl Etcd {
         &self,
         f: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(r) => r.map_err(from_etcd),
-            Err(_) => Err(unavailable(format!(
+        self.answer(f).await?.map_err(from_etcd)
+    }
+
+    /// etcd's answer, as etcd-client gives it (for the callers that look at
+    /// it before it becomes a [`CoordError`]), or unavailable if there was
+    /// none within the request timeout.
+    async fn answer<T>(
+        &self,
+        f: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<std::result::Result<T, etcd_client::Error>> {
+        tokio::time::timeout(self.timeout, f).await.map_err(|_| {
+            unavailable(format!(
                 "no answer from {:?} within {:?}",
                 self.endpoints, self.timeout
-            ))),
-        }
+            ))
+        })
     }
 }
 
@@ -188,7 +212,10 @@ fn kv(k: &etcd_client::KeyValue) -> Result<Kv> {
     Ok(Kv {
         key: k
             .key_str()
-            .map_err(|e| CoordError::Refused(format!("key is not UTF-8: {e}")))?
+            .map_err(|e| CoordError::Refused {
+                code: None,
+                message: format!("key is not UTF-8: {e}"),
+            })?
             .to_owned(),
         value: k.value().to_vec(),
         create_revision: k.create_revision(),
@@ -226,7 +253,7 @@ impl Coordinator for Etcd {
         }
         if slot.is_none() {
             let mut c = self.client.clone();
-            match self.bounded(c.lease_keep_alive(lease)).await {
+            match self.answer(c.lease_keep_alive(lease)).await? {
                 Ok((keeper, stream)) => {
                     *slot = Some(Keeper {
                         keeper,
@@ -234,8 +261,8 @@ impl Coordinator for Etcd {
                         unanswered: false,
                     })
                 }
-                Err(e) if lease_gone(&e.to_string()) => return Ok(None),
-                Err(e) => return Err(e),
+                Err(e) if lease_gone(&e) => return Ok(None),
+                Err(e) => return Err(from_etcd(e)),
             };
         }
         let k = slot.as_mut().expect("made above");
@@ -262,7 +289,7 @@ impl Coordinator for Etcd {
             }
             Ok(Err(e)) => {
                 *slot = None;
-                if lease_gone(&e.to_string()) {
+                if lease_gone(&e) {
                     self.keepers.lock().unwrap().remove(&lease);
                     Ok(None)
                 } else {
@@ -281,11 +308,11 @@ impl Coordinator for Etcd {
     async fn revoke(&self, lease: LeaseId) -> Result<()> {
         self.keepers.lock().unwrap().remove(&lease);
         let mut c = self.client.clone();
-        match self.bounded(c.lease_revoke(lease)).await {
+        match self.answer(c.lease_revoke(lease)).await? {
             Ok(_) => Ok(()),
             // Already gone is what we wanted.
-            Err(e) if lease_gone(&e.to_string()) => Ok(()),
-            Err(e) => Err(e),
+            Err(e) if lease_gone(&e) => Ok(()),
+            Err(e) => Err(from_etcd(e)),
         }
     }
 
@@ -400,10 +427,27 @@ impl Coordinator for Etcd {
     }
 }
 
-/// etcd's way of saying a lease expired or was revoked.
-fn lease_gone(message: &str) -> bool {
-    message.contains("lease not found")
+/// etcd's way of saying a lease expired or was revoked: gRPC NotFound
+/// ("etcdserver: requested lease not found"). The code alone is enough
+/// here: of etcd's answers only that one and "member not found" (the
+/// cluster API, which strait never calls) are NotFound.
+///
+/// One fallback by text: etcd answers a keep-alive of such a lease with a
+/// TTL of 0, not an error, and etcd-client turns that answer, when it opens
+/// the keep-alive stream, into its own `LeaseKeepAliveError("lease not
+/// found")`, which has no code. Only that error, with exactly the text
+/// etcd-client gives it, is recognised by its text (etcd-client 0.21,
+/// `LeaseClient::keep_alive`).
+fn lease_gone(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::LeaseKeepAliveError(m) => m == KEEP_ALIVE_LEASE_NOT_FOUND,
+        _ => grpc_code(e) == Some(GrpcCode::NotFound),
+    }
 }
+
+/// The text of etcd-client's own error for a keep-alive stream opened on a
+/// lease etcd no longer has (see [`lease_gone`]).
+const KEEP_ALIVE_LEASE_NOT_FOUND: &str = "lease not found";
 
 /// Splits events (in revision order) into one batch per revision.
 fn by_revision(events: Vec<Event>) -> Vec<Vec<Event>> {
@@ -420,6 +464,25 @@ fn by_revision(events: Vec<Event>) -> Vec<Vec<Event>> {
 #[cfg(test)]
 mod tests {
     use super::permanent_tls_error;
+
+    /// Only etcd-client's own keep-alive error is read by its text, and
+    /// only with its exact words; any other error is told by its gRPC code
+    /// (etcd's NotFound is covered against the sandbox's etcd, in
+    /// tests/coord.rs: a revoke of a revoked lease).
+    #[test]
+    fn a_gone_lease_is_told_by_code_or_by_etcd_clients_own_error() {
+        use etcd_client::Error as E;
+        assert!(super::lease_gone(&E::LeaseKeepAliveError(
+            "lease not found".into()
+        )));
+        assert!(!super::lease_gone(&E::LeaseKeepAliveError(
+            "channel closed".into()
+        )));
+        assert!(!super::lease_gone(&E::WatchError("lease not found".into())));
+        assert!(!super::lease_gone(&E::Internal(
+            "etcdserver: requested lease not found".into()
+        )));
+    }
 
     /// Keep-alives of two leases do not wait on each other: one whose
     /// renewal is slow (here: its slot held, as a call waiting on a late

@@ -108,10 +108,98 @@ pub enum CoordError {
         requested: Revision,
         oldest: Revision,
     },
-    #[error("coordination store unavailable: {0}")]
-    Unavailable(String),
-    #[error("coordination request refused: {0}")]
-    Refused(String),
+    /// The store did not answer, or answered that it cannot serve now:
+    /// worth asking again.
+    #[error("coordination store unavailable: {message}")]
+    Unavailable {
+        /// The gRPC status etcd answered with; `None` when there was no
+        /// answer (a timeout, a connection or stream that broke).
+        code: Option<GrpcCode>,
+        message: String,
+    },
+    /// The store answered no (see [`GrpcCode::is_refusal`]): asking again
+    /// gets the same answer.
+    #[error("coordination request refused: {message}")]
+    Refused {
+        /// The gRPC status of the refusal; the embedded store answers with
+        /// etcd's code for the same refusal. `None` for a refusal of this
+        /// side's own (a key that is not UTF-8).
+        code: Option<GrpcCode>,
+        message: String,
+    },
+}
+
+impl CoordError {
+    /// The gRPC status code the store answered with, if it answered.
+    pub fn code(&self) -> Option<GrpcCode> {
+        match self {
+            CoordError::Compacted { .. } => None,
+            CoordError::Unavailable { code, .. } | CoordError::Refused { code, .. } => *code,
+        }
+    }
+}
+
+/// A gRPC status code (etcd answers in gRPC; the numbers are gRPC's), kept
+/// so that callers tell one answer from another by its code, not its text.
+/// Its own type rather than tonic's, so that strait's API does not follow
+/// the gRPC library etcd-client happens to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrpcCode {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+}
+
+impl GrpcCode {
+    /// The code of a gRPC status number; numbers gRPC does not define are
+    /// [`GrpcCode::Unknown`], as gRPC itself reads them.
+    pub fn from_i32(code: i32) -> GrpcCode {
+        use GrpcCode::*;
+        match code {
+            0 => Ok,
+            1 => Cancelled,
+            3 => InvalidArgument,
+            4 => DeadlineExceeded,
+            5 => NotFound,
+            6 => AlreadyExists,
+            7 => PermissionDenied,
+            8 => ResourceExhausted,
+            9 => FailedPrecondition,
+            10 => Aborted,
+            11 => OutOfRange,
+            12 => Unimplemented,
+            13 => Internal,
+            14 => Unavailable,
+            15 => DataLoss,
+            16 => Unauthenticated,
+            _ => Unknown,
+        }
+    }
+
+    /// The codes that mean "the store answered no", as opposed to "the
+    /// store did not answer": invalid argument, not found, permission
+    /// denied, failed precondition, unauthenticated.
+    pub fn is_refusal(self) -> bool {
+        use GrpcCode::*;
+        matches!(
+            self,
+            InvalidArgument | NotFound | PermissionDenied | FailedPrecondition | Unauthenticated
+        )
+    }
 }
 
 pub type Result<T> = std::result::Result<T, CoordError>;
@@ -210,4 +298,25 @@ pub type Coord = Arc<dyn Coordinator>;
 /// etcd counts lease TTLs in whole seconds.
 pub(crate) fn ttl_secs(ttl: Duration) -> i64 {
     (ttl.as_secs_f64().ceil() as i64).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GrpcCode;
+
+    /// Every gRPC code number reads back as itself; the refusals are the
+    /// five codes etcd answers "no" with (invalid argument, not found,
+    /// permission denied, failed precondition, unauthenticated).
+    #[test]
+    fn grpc_codes_read_back_and_the_refusals_are_the_five() {
+        for n in 0..=16 {
+            assert_eq!(GrpcCode::from_i32(n) as i32, n);
+        }
+        assert_eq!(GrpcCode::from_i32(17), GrpcCode::Unknown);
+        assert_eq!(GrpcCode::from_i32(-1), GrpcCode::Unknown);
+        let refusals: Vec<i32> = (0..=16)
+            .filter(|&n| GrpcCode::from_i32(n).is_refusal())
+            .collect();
+        assert_eq!(refusals, [3, 5, 7, 9, 16]);
+    }
 }

@@ -143,16 +143,50 @@ struct Header {
     format: u32,
 }
 
-/// Decodes a document, refusing formats newer than [`FORMAT`].
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let h: Header = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if h.format > FORMAT {
-        return Err(format!(
-            "format {} is newer than this binary reads ({FORMAT}); upgrade it",
-            h.format
-        ));
+/// Why a stored document could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or not the shape of the document.
+    #[error("{doc}: {source}")]
+    Malformed {
+        /// Which document: its type's name (`PlanDoc`, `OwnerDoc`, ...).
+        doc: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Written by a newer binary in a format this one does not read: the
+    /// caller skips it (loudly) rather than guess.
+    #[error("{doc}: format {format} is newer than this binary reads ({FORMAT}); upgrade it")]
+    Newer { doc: &'static str, format: u32 },
+}
+
+impl DecodeError {
+    /// Which document it was.
+    pub fn doc(&self) -> &'static str {
+        match self {
+            DecodeError::Malformed { doc, .. } | DecodeError::Newer { doc, .. } => doc,
+        }
     }
-    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// The last segment of `T`'s type name: `PlanDoc` rather than its path.
+fn doc_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+/// Decodes a document, refusing formats newer than [`FORMAT`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let doc = doc_name::<T>();
+    let malformed = |source| DecodeError::Malformed { doc, source };
+    let h: Header = serde_json::from_slice(bytes).map_err(malformed)?;
+    if h.format > FORMAT {
+        return Err(DecodeError::Newer {
+            doc,
+            format: h.format,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(malformed)
 }
 
 #[cfg(test)]
@@ -180,7 +214,20 @@ mod tests {
     #[test]
     fn a_newer_format_is_refused_with_a_reason() {
         let err = decode::<FlagDoc>(br#"{"format":2}"#).unwrap_err();
-        assert!(err.contains("format 2 is newer"), "{err}");
-        assert!(decode::<FlagDoc>(b"not json").is_err());
+        assert!(
+            matches!(
+                err,
+                DecodeError::Newer {
+                    doc: "FlagDoc",
+                    format: 2
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("format 2 is newer"), "{err}");
+        let err = decode::<PlanDoc>(b"not json").unwrap_err();
+        assert!(matches!(err, DecodeError::Malformed { .. }), "{err:?}");
+        assert_eq!(err.doc(), "PlanDoc");
+        assert!(std::error::Error::source(&err).is_some());
     }
 }

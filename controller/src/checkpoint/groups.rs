@@ -15,7 +15,7 @@ use strait_common::model::TopicPartition;
 use super::{GROUP_REQUESTS_IN_FLIGHT, GROUP_REQUEST_TIMEOUT};
 use crate::native_admin::{
     alter_group_offsets, list_consumer_groups, list_group_offsets,
-    list_group_offsets_with_metadata, GroupCommits, GroupState,
+    list_group_offsets_with_metadata, GroupCommits, GroupError, GroupState,
 };
 
 /// A client of `cluster` for listing groups and issuing admin requests.
@@ -34,7 +34,17 @@ pub(crate) fn list_groups(client: &BaseConsumer) -> anyhow::Result<HashMap<Strin
 
 /// A group's committed positions, each with its commit metadata, or why
 /// they could not be read.
-pub(crate) type Positions = anyhow::Result<Vec<(TopicPartition, i64, String)>>;
+pub(crate) type Positions = Result<Vec<(TopicPartition, i64, String)>, PositionsError>;
+
+/// Why a group's committed positions could not be read: the broker's
+/// error, with its code (the checkpoint service tells a missing permission
+/// by it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("committed offsets of group {group}: {error}")]
+pub(crate) struct PositionsError {
+    pub group: String,
+    pub error: GroupError,
+}
 
 /// Committed positions of `groups` on the source, fetched with at most
 /// [`GROUP_REQUESTS_IN_FLIGHT`] requests under way. Per group: its
@@ -66,7 +76,10 @@ pub(crate) fn source_positions(
                         })
                         .collect()
                 })
-                .map_err(|e| anyhow::anyhow!("committed offsets of group {g}: {e}"));
+                .map_err(|error| PositionsError {
+                    group: g.clone(),
+                    error,
+                });
             (g, r)
         })
         .collect()
@@ -80,9 +93,50 @@ pub enum GroupOutcome {
     /// Nothing to move: the group is at or past every translated position.
     UpToDate,
     /// The group is active on the target; nothing was written for it.
-    Refused(String),
+    Refused(GroupRefusal),
     /// The target could not be read or written.
-    Failed(String),
+    Failed(GroupFailure),
+}
+
+/// How the target showed that a group has members there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupRefusal {
+    /// ListGroups names it active: it was not read, nothing was sent.
+    #[error("listed as active on the target")]
+    ListedActive,
+    /// The broker refused the commit with a code that says the group has
+    /// members ([`GroupError::group_is_active`]): a member joined after
+    /// the listing.
+    #[error("the target refused the commit: {0}")]
+    CommitRefused(GroupError),
+}
+
+/// Why a group's offsets could not be moved on the target, with the
+/// broker's (or librdkafka's) code. The text includes the [`GroupError`]'s,
+/// so it is not also given as a source (an error chain printed whole would
+/// say it twice); [`GroupFailure::error`] has it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupFailure {
+    /// Its committed offsets on the target could not be read.
+    #[error("{0}")]
+    Read(GroupError),
+    /// The commit failed, for another reason than members.
+    #[error("committing on the target: {0}")]
+    Commit(GroupError),
+}
+
+impl GroupFailure {
+    /// The error of the request that failed.
+    pub fn error(&self) -> &GroupError {
+        match self {
+            GroupFailure::Read(e) | GroupFailure::Commit(e) => e,
+        }
+    }
+
+    /// Its Kafka (or librdkafka) error code.
+    pub fn code(&self) -> rdkafka::error::RDKafkaErrorCode {
+        self.error().code
+    }
 }
 
 /// One partition of a failover: the translated position, what the target
@@ -127,7 +181,7 @@ pub fn failover_groups(
             (g.clone(), Some(parts))
         })
         .collect();
-    type Current = Result<HashMap<(String, i32), i64>, String>;
+    type Current = Result<HashMap<(String, i32), i64>, GroupError>;
     let mut current: HashMap<usize, Current> = idle
         .iter()
         .copied()
@@ -138,14 +192,12 @@ pub fn failover_groups(
             GROUP_REQUEST_TIMEOUT,
         ))
         .map(|(i, r)| {
-            let r = r
-                .map(|parts| {
-                    parts
-                        .into_iter()
-                        .filter_map(|(t, p, o)| Some(((t, p), o?)))
-                        .collect()
-                })
-                .map_err(|e| e.to_string());
+            let r = r.map(|parts| {
+                parts
+                    .into_iter()
+                    .filter_map(|(t, p, o)| Some(((t, p), o?)))
+                    .collect()
+            });
             (i, r)
         })
         .collect();
@@ -165,17 +217,14 @@ pub fn failover_groups(
                     .iter()
                     .map(|(t, p, o)| row(t, *p, *o, None))
                     .collect();
-                out.push((
-                    GroupOutcome::Refused("listed as active on the target".into()),
-                    rows,
-                ));
+                out.push((GroupOutcome::Refused(GroupRefusal::ListedActive), rows));
             }
             Some(Err(e)) => {
                 let rows = offsets
                     .iter()
                     .map(|(t, p, o)| row(t, *p, *o, None))
                     .collect();
-                out.push((GroupOutcome::Failed(e), rows));
+                out.push((GroupOutcome::Failed(GroupFailure::Read(e)), rows));
             }
             Some(Ok(have)) => {
                 let rows: Vec<FailoverRow> = offsets
@@ -206,15 +255,50 @@ pub fn failover_groups(
         GROUP_REQUEST_TIMEOUT,
     );
     for ((i, _), result) in commits.iter().zip(results) {
-        let errors: Vec<_> = match result {
+        let mut errors: Vec<_> = match result {
             Ok(parts) => parts.into_iter().filter_map(|(_, _, r)| r.err()).collect(),
             Err(e) => vec![e],
         };
-        if let Some(active) = errors.iter().find(|e| e.group_is_active()) {
-            out[*i].0 = GroupOutcome::Refused(format!("the target refused the commit: {active}"));
-        } else if let Some(e) = errors.first() {
-            out[*i].0 = GroupOutcome::Failed(format!("committing on the target: {e}"));
+        if let Some(active) = errors.iter().position(|e| e.group_is_active()) {
+            out[*i].0 =
+                GroupOutcome::Refused(GroupRefusal::CommitRefused(errors.swap_remove(active)));
+        } else if !errors.is_empty() {
+            out[*i].0 = GroupOutcome::Failed(GroupFailure::Commit(errors.swap_remove(0)));
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+
+    use super::{GroupError, GroupFailure, GroupRefusal};
+
+    /// The outcome keeps the broker's code for callers to match on (the
+    /// checkpoint service tells a missing permission by it), and reads as
+    /// it did when it was text.
+    #[test]
+    fn a_failed_group_keeps_the_code_and_its_words() {
+        let denied = GroupError {
+            code: Code::GroupAuthorizationFailed,
+            message: "not allowed".into(),
+        };
+        let f = GroupFailure::Commit(denied.clone());
+        assert_eq!(f.code(), Code::GroupAuthorizationFailed);
+        assert!(strait_common::access::denials::is_denial(f.code()));
+        assert_eq!(f.to_string(), format!("committing on the target: {denied}"));
+        assert_eq!(
+            GroupFailure::Read(denied.clone()).to_string(),
+            denied.to_string()
+        );
+        assert_eq!(
+            GroupRefusal::ListedActive.to_string(),
+            "listed as active on the target"
+        );
+        assert_eq!(
+            GroupRefusal::CommitRefused(denied.clone()).to_string(),
+            format!("the target refused the commit: {denied}")
+        );
+    }
 }

@@ -32,7 +32,7 @@ pub mod spec;
 
 pub use self::core::{Checkpoints, Freshness};
 pub use failover::{checkpointed_groups, translate_groups, GroupSelector, Translated};
-pub use groups::{failover_groups, FailoverRow, GroupOutcome};
+pub use groups::{failover_groups, FailoverRow, GroupFailure, GroupOutcome, GroupRefusal};
 pub use service::{run_checkpoints, CheckpointBoard, CheckpointHealth};
 pub use spec::CheckpointSpec;
 

@@ -472,8 +472,8 @@ impl<'a> Service<'a> {
             let positions = match result {
                 Ok(p) => p,
                 Err(e) => {
-                    let text = format!("{e:#}");
-                    if denials::says_denied(&text) {
+                    let text = e.to_string();
+                    if denials::is_denial(e.error.code) {
                         denials::refused(
                             &flow.source,
                             &flow.name,
@@ -680,14 +680,14 @@ fn sync_loop(spec: &CheckpointSpec, shared: &Shared, fence: &Fence) {
                     sync.active.insert(group);
                 }
                 GroupOutcome::Failed(e) => {
-                    if denials::says_denied(&e) {
+                    if denials::is_denial(e.code()) {
                         denials::refused(
                             &spec.flow.target,
                             flow,
                             Feature::GroupOffsetSync,
                             Operation::Read,
                             denials::group(&group),
-                            &e,
+                            &e.to_string(),
                         );
                     } else {
                         error_event!(
@@ -695,7 +695,7 @@ fn sync_loop(spec: &CheckpointSpec, shared: &Shared, fence: &Fence) {
                             flow,
                             ErrorKind::Checkpoint,
                             group,
-                            error = e,
+                            error = %e,
                             "group offsets not synced; retried"
                         );
                     }

@@ -41,6 +41,8 @@ impl std::fmt::Display for GroupError {
     }
 }
 
+impl std::error::Error for GroupError {}
+
 impl GroupError {
     fn admin(e: AdminError) -> Self {
         let code = e.code().unwrap_or(RDKafkaErrorCode::Fail);

@@ -80,6 +80,16 @@ pub enum SessionError {
     Consume(KafkaError),
     #[error("assignment failed: {0}")]
     Assign(KafkaError),
+    /// librdkafka raised a fatal error on the producer: with idempotence
+    /// (or a transaction) it can no longer keep its guarantees, so the
+    /// session ends. Its Kafka code and librdkafka's reason.
+    #[error("producer fatal error: {reason} ({code})")]
+    ProducerFatal {
+        code: rdkafka::types::RDKafkaErrorCode,
+        reason: String,
+    },
+    /// The session found itself in a state it must not go on from (an
+    /// invariant broken, a client without what it needs).
     #[error("producer fatal error: {0}")]
     Fatal(String),
     #[error("transaction failed: {0}")]
@@ -102,6 +112,26 @@ pub enum SessionError {
     /// unit's next owner started (they would land among its records).
     #[error("release of {unit} timed out with {unsettled} records unacknowledged")]
     ReleaseTimedOut { unit: Unit, unsettled: usize },
+}
+
+impl SessionError {
+    /// The Kafka (or librdkafka) error code, where the failure came from
+    /// Kafka with one.
+    pub fn kafka_code(&self) -> Option<rdkafka::types::RDKafkaErrorCode> {
+        match self {
+            SessionError::Clients(e)
+            | SessionError::Delivery(e)
+            | SessionError::Consume(e)
+            | SessionError::Assign(e)
+            | SessionError::Transaction(e)
+            | SessionError::OffsetSync(e) => e.rdkafka_error_code(),
+            SessionError::ProducerFatal { code, .. } => Some(*code),
+            SessionError::Fatal(_)
+            | SessionError::RefusedInTransaction(_)
+            | SessionError::Fenced
+            | SessionError::ReleaseTimedOut { .. } => None,
+        }
+    }
 }
 
 /// Units of an exactly-once flow stopped at a record the target refused,
@@ -441,8 +471,8 @@ impl Session<'_> {
                 next_syncs = now + w.offset_sync_interval;
             }
             if now >= next_tick {
-                if let Some(reason) = self.producer.client().fatal_error() {
-                    return Err(SessionError::Fatal(format!("{reason:?}")));
+                if let Some((code, reason)) = self.producer.client().fatal_error() {
+                    return Err(SessionError::ProducerFatal { code, reason });
                 }
                 self.finish_releases(consumer)?;
                 if now >= next_id_check {
@@ -747,5 +777,42 @@ impl Session<'_> {
         }
         self.commit(consumer, CommitMode::Sync);
         info!(flow = %flow, unacknowledged = self.in_flight_records, "flow drained");
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    use super::SessionError;
+
+    /// A producer's fatal error keeps its code, reads with the code's
+    /// description (not a tuple's Debug), and a missing permission is told
+    /// by the code wherever the session's error has one.
+    #[test]
+    fn a_session_error_keeps_the_kafka_code() {
+        let fatal = SessionError::ProducerFatal {
+            code: Code::TransactionalIdAuthorizationFailed,
+            reason: "the reason".into(),
+        };
+        assert_eq!(
+            fatal.kafka_code(),
+            Some(Code::TransactionalIdAuthorizationFailed)
+        );
+        assert_eq!(
+            fatal.to_string(),
+            format!(
+                "producer fatal error: the reason ({})",
+                Code::TransactionalIdAuthorizationFailed
+            )
+        );
+        let denied = SessionError::Delivery(KafkaError::MessageProduction(
+            Code::TopicAuthorizationFailed,
+        ));
+        assert!(denied
+            .kafka_code()
+            .is_some_and(strait_common::access::denials::is_denial));
+        assert_eq!(SessionError::Fenced.kafka_code(), None);
     }
 }
