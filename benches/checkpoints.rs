@@ -34,6 +34,7 @@ use strait_controller::native_admin::GroupCommits;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+use strait_common::model::TopicPartition;
 use strait_controller::native_admin::{alter_group_offsets, list_group_offsets};
 use strait_testkit::config::ConfigBuilder;
 use strait_testkit::process::Strait;
@@ -405,7 +406,11 @@ fn measure(
                 .map(|(g, ps)| {
                     (
                         g.clone(),
-                        Some(ps.iter().map(|(t, p)| (format!("src.{t}"), *p)).collect()),
+                        Some(
+                            ps.iter()
+                                .map(|(t, p)| TopicPartition::new(format!("src.{t}"), *p))
+                                .collect(),
+                        ),
                     )
                 })
                 .collect();

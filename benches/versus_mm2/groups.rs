@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use rdkafka::consumer::Consumer as _;
 
+use strait_common::model::TopicPartition;
 use strait_controller::native_admin::{list_group_offsets, GroupCommits};
 
 use crate::measure::{self, Key, Tail};
@@ -350,7 +351,11 @@ fn strait_failover(
         .map(|(g, ps)| {
             (
                 g.clone(),
-                Some(ps.iter().map(|p| (remote.to_owned(), *p)).collect()),
+                Some(
+                    ps.iter()
+                        .map(|p| TopicPartition::new(remote.to_owned(), *p))
+                        .collect(),
+                ),
             )
         })
         .collect();

@@ -28,8 +28,9 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use strait_common::config::{Config, Flow};
 use strait_common::kafka::{manual_consumer, reliable_producer};
+use strait_common::model::TopicPartition;
 
-use super::{print_table, progress, source_partitions, watermarks, Partition, TIMEOUT};
+use super::{print_table, progress, source_partitions, watermarks, TIMEOUT};
 use crate::verify::compare::Comparer;
 
 /// The header a copied record carries: where it came from.
@@ -103,7 +104,7 @@ pub fn run(config: &Config, args: &Args) -> ExitCode {
 
 fn source_count(config: &Config, flow: &Flow, args: &Args) -> Option<usize> {
     let parts = source_partitions(config, flow, args.topic.as_deref()).ok()?;
-    let mut topics: Vec<_> = parts.into_iter().map(|(t, _)| t).collect();
+    let mut topics: Vec<_> = parts.into_iter().map(|tp| tp.topic).collect();
     topics.dedup();
     Some(topics.len())
 }
@@ -206,7 +207,7 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
             Some(&(u, d)) => copy_ends_at(config, flow, part, (u, d), end)?,
             None => None,
         };
-        let c = committed.get(part).copied();
+        let c = committed.get(part).map(|c| c.0);
         let from = copy_end
             .map(|m| m + 1)
             .into_iter()
@@ -215,8 +216,8 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
             .unwrap_or(low)
             .max(low);
         let mut tail = Tail {
-            topic: part.0.clone(),
-            partition: part.1,
+            topic: part.topic.clone(),
+            partition: part.partition,
             committed: c,
             from,
             to: end,
@@ -229,7 +230,7 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
         let resume = match (&mut copier, &args.copy_to) {
             (Some(cp), _) => cp.copied_through(part)?,
             (None, Some(tpl)) if args.dry_run => {
-                Copier::copied_through_on(config, flow, &copy_topic(tpl, &part.0), part)?
+                Copier::copied_through_on(config, flow, &copy_topic(tpl, &part.topic), part)?
             }
             _ => None,
         };
@@ -261,13 +262,13 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
 /// markers).
 fn read_range(
     consumer: &BaseConsumer,
-    part: &Partition,
+    part: &TopicPartition,
     from: i64,
     to: i64,
     mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&part.0, part.1, Offset::Offset(from))?;
+    tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(from))?;
     consumer.assign(&tpl)?;
     let mut quiet = 0;
     loop {
@@ -282,7 +283,7 @@ fn read_range(
                     return Ok(());
                 }
             }
-            Some(Err(e)) => anyhow::bail!("reading {}/{}: {e}", part.0, part.1),
+            Some(Err(e)) => anyhow::bail!("reading {}/{}: {e}", part.topic, part.partition),
             None => {
                 let at = consumer
                     .position()?
@@ -299,8 +300,8 @@ fn read_range(
                 if quiet > 30 {
                     anyhow::bail!(
                         "reading {}/{}: no record for 15 s at {at:?}, before its end {to}",
-                        part.0,
-                        part.1
+                        part.topic,
+                        part.partition
                     );
                 }
             }
@@ -314,25 +315,30 @@ fn read_range(
 fn copy_ends_at(
     config: &Config,
     flow: &Flow,
-    part: &Partition,
+    part: &TopicPartition,
     (u, d): (i64, i64),
     source_end: i64,
 ) -> anyhow::Result<Option<i64>> {
     let clusters = config.clusters_of(flow);
-    let remote = flow.remote_topic(&part.0);
+    let remote = flow.remote_topic(&part.topic);
     let target: BaseConsumer = manual_consumer(&clusters.target, "strait-tail")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error")
         .create()?;
     let (_, target_end) = target
-        .fetch_watermarks(&remote, part.1, TIMEOUT)
-        .map_err(|e| anyhow::anyhow!("end offset of {remote}/{} on the target: {e}", part.1))?;
+        .fetch_watermarks(&remote, part.partition, TIMEOUT)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "end offset of {remote}/{} on the target: {e}",
+                part.partition
+            )
+        })?;
     let source: BaseConsumer = manual_consumer(&clusters.source, "strait-tail")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error")
         .create()?;
     let mut s = TopicPartitionList::new();
-    s.add_partition_offset(&part.0, part.1, Offset::Offset(u))?;
+    s.add_partition_offset(&part.topic, part.partition, Offset::Offset(u))?;
     source.assign(&s)?;
     let mut c = Comparer::new(WINDOW, u);
     let mut source_at = u;
@@ -347,7 +353,7 @@ fn copy_ends_at(
                     source_at = m.offset() + 1;
                     c.source(crate::verify::seen(&m));
                 }
-                Some(Err(e)) => anyhow::bail!("reading {}/{}: {e}", part.0, part.1),
+                Some(Err(e)) => anyhow::bail!("reading {}/{}: {e}", part.topic, part.partition),
                 None => {
                     c.source_done();
                     break;
@@ -356,11 +362,17 @@ fn copy_ends_at(
         }
         Ok(())
     };
-    read_range(&target, &(remote.clone(), part.1), d, target_end, |m| {
-        feed_source(&mut c)?;
-        c.target(crate::verify::seen(m));
-        Ok(())
-    })?;
+    read_range(
+        &target,
+        &TopicPartition::new(remote.clone(), part.partition),
+        d,
+        target_end,
+        |m| {
+            feed_source(&mut c)?;
+            c.target(crate::verify::seen(m));
+            Ok(())
+        },
+    )?;
     c.target_done();
     Ok(c.finish().last_matched)
 }
@@ -401,12 +413,12 @@ impl Copier {
         config: &Config,
         flow: &Flow,
         template: &str,
-        partitions: &[Partition],
+        partitions: &[TopicPartition],
     ) -> anyhow::Result<Copier> {
         let clusters = config.clusters_of(flow);
         let mut counts: BTreeMap<String, i32> = BTreeMap::new();
-        for (t, _) in partitions {
-            *counts.entry(t.clone()).or_default() += 1;
+        for tp in partitions {
+            *counts.entry(tp.topic.clone()).or_default() += 1;
         }
         for (topic, n) in &counts {
             ensure_topic(&clusters.target, &copy_topic(template, topic), *n)?;
@@ -424,8 +436,8 @@ impl Copier {
     }
 
     /// The last source offset of `part` a run copied before.
-    fn copied_through(&mut self, part: &Partition) -> anyhow::Result<Option<i64>> {
-        let topic = copy_topic(&self.template, &part.0);
+    fn copied_through(&mut self, part: &TopicPartition) -> anyhow::Result<Option<i64>> {
+        let topic = copy_topic(&self.template, &part.topic);
         Self::copied_through_on(&self.config, &self.flow, &topic, part)
     }
 
@@ -435,13 +447,13 @@ impl Copier {
         config: &Config,
         flow: &Flow,
         topic: &str,
-        part: &Partition,
+        part: &TopicPartition,
     ) -> anyhow::Result<Option<i64>> {
         let clusters = config.clusters_of(flow);
         let c: BaseConsumer = manual_consumer(&clusters.target, "strait-tail")
             .set("auto.offset.reset", "error")
             .create()?;
-        let Ok((low, high)) = c.fetch_watermarks(topic, part.1, TIMEOUT) else {
+        let Ok((low, high)) = c.fetch_watermarks(topic, part.partition, TIMEOUT) else {
             return Ok(None);
         };
         if high <= low {
@@ -450,7 +462,7 @@ impl Copier {
         let mut last = None;
         read_range(
             &c,
-            &(topic.to_owned(), part.1),
+            &TopicPartition::new(topic, part.partition),
             (high - 1).max(low),
             high,
             |m| {
@@ -470,11 +482,17 @@ impl Copier {
 
     fn send(
         &mut self,
-        part: &Partition,
+        part: &TopicPartition,
         m: &rdkafka::message::BorrowedMessage<'_>,
     ) -> anyhow::Result<()> {
-        let topic = copy_topic(&self.template, &part.0);
-        let origin = format!("{}/{}/{}/{}", self.source_alias, part.0, part.1, m.offset());
+        let topic = copy_topic(&self.template, &part.topic);
+        let origin = format!(
+            "{}/{}/{}/{}",
+            self.source_alias,
+            part.topic,
+            part.partition,
+            m.offset()
+        );
         let mut headers = OwnedHeaders::new();
         if let Some(hs) = m.headers() {
             for h in hs.iter() {
@@ -488,8 +506,9 @@ impl Copier {
             key: SOURCE_HEADER,
             value: Some(origin.as_bytes()),
         });
-        let mut rec: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(&topic).partition(part.1).headers(headers);
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic)
+            .partition(part.partition)
+            .headers(headers);
         if let Some(k) = m.key() {
             rec = rec.key(k);
         }
@@ -510,7 +529,7 @@ impl Copier {
                     self.producer.poll(Duration::from_millis(100));
                     rec = back;
                 }
-                Err((e, _)) => anyhow::bail!("copying to {topic}/{}: {e}", part.1),
+                Err((e, _)) => anyhow::bail!("copying to {topic}/{}: {e}", part.partition),
             }
         }
     }

@@ -26,6 +26,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use strait_common::config::{Config, Flow};
 use strait_common::kafka::manual_consumer;
+use strait_common::model::{NextOffset, TopicPartition};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -302,9 +303,14 @@ fn take_over(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<()> {
             high = last + 1;
         }
         let strait = strait_at
-            .get(&(p.topic.clone(), p.partition))
-            .or_else(|| target_at.get(&(flow.remote_topic(&p.topic), p.partition)))
-            .copied();
+            .get(&TopicPartition::new(p.topic.clone(), p.partition))
+            .or_else(|| {
+                target_at.get(&TopicPartition::new(
+                    flow.remote_topic(&p.topic),
+                    p.partition,
+                ))
+            })
+            .map(|o| o.0);
         match decide(last, (low, high), strait, args.force) {
             Action::Start(start) => {
                 let gone = if start < low {
@@ -346,11 +352,13 @@ fn take_over(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn positions(tpl: TopicPartitionList) -> BTreeMap<(String, i32), i64> {
+fn positions(tpl: TopicPartitionList) -> BTreeMap<TopicPartition, NextOffset> {
     tpl.elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) if o >= 0 => Some(((e.topic().to_owned(), e.partition()), o)),
+            Offset::Offset(o) if o >= 0 => {
+                Some((TopicPartition::new(e.topic(), e.partition()), NextOffset(o)))
+            }
             _ => None,
         })
         .collect()

@@ -23,6 +23,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use strait_common::config::{Config, Flow};
 use strait_common::formats::OffsetSync;
 use strait_common::kafka::manual_consumer;
+use strait_common::model::{NextOffset, TopicPartition};
 use strait_controller::checkpoint::reader::InternalTopic;
 
 use compare::{Comparer, Report, Seen};
@@ -148,15 +149,17 @@ pub(crate) fn verify_partitions(
     }
 
     let mut tpl = TopicPartitionList::new();
-    for (t, p) in &partitions {
-        tpl.add_partition(t, *p);
+    for tp in &partitions {
+        tpl.add_partition(&tp.topic, tp.partition);
     }
-    let committed: BTreeMap<(String, i32), i64> = source
+    let committed: BTreeMap<TopicPartition, NextOffset> = source
         .committed_offsets(tpl, TIMEOUT)?
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+            Offset::Offset(o) => {
+                Some((TopicPartition::new(e.topic(), e.partition()), NextOffset(o)))
+            }
             _ => None,
         })
         .collect();
@@ -172,8 +175,10 @@ pub(crate) fn verify_partitions(
     let mut unaligned = false;
     let started = Instant::now();
     let mut total = 0u64;
-    for (topic, partition) in partitions {
-        let Some(&to) = committed.get(&(topic.clone(), partition)) else {
+    for tp in partitions {
+        let (to, synced) = (committed.get(&tp).copied(), syncs.get(&tp));
+        let TopicPartition { topic, partition } = tp;
+        let Some(NextOffset(to)) = to else {
             note(
                 args,
                 &topic,
@@ -191,8 +196,7 @@ pub(crate) fn verify_partitions(
         .min(to);
         // Syncs below the log start cannot be read from: their records
         // are gone from the source, and their copies would look foreign.
-        let history: Vec<(i64, i64)> = syncs
-            .get(&(topic.clone(), partition))
+        let history: Vec<(i64, i64)> = synced
             .map(|h| h.iter().filter(|s| s.0 >= low).copied().collect())
             .unwrap_or_default();
         // The latest sync at or before the start; else the earliest one
@@ -332,7 +336,7 @@ fn print_report(args: &Args, r: &Checked) {
 }
 
 /// (upstream, downstream) offset pairs of each source partition, oldest first.
-pub(crate) type SyncHistory = BTreeMap<(String, i32), Vec<(i64, i64)>>;
+pub(crate) type SyncHistory = BTreeMap<TopicPartition, Vec<(i64, i64)>>;
 
 /// The flow's offset syncs, by source partition.
 pub(crate) fn read_syncs(config: &Config, flow: &Flow) -> anyhow::Result<SyncHistory> {
@@ -342,7 +346,7 @@ pub(crate) fn read_syncs(config: &Config, flow: &Flow) -> anyhow::Result<SyncHis
     let mut out = SyncHistory::new();
     reader.read_to_end(TIMEOUT, |key, value, _| {
         if let Ok(s) = OffsetSync::decode(key, value) {
-            out.entry((s.topic, s.partition))
+            out.entry(TopicPartition::new(s.topic, s.partition))
                 .or_default()
                 .push((s.upstream_offset, s.downstream_offset));
         }

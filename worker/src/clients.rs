@@ -22,6 +22,7 @@ use strait_common::config::Compression;
 use strait_common::error_event;
 use strait_common::kafka::{client_config, manual_consumer, reliable_producer};
 use strait_common::metrics as m;
+use strait_common::model::{NextOffset, TopicPartition};
 use strait_common::telemetry::ErrorKind;
 
 use crate::FlowSpec;
@@ -45,7 +46,7 @@ pub struct Ack {
 }
 
 /// Source high watermarks by partition, from librdkafka statistics.
-pub type Watermarks = Arc<Mutex<HashMap<(String, i32), i64>>>;
+pub type Watermarks = Arc<Mutex<HashMap<TopicPartition, NextOffset>>>;
 
 pub struct SourceContext {
     pub flow: String,
@@ -64,7 +65,10 @@ impl ClientContext for SourceContext {
         for (topic, t) in stats.topics {
             for (p, part) in t.partitions {
                 if p >= 0 && part.hi_offset >= 0 {
-                    w.insert((topic.clone(), p), part.hi_offset);
+                    w.insert(
+                        TopicPartition::new(topic.clone(), p),
+                        NextOffset(part.hi_offset),
+                    );
                 }
             }
         }

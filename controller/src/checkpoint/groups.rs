@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
 use strait_common::config::ClusterConfig;
 use strait_common::kafka::manual_consumer;
-use strait_common::model::TopicPartition;
+use strait_common::model::{NextOffset, TopicPartition};
 
 use super::{GROUP_REQUESTS_IN_FLIGHT, GROUP_REQUEST_TIMEOUT};
 use crate::native_admin::{
@@ -123,11 +123,14 @@ pub fn failover_groups(
         .iter()
         .map(|&i| {
             let (g, offsets) = &wanted[i];
-            let parts = offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+            let parts = offsets
+                .iter()
+                .map(|(t, p, _)| TopicPartition::new(t.clone(), *p))
+                .collect();
             (g.clone(), Some(parts))
         })
         .collect();
-    type Current = Result<HashMap<(String, i32), i64>, String>;
+    type Current = Result<HashMap<TopicPartition, NextOffset>, String>;
     let mut current: HashMap<usize, Current> = idle
         .iter()
         .copied()
@@ -142,7 +145,7 @@ pub fn failover_groups(
                 .map(|parts| {
                     parts
                         .into_iter()
-                        .filter_map(|(t, p, o)| Some(((t, p), o?)))
+                        .filter_map(|(t, p, o)| Some((TopicPartition::new(t, p), NextOffset(o?))))
                         .collect()
                 })
                 .map_err(|e| e.to_string());
@@ -180,7 +183,10 @@ pub fn failover_groups(
             Some(Ok(have)) => {
                 let rows: Vec<FailoverRow> = offsets
                     .iter()
-                    .map(|(t, p, o)| row(t, *p, *o, have.get(&(t.clone(), *p)).copied()))
+                    .map(|(t, p, o)| {
+                        let before = have.get(&TopicPartition::new(t.clone(), *p));
+                        row(t, *p, *o, before.map(|b| b.0))
+                    })
                     .collect();
                 let ahead: Vec<_> = rows
                     .iter()

@@ -20,6 +20,7 @@ use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use strait_common::model::TopicPartition;
 
 use super::{cstring, text, AdminError, Guard};
 
@@ -71,7 +72,7 @@ pub type CommittedOffset = (String, i32, Option<(i64, String)>);
 /// A group and the (topic, partition, offset) positions to commit for it.
 pub type GroupCommits = (String, Vec<(String, i32, i64)>);
 /// A group and the partitions to read (`None`: every one it committed).
-pub type GroupQuery = (String, Option<Vec<(String, i32)>>);
+pub type GroupQuery = (String, Option<Vec<TopicPartition>>);
 /// One group's commit: each partition's outcome, or the group's error.
 pub type AlterOutcome = Result<Vec<(String, i32, Result<(), GroupError>)>, GroupError>;
 
@@ -119,8 +120,8 @@ pub fn list_group_offsets_with_metadata<C: ClientContext>(
                 let name = cstring(group)?;
                 let tpl = partitions.as_ref().map(|ps| {
                     let mut tpl = TopicPartitionList::with_capacity(ps.len());
-                    for (t, p) in ps {
-                        tpl.add_partition(t, *p);
+                    for tp in ps {
+                        tpl.add_partition(&tp.topic, tp.partition);
                     }
                     tpl
                 });

@@ -109,7 +109,7 @@ pub(super) fn topic_ids(
 pub(super) fn committed(
     consumer: &Consumer,
     units: &[Unit],
-) -> Result<HashMap<(String, i32), Start>, SessionError> {
+) -> Result<HashMap<TopicPartition, Start>, SessionError> {
     if units.is_empty() {
         return Ok(HashMap::new());
     }
@@ -155,12 +155,12 @@ pub(super) fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
 
 /// The committed positions in an OffsetFetch answer, keyed by topic and
 /// partition, with the topic id each names (none where nothing is committed).
-pub(super) fn starts(got: &TopicPartitionList) -> HashMap<(String, i32), Start> {
+pub(super) fn starts(got: &TopicPartitionList) -> HashMap<TopicPartition, Start> {
     got.elements()
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) if o >= 0 => Some((
-                (e.topic().to_owned(), e.partition()),
+                TopicPartition::new(e.topic(), e.partition()),
                 Start::committed(o, e.metadata()),
             )),
             _ => None,
@@ -244,7 +244,7 @@ impl Session<'_> {
             .zip(starts)
             .map(|(u, s)| match s.at {
                 Offset::Stored => committed
-                    .get(&(u.source.topic.clone(), u.source.partition))
+                    .get(&u.source)
                     .cloned()
                     .unwrap_or_else(|| fallback.clone()),
                 _ => s,

@@ -36,7 +36,7 @@ use strait_common::coord::lease::Fence;
 use strait_common::error_event;
 use strait_common::formats::OffsetSync;
 use strait_common::metrics as m;
-use strait_common::model::{RecordOffset, Unit};
+use strait_common::model::{RecordOffset, TopicPartition, Unit};
 use strait_common::telemetry::ErrorKind;
 
 use crate::clients::{

@@ -57,12 +57,12 @@ impl Txn {
     /// the topic id each names.
     fn committed(
         &self,
-        remote: &[(Arc<str>, i32)],
+        remote: &[TopicPartition],
         timeout: Duration,
-    ) -> Result<HashMap<(String, i32), Start>, SessionError> {
+    ) -> Result<HashMap<TopicPartition, Start>, SessionError> {
         let mut tpl = TopicPartitionList::new();
-        for (topic, p) in remote {
-            tpl.add_partition(topic, *p);
+        for tp in remote {
+            tpl.add_partition(&tp.topic, tp.partition);
         }
         let got = gaps::committed_offsets(&self.progress, &tpl, timeout)
             .map_err(SessionError::Transaction)?;
@@ -140,17 +140,18 @@ impl Session<'_> {
         ids: &BTreeMap<String, String>,
     ) -> Result<Vec<Start>, SessionError> {
         let txn = self.txn.as_ref().expect("exactly-once session");
-        let remote: Vec<(Arc<str>, i32)> = added
+        let remote: Vec<TopicPartition> = added
             .iter()
-            .map(|u| (Arc::from(u.remote_topic.as_str()), u.source.partition))
+            .map(|u| TopicPartition::new(u.remote_topic.clone(), u.source.partition))
             .collect();
         let on_target = txn.committed(&remote, self.fence.remaining().min(STEP))?;
         let on_source = gaps::committed(consumer, added)?;
         Ok(added
             .iter()
             .map(|u| {
-                let target = on_target.get(&(u.remote_topic.clone(), u.source.partition));
-                let source = on_source.get(&(u.source.topic.clone(), u.source.partition));
+                let target =
+                    on_target.get(&TopicPartition::new(u.remote_topic.clone(), u.source.partition));
+                let source = on_source.get(&u.source);
                 let id = ids.get(&u.source.topic).map(String::as_str);
                 let (start, behind) = resume_from(target, source, id);
                 if behind {
