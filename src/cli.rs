@@ -11,6 +11,11 @@ use serde_json::{json, Value};
 
 use strait_common::config::Config;
 
+/// The longest one call to the REST API may take: the slowest calls (a
+/// failover of many groups) answer in seconds; a hung server fails the
+/// command instead of holding it.
+const API_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Args, Debug)]
 pub struct ApiArgs {
     /// Base URL of a controller's API [default: http://{metrics.listen} of --config].
@@ -184,7 +189,7 @@ fn request(
         .max_redirects(0)
         .max_redirects_will_error(false)
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
+        .timeout_global(Some(API_TIMEOUT))
         .build()
         .into();
     let mut url = format!("{}{path}", base.trim_end_matches('/'));

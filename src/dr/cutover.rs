@@ -24,7 +24,7 @@ use strait_common::kafka::manual_consumer;
 use strait_common::model::TopicPartition;
 use strait_controller::checkpoint::GroupSelector;
 
-use super::{print_table, progress, source_partitions, watermarks};
+use super::{print_table, progress, source_partitions, watermarks, RECORD_PROBE};
 use crate::offsets::{fail_over, translate_all, FlowRow};
 
 /// How often the source and strait's progress are looked at.
@@ -277,7 +277,7 @@ fn wait_replicated(
                                 &p.topic,
                                 p.partition,
                                 c,
-                                Duration::from_secs(2),
+                                RECORD_PROBE,
                             )
                     });
                 (!done).then(|| (p.clone(), c, end))

@@ -21,8 +21,14 @@ use strait_common::config::{Config, Flow};
 use strait_common::kafka::manual_consumer;
 use strait_common::model::{NextOffset, TopicPartition};
 
-/// How long one metadata, offsets or watermarks request may take.
+/// How long one metadata, offsets or watermarks request may take:
+/// generous, as the commands run by hand against clusters that may be slow
+/// after an incident, and a person waits rather than a loop.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a record past an end offset is looked for: a broker holding
+/// it answers in well under this; one that does not have it (a
+/// transaction marker there) answers nothing.
+pub(crate) const RECORD_PROBE: Duration = Duration::from_secs(2);
 
 /// The flow's source partitions (every partition of every source topic the
 /// flow's regexes select, or of `topic` only), sorted. `strait verify`'s

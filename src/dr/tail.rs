@@ -38,6 +38,21 @@ pub const SOURCE_HEADER: &str = "strait.tail.source";
 /// Source records held ahead of the target while looking for the end of
 /// the copy.
 const WINDOW: usize = 10_000;
+/// One poll of a range read: short, so a read past its end's markers ends
+/// soon after the position passes it.
+const RANGE_POLL: Duration = Duration::from_millis(500);
+/// Empty polls of [`RANGE_POLL`] before a range read gives up: 15 s
+/// without a record below its end is a broker not serving it.
+const RANGE_QUIET_POLLS: u32 = 30;
+/// One poll of the source while comparing a copy: a broker that has the
+/// records hands them over in far less; none in 5 s means the end.
+const COMPARE_POLL: Duration = Duration::from_secs(5);
+/// A wait for the copies' producer to free room in its queue.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
+/// How long the copies may take to be acknowledged at the end of a run:
+/// librdkafka's own delivery timeout is 300 s, but a tail is small and an
+/// operator waits for it.
+const COPY_FLUSH: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -272,7 +287,7 @@ fn read_range(
     consumer.assign(&tpl)?;
     let mut quiet = 0;
     loop {
-        match consumer.poll(Duration::from_millis(500)) {
+        match consumer.poll(RANGE_POLL) {
             Some(Ok(m)) => {
                 quiet = 0;
                 if m.offset() >= to {
@@ -297,11 +312,12 @@ fn read_range(
                     return Ok(());
                 }
                 quiet += 1;
-                if quiet > 30 {
+                if quiet > RANGE_QUIET_POLLS {
                     anyhow::bail!(
-                        "reading {}/{}: no record for 15 s at {at:?}, before its end {to}",
+                        "reading {}/{}: no record for {} s at {at:?}, before its end {to}",
                         part.topic,
-                        part.partition
+                        part.partition,
+                        (RANGE_POLL * RANGE_QUIET_POLLS).as_secs()
                     );
                 }
             }
@@ -348,7 +364,7 @@ fn copy_ends_at(
                 c.source_done();
                 break;
             }
-            match source.poll(Duration::from_secs(5)) {
+            match source.poll(COMPARE_POLL) {
                 Some(Ok(m)) => {
                     source_at = m.offset() + 1;
                     c.source(crate::verify::seen(&m));
@@ -526,7 +542,7 @@ impl Copier {
                     if e.rdkafka_error_code()
                         == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
                 {
-                    self.producer.poll(Duration::from_millis(100));
+                    self.producer.poll(QUEUE_FULL_WAIT);
                     rec = back;
                 }
                 Err((e, _)) => anyhow::bail!("copying to {topic}/{}: {e}", part.partition),
@@ -537,7 +553,7 @@ impl Copier {
     /// Waits until every copy is acknowledged; a refused one fails the run.
     fn flush(&mut self) -> anyhow::Result<()> {
         self.producer
-            .flush(Duration::from_secs(60))
+            .flush(COPY_FLUSH)
             .map_err(|e| anyhow::anyhow!("copying the tail: {e}"))?;
         let ctx = self.producer.context();
         let failed = ctx.failed.load(std::sync::atomic::Ordering::Relaxed);

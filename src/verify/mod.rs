@@ -28,7 +28,23 @@ use strait_controller::checkpoint::reader::InternalTopic;
 
 use compare::{Comparer, Report, Seen};
 
+/// How long one request, or reading the offset syncs to their end, may
+/// take: a command run by hand, against clusters that may be slow.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How often progress is printed on a long comparison: often enough to
+/// show it moves, rarely enough not to flood the terminal.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// One poll of the source: a broker that has the records hands them over
+/// in far less; none in 5 s means the end (markers or an open transaction).
+const SOURCE_POLL: Duration = Duration::from_secs(5);
+/// One poll of the target: short, so quiet is measured finely.
+const TARGET_POLL: Duration = Duration::from_millis(500);
+/// Quiet at or past the target's end after which it has no more: a few
+/// polls, for brokers whose end offsets count batches.
+const QUIET_AT_END: Duration = Duration::from_secs(2);
+/// Quiet anywhere after which the target has no more: a read-committed
+/// position moving past aborted records is quiet too, never this long.
+const QUIET_LIMIT: Duration = Duration::from_secs(15);
 /// Source records held ahead of the target, and matched ones remembered
 /// for duplicates: the memory bound.
 const WINDOW: usize = 10_000;
@@ -451,11 +467,11 @@ fn compare_range(
     if r.before >= source_end {
         c.source_done();
     }
-    let mut next_progress = Instant::now() + Duration::from_secs(2);
+    let mut next_progress = Instant::now() + PROGRESS_EVERY;
     let mut target_at = r.target_from;
     let mut idle_since: Option<Instant> = None;
     let read_source = |c: &mut Comparer, unseen: bool| -> anyhow::Result<()> {
-        match source.poll(Duration::from_secs(5)) {
+        match source.poll(SOURCE_POLL) {
             Some(Ok(m)) if m.offset() < r.from => c.before(seen(&m)),
             Some(Ok(m)) if m.offset() < source_end => {
                 if unseen {
@@ -494,7 +510,7 @@ fn compare_range(
         while c.wants_source() {
             read_source(&mut c, false)?;
         }
-        match target.poll(Duration::from_millis(500)) {
+        match target.poll(TARGET_POLL) {
             Some(Ok(m)) => {
                 idle_since = None;
                 let seen = seen(&m);
@@ -520,15 +536,13 @@ fn compare_range(
             None => {
                 let at = position(&target)?.unwrap_or(target_at).max(target_at);
                 let quiet = idle_since.get_or_insert_with(Instant::now).elapsed();
-                if (at >= target_end && quiet > Duration::from_secs(2))
-                    || quiet > Duration::from_secs(15)
-                {
+                if (at >= target_end && quiet > QUIET_AT_END) || quiet > QUIET_LIMIT {
                     break;
                 }
             }
         }
         if Instant::now() >= next_progress {
-            next_progress = Instant::now() + Duration::from_secs(2);
+            next_progress = Instant::now() + PROGRESS_EVERY;
             eprintln!(
                 "verify: {}/{}: target at {target_at}; {} records compared so far ({:.0}/s)",
                 r.topic,

@@ -375,7 +375,7 @@ unsafe fn pipelined<C: ClientContext>(
     let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     let (mut next, mut open) = (0usize, 0usize);
     let mut last_progress = Instant::now();
-    let wait = timeout + Duration::from_secs(1);
+    let wait = timeout + strait_common::native::ANSWER_GRACE;
     while next < n || open > 0 {
         while next < n && open < in_flight.max(1) {
             let options = Guard(

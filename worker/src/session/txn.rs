@@ -18,6 +18,9 @@ use crate::clients::TRANSACTION_TIMEOUT;
 /// How long one step of a transaction (flush, offsets, commit) may take
 /// before the session gives the transaction up and restarts.
 const STEP: Duration = Duration::from_secs(30);
+/// How long abandoning a transaction may try to abort it: best effort, as
+/// the next session or owner fences it anyway.
+const ABANDON_ABORT: Duration = Duration::from_secs(5);
 
 pub(super) struct Txn {
     interval: Duration,
@@ -269,7 +272,7 @@ impl Session<'_> {
     /// next session, or the unit's next owner, fences it).
     pub(super) fn abandon_transaction(&self) {
         if self.txn.is_some() {
-            let _ = self.producer.abort_transaction(Duration::from_secs(5));
+            let _ = self.producer.abort_transaction(ABANDON_ABORT);
         }
     }
 }
