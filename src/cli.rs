@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use strait_common::config::Config;
+use strait_common::model::UnitState;
 
 /// The longest one call to the REST API may take: the slowest calls (a
 /// failover of many groups) answer in seconds; a hung server fails the
@@ -173,7 +174,11 @@ pub fn run(config: Option<&Config>, args: &ApiArgs, call: Call) -> ExitCode {
 fn failed_units(v: &Value) -> usize {
     v["units"]
         .as_array()
-        .map(|a| a.iter().filter(|u| u["state"] == "failed").count())
+        .map(|a| {
+            a.iter()
+                .filter(|u| u["state"] == UnitState::Failed.as_str())
+                .count()
+        })
         .unwrap_or(0)
 }
 

@@ -39,6 +39,18 @@ pub enum WorkerState {
     Draining,
 }
 
+impl WorkerState {
+    pub const ALL: [WorkerState; 2] = [WorkerState::Active, WorkerState::Draining];
+
+    /// The word serde writes, and the `state` label of the workers gauge.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Active => "active",
+            WorkerState::Draining => "draining",
+        }
+    }
+}
+
 /// `plan/{worker}`: written by the leader, all workers in one transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanDoc {
@@ -188,6 +200,10 @@ mod tests {
             );
             assert_eq!(String::from_utf8(encode(&load)).unwrap(), json);
             assert_eq!(decode::<UnitLoad>(json.as_bytes()).unwrap(), load);
+        }
+        for s in WorkerState::ALL {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
         }
     }
 
