@@ -93,17 +93,12 @@ impl Checkpoints {
     }
 
     /// The highest position emitted for `group`, per remote partition,
-    /// sorted, as (topic, partition, offset) for an offset commit.
-    pub fn emitted(&self, group: &str) -> Vec<(String, i32, i64)> {
+    /// sorted.
+    pub fn emitted(&self, group: &str) -> Vec<(TopicPartition, NextOffset)> {
         let mut out: Vec<_> = self
             .groups
             .get(group)
-            .map(|m| {
-                m.emitted
-                    .iter()
-                    .map(|(tp, d)| (tp.topic.clone(), tp.partition, d.0))
-                    .collect()
-            })
+            .map(|m| m.emitted.iter().map(|(tp, d)| (tp.clone(), *d)).collect())
             .unwrap_or_default();
         out.sort();
         out
@@ -383,7 +378,10 @@ mod tests {
                 .downstream_offset,
             140
         );
-        assert_eq!(c.emitted("billing"), vec![("us.orders".into(), 0, 140)]);
+        assert_eq!(
+            c.emitted("billing"),
+            vec![(TopicPartition::new("us.orders", 0), NextOffset(140))]
+        );
         assert!(c.emitted("shipping").is_empty());
     }
 

@@ -60,9 +60,9 @@ pub(crate) fn source_positions(
                 .map(|parts| {
                     parts
                         .into_iter()
-                        .filter_map(|(topic, partition, o)| {
+                        .filter_map(|(tp, o)| {
                             let (o, metadata) = o?;
-                            Some((TopicPartition { topic, partition }, o, metadata))
+                            Some((tp, o.0, metadata))
                         })
                         .collect()
                 })
@@ -99,10 +99,10 @@ pub struct FailoverRow {
     pub moves: bool,
 }
 
-/// Commits translated positions ((group, [(remote topic, partition,
-/// offset)])) to the same groups on the target: per group, only the
-/// offsets ahead of what it has there (never backwards), and nothing for a
-/// group with members there (listed as active, or refused by the
+/// Commits translated positions ((group, [(remote partition, position)]))
+/// to the same groups on the target: per group, only the offsets ahead of
+/// what it has there (never backwards), and nothing for a group with
+/// members there (listed as active, or refused by the
 /// broker: an offset commit without a member id is only accepted for an
 /// empty group, which also covers a member joining after the listing). A
 /// `dry_run` reads everything and writes nothing.
@@ -123,10 +123,7 @@ pub fn failover_groups(
         .iter()
         .map(|&i| {
             let (g, offsets) = &wanted[i];
-            let parts = offsets
-                .iter()
-                .map(|(t, p, _)| TopicPartition::new(t.clone(), *p))
-                .collect();
+            let parts = offsets.iter().map(|(tp, _)| tp.clone()).collect();
             (g.clone(), Some(parts))
         })
         .collect();
@@ -145,7 +142,7 @@ pub fn failover_groups(
                 .map(|parts| {
                     parts
                         .into_iter()
-                        .filter_map(|(t, p, o)| Some((TopicPartition::new(t, p), NextOffset(o?))))
+                        .filter_map(|(tp, o)| Some((tp, o?)))
                         .collect()
                 })
                 .map_err(|e| e.to_string());
@@ -154,44 +151,38 @@ pub fn failover_groups(
         .collect();
     let mut commits: Vec<(usize, GroupCommits)> = Vec::new(); // (index in `wanted`, commit)
     for (i, (group, offsets)) in wanted.iter().enumerate() {
-        let row = |t: &String, p: i32, o: i64, before: Option<i64>| FailoverRow {
+        let row = |tp: &TopicPartition, o: NextOffset, before: Option<NextOffset>| FailoverRow {
             group: group.clone(),
-            topic: t.clone(),
-            partition: p,
-            before,
-            offset: o,
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            before: before.map(|b| b.0),
+            offset: o.0,
             moves: before.is_none_or(|b| o > b),
         };
         match current.remove(&i) {
             None => {
-                let rows = offsets
-                    .iter()
-                    .map(|(t, p, o)| row(t, *p, *o, None))
-                    .collect();
+                let rows = offsets.iter().map(|(tp, o)| row(tp, *o, None)).collect();
                 out.push((
                     GroupOutcome::Refused("listed as active on the target".into()),
                     rows,
                 ));
             }
             Some(Err(e)) => {
-                let rows = offsets
-                    .iter()
-                    .map(|(t, p, o)| row(t, *p, *o, None))
-                    .collect();
+                let rows = offsets.iter().map(|(tp, o)| row(tp, *o, None)).collect();
                 out.push((GroupOutcome::Failed(e), rows));
             }
             Some(Ok(have)) => {
                 let rows: Vec<FailoverRow> = offsets
                     .iter()
-                    .map(|(t, p, o)| {
-                        let before = have.get(&TopicPartition::new(t.clone(), *p));
-                        row(t, *p, *o, before.map(|b| b.0))
-                    })
+                    .map(|(tp, o)| row(tp, *o, have.get(tp).copied()))
                     .collect();
                 let ahead: Vec<_> = rows
                     .iter()
                     .filter(|r| r.moves)
-                    .map(|r| (r.topic.clone(), r.partition, r.offset))
+                    .map(|r| {
+                        let tp = TopicPartition::new(r.topic.clone(), r.partition);
+                        (tp, NextOffset(r.offset))
+                    })
                     .collect();
                 if ahead.is_empty() {
                     out.push((GroupOutcome::UpToDate, rows));
@@ -213,7 +204,7 @@ pub fn failover_groups(
     );
     for ((i, _), result) in commits.iter().zip(results) {
         let errors: Vec<_> = match result {
-            Ok(parts) => parts.into_iter().filter_map(|(_, _, r)| r.err()).collect(),
+            Ok(parts) => parts.into_iter().filter_map(|(_, r)| r.err()).collect(),
             Err(e) => vec![e],
         };
         if let Some(active) = errors.iter().find(|e| e.group_is_active()) {
