@@ -27,7 +27,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use strait_common::config::{Config, Flow};
-use strait_common::kafka::{manual_consumer, reliable_producer};
+use strait_common::kafka::{manual_consumer, ms, reliable_producer};
 use strait_common::model::TopicPartition;
 
 use super::{print_table, progress, source_partitions, watermarks, TIMEOUT};
@@ -53,6 +53,10 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
 /// librdkafka's own delivery timeout is 300 s, but a tail is small and an
 /// operator waits for it.
 const COPY_FLUSH: Duration = Duration::from_secs(60);
+/// How long the copies' producer waits to fill a batch: the tail is read
+/// as fast as the source serves it, so a few milliseconds fill batches
+/// without holding a copy back noticeably.
+const COPY_LINGER: Duration = Duration::from_millis(5);
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -440,7 +444,7 @@ impl Copier {
             ensure_topic(&clusters.target, &copy_topic(template, topic), *n)?;
         }
         let producer = reliable_producer(&clusters.target)
-            .set("linger.ms", "5")
+            .set("linger.ms", ms(COPY_LINGER))
             .create_with_context(Deliveries::default())?;
         Ok(Copier {
             producer,
