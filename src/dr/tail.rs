@@ -302,7 +302,7 @@ fn read_range(
                     return Ok(());
                 }
             }
-            Some(Err(e)) => anyhow::bail!("reading {}/{}: {e}", part.topic, part.partition),
+            Some(Err(e)) => anyhow::bail!("reading {part}: {e}"),
             None => {
                 let at = consumer
                     .position()?
@@ -318,9 +318,7 @@ fn read_range(
                 quiet += 1;
                 if quiet > RANGE_QUIET_POLLS {
                     anyhow::bail!(
-                        "reading {}/{}: no record for {} s at {at:?}, before its end {to}",
-                        part.topic,
-                        part.partition,
+                        "reading {part}: no record for {} s at {at:?}, before its end {to}",
                         (RANGE_POLL * RANGE_QUIET_POLLS).as_secs()
                     );
                 }
@@ -340,19 +338,14 @@ fn copy_ends_at(
     source_end: i64,
 ) -> anyhow::Result<Option<i64>> {
     let clusters = config.clusters_of(flow);
-    let remote = flow.remote_topic(&part.topic);
+    let remote = TopicPartition::new(flow.remote_topic(&part.topic), part.partition);
     let target: BaseConsumer = manual_consumer(&clusters.target, "strait-tail")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error")
         .create()?;
     let (_, target_end) = target
-        .fetch_watermarks(&remote, part.partition, TIMEOUT)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "end offset of {remote}/{} on the target: {e}",
-                part.partition
-            )
-        })?;
+        .fetch_watermarks(&remote.topic, remote.partition, TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("end offset of {remote} on the target: {e}"))?;
     let source: BaseConsumer = manual_consumer(&clusters.source, "strait-tail")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error")
@@ -373,7 +366,7 @@ fn copy_ends_at(
                     source_at = m.offset() + 1;
                     c.source(crate::verify::seen(&m));
                 }
-                Some(Err(e)) => anyhow::bail!("reading {}/{}: {e}", part.topic, part.partition),
+                Some(Err(e)) => anyhow::bail!("reading {part}: {e}"),
                 None => {
                     c.source_done();
                     break;
@@ -382,17 +375,11 @@ fn copy_ends_at(
         }
         Ok(())
     };
-    read_range(
-        &target,
-        &TopicPartition::new(remote.clone(), part.partition),
-        d,
-        target_end,
-        |m| {
-            feed_source(&mut c)?;
-            c.target(crate::verify::seen(m));
-            Ok(())
-        },
-    )?;
+    read_range(&target, &remote, d, target_end, |m| {
+        feed_source(&mut c)?;
+        c.target(crate::verify::seen(m));
+        Ok(())
+    })?;
     c.target_done();
     Ok(c.finish().last_matched)
 }
@@ -506,13 +493,7 @@ impl Copier {
         m: &rdkafka::message::BorrowedMessage<'_>,
     ) -> anyhow::Result<()> {
         let topic = copy_topic(&self.template, &part.topic);
-        let origin = format!(
-            "{}/{}/{}/{}",
-            self.source_alias,
-            part.topic,
-            part.partition,
-            m.offset()
-        );
+        let origin = format!("{}/{part}/{}", self.source_alias, m.offset());
         let mut headers = OwnedHeaders::new();
         if let Some(hs) = m.headers() {
             for h in hs.iter() {
