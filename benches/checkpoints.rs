@@ -29,11 +29,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use strait_controller::native_admin::GroupCommits;
+use strait_controller::native_admin::{GroupCommits, PartitionPosition};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+use strait_common::model::{NextOffset, TopicPartition};
 use strait_controller::native_admin::{alter_group_offsets, list_group_offsets};
 use strait_testkit::config::ConfigBuilder;
 use strait_testkit::process::Strait;
@@ -194,7 +195,7 @@ fn main() {
                     .remove(0)
                     .is_ok_and(|ps| {
                         ps.iter()
-                            .filter(|(_, _, o)| *o == Some(RECORDS as i64))
+                            .filter(|(_, o)| *o == Some(NextOffset(RECORDS as i64)))
                             .count()
                             == partitions
                     })
@@ -253,10 +254,10 @@ fn translate_under_load(
     parts: &[(String, i32)],
 ) -> (usize, Vec<Duration>, u64) {
     let group = format!("{run}-wide");
-    let wide: Vec<(String, i32, i64)> = parts
+    let wide: Vec<PartitionPosition> = parts
         .iter()
         .take(1000)
-        .map(|(t, p)| (t.clone(), *p, 100))
+        .map(|(t, p)| (TopicPartition::new(t.clone(), *p), NextOffset(100)))
         .collect();
     let n = wide.len();
     let r = alter_group_offsets(
@@ -405,7 +406,11 @@ fn measure(
                 .map(|(g, ps)| {
                     (
                         g.clone(),
-                        Some(ps.iter().map(|(t, p)| (format!("src.{t}"), *p)).collect()),
+                        Some(
+                            ps.iter()
+                                .map(|(t, p)| TopicPartition::new(format!("src.{t}"), *p))
+                                .collect(),
+                        ),
                     )
                 })
                 .collect();
@@ -413,8 +418,15 @@ fn measure(
                 let results = list_group_offsets(admin.client(), &req, 64, Duration::from_secs(10));
                 let now = Instant::now();
                 for ((g, _), r) in req.iter().zip(results) {
-                    for (t, p, o) in r.unwrap_or_default() {
-                        let Some(o) = o else { continue };
+                    for (
+                        TopicPartition {
+                            topic: t,
+                            partition: p,
+                        },
+                        o,
+                    ) in r.unwrap_or_default()
+                    {
+                        let Some(NextOffset(o)) = o else { continue };
                         let topic = t.strip_prefix("src.").unwrap_or(&t).to_owned();
                         let lat = pending
                             .lock()
@@ -456,7 +468,9 @@ fn measure(
             .map(|(g, ps)| {
                 (
                     g.clone(),
-                    ps.iter().map(|(t, p)| (t.clone(), *p, offset)).collect(),
+                    ps.iter()
+                        .map(|(t, p)| (TopicPartition::new(t.clone(), *p), NextOffset(offset)))
+                        .collect(),
                 )
             })
             .collect();
@@ -464,8 +478,8 @@ fn measure(
         {
             let (mut cp, mut sy) = (cp_pending.lock().unwrap(), sync_pending.lock().unwrap());
             for (g, ps) in &batch {
-                for (t, p, o) in ps {
-                    let key = (g.clone(), t.clone(), *p);
+                for (tp, NextOffset(o)) in ps {
+                    let key = (g.clone(), tp.topic.clone(), tp.partition);
                     cp.add(key.clone(), *o, at);
                     sy.add(key.clone(), *o, at);
                     if in_window {

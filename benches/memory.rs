@@ -95,7 +95,7 @@ fn main() {
                     .remove(0)
                     .is_ok_and(|ps| {
                         ps.iter()
-                            .filter(|(_, _, o)| *o == Some(per_partition as i64))
+                            .filter(|(_, o)| o.is_some_and(|o| o.0 == per_partition as i64))
                             .count()
                             == partitions
                     })

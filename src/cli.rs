@@ -10,6 +10,12 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use strait_common::config::Config;
+use strait_common::model::UnitState;
+
+/// The longest one call to the REST API may take: the slowest calls (a
+/// failover of many groups) answer in seconds; a hung server fails the
+/// command instead of holding it.
+const API_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Args, Debug)]
 pub struct ApiArgs {
@@ -168,7 +174,11 @@ pub fn run(config: Option<&Config>, args: &ApiArgs, call: Call) -> ExitCode {
 fn failed_units(v: &Value) -> usize {
     v["units"]
         .as_array()
-        .map(|a| a.iter().filter(|u| u["state"] == "failed").count())
+        .map(|a| {
+            a.iter()
+                .filter(|u| u["state"] == UnitState::Failed.as_str())
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -184,7 +194,7 @@ fn request(
         .max_redirects(0)
         .max_redirects_will_error(false)
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
+        .timeout_global(Some(API_TIMEOUT))
         .build()
         .into();
     let mut url = format!("{}{path}", base.trim_end_matches('/'));

@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use strait_common::model::{NextOffset, TopicPartition};
 use strait_controller::native_admin::GroupCommits;
 
 use support::*;
@@ -73,7 +74,7 @@ fn commit_groups(bootstrap: &str, groups: &[GroupCommits]) {
     );
     for ((g, _), r) in groups.iter().zip(results) {
         let parts = r.unwrap_or_else(|e| panic!("commit of {g}: {e}"));
-        assert!(parts.iter().all(|(_, _, r)| r.is_ok()), "{g}: {parts:?}");
+        assert!(parts.iter().all(|(_, r)| r.is_ok()), "{g}: {parts:?}");
     }
 }
 
@@ -223,7 +224,10 @@ fn a_hundred_groups_are_all_checkpointed_within_two_rounds_of_their_commits() {
             let p = i % 4;
             (
                 format!("{prefix}-{i}"),
-                vec![(t.clone(), p, 10 + i64::from(i) % 80)],
+                vec![(
+                    TopicPartition::new(t.clone(), p),
+                    NextOffset(10 + i64::from(i) % 80),
+                )],
             )
         })
         .collect();
@@ -248,7 +252,7 @@ fn a_hundred_groups_are_all_checkpointed_within_two_rounds_of_their_commits() {
         after - before
     );
     for (g, offsets) in &groups {
-        let (_, p, at) = offsets[0];
+        let (TopicPartition { partition: p, .. }, NextOffset(at)) = offsets[0];
         assert_eq!(found[g], (p, at, at), "{g}: exact, at the committed offset");
     }
     println!(

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
+use strait_common::model::{NextOffset, TopicPartition};
 use support::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -652,7 +653,10 @@ fn aborted_transactions_are_never_replicated_and_groups_translate_exactly_across
         .map(|g| {
             (
                 format!("{prefix}-{g}"),
-                vec![(t.clone(), 0, g), (t.clone(), 1, high - g)],
+                vec![
+                    (TopicPartition::new(t.clone(), 0), NextOffset(g)),
+                    (TopicPartition::new(t.clone(), 1), NextOffset(high - g)),
+                ],
             )
         })
         .collect();
@@ -721,7 +725,7 @@ fn aborted_transactions_are_never_replicated_and_groups_translate_exactly_across
         );
         for ((g, _), r) in groups.iter().zip(results) {
             let parts = r.unwrap_or_else(|e| panic!("commit of {g}: {e}"));
-            assert!(parts.iter().all(|(_, _, r)| r.is_ok()), "{g}: {parts:?}");
+            assert!(parts.iter().all(|(_, r)| r.is_ok()), "{g}: {parts:?}");
         }
     }
     let out = strait.cli(&[

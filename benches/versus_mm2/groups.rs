@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use rdkafka::consumer::Consumer as _;
 
+use strait_common::model::{NextOffset, TopicPartition};
 use strait_controller::native_admin::{list_group_offsets, GroupCommits};
 
 use crate::measure::{self, Key, Tail};
@@ -145,7 +146,7 @@ pub fn groups(
                 if pos > prev {
                     moved.push((batch.len(), i, (g.clone(), remote.clone(), p), pos));
                 }
-                offsets.push((topic.to_owned(), p, pos));
+                offsets.push((TopicPartition::new(topic, p), NextOffset(pos)));
             }
             batch.push((g.clone(), offsets));
         }
@@ -350,7 +351,11 @@ fn strait_failover(
         .map(|(g, ps)| {
             (
                 g.clone(),
-                Some(ps.iter().map(|p| (remote.to_owned(), *p)).collect()),
+                Some(
+                    ps.iter()
+                        .map(|p| TopicPartition::new(remote.to_owned(), *p))
+                        .collect(),
+                ),
             )
         })
         .collect();
@@ -361,9 +366,9 @@ fn strait_failover(
         64,
         Duration::from_secs(30),
     )) {
-        for (t, p, o) in r.map_err(|e| anyhow::anyhow!("target offsets of {g}: {e:?}"))? {
-            if let Some(o) = o {
-                got.insert((g.clone(), t, p), o);
+        for (tp, o) in r.map_err(|e| anyhow::anyhow!("target offsets of {g}: {e:?}"))? {
+            if let Some(NextOffset(o)) = o {
+                got.insert((g.clone(), tp.topic, tp.partition), o);
             }
         }
     }

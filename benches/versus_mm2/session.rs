@@ -12,6 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use strait_common::model::{NextOffset, TopicPartition};
 use strait_controller::native_admin::GroupCommits;
 use strait_testkit::create_topic;
 use strait_testkit::process::cpu_seconds;
@@ -253,7 +254,10 @@ fn setup(names: &Names, plan: &Plan, env: &Env) -> anyhow::Result<Setup> {
                 .collect();
             let batch: Vec<GroupCommits> = layout
                 .iter()
-                .map(|(g, ps)| (g.clone(), ps.iter().map(|p| (t.clone(), *p, 0)).collect()))
+                .map(|(g, ps)| {
+                    let at = |p: &i32| (TopicPartition::new(t.clone(), *p), NextOffset(0));
+                    (g.clone(), ps.iter().map(at).collect())
+                })
                 .collect();
             workload::commit(&workload::group_admin(&env.source), &batch)?;
             Some((g, t, layout))

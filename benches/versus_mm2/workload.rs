@@ -185,8 +185,8 @@ pub fn commit_each(admin: &BaseConsumer, batch: &[GroupCommits]) -> Vec<Result<(
         .zip(results)
         .map(|((g, _), r)| {
             let parts = r.map_err(|e| format!("commit of group {g}: {e:?}"))?;
-            match parts.iter().find(|(_, _, r)| r.is_err()) {
-                Some((t, p, Err(e))) => Err(format!("commit of group {g} on {t}/{p}: {e:?}")),
+            match parts.iter().find(|(_, r)| r.is_err()) {
+                Some((tp, Err(e))) => Err(format!("commit of group {g} on {tp}: {e:?}")),
                 _ => Ok(()),
             }
         })

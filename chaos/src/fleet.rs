@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 use strait_common::metrics as m;
+use strait_common::model::UnitState;
 use strait_testkit::config::ConfigBuilder;
 use strait_testkit::free_port;
 use strait_testkit::process::Strait;
@@ -235,7 +236,8 @@ pub struct UnitRow {
     pub topic: String,
     pub planned: String,
     pub owner: String,
-    pub state: String,
+    /// None while no worker reports the unit.
+    pub state: Option<UnitState>,
 }
 
 impl Fleet {
@@ -380,7 +382,7 @@ impl Fleet {
                         topic: s(u, "topic"),
                         planned: s(u, "planned"),
                         owner: s(u, "owner"),
-                        state: s(u, "state"),
+                        state: serde_json::from_value(u["state"].clone()).ok(),
                     })
                     .collect()
             })
@@ -396,9 +398,9 @@ impl Fleet {
             .filter(|u| u.topic == topic)
             .collect();
         rows.len() == partitions as usize
-            && rows
-                .iter()
-                .all(|u| u.planned == u.owner && u.owner != "-" && u.state == "running")
+            && rows.iter().all(|u| {
+                u.planned == u.owner && u.owner != "-" && u.state == Some(UnitState::Running)
+            })
     }
 
     /// Workers owning at least one unit of `topic`.

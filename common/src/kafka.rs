@@ -1,19 +1,35 @@
 //! librdkafka client configuration: the cluster's bootstrap servers and
 //! passthrough settings, plus the settings strait owns for each role.
 
+use std::time::Duration;
+
 use rdkafka::ClientConfig;
 
 use crate::config::ClusterConfig;
+
+/// The longest pause between reconnects: the Java client's default.
+/// librdkafka's own (10 s) is up to 10 s more of no replication after a
+/// broker or a network path comes back (the chaos suite's connection
+/// resets: 10-20 s stalls, 2 s with this).
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// One poll of a probe client: short, so the caller's `wait` bounds the
+/// whole check closely.
+const PROBE_POLL: Duration = Duration::from_millis(100);
+/// One metadata request of the login check: a few fit in the caller's
+/// `wait`, and a reachable broker answers in far less.
+const PROBE_METADATA: Duration = Duration::from_secs(1);
+
+/// `d` as librdkafka's `*.ms` settings take it.
+pub fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
 
 /// A client config for `cluster` carrying its passthrough settings.
 pub fn client_config(cluster: &ClusterConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cluster.bootstrap);
-    // librdkafka backs off up to 10 s between reconnects; after a broker or
-    // a network path comes back, that is up to 10 s more of no replication
-    // (the chaos suite's connection-resets: 10-20 s stalls, 2 s with this).
-    // 1 s is the Java client's default. A cluster's `kafka` table overrides it.
-    c.set("reconnect.backoff.max.ms", "1000");
+    // A cluster's `kafka` table overrides it.
+    c.set("reconnect.backoff.max.ms", ms(RECONNECT_BACKOFF_MAX));
     for (k, v) in &cluster.kafka {
         c.set(k, v.to_string());
     }
@@ -95,7 +111,7 @@ pub fn record_exists(
     }
     let deadline = std::time::Instant::now() + wait;
     while std::time::Instant::now() < deadline {
-        match probe.poll(std::time::Duration::from_millis(100)) {
+        match probe.poll(PROBE_POLL) {
             Some(Ok(m)) => return m.offset() >= offset,
             Some(Err(_)) => return false,
             None => {}
@@ -155,11 +171,8 @@ pub fn login_refused(cluster: &ClusterConfig, wait: std::time::Duration) -> Opti
         };
     let deadline = Instant::now() + wait;
     loop {
-        p.poll(std::time::Duration::from_millis(100)); // serves the error callbacks
-        let answered = p
-            .client()
-            .fetch_metadata(None, std::time::Duration::from_secs(1))
-            .is_ok();
+        p.poll(PROBE_POLL); // serves the error callbacks
+        let answered = p.client().fetch_metadata(None, PROBE_METADATA).is_ok();
         let refused = p.context().0.lock().unwrap().clone();
         if refused.is_some() && !answered {
             return refused;

@@ -103,7 +103,10 @@ pub fn describe() {
     describe_counter!(
         INVARIANT_VIOLATIONS,
         Unit::Count,
-        "breaches of strait's guarantees seen by this process, by invariant (single_owner, commit_past_ack, checkpoint_backwards); must stay 0"
+        format!(
+            "breaches of strait's guarantees seen by this process, by invariant ({}); must stay 0",
+            INVARIANTS.join(", ")
+        )
     );
     // Exported from the start, so "0" is a reading and not an absence.
     for invariant in INVARIANTS {

@@ -41,9 +41,57 @@ pub struct TopicPartition {
     pub partition: i32,
 }
 
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
 impl fmt::Display for TopicPartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// What a unit is doing on the worker that runs it. Spelled once: its
+/// [`as_str`](Self::as_str) is the metric label and API text, and serde
+/// writes the same words in `load/{worker}` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitState {
+    Running = 0,
+    /// Fetching paused by back-pressure (in-flight limits).
+    Paused = 1,
+    /// Stopped on a record the target refused for good; see `error`.
+    Failed = 2,
+    /// Being handed back: fetching stopped, waiting for the target.
+    Releasing = 3,
+}
+
+impl UnitState {
+    pub const ALL: [UnitState; 4] = [
+        UnitState::Running,
+        UnitState::Paused,
+        UnitState::Failed,
+        UnitState::Releasing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Running => "running",
+            UnitState::Paused => "paused",
+            UnitState::Failed => "failed",
+            UnitState::Releasing => "releasing",
+        }
+    }
+}
+
+impl fmt::Display for UnitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -69,5 +117,14 @@ mod tests {
     #[test]
     fn the_position_after_a_record_is_one_past_it() {
         assert_eq!(RecordOffset(41).next(), NextOffset(42));
+    }
+
+    #[test]
+    fn unit_states_serialise_as_their_label() {
+        for s in UnitState::ALL {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<UnitState>(&json).unwrap(), s);
+        }
     }
 }

@@ -536,7 +536,7 @@ async fn units(_: Read, State(s): State<ApiState>) -> ApiResult {
                 "remote_topic": u.remote_topic,
                 "planned": plan.owner(u),
                 "owner": owner(&s.keys, &owners, u),
-                "state": r.map(|l| l.state.clone()),
+                "state": r.map(|l| l.state),
                 "lag": r.and_then(|l| l.lag),
                 "bytes_per_sec": r.map(|l| l.bytes_per_sec),
                 "error": r.and_then(|l| l.error.clone()),

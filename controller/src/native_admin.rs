@@ -18,7 +18,7 @@ mod groups;
 pub use groups::{
     alter_group_offsets, list_consumer_groups, list_group_offsets,
     list_group_offsets_with_metadata, AlterOutcome, CommittedOffset, GroupCommits, GroupError,
-    GroupQuery, GroupState, PartitionOffset,
+    GroupQuery, GroupState, PartitionOffset, PartitionPosition,
 };
 
 /// One change to a topic config.

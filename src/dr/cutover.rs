@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::BaseConsumer;
 use strait_common::config::{Config, Flow};
 use strait_common::kafka::manual_consumer;
+use strait_common::model::TopicPartition;
 use strait_controller::checkpoint::GroupSelector;
 
-use super::{print_table, progress, source_partitions, watermarks, Partition};
+use super::{print_table, progress, source_partitions, watermarks, RECORD_PROBE};
 use crate::offsets::{fail_over, translate_all, FlowRow};
 
 /// How often the source and strait's progress are looked at.
@@ -69,9 +70,9 @@ fn cutover(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<ExitCode
     let deadline = Instant::now() + args.timeout;
     // Heartbeats keep coming from strait itself: they are not the
     // producers that must stop, and no group's position is on them.
-    let partitions: Vec<Partition> = source_partitions(config, flow, None)?
+    let partitions: Vec<TopicPartition> = source_partitions(config, flow, None)?
         .into_iter()
-        .filter(|(t, _)| !flow.policy.is_heartbeats_topic(t))
+        .filter(|tp| !flow.policy.is_heartbeats_topic(&tp.topic))
         .collect();
     if partitions.is_empty() {
         anyhow::bail!("no source topic of the flow on {}", flow.source);
@@ -95,8 +96,13 @@ fn cutover(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<ExitCode
             &["topic", "partition", "end then", "end now"],
             &moving
                 .iter()
-                .map(|((t, p), (a, b))| {
-                    vec![t.clone(), p.to_string(), a.to_string(), b.to_string()]
+                .map(|(tp, (a, b))| {
+                    vec![
+                        tp.topic.clone(),
+                        tp.partition.to_string(),
+                        a.to_string(),
+                        b.to_string(),
+                    ]
                 })
                 .collect::<Vec<_>>(),
         );
@@ -116,10 +122,10 @@ fn cutover(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<ExitCode
             &["topic", "partition", "committed", "source end"],
             &lagging
                 .iter()
-                .map(|((t, p), c, e)| {
+                .map(|(tp, c, e)| {
                     vec![
-                        t.clone(),
-                        p.to_string(),
+                        tp.topic.clone(),
+                        tp.partition.to_string(),
                         c.map_or("-".into(), |c| c.to_string()),
                         e.to_string(),
                     ]
@@ -211,11 +217,11 @@ fn cutover(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<ExitCode
 
 /// End offsets, once none moved for `quiet`; or, at the deadline, the
 /// partitions that still moved (end when the wait began, end now).
-type Ends = BTreeMap<Partition, (i64, i64)>;
+type Ends = BTreeMap<TopicPartition, (i64, i64)>;
 
 fn wait_quiet(
     source: &BaseConsumer,
-    partitions: &[Partition],
+    partitions: &[TopicPartition],
     quiet: Duration,
     deadline: Instant,
 ) -> anyhow::Result<Result<Ends, Ends>> {
@@ -249,10 +255,10 @@ fn wait_quiet(
 fn wait_replicated(
     config: &Config,
     flow: &Flow,
-    partitions: &[Partition],
+    partitions: &[TopicPartition],
     ends: &Ends,
     deadline: Instant,
-) -> anyhow::Result<Vec<(Partition, Option<i64>, i64)>> {
+) -> anyhow::Result<Vec<(TopicPartition, Option<i64>, i64)>> {
     let clusters = config.clusters_of(flow);
     loop {
         let committed = progress(config, flow, partitions)?;
@@ -260,7 +266,7 @@ fn wait_replicated(
             .iter()
             .filter_map(|p| {
                 let (low, end) = ends[p];
-                let c = committed.get(p).copied();
+                let c = committed.get(p).map(|c| c.0);
                 let done = end <= low
                     || c.is_some_and(|c| {
                         c >= end
@@ -268,10 +274,10 @@ fn wait_replicated(
                             // marker after the last one).
                             || !strait_common::kafka::record_exists(
                                 &clusters.source,
-                                &p.0,
-                                p.1,
+                                &p.topic,
+                                p.partition,
                                 c,
-                                Duration::from_secs(2),
+                                RECORD_PROBE,
                             )
                     });
                 (!done).then(|| (p.clone(), c, end))

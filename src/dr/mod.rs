@@ -19,12 +19,16 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use strait_common::config::{Config, Flow};
 use strait_common::kafka::manual_consumer;
+use strait_common::model::{NextOffset, TopicPartition};
 
-/// How long one metadata, offsets or watermarks request may take.
+/// How long one metadata, offsets or watermarks request may take:
+/// generous, as the commands run by hand against clusters that may be slow
+/// after an incident, and a person waits rather than a loop.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A source partition: (topic, partition).
-pub(crate) type Partition = (String, i32);
+/// How long a record past an end offset is looked for: a broker holding
+/// it answers in well under this; one that does not have it (a
+/// transaction marker there) answers nothing.
+pub(crate) const RECORD_PROBE: Duration = Duration::from_secs(2);
 
 /// The flow's source partitions (every partition of every source topic the
 /// flow's regexes select, or of `topic` only), sorted. `strait verify`'s
@@ -33,7 +37,7 @@ pub(crate) fn source_partitions(
     config: &Config,
     flow: &Flow,
     topic: Option<&str>,
-) -> anyhow::Result<Vec<Partition>> {
+) -> anyhow::Result<Vec<TopicPartition>> {
     let clusters = config.clusters_of(flow);
     let source: BaseConsumer =
         manual_consumer(&clusters.source, &flow.commit_group(&config.deployment)).create()?;
@@ -43,7 +47,11 @@ pub(crate) fn source_partitions(
         if t.error().is_some() || !flow.replicates(t.name()) {
             continue;
         }
-        out.extend(t.partitions().iter().map(|p| (t.name().to_owned(), p.id())));
+        out.extend(
+            t.partitions()
+                .iter()
+                .map(|p| TopicPartition::new(t.name(), p.id())),
+        );
     }
     out.sort();
     Ok(out)
@@ -57,8 +65,8 @@ pub(crate) fn source_partitions(
 pub(crate) fn progress(
     config: &Config,
     flow: &Flow,
-    partitions: &[Partition],
-) -> anyhow::Result<BTreeMap<Partition, i64>> {
+    partitions: &[TopicPartition],
+) -> anyhow::Result<BTreeMap<TopicPartition, NextOffset>> {
     let clusters = config.clusters_of(flow);
     let group = flow.commit_group(&config.deployment);
     let on_target = flow.exactly_once.is_some();
@@ -76,12 +84,13 @@ pub(crate) fn progress(
     };
     let consumer: BaseConsumer = manual_consumer(cluster, &group).create()?;
     let mut tpl = TopicPartitionList::new();
-    for (t, p) in partitions {
-        tpl.add_partition(&name(t), *p);
+    for tp in partitions {
+        tpl.add_partition(&name(&tp.topic), tp.partition);
     }
-    let by_name: BTreeMap<(String, i32), Partition> = partitions
+    // Keyed by the name committed under (the remote topic on the target).
+    let by_name: BTreeMap<TopicPartition, &TopicPartition> = partitions
         .iter()
-        .map(|(t, p)| ((name(t), *p), (t.clone(), *p)))
+        .map(|tp| (TopicPartition::new(name(&tp.topic), tp.partition), tp))
         .collect();
     Ok(consumer
         .committed_offsets(tpl, TIMEOUT)?
@@ -89,8 +98,8 @@ pub(crate) fn progress(
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) => by_name
-                .get(&(e.topic().to_owned(), e.partition()))
-                .map(|k| (k.clone(), o)),
+                .get(&TopicPartition::new(e.topic(), e.partition()))
+                .map(|&k| (k.clone(), NextOffset(o))),
             _ => None,
         })
         .collect())
@@ -99,15 +108,15 @@ pub(crate) fn progress(
 /// (low, high) watermarks of each partition on `consumer`'s cluster.
 pub(crate) fn watermarks(
     consumer: &BaseConsumer,
-    partitions: &[Partition],
-) -> anyhow::Result<BTreeMap<Partition, (i64, i64)>> {
+    partitions: &[TopicPartition],
+) -> anyhow::Result<BTreeMap<TopicPartition, (i64, i64)>> {
     partitions
         .iter()
-        .map(|(t, p)| {
+        .map(|tp| {
             let w = consumer
-                .fetch_watermarks(t, *p, TIMEOUT)
-                .map_err(|e| anyhow::anyhow!("end offset of {t}/{p}: {e}"))?;
-            Ok(((t.clone(), *p), w))
+                .fetch_watermarks(&tp.topic, tp.partition, TIMEOUT)
+                .map_err(|e| anyhow::anyhow!("end offset of {tp}: {e}"))?;
+            Ok((tp.clone(), w))
         })
         .collect()
 }

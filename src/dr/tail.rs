@@ -27,9 +27,10 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use strait_common::config::{Config, Flow};
-use strait_common::kafka::{manual_consumer, reliable_producer};
+use strait_common::kafka::{manual_consumer, ms, reliable_producer};
+use strait_common::model::TopicPartition;
 
-use super::{print_table, progress, source_partitions, watermarks, Partition, TIMEOUT};
+use super::{print_table, progress, source_partitions, watermarks, TIMEOUT};
 use crate::verify::compare::Comparer;
 
 /// The header a copied record carries: where it came from.
@@ -37,6 +38,25 @@ pub const SOURCE_HEADER: &str = "strait.tail.source";
 /// Source records held ahead of the target while looking for the end of
 /// the copy.
 const WINDOW: usize = 10_000;
+/// One poll of a range read: short, so a read past its end's markers ends
+/// soon after the position passes it.
+const RANGE_POLL: Duration = Duration::from_millis(500);
+/// Empty polls of [`RANGE_POLL`] before a range read gives up: 15 s
+/// without a record below its end is a broker not serving it.
+const RANGE_QUIET_POLLS: u32 = 30;
+/// One poll of the source while comparing a copy: a broker that has the
+/// records hands them over in far less; none in 5 s means the end.
+const COMPARE_POLL: Duration = Duration::from_secs(5);
+/// A wait for the copies' producer to free room in its queue.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
+/// How long the copies may take to be acknowledged at the end of a run:
+/// librdkafka's own delivery timeout is 300 s, but a tail is small and an
+/// operator waits for it.
+const COPY_FLUSH: Duration = Duration::from_secs(60);
+/// How long the copies' producer waits to fill a batch: the tail is read
+/// as fast as the source serves it, so a few milliseconds fill batches
+/// without holding a copy back noticeably.
+const COPY_LINGER: Duration = Duration::from_millis(5);
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -103,7 +123,7 @@ pub fn run(config: &Config, args: &Args) -> ExitCode {
 
 fn source_count(config: &Config, flow: &Flow, args: &Args) -> Option<usize> {
     let parts = source_partitions(config, flow, args.topic.as_deref()).ok()?;
-    let mut topics: Vec<_> = parts.into_iter().map(|(t, _)| t).collect();
+    let mut topics: Vec<_> = parts.into_iter().map(|tp| tp.topic).collect();
     topics.dedup();
     Some(topics.len())
 }
@@ -206,7 +226,7 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
             Some(&(u, d)) => copy_ends_at(config, flow, part, (u, d), end)?,
             None => None,
         };
-        let c = committed.get(part).copied();
+        let c = committed.get(part).map(|c| c.0);
         let from = copy_end
             .map(|m| m + 1)
             .into_iter()
@@ -215,8 +235,8 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
             .unwrap_or(low)
             .max(low);
         let mut tail = Tail {
-            topic: part.0.clone(),
-            partition: part.1,
+            topic: part.topic.clone(),
+            partition: part.partition,
             committed: c,
             from,
             to: end,
@@ -229,7 +249,7 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
         let resume = match (&mut copier, &args.copy_to) {
             (Some(cp), _) => cp.copied_through(part)?,
             (None, Some(tpl)) if args.dry_run => {
-                Copier::copied_through_on(config, flow, &copy_topic(tpl, &part.0), part)?
+                Copier::copied_through_on(config, flow, &copy_topic(tpl, &part.topic), part)?
             }
             _ => None,
         };
@@ -261,17 +281,17 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
 /// markers).
 fn read_range(
     consumer: &BaseConsumer,
-    part: &Partition,
+    part: &TopicPartition,
     from: i64,
     to: i64,
     mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&part.0, part.1, Offset::Offset(from))?;
+    tpl.add_partition_offset(&part.topic, part.partition, Offset::Offset(from))?;
     consumer.assign(&tpl)?;
     let mut quiet = 0;
     loop {
-        match consumer.poll(Duration::from_millis(500)) {
+        match consumer.poll(RANGE_POLL) {
             Some(Ok(m)) => {
                 quiet = 0;
                 if m.offset() >= to {
@@ -282,7 +302,7 @@ fn read_range(
                     return Ok(());
                 }
             }
-            Some(Err(e)) => anyhow::bail!("reading {}/{}: {e}", part.0, part.1),
+            Some(Err(e)) => anyhow::bail!("reading {part}: {e}"),
             None => {
                 let at = consumer
                     .position()?
@@ -296,11 +316,10 @@ fn read_range(
                     return Ok(());
                 }
                 quiet += 1;
-                if quiet > 30 {
+                if quiet > RANGE_QUIET_POLLS {
                     anyhow::bail!(
-                        "reading {}/{}: no record for 15 s at {at:?}, before its end {to}",
-                        part.0,
-                        part.1
+                        "reading {part}: no record for {} s at {at:?}, before its end {to}",
+                        (RANGE_POLL * RANGE_QUIET_POLLS).as_secs()
                     );
                 }
             }
@@ -314,25 +333,25 @@ fn read_range(
 fn copy_ends_at(
     config: &Config,
     flow: &Flow,
-    part: &Partition,
+    part: &TopicPartition,
     (u, d): (i64, i64),
     source_end: i64,
 ) -> anyhow::Result<Option<i64>> {
     let clusters = config.clusters_of(flow);
-    let remote = flow.remote_topic(&part.0);
+    let remote = TopicPartition::new(flow.remote_topic(&part.topic), part.partition);
     let target: BaseConsumer = manual_consumer(&clusters.target, "strait-tail")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error")
         .create()?;
     let (_, target_end) = target
-        .fetch_watermarks(&remote, part.1, TIMEOUT)
-        .map_err(|e| anyhow::anyhow!("end offset of {remote}/{} on the target: {e}", part.1))?;
+        .fetch_watermarks(&remote.topic, remote.partition, TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("end offset of {remote} on the target: {e}"))?;
     let source: BaseConsumer = manual_consumer(&clusters.source, "strait-tail")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error")
         .create()?;
     let mut s = TopicPartitionList::new();
-    s.add_partition_offset(&part.0, part.1, Offset::Offset(u))?;
+    s.add_partition_offset(&part.topic, part.partition, Offset::Offset(u))?;
     source.assign(&s)?;
     let mut c = Comparer::new(WINDOW, u);
     let mut source_at = u;
@@ -342,12 +361,12 @@ fn copy_ends_at(
                 c.source_done();
                 break;
             }
-            match source.poll(Duration::from_secs(5)) {
+            match source.poll(COMPARE_POLL) {
                 Some(Ok(m)) => {
                     source_at = m.offset() + 1;
                     c.source(crate::verify::seen(&m));
                 }
-                Some(Err(e)) => anyhow::bail!("reading {}/{}: {e}", part.0, part.1),
+                Some(Err(e)) => anyhow::bail!("reading {part}: {e}"),
                 None => {
                     c.source_done();
                     break;
@@ -356,7 +375,7 @@ fn copy_ends_at(
         }
         Ok(())
     };
-    read_range(&target, &(remote.clone(), part.1), d, target_end, |m| {
+    read_range(&target, &remote, d, target_end, |m| {
         feed_source(&mut c)?;
         c.target(crate::verify::seen(m));
         Ok(())
@@ -401,18 +420,18 @@ impl Copier {
         config: &Config,
         flow: &Flow,
         template: &str,
-        partitions: &[Partition],
+        partitions: &[TopicPartition],
     ) -> anyhow::Result<Copier> {
         let clusters = config.clusters_of(flow);
         let mut counts: BTreeMap<String, i32> = BTreeMap::new();
-        for (t, _) in partitions {
-            *counts.entry(t.clone()).or_default() += 1;
+        for tp in partitions {
+            *counts.entry(tp.topic.clone()).or_default() += 1;
         }
         for (topic, n) in &counts {
             ensure_topic(&clusters.target, &copy_topic(template, topic), *n)?;
         }
         let producer = reliable_producer(&clusters.target)
-            .set("linger.ms", "5")
+            .set("linger.ms", ms(COPY_LINGER))
             .create_with_context(Deliveries::default())?;
         Ok(Copier {
             producer,
@@ -424,8 +443,8 @@ impl Copier {
     }
 
     /// The last source offset of `part` a run copied before.
-    fn copied_through(&mut self, part: &Partition) -> anyhow::Result<Option<i64>> {
-        let topic = copy_topic(&self.template, &part.0);
+    fn copied_through(&mut self, part: &TopicPartition) -> anyhow::Result<Option<i64>> {
+        let topic = copy_topic(&self.template, &part.topic);
         Self::copied_through_on(&self.config, &self.flow, &topic, part)
     }
 
@@ -435,13 +454,13 @@ impl Copier {
         config: &Config,
         flow: &Flow,
         topic: &str,
-        part: &Partition,
+        part: &TopicPartition,
     ) -> anyhow::Result<Option<i64>> {
         let clusters = config.clusters_of(flow);
         let c: BaseConsumer = manual_consumer(&clusters.target, "strait-tail")
             .set("auto.offset.reset", "error")
             .create()?;
-        let Ok((low, high)) = c.fetch_watermarks(topic, part.1, TIMEOUT) else {
+        let Ok((low, high)) = c.fetch_watermarks(topic, part.partition, TIMEOUT) else {
             return Ok(None);
         };
         if high <= low {
@@ -450,7 +469,7 @@ impl Copier {
         let mut last = None;
         read_range(
             &c,
-            &(topic.to_owned(), part.1),
+            &TopicPartition::new(topic, part.partition),
             (high - 1).max(low),
             high,
             |m| {
@@ -470,11 +489,11 @@ impl Copier {
 
     fn send(
         &mut self,
-        part: &Partition,
+        part: &TopicPartition,
         m: &rdkafka::message::BorrowedMessage<'_>,
     ) -> anyhow::Result<()> {
-        let topic = copy_topic(&self.template, &part.0);
-        let origin = format!("{}/{}/{}/{}", self.source_alias, part.0, part.1, m.offset());
+        let topic = copy_topic(&self.template, &part.topic);
+        let origin = format!("{}/{part}/{}", self.source_alias, m.offset());
         let mut headers = OwnedHeaders::new();
         if let Some(hs) = m.headers() {
             for h in hs.iter() {
@@ -488,8 +507,9 @@ impl Copier {
             key: SOURCE_HEADER,
             value: Some(origin.as_bytes()),
         });
-        let mut rec: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(&topic).partition(part.1).headers(headers);
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic)
+            .partition(part.partition)
+            .headers(headers);
         if let Some(k) = m.key() {
             rec = rec.key(k);
         }
@@ -507,10 +527,10 @@ impl Copier {
                     if e.rdkafka_error_code()
                         == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
                 {
-                    self.producer.poll(Duration::from_millis(100));
+                    self.producer.poll(QUEUE_FULL_WAIT);
                     rec = back;
                 }
-                Err((e, _)) => anyhow::bail!("copying to {topic}/{}: {e}", part.1),
+                Err((e, _)) => anyhow::bail!("copying to {topic}/{}: {e}", part.partition),
             }
         }
     }
@@ -518,7 +538,7 @@ impl Copier {
     /// Waits until every copy is acknowledged; a refused one fails the run.
     fn flush(&mut self) -> anyhow::Result<()> {
         self.producer
-            .flush(Duration::from_secs(60))
+            .flush(COPY_FLUSH)
             .map_err(|e| anyhow::anyhow!("copying the tail: {e}"))?;
         let ctx = self.producer.context();
         let failed = ctx.failed.load(std::sync::atomic::Ordering::Relaxed);

@@ -26,8 +26,21 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use strait_common::config::{Config, Flow};
 use strait_common::kafka::manual_consumer;
+use strait_common::model::{NextOffset, TopicPartition};
 
+/// How long one request, or reading the offsets topic to its end, may take:
+/// a command run by hand, against a cluster that may be slow.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the record at MirrorMaker 2's last offset is looked for past
+/// an end offset that counts batches: a broker holding it answers in far
+/// less.
+const RECORD_PROBE: Duration = Duration::from_secs(5);
+/// One poll once every end offset is passed: only what is already fetched
+/// is wanted, so the wait is short.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+/// One poll while ends are still ahead: short, so the deadline is checked
+/// often.
+const READ_POLL: Duration = Duration::from_millis(200);
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -296,15 +309,20 @@ fn take_over(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<()> {
                 &p.topic,
                 p.partition,
                 last,
-                Duration::from_secs(5),
+                RECORD_PROBE,
             )
         {
             high = last + 1;
         }
         let strait = strait_at
-            .get(&(p.topic.clone(), p.partition))
-            .or_else(|| target_at.get(&(flow.remote_topic(&p.topic), p.partition)))
-            .copied();
+            .get(&TopicPartition::new(p.topic.clone(), p.partition))
+            .or_else(|| {
+                target_at.get(&TopicPartition::new(
+                    flow.remote_topic(&p.topic),
+                    p.partition,
+                ))
+            })
+            .map(|o| o.0);
         match decide(last, (low, high), strait, args.force) {
             Action::Start(start) => {
                 let gone = if start < low {
@@ -346,11 +364,13 @@ fn take_over(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn positions(tpl: TopicPartitionList) -> BTreeMap<(String, i32), i64> {
+fn positions(tpl: TopicPartitionList) -> BTreeMap<TopicPartition, NextOffset> {
     tpl.elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) if o >= 0 => Some(((e.topic().to_owned(), e.partition()), o)),
+            Offset::Offset(o) if o >= 0 => {
+                Some((TopicPartition::new(e.topic(), e.partition()), NextOffset(o)))
+            }
             _ => None,
         })
         .collect()
@@ -394,7 +414,7 @@ fn read_offsets(
     while !drained {
         if left.is_empty() {
             // Every end passed: take what arrives without waiting long.
-            match consumer.poll(Duration::from_millis(100)) {
+            match consumer.poll(DRAIN_POLL) {
                 Some(Ok(m)) => offsets.apply("MirrorSourceConnector", m.key(), m.payload()),
                 Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
                 None => drained = true,
@@ -407,7 +427,7 @@ fn read_offsets(
                 left.keys()
             );
         }
-        match consumer.poll(Duration::from_millis(200)) {
+        match consumer.poll(READ_POLL) {
             Some(Ok(m)) => {
                 offsets.apply("MirrorSourceConnector", m.key(), m.payload());
                 if left

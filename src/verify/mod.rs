@@ -23,11 +23,28 @@ use rdkafka::{Offset, TopicPartitionList};
 use strait_common::config::{Config, Flow};
 use strait_common::formats::OffsetSync;
 use strait_common::kafka::manual_consumer;
+use strait_common::model::{NextOffset, TopicPartition};
 use strait_controller::checkpoint::reader::InternalTopic;
 
 use compare::{Comparer, Report, Seen};
 
+/// How long one request, or reading the offset syncs to their end, may
+/// take: a command run by hand, against clusters that may be slow.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How often progress is printed on a long comparison: often enough to
+/// show it moves, rarely enough not to flood the terminal.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// One poll of the source: a broker that has the records hands them over
+/// in far less; none in 5 s means the end (markers or an open transaction).
+const SOURCE_POLL: Duration = Duration::from_secs(5);
+/// One poll of the target: short, so quiet is measured finely.
+const TARGET_POLL: Duration = Duration::from_millis(500);
+/// Quiet at or past the target's end after which it has no more: a few
+/// polls, for brokers whose end offsets count batches.
+const QUIET_AT_END: Duration = Duration::from_secs(2);
+/// Quiet anywhere after which the target has no more: a read-committed
+/// position moving past aborted records is quiet too, never this long.
+const QUIET_LIMIT: Duration = Duration::from_secs(15);
 /// Source records held ahead of the target, and matched ones remembered
 /// for duplicates: the memory bound.
 const WINDOW: usize = 10_000;
@@ -148,15 +165,17 @@ pub(crate) fn verify_partitions(
     }
 
     let mut tpl = TopicPartitionList::new();
-    for (t, p) in &partitions {
-        tpl.add_partition(t, *p);
+    for tp in &partitions {
+        tpl.add_partition(&tp.topic, tp.partition);
     }
-    let committed: BTreeMap<(String, i32), i64> = source
+    let committed: BTreeMap<TopicPartition, NextOffset> = source
         .committed_offsets(tpl, TIMEOUT)?
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+            Offset::Offset(o) => {
+                Some((TopicPartition::new(e.topic(), e.partition()), NextOffset(o)))
+            }
             _ => None,
         })
         .collect();
@@ -172,8 +191,10 @@ pub(crate) fn verify_partitions(
     let mut unaligned = false;
     let started = Instant::now();
     let mut total = 0u64;
-    for (topic, partition) in partitions {
-        let Some(&to) = committed.get(&(topic.clone(), partition)) else {
+    for tp in partitions {
+        let (to, synced) = (committed.get(&tp).copied(), syncs.get(&tp));
+        let TopicPartition { topic, partition } = tp;
+        let Some(NextOffset(to)) = to else {
             note(
                 args,
                 &topic,
@@ -191,8 +212,7 @@ pub(crate) fn verify_partitions(
         .min(to);
         // Syncs below the log start cannot be read from: their records
         // are gone from the source, and their copies would look foreign.
-        let history: Vec<(i64, i64)> = syncs
-            .get(&(topic.clone(), partition))
+        let history: Vec<(i64, i64)> = synced
             .map(|h| h.iter().filter(|s| s.0 >= low).copied().collect())
             .unwrap_or_default();
         // The latest sync at or before the start; else the earliest one
@@ -332,7 +352,7 @@ fn print_report(args: &Args, r: &Checked) {
 }
 
 /// (upstream, downstream) offset pairs of each source partition, oldest first.
-pub(crate) type SyncHistory = BTreeMap<(String, i32), Vec<(i64, i64)>>;
+pub(crate) type SyncHistory = BTreeMap<TopicPartition, Vec<(i64, i64)>>;
 
 /// The flow's offset syncs, by source partition.
 pub(crate) fn read_syncs(config: &Config, flow: &Flow) -> anyhow::Result<SyncHistory> {
@@ -342,7 +362,7 @@ pub(crate) fn read_syncs(config: &Config, flow: &Flow) -> anyhow::Result<SyncHis
     let mut out = SyncHistory::new();
     reader.read_to_end(TIMEOUT, |key, value, _| {
         if let Ok(s) = OffsetSync::decode(key, value) {
-            out.entry((s.topic, s.partition))
+            out.entry(TopicPartition::new(s.topic, s.partition))
                 .or_default()
                 .push((s.upstream_offset, s.downstream_offset));
         }
@@ -447,11 +467,11 @@ fn compare_range(
     if r.before >= source_end {
         c.source_done();
     }
-    let mut next_progress = Instant::now() + Duration::from_secs(2);
+    let mut next_progress = Instant::now() + PROGRESS_EVERY;
     let mut target_at = r.target_from;
     let mut idle_since: Option<Instant> = None;
     let read_source = |c: &mut Comparer, unseen: bool| -> anyhow::Result<()> {
-        match source.poll(Duration::from_secs(5)) {
+        match source.poll(SOURCE_POLL) {
             Some(Ok(m)) if m.offset() < r.from => c.before(seen(&m)),
             Some(Ok(m)) if m.offset() < source_end => {
                 if unseen {
@@ -490,7 +510,7 @@ fn compare_range(
         while c.wants_source() {
             read_source(&mut c, false)?;
         }
-        match target.poll(Duration::from_millis(500)) {
+        match target.poll(TARGET_POLL) {
             Some(Ok(m)) => {
                 idle_since = None;
                 let seen = seen(&m);
@@ -516,15 +536,13 @@ fn compare_range(
             None => {
                 let at = position(&target)?.unwrap_or(target_at).max(target_at);
                 let quiet = idle_since.get_or_insert_with(Instant::now).elapsed();
-                if (at >= target_end && quiet > Duration::from_secs(2))
-                    || quiet > Duration::from_secs(15)
-                {
+                if (at >= target_end && quiet > QUIET_AT_END) || quiet > QUIET_LIMIT {
                     break;
                 }
             }
         }
         if Instant::now() >= next_progress {
-            next_progress = Instant::now() + Duration::from_secs(2);
+            next_progress = Instant::now() + PROGRESS_EVERY;
             eprintln!(
                 "verify: {}/{}: target at {target_at}; {} records compared so far ({:.0}/s)",
                 r.topic,

@@ -20,8 +20,9 @@ use tracing::{debug, warn};
 use strait_common::access::{denials, Feature, Operation};
 use strait_common::config::Compression;
 use strait_common::error_event;
-use strait_common::kafka::{client_config, manual_consumer, reliable_producer};
+use strait_common::kafka::{client_config, manual_consumer, ms, reliable_producer};
 use strait_common::metrics as m;
+use strait_common::model::{NextOffset, TopicPartition};
 use strait_common::telemetry::ErrorKind;
 
 use crate::FlowSpec;
@@ -44,8 +45,23 @@ pub struct Ack {
     pub result: Result<i64, KafkaError>,
 }
 
+/// How often the source consumer's statistics arrive: they carry the high
+/// watermarks lag is measured against, so lag moves in steps of this; each
+/// is a JSON document of every partition, parsed, so not every tick.
+const SOURCE_STATISTICS: Duration = Duration::from_secs(2);
+/// The longest a source fetch waits to fill; see [`consumer`].
+const FETCH_WAIT_MAX: Duration = Duration::from_millis(50);
+/// How often the target producer's statistics arrive: they carry the bytes
+/// sent (after compression) for the target bytes counter, which a scrape
+/// then sees at most a second behind.
+const TARGET_STATISTICS: Duration = Duration::from_secs(1);
+/// How long fencing a transactional id may take: InitProducerId waits
+/// while the coordinator aborts the open transaction, which a healthy one
+/// does in far less; as long as a transaction step of a session may take.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Source high watermarks by partition, from librdkafka statistics.
-pub type Watermarks = Arc<Mutex<HashMap<(String, i32), i64>>>;
+pub type Watermarks = Arc<Mutex<HashMap<TopicPartition, NextOffset>>>;
 
 pub struct SourceContext {
     pub flow: String,
@@ -64,7 +80,10 @@ impl ClientContext for SourceContext {
         for (topic, t) in stats.topics {
             for (p, part) in t.partitions {
                 if p >= 0 && part.hi_offset >= 0 {
-                    w.insert((topic.clone(), p), part.hi_offset);
+                    w.insert(
+                        TopicPartition::new(topic.clone(), p),
+                        NextOffset(part.hi_offset),
+                    );
                 }
             }
         }
@@ -215,14 +234,14 @@ pub fn consumer(spec: &FlowSpec, ctx: SourceContext) -> KafkaResult<Consumer> {
     // flow's `start`); a position the source no longer has is reported,
     // never silently reset past records (see session/gaps.rs).
     c.set("auto.offset.reset", "error")
-        .set("statistics.interval.ms", "2000");
+        .set("statistics.interval.ms", ms(SOURCE_STATISTICS));
     // librdkafka waits up to 500 ms for a fetch to fill. A broker that holds
     // the fetch that long even as records arrive (tansu does) adds it to
     // every record's latency; one that answers when records arrive (Kafka)
     // only sends more empty fetches while idle (20 a second per broker).
     // Measured with the latency benchmark: p50 about 45 ms lower on tansu.
     if !spec.source.kafka.contains_key("fetch.wait.max.ms") {
-        c.set("fetch.wait.max.ms", "50");
+        c.set("fetch.wait.max.ms", ms(FETCH_WAIT_MAX));
     }
     c.create_with_context(ctx)
 }
@@ -266,7 +285,7 @@ pub fn producer(spec: &FlowSpec, ctx: TargetContext) -> KafkaResult<Producer> {
             .set("message.timeout.ms", &timeout);
     }
     // Statistics give the bytes sent to the target (after compression).
-    c.set("statistics.interval.ms", "1000");
+    c.set("statistics.interval.ms", ms(TARGET_STATISTICS));
     // librdkafka's own queue must hold at least what strait lets be in flight.
     let kbytes = (spec.worker.max_in_flight_bytes / 1024 * 2).clamp(16 * 1024, 2_097_151);
     c.set("queue.buffering.max.kbytes", kbytes.to_string())
@@ -293,7 +312,7 @@ pub fn fence(spec: &FlowSpec, txid: &str) -> KafkaResult<()> {
     let p: BaseProducer = client_config(&spec.target)
         .set("transactional.id", txid)
         .create()?;
-    p.init_transactions(Duration::from_secs(30))
+    p.init_transactions(FENCE_TIMEOUT)
 }
 
 pub fn syncs_producer(spec: &FlowSpec, ctx: SyncsContext) -> KafkaResult<SyncsProducer> {

@@ -20,13 +20,25 @@ use tracing::debug;
 use strait_common::access::{denials, Feature, Operation};
 use strait_common::error_event;
 use strait_common::formats::Heartbeat;
-use strait_common::kafka::{client_config, manual_consumer};
+use strait_common::kafka::{client_config, manual_consumer, ms};
 use strait_common::metrics as m;
 use strait_common::policy::HEARTBEATS_TOPIC;
 use strait_common::telemetry::ErrorKind;
 
 use crate::status::{FlowHealth, StatusBoard};
 use crate::FlowSpec;
+
+/// How long a heartbeat may take to be written: one that cannot be within
+/// this is replaced by a newer one, and its absence shows as age on the
+/// target.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the last heartbeats may take to be written at shutdown: a
+/// lost one is replaced by the next process's, so shutdown does not wait
+/// long.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+/// One poll of the replicated heartbeats: short, so shutdown is noticed
+/// quickly.
+const WATCH_POLL: Duration = Duration::from_millis(250);
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -48,9 +60,7 @@ pub async fn run_heartbeats(
     let flow = spec.flow.name.clone();
     let producer: ThreadedProducer<Reports> = client_config(&spec.source)
         .set("acks", "all")
-        // A heartbeat that cannot be written within this is replaced by a
-        // newer one; its absence shows as age on the target.
-        .set("message.timeout.ms", "30000")
+        .set("message.timeout.ms", ms(DELIVERY_TIMEOUT))
         // discovery creates the topic compacted with one partition; a
         // broker that auto-creates must not make it first with defaults.
         .set("allow.auto.create.topics", "false")
@@ -111,7 +121,7 @@ pub async fn run_heartbeats(
             }
         }
     }
-    let _ = producer.flush(Duration::from_secs(2));
+    let _ = producer.flush(SHUTDOWN_FLUSH);
     let _ = watcher.await;
     Ok(())
 }
@@ -160,7 +170,7 @@ fn watch(
     let mut newest: Option<i64> = None;
     let mut health = FlowHealth::default();
     while !shutdown.is_cancelled() {
-        if let Some(result) = consumer.poll(Duration::from_millis(250)) {
+        if let Some(result) = consumer.poll(WATCH_POLL) {
             match result {
                 Ok(msg) => {
                     denials::allowed_topic(&spec.flow.target, Operation::Read, msg.topic());

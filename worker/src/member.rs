@@ -660,7 +660,7 @@ impl LoadReporter {
                 unit,
                 bytes_per_sec: rate,
                 lag: s.lag,
-                state: s.state.as_str().to_owned(),
+                state: s.state,
                 error: s.error,
             });
         }
@@ -724,7 +724,7 @@ mod tests {
         board.set(&unit(0), s.clone());
         assert!(load.changed(&board), "a unit started");
         let doc = load.report("w", &board);
-        assert_eq!(doc.units[0].state, "running");
+        assert_eq!(doc.units[0].state, UnitState::Running);
         s.lag = Some(3);
         s.bytes = 100;
         board.set(&unit(0), s.clone());

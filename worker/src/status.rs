@@ -6,35 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use strait_common::model::Unit;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnitState {
-    Running = 0,
-    /// Fetching paused by back-pressure (in-flight limits).
-    Paused = 1,
-    /// Stopped on a record the target refused for good; see `error`.
-    Failed = 2,
-    /// Being handed back: fetching stopped, waiting for the target.
-    Releasing = 3,
-}
-
-impl UnitState {
-    pub const ALL: [UnitState; 4] = [
-        UnitState::Running,
-        UnitState::Paused,
-        UnitState::Failed,
-        UnitState::Releasing,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UnitState::Running => "running",
-            UnitState::Paused => "paused",
-            UnitState::Failed => "failed",
-            UnitState::Releasing => "releasing",
-        }
-    }
-}
+pub use strait_common::model::UnitState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitStatus {

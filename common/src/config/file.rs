@@ -11,6 +11,53 @@ use serde::Deserialize;
 
 use crate::policy::PolicyKind;
 
+// Defaults of the duration settings, each written once here (the Default
+// impls and serde's default functions below use them; docs/configuration.md
+// and strait.example.toml are checked against them by reference_tests.rs).
+
+/// `worker.commit_interval`: a restart replays at most about a second of
+/// records, for one offset commit per flow a second.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// `worker.offset_sync_interval`: a partition's newest offset sync lands
+/// within a second, so a caught-up group translates exactly soon after.
+pub const DEFAULT_OFFSET_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// `worker.drain_timeout`: a healthy target acknowledges what is in flight
+/// in far less; a stuck one does not hold a shutdown longer.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// `worker.restart_backoff`: most session errors are transient (a leader
+/// moving), so the first retry comes soon.
+pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_secs(1);
+/// `worker.restart_backoff_max`: a target that stays broken is retried
+/// about as often as a lease is renewed, not in a tight loop.
+pub const DEFAULT_RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// `discovery.interval`: a new topic replicates within about two seconds
+/// (its remote topic is created and its units start on the next listing).
+/// A listing is one metadata request per cluster; at 10,000 source topics
+/// it took 124 ms on Kafka (docs/benchmarks.md, "New topics"; 77 ms on
+/// tansu in an earlier run).
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
+/// `coordination.lease_ttl`: a crashed worker's units move within 10 s,
+/// and a renewal every quarter of it (2.5 s) has room for a slow request.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+/// `coordination.request_timeout`: etcd answers in milliseconds; under a
+/// quarter of the lease TTL, so a failed renewal is retried in time.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// `heartbeat_interval`: MirrorMaker 2's (`emit.heartbeats.interval.seconds`).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// `config_sync_interval`: topic configs change rarely; a minute keeps the
+/// remote topics close for one DescribeConfigs per cluster a minute.
+pub const DEFAULT_CONFIG_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// `transaction_interval`: records become visible to read_committed
+/// consumers when their transaction commits, so this is added to their
+/// latency, and each commit pauses the flow while the producer flushes
+/// (docs/benchmarks.md, "Replication throughput").
+pub const DEFAULT_TRANSACTION_INTERVAL: Duration = Duration::from_millis(500);
+/// `checkpoint_interval`: short enough that a group's commit reaches the
+/// target within a few seconds (p50 about half of it); a round costs one
+/// admin request per group, so 1,000 groups are about 500 requests a
+/// second.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -302,11 +349,11 @@ impl Default for WorkerConfig {
         WorkerConfig {
             max_in_flight_bytes: 256 << 20,
             unit_max_in_flight_bytes: 64 << 20,
-            commit_interval: Duration::from_secs(1),
-            offset_sync_interval: Duration::from_secs(1),
-            drain_timeout: Duration::from_secs(30),
-            restart_backoff: Duration::from_secs(1),
-            restart_backoff_max: Duration::from_secs(10),
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
+            offset_sync_interval: DEFAULT_OFFSET_SYNC_INTERVAL,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            restart_backoff: DEFAULT_RESTART_BACKOFF,
+            restart_backoff_max: DEFAULT_RESTART_BACKOFF_MAX,
         }
     }
 }
@@ -320,14 +367,9 @@ pub struct DiscoveryConfig {
 }
 
 impl Default for DiscoveryConfig {
-    /// Every second: a new topic then replicates within about two (its
-    /// remote topic is created and its units start on the next listing).
-    /// A listing is one metadata request per cluster; at 10,000 source
-    /// topics it took 124 ms on Kafka (docs/benchmarks.md, "New topics";
-    /// 77 ms on tansu in an earlier run).
     fn default() -> Self {
         DiscoveryConfig {
-            interval: Duration::from_secs(1),
+            interval: DEFAULT_DISCOVERY_INTERVAL,
         }
     }
 }
@@ -374,8 +416,8 @@ impl Default for CoordinationConfig {
     fn default() -> Self {
         CoordinationConfig {
             etcd: Vec::new(),
-            lease_ttl: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(2),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             user: None,
             password: None,
             tls: None,
@@ -437,10 +479,10 @@ fn default_true() -> bool {
     true
 }
 fn default_heartbeat_interval() -> Duration {
-    Duration::from_secs(1)
+    DEFAULT_HEARTBEAT_INTERVAL
 }
 fn default_config_sync_interval() -> Duration {
-    Duration::from_secs(60)
+    DEFAULT_CONFIG_SYNC_INTERVAL
 }
 /// Never copied: replication throttles and durability settings that belong
 /// to the target cluster, and timestamp handling (copying it would change
@@ -456,17 +498,9 @@ pub fn default_configs_exclude() -> Vec<String> {
     .map(str::to_owned)
     .to_vec()
 }
-/// Records become visible to read_committed consumers when their
-/// transaction commits: this is added to their latency, and each commit
-/// pauses the flow while the producer flushes (docs/benchmarks.md,
-/// "Replication throughput").
 fn default_transaction_interval() -> Duration {
-    Duration::from_millis(500)
+    DEFAULT_TRANSACTION_INTERVAL
 }
-
-/// Short enough that a group's commit reaches the target within a few
-/// seconds (p50 about half of it); a round costs one admin request per
-/// group, so 1,000 groups are about 500 requests a second.
 fn default_checkpoint_interval() -> Duration {
-    Duration::from_secs(2)
+    DEFAULT_CHECKPOINT_INTERVAL
 }

@@ -7,6 +7,9 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::file::ConfigFile;
+
+/// The shortest `coordination.lease_ttl`: etcd refuses a shorter lease.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 use super::{invalid, Config, ConfigError, Flow, OnRefused};
 use crate::policy::{PolicyKind, ReplicationPolicy};
 
@@ -108,7 +111,7 @@ fn flows(file: &ConfigFile) -> Result<Vec<Flow>, ConfigError> {
             ));
         }
     }
-    if c.lease_ttl < Duration::from_secs(2) {
+    if c.lease_ttl < MIN_LEASE_TTL {
         return Err(invalid(
             "coordination.lease_ttl",
             "at least 2s (etcd's minimum)",

@@ -23,6 +23,12 @@ use crate::config::CoordinationConfig;
 /// etcd: a slow consumer holds the stream back (etcd keeps what is not
 /// read yet), it never loses an event.
 pub const WATCH_BUFFER: usize = 64;
+/// gRPC keep-alive ping interval: a dead connection to etcd is noticed in
+/// seconds, well inside a lease's TTL (10 s by default).
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Pause between connection probes while etcd does not answer yet: small
+/// beside the request timeout (2 s by default) that bounds the whole wait.
+const CONNECT_PROBE_PAUSE: Duration = Duration::from_millis(50);
 
 pub struct Etcd {
     client: Client,
@@ -126,7 +132,7 @@ impl Etcd {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(cfg.request_timeout)
             .with_timeout(cfg.request_timeout)
-            .with_keep_alive(Duration::from_secs(5), cfg.request_timeout)
+            .with_keep_alive(KEEP_ALIVE, cfg.request_timeout)
             .with_keep_alive_while_idle(true);
         if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
             options = options.with_user(user.clone(), password.clone());
@@ -172,10 +178,10 @@ impl Etcd {
                 }
                 _ => break,
             }
-            if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+            if tokio::time::Instant::now() + CONNECT_PROBE_PAUSE >= deadline {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(CONNECT_PROBE_PAUSE).await;
         }
         Ok(Etcd {
             client,

@@ -9,7 +9,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Unit;
+use crate::model::{Unit, UnitState};
 
 /// The newest format this binary writes and reads.
 pub const FORMAT: u32 = 1;
@@ -37,6 +37,18 @@ pub enum WorkerState {
     Active,
     /// Shutting down: gets no units, releases what it has.
     Draining,
+}
+
+impl WorkerState {
+    pub const ALL: [WorkerState; 2] = [WorkerState::Active, WorkerState::Draining];
+
+    /// The word serde writes, and the `state` label of the workers gauge.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Active => "active",
+            WorkerState::Draining => "draining",
+        }
+    }
 }
 
 /// `plan/{worker}`: written by the leader, all workers in one transaction.
@@ -90,7 +102,7 @@ pub struct UnitLoad {
     pub bytes_per_sec: f64,
     /// Records behind the source's high watermark.
     pub lag: Option<i64>,
-    pub state: String,
+    pub state: UnitState,
     pub error: Option<String>,
 }
 
@@ -192,6 +204,42 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_unit_load_is_written_as_before_the_state_was_typed() {
+        // The words written while `state` was a String: workers and
+        // controllers of either kind read each other's values.
+        for (state, word) in [
+            (UnitState::Running, "running"),
+            (UnitState::Paused, "paused"),
+            (UnitState::Failed, "failed"),
+            (UnitState::Releasing, "releasing"),
+        ] {
+            let load = UnitLoad {
+                unit: Unit {
+                    flow: "a-b".into(),
+                    source: crate::model::TopicPartition {
+                        topic: "orders".into(),
+                        partition: 3,
+                    },
+                    remote_topic: "a.orders".into(),
+                },
+                bytes_per_sec: 1.5,
+                lag: Some(7),
+                state,
+                error: None,
+            };
+            let json = format!(
+                r#"{{"unit":{{"flow":"a-b","source":{{"topic":"orders","partition":3}},"remote_topic":"a.orders"}},"bytes_per_sec":1.5,"lag":7,"state":"{word}","error":null}}"#
+            );
+            assert_eq!(String::from_utf8(encode(&load)).unwrap(), json);
+            assert_eq!(decode::<UnitLoad>(json.as_bytes()).unwrap(), load);
+        }
+        for s in WorkerState::ALL {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+        }
+    }
 
     #[test]
     fn documents_round_trip_and_tolerate_unknown_fields() {

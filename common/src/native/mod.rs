@@ -13,6 +13,11 @@ use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 use thiserror::Error;
 
+/// How much longer than an admin request's own timeout its answer is
+/// waited for: librdkafka answers a request that timed out itself, at its
+/// timeout, and that answer (with its error) is the one to report.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
 pub mod authorized;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -101,7 +106,7 @@ pub unsafe fn request<C: ClientContext>(
     );
     let queue = Guard(rd::rd_kafka_queue_new(rk), rd::rd_kafka_queue_destroy);
     issue(rk, options.0, queue.0);
-    let wait = timeout + Duration::from_secs(1);
+    let wait = timeout + ANSWER_GRACE;
     let event = Guard(
         rd::rd_kafka_queue_poll(queue.0, wait.as_millis().min(i32::MAX as u128) as i32),
         rd::rd_kafka_event_destroy,

@@ -29,7 +29,7 @@ struct Partition {
 
 #[derive(Debug, Default, Clone)]
 struct GroupMarks {
-    emitted: HashMap<(String, i32), i64>,
+    emitted: HashMap<TopicPartition, NextOffset>,
     /// (committed, history version) a source partition was translated at:
     /// the same pair again translates to the same checkpoint.
     seen: HashMap<TopicPartition, (i64, u64)>,
@@ -61,12 +61,13 @@ impl Checkpoints {
     /// and partition: someone wrote a checkpoint backwards.
     pub fn restore(&mut self, cp: &Checkpoint) -> bool {
         let marks = self.groups.entry(cp.group.clone()).or_default();
+        let at = NextOffset(cp.downstream_offset);
         let last = marks
             .emitted
-            .entry((cp.topic.clone(), cp.partition))
-            .or_insert(cp.downstream_offset);
-        let forward = cp.downstream_offset >= *last;
-        *last = (*last).max(cp.downstream_offset);
+            .entry(TopicPartition::new(cp.topic.clone(), cp.partition))
+            .or_insert(at);
+        let forward = at >= *last;
+        *last = (*last).max(at);
         forward
     }
 
@@ -93,16 +94,11 @@ impl Checkpoints {
 
     /// The highest position emitted for `group`, per remote partition,
     /// sorted.
-    pub fn emitted(&self, group: &str) -> Vec<(String, i32, i64)> {
+    pub fn emitted(&self, group: &str) -> Vec<(TopicPartition, NextOffset)> {
         let mut out: Vec<_> = self
             .groups
             .get(group)
-            .map(|m| {
-                m.emitted
-                    .iter()
-                    .map(|((t, p), d)| (t.clone(), *p, *d))
-                    .collect()
-            })
+            .map(|m| m.emitted.iter().map(|(tp, d)| (tp.clone(), *d)).collect())
             .unwrap_or_default();
         out.sort();
         out
@@ -160,18 +156,18 @@ impl Checkpoints {
         marks.seen.insert(tp.clone(), stamp);
         let t = p.history.translate(NextOffset(committed))?;
         let remote = flow.remote_topic(&tp.topic);
-        let key = (remote, tp.partition);
+        let key = TopicPartition::new(remote, tp.partition);
         if marks
             .emitted
             .get(&key)
-            .is_some_and(|&last| last >= t.offset.0)
+            .is_some_and(|&last| last >= t.offset)
         {
             return None;
         }
-        marks.emitted.insert(key.clone(), t.offset.0);
+        marks.emitted.insert(key.clone(), t.offset);
         Some(Checkpoint {
             group: group.to_owned(),
-            topic: key.0,
+            topic: key.topic,
             partition: tp.partition,
             upstream_offset: committed,
             downstream_offset: t.offset.0,
@@ -382,7 +378,10 @@ mod tests {
                 .downstream_offset,
             140
         );
-        assert_eq!(c.emitted("billing"), vec![("us.orders".into(), 0, 140)]);
+        assert_eq!(
+            c.emitted("billing"),
+            vec![(TopicPartition::new("us.orders", 0), NextOffset(140))]
+        );
         assert!(c.emitted("shipping").is_empty());
     }
 

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rdkafka::consumer::Consumer as _;
-use strait_common::model::TopicPartition;
+use strait_common::model::{NextOffset, TopicPartition};
 use strait_common::syncs::Translation;
 
 use super::core::Checkpoints;
@@ -88,11 +88,11 @@ pub fn translate_back_groups(
     }
     // Never past the source's end.
     let source = group_client(&spec.source, &name)?;
-    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut ends: BTreeMap<TopicPartition, NextOffset> = BTreeMap::new();
     for r in &mut out {
-        let key = (r.topic.clone(), r.partition);
+        let key = TopicPartition::new(r.topic.clone(), r.partition);
         let end = match ends.get(&key) {
-            Some(e) => *e,
+            Some(e) => e.0,
             None => {
                 let (_, high) = source
                     .fetch_watermarks(&r.topic, r.partition, READ_TIMEOUT)
@@ -103,7 +103,7 @@ pub fn translate_back_groups(
                             r.partition
                         )
                     })?;
-                ends.insert(key, high);
+                ends.insert(key, NextOffset(high));
                 high
             }
         };

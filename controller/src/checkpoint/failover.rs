@@ -16,6 +16,7 @@ use regex::Regex;
 
 use strait_common::config::Flow;
 use strait_common::formats::OffsetSync;
+use strait_common::model::{NextOffset, TopicPartition};
 use strait_common::syncs::Translation;
 
 use super::core::Checkpoints;
@@ -195,7 +196,9 @@ pub fn group_commits<'a>(
             by_group.push((group.to_owned(), Vec::new()));
             by_group.len() - 1
         });
-        by_group[i].1.push((topic.to_owned(), partition, offset));
+        by_group[i]
+            .1
+            .push((TopicPartition::new(topic, partition), NextOffset(offset)));
     }
     by_group
 }

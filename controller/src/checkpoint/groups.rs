@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
 use strait_common::config::ClusterConfig;
 use strait_common::kafka::manual_consumer;
-use strait_common::model::TopicPartition;
+use strait_common::model::{NextOffset, TopicPartition};
 
 use super::{GROUP_REQUESTS_IN_FLIGHT, GROUP_REQUEST_TIMEOUT};
 use crate::native_admin::{
@@ -70,9 +70,9 @@ pub(crate) fn source_positions(
                 .map(|parts| {
                     parts
                         .into_iter()
-                        .filter_map(|(topic, partition, o)| {
+                        .filter_map(|(tp, o)| {
                             let (o, metadata) = o?;
-                            Some((TopicPartition { topic, partition }, o, metadata))
+                            Some((tp, o.0, metadata))
                         })
                         .collect()
                 })
@@ -153,10 +153,10 @@ pub struct FailoverRow {
     pub moves: bool,
 }
 
-/// Commits translated positions ((group, [(remote topic, partition,
-/// offset)])) to the same groups on the target: per group, only the
-/// offsets ahead of what it has there (never backwards), and nothing for a
-/// group with members there (listed as active, or refused by the
+/// Commits translated positions ((group, [(remote partition, position)]))
+/// to the same groups on the target: per group, only the offsets ahead of
+/// what it has there (never backwards), and nothing for a group with
+/// members there (listed as active, or refused by the
 /// broker: an offset commit without a member id is only accepted for an
 /// empty group, which also covers a member joining after the listing). A
 /// `dry_run` reads everything and writes nothing.
@@ -177,11 +177,11 @@ pub fn failover_groups(
         .iter()
         .map(|&i| {
             let (g, offsets) = &wanted[i];
-            let parts = offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+            let parts = offsets.iter().map(|(tp, _)| tp.clone()).collect();
             (g.clone(), Some(parts))
         })
         .collect();
-    type Current = Result<HashMap<(String, i32), i64>, GroupError>;
+    type Current = Result<HashMap<TopicPartition, NextOffset>, GroupError>;
     let mut current: HashMap<usize, Current> = idle
         .iter()
         .copied()
@@ -195,7 +195,7 @@ pub fn failover_groups(
             let r = r.map(|parts| {
                 parts
                     .into_iter()
-                    .filter_map(|(t, p, o)| Some(((t, p), o?)))
+                    .filter_map(|(tp, o)| Some((tp, o?)))
                     .collect()
             });
             (i, r)
@@ -203,38 +203,35 @@ pub fn failover_groups(
         .collect();
     let mut commits: Vec<(usize, GroupCommits)> = Vec::new(); // (index in `wanted`, commit)
     for (i, (group, offsets)) in wanted.iter().enumerate() {
-        let row = |t: &String, p: i32, o: i64, before: Option<i64>| FailoverRow {
+        let row = |tp: &TopicPartition, o: NextOffset, before: Option<NextOffset>| FailoverRow {
             group: group.clone(),
-            topic: t.clone(),
-            partition: p,
-            before,
-            offset: o,
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            before: before.map(|b| b.0),
+            offset: o.0,
             moves: before.is_none_or(|b| o > b),
         };
         match current.remove(&i) {
             None => {
-                let rows = offsets
-                    .iter()
-                    .map(|(t, p, o)| row(t, *p, *o, None))
-                    .collect();
+                let rows = offsets.iter().map(|(tp, o)| row(tp, *o, None)).collect();
                 out.push((GroupOutcome::Refused(GroupRefusal::ListedActive), rows));
             }
             Some(Err(e)) => {
-                let rows = offsets
-                    .iter()
-                    .map(|(t, p, o)| row(t, *p, *o, None))
-                    .collect();
+                let rows = offsets.iter().map(|(tp, o)| row(tp, *o, None)).collect();
                 out.push((GroupOutcome::Failed(GroupFailure::Read(e)), rows));
             }
             Some(Ok(have)) => {
                 let rows: Vec<FailoverRow> = offsets
                     .iter()
-                    .map(|(t, p, o)| row(t, *p, *o, have.get(&(t.clone(), *p)).copied()))
+                    .map(|(tp, o)| row(tp, *o, have.get(tp).copied()))
                     .collect();
                 let ahead: Vec<_> = rows
                     .iter()
                     .filter(|r| r.moves)
-                    .map(|r| (r.topic.clone(), r.partition, r.offset))
+                    .map(|r| {
+                        let tp = TopicPartition::new(r.topic.clone(), r.partition);
+                        (tp, NextOffset(r.offset))
+                    })
                     .collect();
                 if ahead.is_empty() {
                     out.push((GroupOutcome::UpToDate, rows));
@@ -256,7 +253,7 @@ pub fn failover_groups(
     );
     for ((i, _), result) in commits.iter().zip(results) {
         let mut errors: Vec<_> = match result {
-            Ok(parts) => parts.into_iter().filter_map(|(_, _, r)| r.err()).collect(),
+            Ok(parts) => parts.into_iter().filter_map(|(_, r)| r.err()).collect(),
             Err(e) => vec![e],
         };
         if let Some(active) = errors.iter().position(|e| e.group_is_active()) {

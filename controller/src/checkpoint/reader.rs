@@ -17,6 +17,13 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use strait_common::config::ClusterConfig;
 use strait_common::kafka::manual_consumer;
 
+/// The longest the end offset of an internal topic is waited for: a broker
+/// that cannot say in 10 s is not answering, and the read fails with it.
+const END_OFFSET_TIMEOUT: Duration = Duration::from_secs(10);
+/// One poll while reading to the end: short, so the read's deadline is
+/// checked often.
+const READ_POLL: Duration = Duration::from_millis(200);
+
 /// librdkafka also reports reaching the end of the partition as a global
 /// error event; for this reader that is news, not an error.
 struct EndIsNews;
@@ -79,11 +86,8 @@ impl InternalTopic {
         mut each: impl FnMut(&[u8], &[u8], i64),
     ) -> anyhow::Result<ReadToEnd> {
         let deadline = Instant::now() + timeout;
-        let end = match self.consumer.fetch_watermarks(
-            &self.topic,
-            0,
-            timeout.min(Duration::from_secs(10)),
-        ) {
+        let wait = timeout.min(END_OFFSET_TIMEOUT);
+        let end = match self.consumer.fetch_watermarks(&self.topic, 0, wait) {
             Ok((_, high)) => high,
             Err(KafkaError::MetadataFetch(_)) => return Ok(ReadToEnd { end: 0, records: 0 }),
             Err(e) if unknown_topic(&e) => return Ok(ReadToEnd { end: 0, records: 0 }),
@@ -100,7 +104,7 @@ impl InternalTopic {
                 "{} not read to its end offset {end} within {timeout:?} (at {position})",
                 self.topic
             );
-            match self.consumer.poll(left.min(Duration::from_millis(200))) {
+            match self.consumer.poll(left.min(READ_POLL)) {
                 Some(Ok(msg)) => {
                     position = msg.offset() + 1;
                     each(

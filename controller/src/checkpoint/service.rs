@@ -545,9 +545,9 @@ impl<'a> Service<'a> {
     }
 }
 
-/// A group's positions to sync: (remote topic, partition, offset), and when
-/// they were read on the source.
-type Pending = (Vec<(String, i32, i64)>, Instant);
+/// A group's positions to sync, by remote partition, and when they were
+/// read on the source.
+type Pending = (Vec<crate::native_admin::PartitionPosition>, Instant);
 
 /// What the checkpoint rounds hand to the group-offsets sync, and what it
 /// reports back.

@@ -20,6 +20,7 @@ use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use strait_common::model::{NextOffset, TopicPartition};
 
 use super::{cstring, text, AdminError, Guard};
 
@@ -66,16 +67,18 @@ impl GroupError {
 }
 
 /// One partition's committed position: `None` where the group has none.
-pub type PartitionOffset = (String, i32, Option<i64>);
+pub type PartitionOffset = (TopicPartition, Option<NextOffset>);
 /// One partition's committed position and the metadata committed with it
 /// (an application's own note; Kafka Streams keeps partition time there).
-pub type CommittedOffset = (String, i32, Option<(i64, String)>);
-/// A group and the (topic, partition, offset) positions to commit for it.
-pub type GroupCommits = (String, Vec<(String, i32, i64)>);
+pub type CommittedOffset = (TopicPartition, Option<(NextOffset, String)>);
+/// A partition and the position to commit there.
+pub type PartitionPosition = (TopicPartition, NextOffset);
+/// A group and the positions to commit for it.
+pub type GroupCommits = (String, Vec<PartitionPosition>);
 /// A group and the partitions to read (`None`: every one it committed).
-pub type GroupQuery = (String, Option<Vec<(String, i32)>>);
+pub type GroupQuery = (String, Option<Vec<TopicPartition>>);
 /// One group's commit: each partition's outcome, or the group's error.
-pub type AlterOutcome = Result<Vec<(String, i32, Result<(), GroupError>)>, GroupError>;
+pub type AlterOutcome = Result<Vec<(TopicPartition, Result<(), GroupError>)>, GroupError>;
 
 /// Committed offsets of each group in `groups`: every partition the group
 /// committed (`partitions` = `None`), or only the named ones. At most
@@ -93,7 +96,7 @@ pub fn list_group_offsets<C: ClientContext>(
             r.map(|parts| {
                 parts
                     .into_iter()
-                    .map(|(t, p, o)| (t, p, o.map(|(o, _)| o)))
+                    .map(|(tp, o)| (tp, o.map(|(o, _)| o)))
                     .collect()
             })
         })
@@ -121,8 +124,8 @@ pub fn list_group_offsets_with_metadata<C: ClientContext>(
                 let name = cstring(group)?;
                 let tpl = partitions.as_ref().map(|ps| {
                     let mut tpl = TopicPartitionList::with_capacity(ps.len());
-                    for (t, p) in ps {
-                        tpl.add_partition(t, *p);
+                    for tp in ps {
+                        tpl.add_partition(&tp.topic, tp.partition);
                     }
                     tpl
                 });
@@ -156,8 +159,8 @@ pub fn list_group_offsets_with_metadata<C: ClientContext>(
             r.map(|parts| {
                 parts
                     .into_iter()
-                    .map(|(t, p, o, metadata, err)| {
-                        (t, p, o.filter(|_| err.is_ok()).map(|o| (o, metadata)))
+                    .map(|(tp, o, metadata, err)| {
+                        (tp, o.filter(|_| err.is_ok()).map(|o| (o, metadata)))
                     })
                     .collect()
             })
@@ -165,8 +168,8 @@ pub fn list_group_offsets_with_metadata<C: ClientContext>(
         .collect()
 }
 
-/// Commits offsets to each group in `groups` ((group, [(topic, partition,
-/// offset)])) without joining it: the broker accepts this only while the
+/// Commits offsets to each group in `groups` ((group, [(partition,
+/// position)])) without joining it: the broker accepts this only while the
 /// group has no members. Per group: its partitions' outcomes. Blocking.
 pub fn alter_group_offsets<C: ClientContext>(
     client: &Client<C>,
@@ -186,8 +189,8 @@ pub fn alter_group_offsets<C: ClientContext>(
                 let (group, offsets) = &groups[i];
                 let name = cstring(group)?;
                 let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-                for (t, p, o) in offsets {
-                    tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                for (tp, o) in offsets {
+                    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(o.0))
                         .map_err(|e| AdminError::Unexpected(e.to_string()))?;
                 }
                 let req = Guard(
@@ -210,14 +213,7 @@ pub fn alter_group_offsets<C: ClientContext>(
     };
     results
         .into_iter()
-        .map(|r| {
-            r.map(|parts| {
-                parts
-                    .into_iter()
-                    .map(|(t, p, _, _, err)| (t, p, err))
-                    .collect()
-            })
-        })
+        .map(|r| r.map(|parts| parts.into_iter().map(|(tp, _, _, err)| (tp, err)).collect()))
         .collect()
 }
 
@@ -284,8 +280,13 @@ pub fn list_consumer_groups<C: ClientContext>(
     }
 }
 
-/// Per partition: topic, partition, offset, commit metadata, error.
-type Parts = Vec<(String, i32, Option<i64>, String, Result<(), GroupError>)>;
+/// Per partition: the partition, its offset, commit metadata, error.
+type Parts = Vec<(
+    TopicPartition,
+    Option<NextOffset>,
+    String,
+    Result<(), GroupError>,
+)>;
 
 /// Reads the single group result of a group-offsets result event.
 ///
@@ -322,7 +323,7 @@ unsafe fn group_result(
     let tpl = &*tpl;
     for i in 0..usize::try_from(tpl.cnt).unwrap_or(0) {
         let e = &*tpl.elems.add(i);
-        let offset = (e.offset >= 0).then_some(e.offset);
+        let offset = (e.offset >= 0).then_some(NextOffset(e.offset));
         let err = if e.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             Ok(())
         } else {
@@ -340,7 +341,12 @@ unsafe fn group_result(
             ))
             .into_owned()
         };
-        out.push((text(e.topic), e.partition, offset, metadata, err));
+        out.push((
+            TopicPartition::new(text(e.topic), e.partition),
+            offset,
+            metadata,
+            err,
+        ));
     }
     Ok(out)
 }
@@ -376,7 +382,7 @@ unsafe fn pipelined<C: ClientContext>(
     let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     let (mut next, mut open) = (0usize, 0usize);
     let mut last_progress = Instant::now();
-    let wait = timeout + Duration::from_secs(1);
+    let wait = timeout + strait_common::native::ANSWER_GRACE;
     while next < n || open > 0 {
         while next < n && open < in_flight.max(1) {
             let options = Guard(

@@ -43,6 +43,14 @@ pub(super) const ID_CHECK: Duration = Duration::from_secs(5);
 /// How long a unit whose topic was re-created waits for the old topic's
 /// records still in flight before it starts on the new one (else it stops).
 const RECREATED_WAIT: Duration = Duration::from_secs(10);
+/// The shortest wait for an OffsetFetch, even with the deadline near: an
+/// answer takes at least a round trip.
+const COMMITTED_MIN_WAIT: Duration = Duration::from_millis(100);
+/// Pause before OffsetFetch is asked again while the group's coordinator
+/// moves or loads: a coordinator settles in about a second.
+const COORDINATOR_RETRY: Duration = Duration::from_millis(200);
+/// One wait for delivery reports while the old topic's records drain.
+const DRAIN_WAIT: Duration = Duration::from_millis(100);
 
 /// Where a unit starts: the position, and the topic id the commit it came
 /// from was made in, if it named one.
@@ -109,7 +117,7 @@ pub(super) fn topic_ids(
 pub(super) fn committed(
     consumer: &Consumer,
     units: &[Unit],
-) -> Result<HashMap<(String, i32), Start>, SessionError> {
+) -> Result<HashMap<TopicPartition, Start>, SessionError> {
     if units.is_empty() {
         return Ok(HashMap::new());
     }
@@ -134,7 +142,7 @@ pub(super) fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match consumer.committed_offsets(tpl.clone(), left.max(Duration::from_millis(100))) {
+        match consumer.committed_offsets(tpl.clone(), left.max(COMMITTED_MIN_WAIT)) {
             Err(e)
                 if matches!(
                     e.rdkafka_error_code(),
@@ -143,10 +151,10 @@ pub(super) fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
                             | Code::CoordinatorLoadInProgress
                             | Code::CoordinatorNotAvailable
                     )
-                ) && Instant::now() + Duration::from_millis(200) < deadline =>
+                ) && Instant::now() + COORDINATOR_RETRY < deadline =>
             {
                 debug!(error = %e, "committed offsets: the group's coordinator is not ready; asking again");
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(COORDINATOR_RETRY);
             }
             r => return r,
         }
@@ -155,12 +163,12 @@ pub(super) fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
 
 /// The committed positions in an OffsetFetch answer, keyed by topic and
 /// partition, with the topic id each names (none where nothing is committed).
-pub(super) fn starts(got: &TopicPartitionList) -> HashMap<(String, i32), Start> {
+pub(super) fn starts(got: &TopicPartitionList) -> HashMap<TopicPartition, Start> {
     got.elements()
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) if o >= 0 => Some((
-                (e.topic().to_owned(), e.partition()),
+                TopicPartition::new(e.topic(), e.partition()),
                 Start::committed(o, e.metadata()),
             )),
             _ => None,
@@ -244,7 +252,7 @@ impl Session<'_> {
             .zip(starts)
             .map(|(u, s)| match s.at {
                 Offset::Stored => committed
-                    .get(&(u.source.topic.clone(), u.source.partition))
+                    .get(&u.source)
                     .cloned()
                     .unwrap_or_else(|| fallback.clone()),
                 _ => s,
@@ -460,7 +468,7 @@ impl Session<'_> {
         let deadline = Instant::now() + RECREATED_WAIT;
         let settled = |s: &Self| s.units.get(id).is_none_or(|u| u.progress.settled());
         while !settled(self) && Instant::now() < deadline {
-            self.wait_acks(consumer, Duration::from_millis(100))?;
+            self.wait_acks(consumer, DRAIN_WAIT)?;
         }
         let what = format!(
             "topic id {now} differs from {was}, the one this unit started in: the topic was re-created while replicated"

@@ -34,7 +34,7 @@ use strait_common::config::OnSourceGap;
 use strait_common::coord::lease::Fence;
 use strait_common::error_event;
 use strait_common::metrics as m;
-use strait_common::model::Unit;
+use strait_common::model::{TopicPartition, Unit};
 use strait_common::telemetry::ErrorKind;
 
 use crate::clients::{self, Ack, Consumer, Producer, SyncAck, SyncsProducer, Watermarks};

@@ -26,6 +26,12 @@ use tracing::{debug, info, warn};
 /// refresh may take (at most about 40 s in all).
 const METADATA_REFRESHES: u32 = 20;
 const METADATA_WAIT: Duration = Duration::from_secs(2);
+/// One wait for delivery reports between metadata refreshes: lets the
+/// records already sent complete while the partition becomes known.
+const REFRESH_ACK_WAIT: Duration = Duration::from_millis(100);
+/// One wait for delivery reports while librdkafka's queue is full: short,
+/// since the queue frees room as soon as a batch is acknowledged.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
 
 impl Session<'_> {
     pub(super) fn on_record(
@@ -108,7 +114,7 @@ impl Session<'_> {
                         debug!(flow = %self.spec.flow.name, topic = %remote, error = %e, "metadata refresh failed");
                     }
                     if refreshes > 1 {
-                        self.wait_acks(consumer, Duration::from_millis(100))?;
+                        self.wait_acks(consumer, REFRESH_ACK_WAIT)?;
                     }
                     if shutdown.is_cancelled() {
                         return Ok(()); // not sent: re-read after restart
@@ -121,7 +127,7 @@ impl Session<'_> {
                     Action::Retry => {
                         // librdkafka's queue is full: let deliveries drain.
                         record = back;
-                        self.wait_acks(consumer, Duration::from_millis(10))?;
+                        self.wait_acks(consumer, QUEUE_FULL_WAIT)?;
                         if shutdown.is_cancelled() {
                             return Ok(()); // not sent: re-read after restart
                         }

@@ -23,9 +23,9 @@ impl Session<'_> {
             let tp = &u.unit.source;
             let position = u.progress.position().map(|p| p.0);
             let lag = watermarks
-                .get(&(tp.topic.clone(), tp.partition))
+                .get(tp)
                 .zip(position)
-                .map(|(hw, pos)| (hw - pos).max(0));
+                .map(|(hw, pos)| (hw.0 - pos).max(0));
             total_lag += lag.unwrap_or(0);
             if per_partition {
                 let labels = [

@@ -18,6 +18,9 @@ use crate::clients::TRANSACTION_TIMEOUT;
 /// How long one step of a transaction (flush, offsets, commit) may take
 /// before the session gives the transaction up and restarts.
 const STEP: Duration = Duration::from_secs(30);
+/// How long abandoning a transaction may try to abort it: best effort, as
+/// the next session or owner fences it anyway.
+const ABANDON_ABORT: Duration = Duration::from_secs(5);
 
 pub(super) struct Txn {
     interval: Duration,
@@ -57,12 +60,12 @@ impl Txn {
     /// the topic id each names.
     fn committed(
         &self,
-        remote: &[(Arc<str>, i32)],
+        remote: &[TopicPartition],
         timeout: Duration,
-    ) -> Result<HashMap<(String, i32), Start>, SessionError> {
+    ) -> Result<HashMap<TopicPartition, Start>, SessionError> {
         let mut tpl = TopicPartitionList::new();
-        for (topic, p) in remote {
-            tpl.add_partition(topic, *p);
+        for tp in remote {
+            tpl.add_partition(&tp.topic, tp.partition);
         }
         let got = gaps::committed_offsets(&self.progress, &tpl, timeout)
             .map_err(SessionError::Transaction)?;
@@ -140,17 +143,18 @@ impl Session<'_> {
         ids: &BTreeMap<String, String>,
     ) -> Result<Vec<Start>, SessionError> {
         let txn = self.txn.as_ref().expect("exactly-once session");
-        let remote: Vec<(Arc<str>, i32)> = added
+        let remote: Vec<TopicPartition> = added
             .iter()
-            .map(|u| (Arc::from(u.remote_topic.as_str()), u.source.partition))
+            .map(|u| TopicPartition::new(u.remote_topic.clone(), u.source.partition))
             .collect();
         let on_target = txn.committed(&remote, self.fence.remaining().min(STEP))?;
         let on_source = gaps::committed(consumer, added)?;
         Ok(added
             .iter()
             .map(|u| {
-                let target = on_target.get(&(u.remote_topic.clone(), u.source.partition));
-                let source = on_source.get(&(u.source.topic.clone(), u.source.partition));
+                let target =
+                    on_target.get(&TopicPartition::new(u.remote_topic.clone(), u.source.partition));
+                let source = on_source.get(&u.source);
                 let id = ids.get(&u.source.topic).map(String::as_str);
                 let (start, behind) = resume_from(target, source, id);
                 if behind {
@@ -268,7 +272,7 @@ impl Session<'_> {
     /// next session, or the unit's next owner, fences it).
     pub(super) fn abandon_transaction(&self) {
         if self.txn.is_some() {
-            let _ = self.producer.abort_transaction(Duration::from_secs(5));
+            let _ = self.producer.abort_transaction(ABANDON_ABORT);
         }
     }
 }
