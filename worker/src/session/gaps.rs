@@ -32,9 +32,23 @@
 //! transactions) are not out of range and never come here: the next record
 //! simply has a higher offset.
 
+use rdkafka::consumer::Consumer as _;
 use strait_common::config::StartAt;
+use strait_common::telemetry::ErrorKind;
 
-use super::*;
+use super::units::UnitId;
+use super::{Session, SessionError};
+use crate::clients::Consumer;
+use crate::link::FlowSpec;
+use crate::progress::UnitProgress;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+use strait_common::config::OnSourceGap;
+use strait_common::error_event;
+use strait_common::metrics as m;
+use strait_common::model::{TopicPartition, Unit};
+use tracing::{debug, warn};
 
 /// How long a watermark query or a probe may take.
 const QUERY: Duration = Duration::from_secs(5);

@@ -15,32 +15,32 @@
 //! back-pressure in `pressure`, reporting in `report`; what a unit may
 //! commit is decided by [`crate::progress::UnitProgress`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{Producer as _, PurgeConfig};
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use strait_common::access::{denials, Feature, Operation};
 use strait_common::config::OnSourceGap;
 use strait_common::coord::lease::Fence;
 use strait_common::error_event;
 use strait_common::metrics as m;
-use strait_common::model::{TopicPartition, Unit};
+use strait_common::model::Unit;
 use strait_common::telemetry::ErrorKind;
 
 use crate::clients::{self, Ack, Consumer, Producer, SyncAck, SyncsProducer, Watermarks};
 use crate::errors::{self, Action};
 use crate::link::{Assignment, FlowSpec, Held, UnitLink};
-use crate::progress::{Hysteresis, UnitProgress};
+use crate::progress::Hysteresis;
 use crate::status::StatusBoard;
 use strait_common::syncs::Sync;
 

@@ -9,11 +9,25 @@
 //! unit reaches the data plane: it knows from the coordination store who
 //! claimed the unit last.
 
+use super::{commits, gaps};
+use rdkafka::consumer::Consumer as _;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::producer::Producer as _;
 
-use super::*;
+use super::gaps::Start;
+use super::{Session, SessionError};
 use crate::clients::TRANSACTION_TIMEOUT;
+use crate::clients::{self, Consumer, Producer};
+use crate::link::FlowSpec;
+use rdkafka::consumer::{BaseConsumer, CommitMode};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use strait_common::coord::lease::Fence;
+use strait_common::metrics as m;
+use strait_common::model::{TopicPartition, Unit};
+use tracing::warn;
 
 /// How long one step of a transaction (flush, offsets, commit) may take
 /// before the session gives the transaction up and restarts.
