@@ -17,7 +17,7 @@ use strait_common::config::Flow;
 use strait_common::coord::keys::Keys;
 use strait_common::coord::lease::{Fence, Lease};
 use strait_common::coord::mirror::{mirror, Snapshot};
-use strait_common::coord::values::{decode, encode, LeaderDoc, PlanDoc, FORMAT};
+use strait_common::coord::values::{decode, encode, LeaderDoc, PlanDoc, WorkerState, FORMAT};
 use strait_common::coord::{Compare, Coord, Op, Revision};
 use strait_common::metrics as m;
 use strait_common::model::Unit;
@@ -71,6 +71,11 @@ const DUTIES_STOP: Duration = Duration::from_secs(10);
 /// How long a term lets a burst of changes (a worker's units, a rolling
 /// restart) settle before it replans.
 const SETTLE: Duration = Duration::from_millis(100);
+
+/// How long a candidate waits before it campaigns again: the leader key
+/// goes with its holder's lease, which lives seconds, so a faster retry
+/// only loads etcd.
+const CAMPAIGN_RETRY: Duration = Duration::from_millis(500);
 
 pub struct Controller {
     coord: Coord,
@@ -135,8 +140,8 @@ impl Controller {
             metrics::gauge!(m::LEADER).set(0.0);
             // Only the leader counts workers: a former leader's count would
             // be stale.
-            for state in ["active", "draining"] {
-                metrics::gauge!(m::WORKERS, "state" => state).set(0.0);
+            for state in WorkerState::ALL {
+                metrics::gauge!(m::WORKERS, "state" => state.as_str()).set(0.0);
             }
             if shutdown.is_cancelled() {
                 info!(controller = %self.spec.id, "resigning");
@@ -189,7 +194,7 @@ impl Controller {
             }
             // The leader key goes with its holder's lease (or resignation).
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(CAMPAIGN_RETRY) => {}
                 _ = lost.cancelled() => return None,
                 _ = shutdown.cancelled() => return None,
             }
@@ -473,8 +478,9 @@ impl<'a> Term<'a> {
             )
         };
         let draining = ws.iter().filter(|w| w.draining).count();
-        metrics::gauge!(m::WORKERS, "state" => "active").set((ws.len() - draining) as f64);
-        metrics::gauge!(m::WORKERS, "state" => "draining").set(draining as f64);
+        metrics::gauge!(m::WORKERS, "state" => WorkerState::Active.as_str())
+            .set((ws.len() - draining) as f64);
+        metrics::gauge!(m::WORKERS, "state" => WorkerState::Draining.as_str()).set(draining as f64);
         (ws, paused)
     }
 

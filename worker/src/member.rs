@@ -214,7 +214,7 @@ impl Member {
                     self.ports.assign(&BTreeSet::new());
                     metrics::counter!(m::LEASES_LOST, "role" => "worker").increment(1);
                     warn!(worker = %self.spec.id, "lease lost: units dropped; joining again");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(REJOIN_PAUSE).await;
                 }
             }
         }
@@ -346,6 +346,10 @@ impl Member {
 
 /// How long a failed registration waits before it is tried again.
 const REGISTER_RETRY: Duration = Duration::from_millis(500);
+
+/// After its lease was lost, how long a worker waits before it joins
+/// again, so that a worker losing lease after lease does not spin.
+const REJOIN_PAUSE: Duration = Duration::from_millis(500);
 
 /// The longest an incarnation goes without a pass: what no watch wakes it
 /// for (the load report's cadence, the drain's deadline, a store write to
