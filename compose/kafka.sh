@@ -34,7 +34,22 @@ port=${2:?usage: kafka.sh DIR PORT [ADVERTISED_PORT]}
 adv=${3:-$port}
 lib="${STRAIT_KAFKA_LIB:-${STRAIT_TOOLS:-$HOME/.cache/strait}/kafka-4.3.1/lib}"
 [ -d "$lib" ] || { echo "kafka.sh: no Kafka jars at $lib; run compose/sandbox.sh install" >&2; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# N free ports at once, distinct from each other and from the ports given
+# as arguments (each socket is held until all are chosen: ports picked one
+# call at a time can come back the same).
+free_ports() { # N [PORT...]
+  python3 - "$@" <<'PY'
+import socket, sys
+n, taken = int(sys.argv[1]), {int(p) for p in sys.argv[2:]}
+held, out = [], []
+while len(out) < n:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); held.append(s)
+    p = s.getsockname()[1]
+    if p not in taken:
+        taken.add(p); out.append(p)
+print(" ".join(map(str, out)))
+PY
+}
 mkdir -p "$dir"
 # STRAIT_KAFKA_KEEP=1 starts the node again on the data and ports of its
 # last run in DIR (a cluster that failed and came back); otherwise DIR
@@ -44,7 +59,13 @@ if [ "${STRAIT_KAFKA_KEEP:-}" = 1 ] && [ -f "$dir/data/meta.properties" ] && [ -
   keep=1
   read -r cport iport <"$dir/ports"
 else
-  cport=$(free_port); iport=$(free_port)
+  # STRAIT_KAFKA_PORTS="CONTROLLER INTERNAL": ports chosen by a caller that
+  # starts several nodes at once, so that no two pick the same.
+  if [ -n "${STRAIT_KAFKA_PORTS:-}" ]; then
+    read -r cport iport <<<"$STRAIT_KAFKA_PORTS"
+  else
+    read -r cport iport < <(free_ports 2 "$port" "$adv")
+  fi
   rm -rf "$dir/data"
   echo "$cport $iport" >"$dir/ports"
 fi

@@ -68,7 +68,10 @@ install() {
   fi
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# N distinct free ports (each socket held until all are chosen).
+free_ports() { # N
+  python3 -c 'import socket,sys; h=[socket.socket() for _ in range(int(sys.argv[1]))]; [s.bind(("127.0.0.1",0)) for s in h]; print(" ".join(str(s.getsockname()[1]) for s in h))' "$1"
+}
 
 kafka_ready() { # port name
   "$clients/bin/python" "$here/kafka-ready.py" "127.0.0.1:$1" 60 \
@@ -95,11 +98,13 @@ up() {
   install
   mkdir -p "$dir"
   local sp tp ep epp
-  sp=$(free_port); tp=$(free_port); ep=$(free_port); epp=$(free_port)
-  for c in source:$sp target:$tp; do
-    local name=${c%%:*} port=${c##*:}
+  local sc si tc ti
+  read -r sp tp ep epp sc si tc ti < <(free_ports 8)
+  for c in source:$sp:$sc:$si target:$tp:$tc:$ti; do
+    local name port cport iport
+    IFS=: read -r name port cport iport <<<"$c"
     if [ "$broker" = kafka ]; then
-      start "$name" "$here/kafka.sh" "$dir/$name" "$port"
+      STRAIT_KAFKA_PORTS="$cport $iport" start "$name" "$here/kafka.sh" "$dir/$name" "$port"
     else
       start "$name" "$(tansu_bin)" broker --cluster-id "$name" --storage-engine memory://tansu/ \
         --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port"
