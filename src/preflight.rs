@@ -650,11 +650,9 @@ fn probe_alter_configs(
         TIMEOUT,
     ) {
         Ok(()) => Ok(true),
-        Err(AdminError::Rejected { message, .. })
-            if strait_common::access::denials::says_denied(&message) =>
-        {
-            Ok(false)
-        }
+        Err(AdminError::Rejected {
+            code: Some(code), ..
+        }) if strait_common::access::denials::is_denial(code) => Ok(false),
         Err(AdminError::Rejected { .. }) => Ok(true),
         Err(e) => Err(format!("IncrementalAlterConfigs (validate only): {e}")),
     }

@@ -565,3 +565,95 @@ fn the_documented_least_privilege_set_replicates_checkpoints_and_fails_over_and_
         k.acls("User:other", std::slice::from_ref(&acl), true);
     }
 }
+
+/// The controller's admin calls, refused for want of an ACL by a real
+/// broker, keep the broker's code: each is told as a refusal by it
+/// (`admin::is_denied`), not by its words. So are the checkpoint writer's
+/// transactions, which a failed round reports as its transactional id.
+#[test]
+fn the_admin_layers_refusals_keep_the_brokers_code() {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+    use rdkafka::producer::{BaseProducer, Producer as _};
+    use strait_controller::admin::{self, ClusterAdmin as _, KafkaAdmin};
+    use strait_controller::native_admin::{AclOperation, AclPermission, ConfigOp, TopicAcl};
+
+    let c = &clusters();
+    let (source, target) = (&c.source.bootstrap, &c.target.bootstrap);
+    let topic = unique("codes");
+    let d = unique("codes");
+    create_topic(source, &topic, 1);
+    // `other`, with no ACL at all.
+    let mut b = ConfigBuilder::new(&d, source, target).flow("topics", [topic.as_str()]);
+    for (k, v) in c.source.client_settings("other", OTHER_PASSWORD) {
+        b = b.source_kafka(&k, v.as_str());
+    }
+    let config =
+        strait_common::config::Config::parse(&b.build().replace("{metrics}", "127.0.0.1:0"))
+            .expect("the config");
+    let cluster = &config.clusters["src"];
+    let refused = |what: &str, e: anyhow::Error| {
+        let code = admin::kafka_code(&e);
+        println!("{what}: {code:?}: {e:#}");
+        assert!(
+            admin::is_denied(&e),
+            "{what} not told as a refusal by its code ({code:?}): {e:#}"
+        );
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let a = KafkaAdmin::new(cluster).unwrap();
+        let acl = TopicAcl {
+            topic: topic.clone(),
+            principal: "User:nobody".into(),
+            host: "*".into(),
+            operation: AclOperation::Read,
+            permission: AclPermission::Allow,
+        };
+        refused(
+            "CreateTopics",
+            a.create_topic(&format!("{topic}-new"), 1, None, &[])
+                .await
+                .unwrap_err(),
+        );
+        refused(
+            "CreatePartitions",
+            a.create_partitions(&topic, 2).await.unwrap_err(),
+        );
+        // DescribeConfigs is not among them: rdkafka's describe_configs
+        // drops each resource's error, so a refused topic reads as one
+        // without configs (the preflight asks librdkafka directly).
+        refused(
+            "IncrementalAlterConfigs",
+            a.alter_topic_configs(
+                &topic,
+                vec![ConfigOp::Set("retention.ms".into(), "1000".into())],
+            )
+            .await
+            .unwrap_err(),
+        );
+        // Nor DescribeAcls: librdkafka drops the response's error code, so
+        // a refused listing reads as no ACLs at all.
+        refused(
+            "CreateAcls",
+            a.create_acls(vec![acl.clone()]).await.unwrap_err(),
+        );
+    });
+    let producer: BaseProducer = strait_common::kafka::client_config(cluster)
+        .set(
+            "transactional.id",
+            format!("strait.{d}.src-dst.checkpoints"),
+        )
+        .create()
+        .unwrap();
+    let e = anyhow::Error::from(producer.init_transactions(MINUTE).unwrap_err())
+        .context("taking over the checkpoint producer (init transactions)");
+    assert_eq!(
+        admin::kafka_code(&e),
+        Some(Code::TransactionalIdAuthorizationFailed),
+        "{e:#}"
+    );
+    refused("InitProducerId", e);
+}

@@ -14,13 +14,15 @@ use rdkafka::admin::{
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaError};
 
 use strait_common::config::ClusterConfig;
 
 use crate::native_admin::{
-    create_topic_acls, delete_topic_acls, describe_topic_acls, incremental_alter_topic, ConfigOp,
-    TopicAcl,
+    create_topic_acls, delete_topic_acls, describe_topic_acls, incremental_alter_topic, AdminError,
+    ConfigOp, GroupError, TopicAcl,
 };
+use strait_common::access::denials;
 use strait_common::kafka::client_config;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,6 +72,46 @@ pub trait ClusterAdmin: Send + Sync + 'static {
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 
 pub type TopicConfigs = BTreeMap<String, String>;
+
+/// A request refused with `code`: "{what}: {code}", the code kept
+/// ([`kafka_code`] finds it).
+fn refused(code: RDKafkaErrorCode, what: String) -> anyhow::Error {
+    AdminError::Kafka {
+        code,
+        message: format!("{what}: {code}"),
+    }
+    .into()
+}
+
+/// The Kafka (or librdkafka) error code `e` carries: the first one along
+/// its chain of causes, from the admin calls ([`AdminError`]), rdkafka's
+/// clients ([`KafkaError`], [`RDKafkaError`]) or a group request
+/// ([`GroupError`]). `None` where nothing in it has one (a refusal
+/// librdkafka gave only as text, a task that panicked, ...).
+pub fn kafka_code(e: &anyhow::Error) -> Option<RDKafkaErrorCode> {
+    e.chain().find_map(|cause| {
+        if let Some(e) = cause.downcast_ref::<AdminError>() {
+            e.code()
+        } else if let Some(e) = cause.downcast_ref::<KafkaError>() {
+            match e {
+                // A whole admin request failed: rdkafka keeps the code but
+                // does not give it as `rdkafka_error_code`.
+                KafkaError::AdminOp(code) => Some(*code),
+                e => e.rdkafka_error_code(),
+            }
+        } else if let Some(e) = cause.downcast_ref::<RDKafkaError>() {
+            Some(e.code())
+        } else {
+            cause.downcast_ref::<GroupError>().map(|e| e.code)
+        }
+    })
+}
+
+/// Whether `e` is an authorization refusal, by its code
+/// ([`denials::is_denial`]).
+pub fn is_denied(e: &anyhow::Error) -> bool {
+    kafka_code(e).is_some_and(denials::is_denial)
+}
 
 /// A cluster's admin API through librdkafka.
 #[derive(Clone)]
@@ -125,7 +167,7 @@ impl ClusterAdmin for KafkaAdmin {
         {
             Some(Ok(_)) => Ok(true),
             Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
-            Some(Err((_, code))) => Err(anyhow!("cannot create topic {name}: {code}")),
+            Some(Err((_, code))) => Err(refused(code, format!("cannot create topic {name}"))),
             None => Err(anyhow!("no result creating topic {name}")),
         }
     }
@@ -141,8 +183,9 @@ impl ClusterAdmin for KafkaAdmin {
             .next()
         {
             Some(Ok(_)) => Ok(()),
-            Some(Err((_, code))) => Err(anyhow!(
-                "cannot grow topic {name} to {total} partitions: {code}"
+            Some(Err((_, code))) => Err(refused(
+                code,
+                format!("cannot grow topic {name} to {total} partitions"),
             )),
             None => Err(anyhow!("no result growing topic {name}")),
         }
@@ -156,7 +199,7 @@ impl ClusterAdmin for KafkaAdmin {
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("no result describing {name}"))?
-            .map_err(|code| anyhow!("cannot describe topic {name}: {code}"))?;
+            .map_err(|code| refused(code, format!("cannot describe topic {name}")))?;
         Ok(resource
             .entries
             .into_iter()
@@ -361,8 +404,9 @@ pub mod double {
                 .unwrap()
                 .push(format!("grow {name} {total}"));
             if !self.can_grow {
-                return Err(anyhow!(
-                    "cannot grow topic {name}: Broker: Unsupported version"
+                return Err(refused(
+                    RDKafkaErrorCode::UnsupportedVersion,
+                    format!("cannot grow topic {name}"),
                 ));
             }
             let mut t = self.topics.lock().unwrap();
@@ -370,5 +414,102 @@ pub mod double {
             *have = (*have).max(total);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RDKafkaErrorCode as Code;
+
+    #[test]
+    fn a_refused_request_keeps_its_code_and_its_text() {
+        let e = refused(
+            Code::TopicAuthorizationFailed,
+            "cannot create topic t".into(),
+        );
+        assert_eq!(
+            format!("{e:#}"),
+            "cannot create topic t: TopicAuthorizationFailed (Broker: Topic authorization failed)"
+        );
+        assert_eq!(kafka_code(&e), Some(Code::TopicAuthorizationFailed));
+        assert!(is_denied(&e));
+    }
+
+    #[test]
+    fn the_code_is_found_under_any_context() {
+        let cases: Vec<(anyhow::Error, Code)> = vec![
+            (
+                anyhow::Error::from(AdminError::Kafka {
+                    code: Code::ClusterAuthorizationFailed,
+                    message: "x".into(),
+                }),
+                Code::ClusterAuthorizationFailed,
+            ),
+            (
+                AdminError::Rejected {
+                    name: "t".into(),
+                    message: "x".into(),
+                    code: Some(Code::TopicAuthorizationFailed),
+                }
+                .into(),
+                Code::TopicAuthorizationFailed,
+            ),
+            (
+                KafkaError::MessageConsumption(Code::TopicAuthorizationFailed).into(),
+                Code::TopicAuthorizationFailed,
+            ),
+            (
+                KafkaError::AdminOp(Code::ClusterAuthorizationFailed).into(),
+                Code::ClusterAuthorizationFailed,
+            ),
+            (
+                GroupError {
+                    code: Code::GroupAuthorizationFailed,
+                    message: String::new(),
+                }
+                .into(),
+                Code::GroupAuthorizationFailed,
+            ),
+            (
+                AdminError::Timeout(Duration::from_secs(1)).into(),
+                Code::RequestTimedOut,
+            ),
+        ];
+        for (e, code) in cases {
+            let e = e.context("inner").context("outer");
+            assert_eq!(kafka_code(&e), Some(code), "{e:#}");
+            assert_eq!(is_denied(&e), denials::is_denial(code), "{e:#}");
+        }
+    }
+
+    #[test]
+    fn a_cause_without_a_code_is_passed_over() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapped")]
+        struct Wrapped(#[source] GroupError);
+        let e = anyhow::Error::from(Wrapped(GroupError {
+            code: Code::GroupAuthorizationFailed,
+            message: String::new(),
+        }))
+        .context("outer");
+        assert_eq!(kafka_code(&e), Some(Code::GroupAuthorizationFailed));
+        assert!(is_denied(&e));
+    }
+
+    #[test]
+    fn text_alone_is_not_a_refusal() {
+        // Only the code decides: words that read like a refusal are not one.
+        let e = anyhow!("Broker: Topic authorization failed").context("outer");
+        assert_eq!(kafka_code(&e), None);
+        assert!(!is_denied(&e));
+        let e = anyhow::Error::from(KafkaError::ClientCreation("authorization failed".into()));
+        assert!(!is_denied(&e));
+        let e = anyhow::Error::from(AdminError::Rejected {
+            name: "acl".into(),
+            message: "authorization failed".into(),
+            code: None,
+        });
+        assert!(!is_denied(&e));
     }
 }

@@ -30,7 +30,7 @@ use strait_common::model::{TopicPartition, Unit};
 use strait_common::policy::{checkpoints_topic, HEARTBEATS_TOPIC};
 use strait_common::telemetry::ErrorKind;
 
-use crate::admin::{ClusterAdmin, KafkaAdmin, TopicConfigs, TopicSizes};
+use crate::admin::{self, ClusterAdmin, KafkaAdmin, TopicConfigs, TopicSizes};
 use crate::metadata;
 
 /// What one flow should replicate now, given both clusters' topics.
@@ -424,7 +424,7 @@ impl<A: ClusterAdmin> FlowDiscovery<A> {
                 }
                 Err(e) => {
                     let text = format!("{e:#}");
-                    if denials::says_denied(&text) {
+                    if admin::is_denied(&e) {
                         // One ERROR naming the ACL, not a warning a round.
                         denials::refused(
                             &self.flow.target,
@@ -640,7 +640,7 @@ async fn ensure_internal<A: ClusterAdmin>(
             }
             Ok(true)
         }
-        Err(e) if denials::says_denied(&format!("{e:#}")) => {
+        Err(e) if admin::is_denied(&e) => {
             denials::refused(
                 alias,
                 flow,

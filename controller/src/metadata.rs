@@ -13,7 +13,7 @@ use strait_common::error_event;
 use strait_common::metrics as m;
 use strait_common::telemetry::ErrorKind;
 
-use crate::admin::{ClusterAdmin, TopicConfigs, TopicSizes, MAX_MESSAGE_BYTES};
+use crate::admin::{self, ClusterAdmin, TopicConfigs, TopicSizes, MAX_MESSAGE_BYTES};
 use crate::native_admin::{AclOperation, AclPermission, ConfigOp, TopicAcl};
 
 /// The changes that make a remote topic's configs match its source's:
@@ -78,7 +78,7 @@ pub async fn sync_configs<A: ClusterAdmin>(
                     _ => unreachable!("both read"),
                 };
                 let text = format!("{e:#}");
-                if denials::says_denied(&text) {
+                if admin::is_denied(&e) {
                     denials::refused(alias, name, feature, op, denials::topic(on), &text);
                 } else {
                     error_event!(
@@ -117,7 +117,7 @@ pub async fn sync_configs<A: ClusterAdmin>(
             }
             Err(e) => {
                 let text = format!("{e:#}");
-                if denials::says_denied(&text) {
+                if admin::is_denied(&e) {
                     denials::refused(
                         &flow.target,
                         name,
@@ -213,7 +213,7 @@ pub async fn sync_acls<A: ClusterAdmin>(
                 _ => unreachable!("both read"),
             };
             let text = format!("{e:#}");
-            if denials::says_denied(&text) {
+            if admin::is_denied(&e) {
                 denials::refused(alias, name, Feature::AclSync, op, Resource::Cluster, &text);
             } else {
                 error_event!(
@@ -269,7 +269,7 @@ pub async fn sync_acls<A: ClusterAdmin>(
             }
             Err(e) => {
                 let text = format!("{e:#}");
-                if denials::says_denied(&text) {
+                if admin::is_denied(&e) {
                     denials::refused(
                         &flow.target,
                         name,

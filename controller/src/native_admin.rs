@@ -131,12 +131,12 @@ fn alter_topic<C: ClientContext>(
         let list = rd::rd_kafka_IncrementalAlterConfigs_result_resources(result, &mut count);
         for i in 0..count {
             let r = *list.add(i);
-            if rd::rd_kafka_ConfigResource_error(r)
-                != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-            {
+            let err = rd::rd_kafka_ConfigResource_error(r);
+            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                 return Err(AdminError::Rejected {
                     name: topic.to_owned(),
                     message: text(rd::rd_kafka_ConfigResource_error_string(r)),
+                    code: Some(err.into()),
                 });
             }
         }
@@ -252,6 +252,7 @@ unsafe fn binding(
         return Err(AdminError::Rejected {
             name: format!("{acl:?}"),
             message: text(errstr.as_ptr()),
+            code: None,
         });
     }
     Ok(Guard(b, rd::rd_kafka_AclBinding_destroy))

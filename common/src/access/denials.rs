@@ -73,13 +73,6 @@ fn principal_of(cluster: &str) -> String {
         .unwrap_or_else(|| "User:<strait's principal>".into())
 }
 
-/// Whether an error's text says a permission was refused (librdkafka's
-/// names for the four authorization codes all read "... authorization
-/// failed"), for errors that reach a caller as text.
-pub fn says_denied(text: &str) -> bool {
-    text.to_ascii_lowercase().contains("authorization failed")
-}
-
 /// A request was refused for lack of `operation` on `resource` (a concrete
 /// name) on `cluster` (an alias). Logs an ERROR the
 /// first time (with the ACL to add), counts every refusal; returns whether

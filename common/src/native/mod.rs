@@ -24,8 +24,15 @@ pub mod authorized;
 pub enum AdminError {
     #[error("invalid name or value (contains NUL): {0}")]
     Nul(String),
+    /// One resource of a request refused (a config, an ACL): its name,
+    /// the reason, and the code where librdkafka or the broker gave one
+    /// (none where librdkafka refused to build the request).
     #[error("config {name}: {message}")]
-    Rejected { name: String, message: String },
+    Rejected {
+        name: String,
+        message: String,
+        code: Option<rdkafka::types::RDKafkaErrorCode>,
+    },
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     /// The request failed with a Kafka (or librdkafka) error code.
@@ -45,6 +52,7 @@ impl AdminError {
     pub fn code(&self) -> Option<rdkafka::types::RDKafkaErrorCode> {
         match self {
             AdminError::Kafka { code, .. } => Some(*code),
+            AdminError::Rejected { code, .. } => *code,
             AdminError::Timeout(_) => Some(rdkafka::types::RDKafkaErrorCode::RequestTimedOut),
             _ => None,
         }
@@ -132,6 +140,7 @@ pub unsafe fn check(err: *const rd::rd_kafka_error_t, what: &str) -> Result<(), 
         Err(AdminError::Rejected {
             name: what.to_owned(),
             message: text(rd::rd_kafka_error_string(err)),
+            code: Some(rd::rd_kafka_error_code(err).into()),
         })
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
 use strait_common::config::ClusterConfig;
@@ -27,7 +28,7 @@ pub(crate) fn group_client(cluster: &ClusterConfig, name: &str) -> anyhow::Resul
 /// (ListGroups only: no group is described).
 pub(crate) fn list_groups(client: &BaseConsumer) -> anyhow::Result<HashMap<String, GroupState>> {
     Ok(list_consumer_groups(client.client(), GROUP_REQUEST_TIMEOUT)
-        .map_err(|e| anyhow::anyhow!("listing consumer groups: {e}"))?
+        .context("listing consumer groups")?
         .into_iter()
         .collect())
 }

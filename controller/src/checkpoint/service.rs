@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -38,6 +39,7 @@ use super::groups::{failover_groups, group_client, list_groups, source_positions
 use super::reader::InternalTopic;
 use super::spec::CheckpointSpec;
 use super::READ_TIMEOUT;
+use crate::admin;
 
 /// How one flow's checkpoints keep up, for `/v1/status`.
 #[derive(Debug, Clone, Default)]
@@ -137,7 +139,7 @@ fn start_until_up<'a>(
         match Service::start(spec, interval, board, shared.clone(), shutdown) {
             Ok(s) => return Ok(s),
             Err(e) if !shutdown.is_cancelled() => {
-                if denials::says_denied(&format!("{e:#}")) {
+                if admin::is_denied(&e) {
                     // Reported once, with the ACL to add, where it was refused.
                     error_event!(debug, spec.flow.name, ErrorKind::Checkpoint, error = format!("{e:#}"),
                         "checkpoint service not started (a permission is missing); trying again in {backoff:?}");
@@ -396,11 +398,10 @@ impl<'a> Service<'a> {
                 // Nothing of the round was written: emit it again next time.
                 self.state.roll_back(marks);
                 let text = format!("{e:#}");
-                if denials::says_denied(&text) {
-                    let resource = if text.to_ascii_lowercase().contains("transactional") {
-                        txn_ids(self.spec)
-                    } else {
-                        denials::topic(&self.cp_topic)
+                if let Some(refused) = admin::kafka_code(&e).and_then(RoundRefusal::of) {
+                    let resource = match refused {
+                        RoundRefusal::TransactionalId => txn_ids(self.spec),
+                        RoundRefusal::Topic => denials::topic(&self.cp_topic),
                     };
                     denials::refused(
                         &self.spec.flow.target,
@@ -633,7 +634,7 @@ fn sync_loop(spec: &CheckpointSpec, shared: &Shared, fence: &Fence) {
             Ok(o) => o,
             Err(e) => {
                 let text = format!("{e:#}");
-                if denials::says_denied(&text) {
+                if admin::is_denied(&e) {
                     // Which group is not known here: the target's groups.
                     denials::refused(
                         &spec.flow.target,
@@ -706,6 +707,28 @@ fn sync_loop(spec: &CheckpointSpec, shared: &Shared, fence: &Fence) {
     }
 }
 
+/// What a failed checkpoint round was refused, told by the refusal's code:
+/// the writer's transactions (its transactional id: InitProducerId,
+/// AddPartitionsToTxn, EndTxn), or else the checkpoints topic it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoundRefusal {
+    TransactionalId,
+    Topic,
+}
+
+impl RoundRefusal {
+    /// `None` where `code` is not an authorization refusal.
+    fn of(code: RDKafkaErrorCode) -> Option<Self> {
+        match code {
+            RDKafkaErrorCode::TransactionalIdAuthorizationFailed => {
+                Some(RoundRefusal::TransactionalId)
+            }
+            c if denials::is_denial(c) => Some(RoundRefusal::Topic),
+            _ => None,
+        }
+    }
+}
+
 /// The groups a flow checkpoints, as a resource.
 fn group_resource(flow: &Flow) -> Resource {
     strait_common::access::flow_groups(flow)
@@ -730,7 +753,7 @@ fn noting<T>(
 ) -> anyhow::Result<T> {
     match &result {
         Ok(_) => denials::allowed(alias, operation, &resource),
-        Err(e) if denials::says_denied(&format!("{e:#}")) => {
+        Err(e) if admin::is_denied(e) => {
             denials::refused(
                 alias,
                 &spec.flow.name,
@@ -770,4 +793,32 @@ fn checkpoint_producer(
         .init_transactions(Duration::from_secs(30))
         .context("taking over the checkpoint producer (init transactions)")?;
     Ok(producer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_refusal_names_what_its_code_refused() {
+        use RDKafkaErrorCode as Code;
+        assert_eq!(
+            RoundRefusal::of(Code::TransactionalIdAuthorizationFailed),
+            Some(RoundRefusal::TransactionalId)
+        );
+        for code in [
+            Code::TopicAuthorizationFailed,
+            Code::ClusterAuthorizationFailed,
+            Code::GroupAuthorizationFailed,
+        ] {
+            assert_eq!(RoundRefusal::of(code), Some(RoundRefusal::Topic), "{code}");
+        }
+        for code in [
+            Code::RequestTimedOut,
+            Code::ProducerFenced,
+            Code::InvalidTransactionTimeout,
+        ] {
+            assert_eq!(RoundRefusal::of(code), None, "{code}");
+        }
+    }
 }
