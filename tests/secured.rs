@@ -657,3 +657,119 @@ fn the_admin_layers_refusals_keep_the_brokers_code() {
     );
     refused("InitProducerId", e);
 }
+
+/// A source that refuses DescribeAcls (its principal may describe the
+/// topic, not the cluster) is an unknown, never an empty, list of ACLs: the
+/// ACLs copied before stay on the remote topic, even with
+/// `sync_acl_deletions`, and the refusal is reported like any other (the
+/// cluster's DESCRIBE, for ACL sync). librdkafka reads DescribeAcls'
+/// error code and drops it, so a refused listing answers "no ACLs".
+#[test]
+fn a_refused_acl_listing_on_the_source_deletes_no_copied_acl() {
+    use strait_common::access::{denials, Operation};
+    use strait_controller::admin::{ClusterAdmin as _, KafkaAdmin};
+    use strait_controller::metadata;
+    use strait_controller::native_admin::{AclOperation, AclPermission, TopicAcl};
+
+    let c = &clusters();
+    let (source, target) = (&c.source.bootstrap, &c.target.bootstrap);
+    let topic = unique("aclguard");
+    let d = unique("aclguard");
+    create_topic(source, &topic, 1);
+    // An ACL on the source topic that ACL sync copies.
+    c.source.acls(
+        "User:alice",
+        &[Acl::literal(Kind::Topic, &topic, "Read")],
+        true,
+    );
+    // `other` may describe the topic, not the cluster (no DescribeAcls).
+    c.source.acls(
+        "User:other",
+        &[Acl::literal(Kind::Topic, &topic, "Describe")],
+        true,
+    );
+    let config = |user: &str, password: &str| {
+        let mut b = ConfigBuilder::new(&d, source, target)
+            .flow("topics", [topic.as_str()])
+            .flow("sync_acls", true)
+            .flow("sync_acl_deletions", true);
+        for (k, v) in c.source.client_settings(user, password) {
+            b = b.source_kafka(&k, v.as_str());
+        }
+        for (k, v) in c.target.client_settings("strait", "") {
+            b = b.target_kafka(&k, v.as_str());
+        }
+        strait_common::config::Config::parse(&b.build().replace("{metrics}", "127.0.0.1:0"))
+            .expect("the config")
+    };
+    let permitted = config("strait", STRAIT_PASSWORD);
+    let refused = config("other", OTHER_PASSWORD);
+    let flow = &refused.flows[0];
+    assert!(flow.sync_acl_deletions);
+    let remote = flow.remote_topic(&topic);
+    let acl = |principal: &str, operation| TopicAcl {
+        topic: remote.clone(),
+        principal: principal.into(),
+        host: "*".into(),
+        operation,
+        permission: AclPermission::Allow,
+    };
+    // Both source ACLs are copied (`other`'s DESCRIBE too).
+    let copied = vec![
+        acl("User:alice", AclOperation::Read),
+        acl("User:other", AclOperation::Describe),
+    ];
+    let source_topics: strait_controller::admin::TopicSizes = [(topic.clone(), 1)].into();
+    let target_topics: strait_controller::admin::TopicSizes = [(remote.clone(), 1)].into();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dst = KafkaAdmin::new(&permitted.clusters["dst"]).unwrap();
+        let on_target = || async {
+            dst.topic_acls()
+                .await
+                .expect("the target's ACLs")
+                .into_iter()
+                .filter(|a| a.topic == remote)
+                .collect::<Vec<_>>()
+        };
+        // A first round by a principal that may list the source's ACLs
+        // copies them.
+        let src = KafkaAdmin::new(&permitted.clusters["src"]).unwrap();
+        metadata::sync_acls(
+            &permitted.flows[0],
+            &src,
+            &dst,
+            &source_topics,
+            &target_topics,
+        )
+        .await;
+        assert_eq!(on_target().await, copied, "copied first");
+
+        // Then the source refuses the listing.
+        let src = KafkaAdmin::new(&refused.clusters["src"]).unwrap();
+        let listed = src.topic_acls().await;
+        println!("the refused listing reads as: {listed:?}");
+        for _ in 0..2 {
+            metadata::sync_acls(flow, &src, &dst, &source_topics, &target_topics).await;
+        }
+        assert_eq!(
+            on_target().await,
+            copied,
+            "a refused DescribeAcls read as no ACLs on the source: the copied ACL was deleted"
+        );
+        assert!(
+            listed.is_err(),
+            "a refused listing is an error, not an empty list: {listed:?}"
+        );
+        let denial = denials::current()
+            .into_iter()
+            .find(|d| d.cluster == "src" && d.operation == Operation::Describe)
+            .expect("the refusal reported as a missing permission");
+        println!("reported: {denial:?}");
+        assert_eq!(denial.resource, "CLUSTER kafka-cluster");
+        assert!(denial.refusals >= 2, "{denial:?}");
+    });
+}
