@@ -634,8 +634,9 @@ fn the_admin_layers_refusals_keep_the_brokers_code() {
             .await
             .unwrap_err(),
         );
-        // Nor DescribeAcls: librdkafka drops the response's error code, so
-        // a refused listing reads as no ACLs at all.
+        // librdkafka drops DescribeAcls' error code; strait tells a refused
+        // listing from an empty one by the cluster's authorized operations.
+        refused("DescribeAcls", a.topic_acls().await.unwrap_err());
         refused(
             "CreateAcls",
             a.create_acls(vec![acl.clone()]).await.unwrap_err(),

@@ -11,6 +11,9 @@ use std::time::Duration;
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 
+use rdkafka::types::RDKafkaErrorCode;
+use strait_common::access::Operation;
+use strait_common::native::authorized::{self, Access};
 pub use strait_common::native::AdminError;
 use strait_common::native::{check, cstring, request, text, Guard};
 
@@ -259,7 +262,43 @@ unsafe fn binding(
 }
 
 /// Every literal ACL on topics.
+///
+/// A refused listing is an error, never an empty list. librdkafka (2.12,
+/// `rd_kafka_DescribeAclsResponse_parse` in rdkafka_admin.c) reads the
+/// response's error code and drops it: a refused DescribeAcls reaches
+/// the result event as a success (`rd_kafka_event_error` is
+/// NO_ERROR) with no bindings, exactly like a cluster without ACLs. A
+/// broker only lists bindings when it answers without error, so a
+/// non-empty list is trusted as is; an empty one only once the broker
+/// says (KIP-430's authorized operations, [`authorized::cluster`]) that
+/// the principal may DESCRIBE the cluster, which DescribeAcls needs.
+/// Otherwise it is refused with CLUSTER_AUTHORIZATION_FAILED, the code the
+/// broker answered and librdkafka dropped; where the broker cannot tell,
+/// the listing fails with the probe's error. Either way, ACL sync changes
+/// nothing on the strength of it.
 pub fn describe_topic_acls<C: ClientContext>(
+    client: &Client<C>,
+    timeout: Duration,
+) -> Result<Vec<TopicAcl>, AdminError> {
+    let acls = describe_topic_acls_unchecked(client, timeout)?;
+    if !acls.is_empty() {
+        return Ok(acls);
+    }
+    match authorized::cluster(client, timeout)? {
+        Access::Allowed(ops) if ops.contains(&Operation::Describe) => Ok(acls),
+        access => Err(AdminError::Kafka {
+            code: RDKafkaErrorCode::ClusterAuthorizationFailed,
+            message: format!(
+                "DescribeAcls answered no ACLs, and the principal may not DESCRIBE the cluster \
+                 ({access:?}): refused (librdkafka drops the listing's error code)"
+            ),
+        }),
+    }
+}
+
+/// DescribeAcls as librdkafka answers it: a refused listing reads as an
+/// empty one ([`describe_topic_acls`] tells them apart).
+fn describe_topic_acls_unchecked<C: ClientContext>(
     client: &Client<C>,
     timeout: Duration,
 ) -> Result<Vec<TopicAcl>, AdminError> {
