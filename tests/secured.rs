@@ -774,3 +774,96 @@ fn a_refused_acl_listing_on_the_source_deletes_no_copied_acl() {
         assert!(denial.refusals >= 2, "{denial:?}");
     });
 }
+
+/// A refused DescribeConfigs is an unknown, never an empty, set of
+/// configs. rdkafka's `describe_configs` drops each resource's error, so
+/// a remote topic whose configs the target refuses to describe read as
+/// one without configs, and the config sync wrote the source's
+/// `max.message.bytes` over a larger one, which it only ever raises. Here
+/// the target's principal may alter the remote topic's configs, and is
+/// denied describing them.
+#[test]
+fn a_refused_config_listing_on_the_target_lowers_no_config() {
+    use strait_common::access::{denials, Operation};
+    use strait_controller::admin::{ClusterAdmin as _, KafkaAdmin, TopicSizes};
+    use strait_controller::metadata;
+
+    let c = &clusters();
+    let (source, target) = (&c.source.bootstrap, &c.target.bootstrap);
+    let topic = unique("cfgguard");
+    let d = unique("cfgguard");
+    create_topic_with(source, &topic, 1, &[("max.message.bytes", "2000000")]);
+    let remote = format!("src.{topic}");
+    // An operator's larger limit on the remote topic.
+    create_topic_with(target, &remote, 1, &[("max.message.bytes", "5000000")]);
+    c.target.acls(
+        "User:other",
+        &[Acl::literal(Kind::Topic, &remote, "AlterConfigs")],
+        true,
+    );
+    c.target.kafka_acls(&[
+        "--add",
+        "--deny-principal",
+        "User:other",
+        "--operation",
+        "DescribeConfigs",
+        "--topic",
+        &remote,
+    ]);
+    let mut b = ConfigBuilder::new(&d, source, target).flow("topics", [topic.as_str()]);
+    for (k, v) in c.source.client_settings("strait", STRAIT_PASSWORD) {
+        b = b.source_kafka(&k, v.as_str());
+    }
+    for (k, v) in c.target.client_settings("other", "") {
+        b = b.target_kafka(&k, v.as_str());
+    }
+    let config =
+        strait_common::config::Config::parse(&b.build().replace("{metrics}", "127.0.0.1:0"))
+            .expect("the config");
+    let flow = &config.flows[0];
+    assert!(flow.sync_topic_configs.is_some());
+    assert_eq!(flow.remote_topic(&topic), remote);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let src = KafkaAdmin::new(&config.clusters["src"]).unwrap();
+        let dst = KafkaAdmin::new(&config.clusters["dst"]).unwrap();
+        let described = dst.topic_configs(&remote).await;
+        println!("the refused describe reads as: {described:?}");
+        let in_sync = metadata::sync_configs(
+            flow,
+            &src,
+            &dst,
+            &TopicSizes::from([(topic.clone(), 1)]),
+            &TopicSizes::from([(remote.clone(), 1)]),
+        )
+        .await;
+        let admin = KafkaAdmin::new(
+            &strait_common::config::Config::parse(
+                &secured_config(c, &d, &topic).replace("{metrics}", "127.0.0.1:0"),
+            )
+            .unwrap()
+            .clusters["dst"],
+        )
+        .unwrap();
+        let now = admin.topic_configs(&remote).await.unwrap();
+        assert_eq!(
+            now.get("max.message.bytes").map(String::as_str),
+            Some("5000000"),
+            "a refused DescribeConfigs read as no configs: the remote topic's limit was lowered"
+        );
+        assert!(described.is_err(), "{described:?}");
+        assert_eq!(
+            in_sync.get(&topic),
+            Some(&false),
+            "not compared: {in_sync:?}"
+        );
+        let denial = denials::current()
+            .into_iter()
+            .find(|d| d.cluster == "dst" && d.operation == Operation::AlterConfigs)
+            .expect("the refusal reported as a missing permission");
+        println!("reported: {denial:?}");
+    });
+}
