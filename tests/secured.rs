@@ -622,9 +622,12 @@ fn the_admin_layers_refusals_keep_the_brokers_code() {
             "CreatePartitions",
             a.create_partitions(&topic, 2).await.unwrap_err(),
         );
-        // DescribeConfigs is not among them: rdkafka's describe_configs
-        // drops each resource's error, so a refused topic reads as one
-        // without configs (the preflight asks librdkafka directly).
+        // rdkafka's describe_configs drops each resource's error; strait
+        // asks librdkafka directly, which keeps it.
+        refused(
+            "DescribeConfigs",
+            a.topic_configs(&topic).await.unwrap_err(),
+        );
         refused(
             "IncrementalAlterConfigs",
             a.alter_topic_configs(
