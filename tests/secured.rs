@@ -622,9 +622,12 @@ fn the_admin_layers_refusals_keep_the_brokers_code() {
             "CreatePartitions",
             a.create_partitions(&topic, 2).await.unwrap_err(),
         );
-        // DescribeConfigs is not among them: rdkafka's describe_configs
-        // drops each resource's error, so a refused topic reads as one
-        // without configs (the preflight asks librdkafka directly).
+        // rdkafka's describe_configs drops each resource's error; strait
+        // asks librdkafka directly, which keeps it.
+        refused(
+            "DescribeConfigs",
+            a.topic_configs(&topic).await.unwrap_err(),
+        );
         refused(
             "IncrementalAlterConfigs",
             a.alter_topic_configs(
@@ -634,8 +637,9 @@ fn the_admin_layers_refusals_keep_the_brokers_code() {
             .await
             .unwrap_err(),
         );
-        // Nor DescribeAcls: librdkafka drops the response's error code, so
-        // a refused listing reads as no ACLs at all.
+        // librdkafka drops DescribeAcls' error code; strait tells a refused
+        // listing from an empty one by the cluster's authorized operations.
+        refused("DescribeAcls", a.topic_acls().await.unwrap_err());
         refused(
             "CreateAcls",
             a.create_acls(vec![acl.clone()]).await.unwrap_err(),
@@ -656,4 +660,213 @@ fn the_admin_layers_refusals_keep_the_brokers_code() {
         "{e:#}"
     );
     refused("InitProducerId", e);
+}
+
+/// A source that refuses DescribeAcls (its principal may describe the
+/// topic, not the cluster) is an unknown, never an empty, list of ACLs: the
+/// ACLs copied before stay on the remote topic, even with
+/// `sync_acl_deletions`, and the refusal is reported like any other (the
+/// cluster's DESCRIBE, for ACL sync). librdkafka reads DescribeAcls'
+/// error code and drops it, so a refused listing answers "no ACLs".
+#[test]
+fn a_refused_acl_listing_on_the_source_deletes_no_copied_acl() {
+    use strait_common::access::{denials, Operation};
+    use strait_controller::admin::{ClusterAdmin as _, KafkaAdmin};
+    use strait_controller::metadata;
+    use strait_controller::native_admin::{AclOperation, AclPermission, TopicAcl};
+
+    let c = &clusters();
+    let (source, target) = (&c.source.bootstrap, &c.target.bootstrap);
+    let topic = unique("aclguard");
+    let d = unique("aclguard");
+    create_topic(source, &topic, 1);
+    // An ACL on the source topic that ACL sync copies.
+    c.source.acls(
+        "User:alice",
+        &[Acl::literal(Kind::Topic, &topic, "Read")],
+        true,
+    );
+    // `other` may describe the topic, not the cluster (no DescribeAcls).
+    c.source.acls(
+        "User:other",
+        &[Acl::literal(Kind::Topic, &topic, "Describe")],
+        true,
+    );
+    let config = |user: &str, password: &str| {
+        let mut b = ConfigBuilder::new(&d, source, target)
+            .flow("topics", [topic.as_str()])
+            .flow("sync_acls", true)
+            .flow("sync_acl_deletions", true);
+        for (k, v) in c.source.client_settings(user, password) {
+            b = b.source_kafka(&k, v.as_str());
+        }
+        for (k, v) in c.target.client_settings("strait", "") {
+            b = b.target_kafka(&k, v.as_str());
+        }
+        strait_common::config::Config::parse(&b.build().replace("{metrics}", "127.0.0.1:0"))
+            .expect("the config")
+    };
+    let permitted = config("strait", STRAIT_PASSWORD);
+    let refused = config("other", OTHER_PASSWORD);
+    let flow = &refused.flows[0];
+    assert!(flow.sync_acl_deletions);
+    let remote = flow.remote_topic(&topic);
+    let acl = |principal: &str, operation| TopicAcl {
+        topic: remote.clone(),
+        principal: principal.into(),
+        host: "*".into(),
+        operation,
+        permission: AclPermission::Allow,
+    };
+    // Both source ACLs are copied (`other`'s DESCRIBE too).
+    let copied = vec![
+        acl("User:alice", AclOperation::Read),
+        acl("User:other", AclOperation::Describe),
+    ];
+    let source_topics: strait_controller::admin::TopicSizes = [(topic.clone(), 1)].into();
+    let target_topics: strait_controller::admin::TopicSizes = [(remote.clone(), 1)].into();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dst = KafkaAdmin::new(&permitted.clusters["dst"]).unwrap();
+        let on_target = || async {
+            dst.topic_acls()
+                .await
+                .expect("the target's ACLs")
+                .into_iter()
+                .filter(|a| a.topic == remote)
+                .collect::<Vec<_>>()
+        };
+        // A first round by a principal that may list the source's ACLs
+        // copies them.
+        let src = KafkaAdmin::new(&permitted.clusters["src"]).unwrap();
+        metadata::sync_acls(
+            &permitted.flows[0],
+            &src,
+            &dst,
+            &source_topics,
+            &target_topics,
+        )
+        .await;
+        assert_eq!(on_target().await, copied, "copied first");
+
+        // Then the source refuses the listing.
+        let src = KafkaAdmin::new(&refused.clusters["src"]).unwrap();
+        let listed = src.topic_acls().await;
+        println!("the refused listing reads as: {listed:?}");
+        for _ in 0..2 {
+            metadata::sync_acls(flow, &src, &dst, &source_topics, &target_topics).await;
+        }
+        assert_eq!(
+            on_target().await,
+            copied,
+            "a refused DescribeAcls read as no ACLs on the source: the copied ACL was deleted"
+        );
+        assert!(
+            listed.is_err(),
+            "a refused listing is an error, not an empty list: {listed:?}"
+        );
+        let denial = denials::current()
+            .into_iter()
+            .find(|d| d.cluster == "src" && d.operation == Operation::Describe)
+            .expect("the refusal reported as a missing permission");
+        println!("reported: {denial:?}");
+        assert_eq!(denial.resource, "CLUSTER kafka-cluster");
+        assert!(denial.refusals >= 2, "{denial:?}");
+    });
+}
+
+/// A refused DescribeConfigs is an unknown, never an empty, set of
+/// configs. rdkafka's `describe_configs` drops each resource's error, so
+/// a remote topic whose configs the target refuses to describe read as
+/// one without configs, and the config sync wrote the source's
+/// `max.message.bytes` over a larger one, which it only ever raises. Here
+/// the target's principal may alter the remote topic's configs, and is
+/// denied describing them.
+#[test]
+fn a_refused_config_listing_on_the_target_lowers_no_config() {
+    use strait_common::access::{denials, Operation};
+    use strait_controller::admin::{ClusterAdmin as _, KafkaAdmin, TopicSizes};
+    use strait_controller::metadata;
+
+    let c = &clusters();
+    let (source, target) = (&c.source.bootstrap, &c.target.bootstrap);
+    let topic = unique("cfgguard");
+    let d = unique("cfgguard");
+    create_topic_with(source, &topic, 1, &[("max.message.bytes", "2000000")]);
+    let remote = format!("src.{topic}");
+    // An operator's larger limit on the remote topic.
+    create_topic_with(target, &remote, 1, &[("max.message.bytes", "5000000")]);
+    c.target.acls(
+        "User:other",
+        &[Acl::literal(Kind::Topic, &remote, "AlterConfigs")],
+        true,
+    );
+    c.target.kafka_acls(&[
+        "--add",
+        "--deny-principal",
+        "User:other",
+        "--operation",
+        "DescribeConfigs",
+        "--topic",
+        &remote,
+    ]);
+    let mut b = ConfigBuilder::new(&d, source, target).flow("topics", [topic.as_str()]);
+    for (k, v) in c.source.client_settings("strait", STRAIT_PASSWORD) {
+        b = b.source_kafka(&k, v.as_str());
+    }
+    for (k, v) in c.target.client_settings("other", "") {
+        b = b.target_kafka(&k, v.as_str());
+    }
+    let config =
+        strait_common::config::Config::parse(&b.build().replace("{metrics}", "127.0.0.1:0"))
+            .expect("the config");
+    let flow = &config.flows[0];
+    assert!(flow.sync_topic_configs.is_some());
+    assert_eq!(flow.remote_topic(&topic), remote);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let src = KafkaAdmin::new(&config.clusters["src"]).unwrap();
+        let dst = KafkaAdmin::new(&config.clusters["dst"]).unwrap();
+        let described = dst.topic_configs(&remote).await;
+        println!("the refused describe reads as: {described:?}");
+        let in_sync = metadata::sync_configs(
+            flow,
+            &src,
+            &dst,
+            &TopicSizes::from([(topic.clone(), 1)]),
+            &TopicSizes::from([(remote.clone(), 1)]),
+        )
+        .await;
+        let admin = KafkaAdmin::new(
+            &strait_common::config::Config::parse(
+                &secured_config(c, &d, &topic).replace("{metrics}", "127.0.0.1:0"),
+            )
+            .unwrap()
+            .clusters["dst"],
+        )
+        .unwrap();
+        let now = admin.topic_configs(&remote).await.unwrap();
+        assert_eq!(
+            now.get("max.message.bytes").map(String::as_str),
+            Some("5000000"),
+            "a refused DescribeConfigs read as no configs: the remote topic's limit was lowered"
+        );
+        assert!(described.is_err(), "{described:?}");
+        assert_eq!(
+            in_sync.get(&topic),
+            Some(&false),
+            "not compared: {in_sync:?}"
+        );
+        let denial = denials::current()
+            .into_iter()
+            .find(|d| d.cluster == "dst" && d.operation == Operation::AlterConfigs)
+            .expect("the refusal reported as a missing permission");
+        println!("reported: {denial:?}");
+    });
 }

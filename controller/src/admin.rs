@@ -8,10 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use rdkafka::admin::{
-    AdminClient, AdminOptions, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
-    TopicReplication,
-};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::error::{KafkaError, RDKafkaError};
@@ -19,8 +16,8 @@ use rdkafka::error::{KafkaError, RDKafkaError};
 use strait_common::config::ClusterConfig;
 
 use crate::native_admin::{
-    create_topic_acls, delete_topic_acls, describe_topic_acls, incremental_alter_topic, AdminError,
-    ConfigOp, GroupError, TopicAcl,
+    create_topic_acls, delete_topic_acls, describe_topic_acls, describe_topic_configs,
+    incremental_alter_topic, AdminError, ConfigOp, GroupError, TopicAcl,
 };
 use strait_common::access::denials;
 use strait_common::kafka::client_config;
@@ -192,22 +189,17 @@ impl ClusterAdmin for KafkaAdmin {
     }
 
     async fn topic_configs(&self, name: &str) -> anyhow::Result<TopicConfigs> {
-        let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
-        let spec = ResourceSpecifier::Topic(name);
-        let result = self.0.describe_configs([&spec], &opts).await?;
-        let resource = result
+        // Not rdkafka's describe_configs: it drops the topic's error, and a
+        // refused topic would read as one without configs.
+        let admin = self.0.clone();
+        let topic = name.to_owned();
+        let entries = tokio::task::spawn_blocking(move || {
+            describe_topic_configs(admin.inner(), &topic, TIMEOUT)
+        })
+        .await??;
+        Ok(entries
             .into_iter()
-            .next()
-            .ok_or_else(|| anyhow!("no result describing {name}"))?
-            .map_err(|code| refused(code, format!("cannot describe topic {name}")))?;
-        Ok(resource
-            .entries
-            .into_iter()
-            .filter(|e| {
-                (!e.is_default
-                    && matches!(e.source, ConfigSource::DynamicTopic | ConfigSource::Unknown))
-                    || e.name == MAX_MESSAGE_BYTES
-            })
+            .filter(|e| (!e.is_default && e.topic_level) || e.name == MAX_MESSAGE_BYTES)
             .filter_map(|e| Some((e.name, e.value?)))
             .collect())
     }

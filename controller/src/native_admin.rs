@@ -1,5 +1,5 @@
 //! The admin calls rdkafka's API lacks — IncrementalAlterConfigs for
-//! topics, CreateAcls/DescribeAcls/DeleteAcls for literal topic ACLs, and
+//! topics, DescribeConfigs that keeps a topic's error, CreateAcls/DescribeAcls/DeleteAcls for literal topic ACLs, and
 //! consumer group offsets for many groups at once ([`groups`]) —
 //! bound to librdkafka in this one module. Every handle it creates is
 //! released by a guard, on every path; nothing librdkafka owns escapes.
@@ -11,6 +11,9 @@ use std::time::Duration;
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 
+use rdkafka::types::RDKafkaErrorCode;
+use strait_common::access::Operation;
+use strait_common::native::authorized::{self, Access};
 pub use strait_common::native::AdminError;
 use strait_common::native::{check, cstring, request, text, Guard};
 
@@ -144,6 +147,91 @@ fn alter_topic<C: ClientContext>(
     }
 }
 
+/// One config of a topic, as DescribeConfigs gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    pub is_default: bool,
+    /// Set on the topic itself (a dynamic topic config), or of an unknown
+    /// source (old brokers).
+    pub topic_level: bool,
+}
+
+/// The configs of `topic`, or the error the broker gave for it. rdkafka's
+/// `describe_configs` drops each resource's error (its future only reads
+/// the entries), so a refused topic reads there as one without configs;
+/// librdkafka keeps it (`rd_kafka_ConfigResource_error`), read here.
+pub fn describe_topic_configs<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<TopicConfigEntry>, AdminError> {
+    let name = cstring(topic)?;
+    // SAFETY: the resource is released by its guard (librdkafka copies the
+    // array it is given); the result and its entries live as long as the
+    // event, and are read before it is released.
+    unsafe {
+        let resource = Guard(
+            rd::rd_kafka_ConfigResource_new(
+                rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
+                name.as_ptr(),
+            ),
+            rd::rd_kafka_ConfigResource_destroy,
+        );
+        if resource.0.is_null() {
+            return Err(AdminError::Unexpected(
+                "cannot create a config resource".into(),
+            ));
+        }
+        let mut resources = [resource.0];
+        let event = request(
+            client,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS,
+            timeout,
+            |rk, o, q| rd::rd_kafka_DescribeConfigs(rk, resources.as_mut_ptr(), 1, o, q),
+        )?;
+        let result = rd::rd_kafka_event_DescribeConfigs_result(event.0);
+        if result.is_null() {
+            return Err(AdminError::Unexpected("a result of another type".into()));
+        }
+        let mut n = 0usize;
+        let list = rd::rd_kafka_DescribeConfigs_result_resources(result, &mut n);
+        if n != 1 {
+            return Err(AdminError::Unexpected(format!(
+                "{n} results describing {topic}"
+            )));
+        }
+        let r = *list;
+        let err = rd::rd_kafka_ConfigResource_error(r);
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(AdminError::Rejected {
+                name: topic.to_owned(),
+                message: text(rd::rd_kafka_ConfigResource_error_string(r)),
+                code: Some(err.into()),
+            });
+        }
+        let mut k = 0usize;
+        let entries = rd::rd_kafka_ConfigResource_configs(r, &mut k);
+        Ok((0..k)
+            .map(|i| {
+                let e = *entries.add(i);
+                let value = rd::rd_kafka_ConfigEntry_value(e);
+                TopicConfigEntry {
+                    name: text(rd::rd_kafka_ConfigEntry_name(e)),
+                    value: (!value.is_null()).then(|| text(value)),
+                    is_default: rd::rd_kafka_ConfigEntry_is_default(e) != 0,
+                    topic_level: matches!(
+                        rd::rd_kafka_ConfigEntry_source(e),
+                        rd::rd_kafka_ConfigSource_t::RD_KAFKA_CONFIG_SOURCE_DYNAMIC_TOPIC_CONFIG
+                            | rd::rd_kafka_ConfigSource_t::RD_KAFKA_CONFIG_SOURCE_UNKNOWN_CONFIG
+                    ),
+                }
+            })
+            .collect())
+    }
+}
+
 /// What an ACL lets a principal do to a topic (the ones strait maps;
 /// everything else is carried as `Other`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -259,7 +347,43 @@ unsafe fn binding(
 }
 
 /// Every literal ACL on topics.
+///
+/// A refused listing is an error, never an empty list. librdkafka (2.12,
+/// `rd_kafka_DescribeAclsResponse_parse` in rdkafka_admin.c) reads the
+/// response's error code and drops it: a refused DescribeAcls reaches
+/// the result event as a success (`rd_kafka_event_error` is
+/// NO_ERROR) with no bindings, exactly like a cluster without ACLs. A
+/// broker only lists bindings when it answers without error, so a
+/// non-empty list is trusted as is; an empty one only once the broker
+/// says (KIP-430's authorized operations, [`authorized::cluster`]) that
+/// the principal may DESCRIBE the cluster, which DescribeAcls needs.
+/// Otherwise it is refused with CLUSTER_AUTHORIZATION_FAILED, the code the
+/// broker answered and librdkafka dropped; where the broker cannot tell,
+/// the listing fails with the probe's error. Either way, ACL sync changes
+/// nothing on the strength of it.
 pub fn describe_topic_acls<C: ClientContext>(
+    client: &Client<C>,
+    timeout: Duration,
+) -> Result<Vec<TopicAcl>, AdminError> {
+    let acls = describe_topic_acls_unchecked(client, timeout)?;
+    if !acls.is_empty() {
+        return Ok(acls);
+    }
+    match authorized::cluster(client, timeout)? {
+        Access::Allowed(ops) if ops.contains(&Operation::Describe) => Ok(acls),
+        access => Err(AdminError::Kafka {
+            code: RDKafkaErrorCode::ClusterAuthorizationFailed,
+            message: format!(
+                "DescribeAcls answered no ACLs, and the principal may not DESCRIBE the cluster \
+                 ({access:?}): refused (librdkafka drops the listing's error code)"
+            ),
+        }),
+    }
+}
+
+/// DescribeAcls as librdkafka answers it: a refused listing reads as an
+/// empty one ([`describe_topic_acls`] tells them apart).
+fn describe_topic_acls_unchecked<C: ClientContext>(
     client: &Client<C>,
     timeout: Duration,
 ) -> Result<Vec<TopicAcl>, AdminError> {
