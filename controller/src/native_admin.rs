@@ -1,5 +1,6 @@
 //! The admin calls rdkafka's API lacks — IncrementalAlterConfigs for
-//! topics, DescribeConfigs that keeps a topic's error, CreateAcls/DescribeAcls/DeleteAcls for literal topic ACLs, and
+//! topics, DescribeConfigs that keeps a topic's error,
+//! CreateAcls/DescribeAcls/DeleteAcls for literal topic ACLs, and
 //! consumer group offsets for many groups at once ([`groups`]) —
 //! bound to librdkafka in this one module. Every handle it creates is
 //! released by a guard, on every path; nothing librdkafka owns escapes.
