@@ -802,14 +802,21 @@ fn incremental_alter_configs_changes_only_the_named_config() {
     assert!(err.to_string().contains("NUL"), "{err}");
 }
 
-/// The DescribeAcls binding on a real broker. (tansu answers CreateAcls
-/// with a null result array, on which librdkafka asserts and aborts the
-/// process, so creating ACLs, and the ACL sync built on it, are tested
-/// against the admin double only.)
+/// The DescribeAcls binding on a real broker. An empty listing is trusted
+/// only where the broker says the principal may DESCRIBE the cluster
+/// (librdkafka drops DescribeAcls' error code); tansu reports no
+/// authorized operations at all, so there the listing is refused, as
+/// strait must treat it. (tansu also answers CreateAcls with a null result
+/// array, on which librdkafka aborts: ACL sync is Kafka-only.)
 #[test]
 fn topic_acls_can_be_described() {
     use strait_controller::admin::ClusterAdmin;
     let sb = sandbox();
+    if sb.skip_on_tansu(
+        "it reports no authorized operations: an empty ACL listing cannot be trusted there",
+    ) {
+        return;
+    }
     let acls = block_on(admin(&sb.target).topic_acls()).unwrap();
     assert!(acls.iter().all(|a| !a.topic.is_empty()), "{acls:?}");
 }
