@@ -15,6 +15,8 @@ use rdkafka::client::{Client, ClientContext};
 use rdkafka::types::RDKafkaErrorCode;
 use strait_common::access::Operation;
 use strait_common::native::authorized::{self, Access};
+use strait_common::native::configs::topic_resource;
+pub use strait_common::native::configs::{describe_topic_configs, TopicConfigEntry};
 pub use strait_common::native::AdminError;
 use strait_common::native::{check, cstring, request, text, Guard};
 
@@ -66,22 +68,10 @@ fn alter_topic<C: ClientContext>(
     if ops.is_empty() {
         return Ok(());
     }
-    let name = cstring(topic)?;
+    let resource = topic_resource(topic)?;
     // SAFETY: every object created below is released by its guard;
     // librdkafka copies the resource array it is given.
     unsafe {
-        let resource = Guard(
-            rd::rd_kafka_ConfigResource_new(
-                rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
-                name.as_ptr(),
-            ),
-            rd::rd_kafka_ConfigResource_destroy,
-        );
-        if resource.0.is_null() {
-            return Err(AdminError::Unexpected(
-                "cannot create a config resource".into(),
-            ));
-        }
         for op in ops {
             let (key, kind, value) = match op {
                 ConfigOp::Set(k, v) => (
@@ -145,91 +135,6 @@ fn alter_topic<C: ClientContext>(
             }
         }
         Ok(())
-    }
-}
-
-/// One config of a topic, as DescribeConfigs gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicConfigEntry {
-    pub name: String,
-    pub value: Option<String>,
-    pub is_default: bool,
-    /// Set on the topic itself (a dynamic topic config), or of an unknown
-    /// source (old brokers).
-    pub topic_level: bool,
-}
-
-/// The configs of `topic`, or the error the broker gave for it. rdkafka's
-/// `describe_configs` drops each resource's error (its future only reads
-/// the entries), so a refused topic reads there as one without configs;
-/// librdkafka keeps it (`rd_kafka_ConfigResource_error`), read here.
-pub fn describe_topic_configs<C: ClientContext>(
-    client: &Client<C>,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<TopicConfigEntry>, AdminError> {
-    let name = cstring(topic)?;
-    // SAFETY: the resource is released by its guard (librdkafka copies the
-    // array it is given); the result and its entries live as long as the
-    // event, and are read before it is released.
-    unsafe {
-        let resource = Guard(
-            rd::rd_kafka_ConfigResource_new(
-                rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
-                name.as_ptr(),
-            ),
-            rd::rd_kafka_ConfigResource_destroy,
-        );
-        if resource.0.is_null() {
-            return Err(AdminError::Unexpected(
-                "cannot create a config resource".into(),
-            ));
-        }
-        let mut resources = [resource.0];
-        let event = request(
-            client,
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS,
-            timeout,
-            |rk, o, q| rd::rd_kafka_DescribeConfigs(rk, resources.as_mut_ptr(), 1, o, q),
-        )?;
-        let result = rd::rd_kafka_event_DescribeConfigs_result(event.0);
-        if result.is_null() {
-            return Err(AdminError::Unexpected("a result of another type".into()));
-        }
-        let mut n = 0usize;
-        let list = rd::rd_kafka_DescribeConfigs_result_resources(result, &mut n);
-        if n != 1 {
-            return Err(AdminError::Unexpected(format!(
-                "{n} results describing {topic}"
-            )));
-        }
-        let r = *list;
-        let err = rd::rd_kafka_ConfigResource_error(r);
-        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            return Err(AdminError::Rejected {
-                name: topic.to_owned(),
-                message: text(rd::rd_kafka_ConfigResource_error_string(r)),
-                code: Some(err.into()),
-            });
-        }
-        let mut k = 0usize;
-        let entries = rd::rd_kafka_ConfigResource_configs(r, &mut k);
-        Ok((0..k)
-            .map(|i| {
-                let e = *entries.add(i);
-                let value = rd::rd_kafka_ConfigEntry_value(e);
-                TopicConfigEntry {
-                    name: text(rd::rd_kafka_ConfigEntry_name(e)),
-                    value: (!value.is_null()).then(|| text(value)),
-                    is_default: rd::rd_kafka_ConfigEntry_is_default(e) != 0,
-                    topic_level: matches!(
-                        rd::rd_kafka_ConfigEntry_source(e),
-                        rd::rd_kafka_ConfigSource_t::RD_KAFKA_CONFIG_SOURCE_DYNAMIC_TOPIC_CONFIG
-                            | rd::rd_kafka_ConfigSource_t::RD_KAFKA_CONFIG_SOURCE_UNKNOWN_CONFIG
-                    ),
-                }
-            })
-            .collect())
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 
-use super::{cstring, request, text, AdminError, Guard};
+use super::{cstring, request, text, AdminError};
 use crate::access::Operation;
 
 /// What one resource allows, as the broker answered.
@@ -202,47 +202,21 @@ pub fn groups<C: ClientContext>(
 }
 
 /// Whether DescribeConfigs of `topic` is allowed (DESCRIBE_CONFIGS, which
-/// a principal may hold without DESCRIBE). rdkafka's `describe_configs`
-/// drops each resource's error, hence this.
+/// a principal may hold without DESCRIBE).
 pub fn describe_configs_allowed<C: ClientContext>(
     client: &Client<C>,
     topic: &str,
     timeout: Duration,
 ) -> Result<bool, AdminError> {
-    let name = cstring(topic)?;
-    // SAFETY: the resource is released by its guard (librdkafka copies the
-    // array it is given); the result lives as long as the event.
-    unsafe {
-        let resource = Guard(
-            rd::rd_kafka_ConfigResource_new(
-                rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
-                name.as_ptr(),
-            ),
-            rd::rd_kafka_ConfigResource_destroy,
-        );
-        let mut resources = [resource.0];
-        let event = request(
-            client,
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS,
-            timeout,
-            |rk, o, q| rd::rd_kafka_DescribeConfigs(rk, resources.as_mut_ptr(), 1, o, q),
-        )?;
-        let result = rd::rd_kafka_event_DescribeConfigs_result(event.0);
-        if result.is_null() {
-            return Err(AdminError::Unexpected("a result of another type".into()));
-        }
-        let mut n = 0usize;
-        let list = rd::rd_kafka_DescribeConfigs_result_resources(result, &mut n);
-        for i in 0..n {
-            match rd::rd_kafka_ConfigResource_error(*list.add(i)) {
-                rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
-                | rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED => {
-                    return Ok(false)
-                }
-                _ => {}
-            }
-        }
-        // Allowed, or refused after the ACL check (an unknown topic).
-        Ok(true)
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match super::configs::describe_topic_configs(client, topic, timeout) {
+        Ok(_) => Ok(true),
+        Err(AdminError::Rejected {
+            code: Some(Code::TopicAuthorizationFailed | Code::ClusterAuthorizationFailed),
+            ..
+        }) => Ok(false),
+        // Refused after the ACL check (an unknown topic): allowed.
+        Err(AdminError::Rejected { .. }) => Ok(true),
+        Err(e) => Err(e),
     }
 }

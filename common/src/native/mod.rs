@@ -19,6 +19,7 @@ use thiserror::Error;
 pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 pub mod authorized;
+pub mod configs;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AdminError {
