@@ -337,7 +337,7 @@ fn purge_when_fenced(
 }
 
 /// How often [`purge_when_fenced`] looks at the fence.
-const FENCE_WATCH: Duration = Duration::from_millis(50);
+pub(super) const FENCE_WATCH: Duration = Duration::from_millis(50);
 
 fn run_session(
     spec: &FlowSpec,

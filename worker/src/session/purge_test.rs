@@ -27,7 +27,7 @@ use strait_testkit::config::ConfigBuilder;
 use strait_testkit::{self as testkit, Rec};
 
 use super::test_support::*;
-use super::RELEASE_WAIT;
+use super::{FENCE_WATCH, RELEASE_WAIT};
 use crate::{run_flow, Assignment, FlowSpec, StatusBoard, UnitLink};
 
 /// One unit of `orders` replicated from a mock source to a mock target:
@@ -188,12 +188,19 @@ async fn a_session_blocked_when_its_fence_closes_sends_nothing_it_queued() {
     })
     .await;
     // ...and its lease lapses meanwhile; the unit may move. The target
-    // comes back while the session is still blocked.
+    // comes back while the session is still blocked: it never looks at its
+    // fence again before then, so only the watcher can keep its queue off
+    // the target. The watcher looks every FENCE_WATCH; a request librdkafka
+    // has already sent when it looks may land (docs/failure-model.md), so
+    // the target comes back only once the watcher has surely looked (on a
+    // loaded machine, bringing it back at once let librdkafka reconnect and
+    // send inside those 50 ms).
     q.fence.close();
     q.units.send_replace(Assignment {
         generation: 2,
         units: BTreeSet::new(),
     });
+    tokio::time::sleep(FENCE_WATCH * 20).await;
     let (got, _) = q.target_back("strait.blocked.src-dst").await;
     go.store(true, Ordering::SeqCst);
     fail::remove(HOLD);
