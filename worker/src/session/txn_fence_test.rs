@@ -127,16 +127,20 @@ async fn owner_changes_while_held_at(hold: &'static str) {
     // A failing assertion lets the held session go: the test fails instead
     // of hanging its binary on a session stuck in the failpoint.
     let _release = Release(go.clone());
-    // Worker a's lease: long, or (fence first) ending a few seconds after
-    // its held commit is let go, as when a paused worker wakes before its
-    // own clock says the lease is over.
-    let lease_end = Instant::now()
-        + match hold {
-            AFTER_COMMIT => Duration::from_secs(3600),
-            _ => Duration::from_secs(12),
-        };
+    // Worker a's lease: long, or (fence first) kept alive until its held
+    // commit is let go and ending a few seconds later, as when a paused
+    // worker wakes before its own clock says the lease is over. (A fixed
+    // lease of 12 s could end first on a loaded machine.)
     let fence_a = Fence::closed();
-    fence_a.open_until(lease_end);
+    let renewal = CancellationToken::new();
+    match hold {
+        AFTER_COMMIT => fence_a.open_until(Instant::now() + Duration::from_secs(3600)),
+        _ => {
+            fence_a.open_until(Instant::now() + LAST_RENEWAL_HOLDS);
+            tokio::spawn(keep_open(fence_a.clone(), renewal.clone()));
+        }
+    }
+    let _renewal = renewal.clone().drop_guard();
     let (link_a, units_a, held_a) = UnitLink::new(fence_a.clone());
     units_a.send_replace(Assignment {
         generation: 1,
@@ -201,6 +205,7 @@ async fn owner_changes_while_held_at(hold: &'static str) {
             "worker a's lease ended before its commit was let go: the test is too slow"
         );
     }
+    renewal.cancel();
     go.store(true, Ordering::SeqCst);
     // Then the member of worker a, its lease lost, assigns nothing.
     wait("worker a's lease over", Duration::from_secs(30), || {
@@ -237,6 +242,20 @@ async fn a_commit_answered_after_the_lease_lapsed_is_not_a_second_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_sent_after_the_new_owner_fenced_is_refused() {
     owner_changes_while_held_at(BEFORE_COMMIT).await;
+}
+
+/// How long worker a's lease holds after its last renewal.
+const LAST_RENEWAL_HOLDS: Duration = Duration::from_secs(4);
+
+/// Renews `fence` as a lease's keep-alive would, until `stop`.
+async fn keep_open(fence: Fence, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        fence.open_until(Instant::now() + LAST_RENEWAL_HOLDS);
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
 }
 
 /// Sets its flag when dropped (also while a failing test unwinds).
