@@ -20,8 +20,8 @@ use tracing::error;
 impl Session<'_> {
     /// Emits the offset syncs the unit's last progress called for (in `to_emit`).
     pub(super) fn emit_syncs(&mut self, id: UnitId) {
-        for i in 0..self.to_emit.len() {
-            let (up, down) = self.to_emit[i];
+        for i in 0..self.syncs.to_emit.len() {
+            let (up, down) = self.syncs.to_emit[i];
             self.emit_sync(id, up, down);
         }
     }
@@ -61,11 +61,11 @@ impl Session<'_> {
             let value = sync.encode_value();
             let tag = Box::new(SyncTag { unit: id, upstream });
             let record =
-                BaseRecord::<[u8], [u8], Box<SyncTag>>::with_opaque_to(&self.syncs_topic, tag)
+                BaseRecord::<[u8], [u8], Box<SyncTag>>::with_opaque_to(&self.syncs.topic, tag)
                     .partition(0)
                     .key(&key)
                     .payload(&value);
-            match self.syncs_producer.send(record) {
+            match self.syncs.producer.send(record) {
                 Ok(()) => {
                     self.hot.syncs.increment(1);
                     u.unsent_syncs.pop_front();

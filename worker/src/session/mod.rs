@@ -167,6 +167,37 @@ struct StartPlan {
     recreated: BTreeMap<Unit, String>,
 }
 
+/// What the flow has handed to the producer and not yet seen acknowledged,
+/// and the flow's in-flight limit.
+#[derive(Default)]
+struct InFlight {
+    bytes: u64,
+    records: u64,
+    over: Hysteresis,
+}
+
+impl InFlight {
+    fn sent(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        self.records += 1;
+    }
+
+    fn acknowledged(&mut self, bytes: u64) {
+        self.bytes -= bytes;
+        self.records -= 1;
+    }
+}
+
+/// The offset syncs a session writes: their producer and topic, the
+/// producer's delivery reports, and the syncs one step of progress called
+/// for.
+struct Syncs<'a> {
+    producer: &'a SyncsProducer,
+    topic: String,
+    acks: mpsc::Receiver<SyncAck>,
+    to_emit: Vec<Sync>,
+}
+
 /// Handles of the per-record metrics, resolved once per session so the hot
 /// path does no registry lookup and no label allocation.
 struct HotMetrics {
@@ -192,19 +223,13 @@ struct Session<'a> {
     spec: &'a FlowSpec,
     hot: HotMetrics,
     producer: &'a Producer,
-    syncs_producer: &'a SyncsProducer,
-    syncs_topic: String,
     acks: mpsc::Receiver<Ack>,
-    sync_acks: mpsc::Receiver<SyncAck>,
+    syncs: Syncs<'a>,
     units: Units,
-    in_flight_bytes: u64,
-    in_flight_records: u64,
-    /// The flow's in-flight limit.
-    flow_over: Hysteresis,
+    in_flight: InFlight,
     commit_failed: Arc<AtomicBool>,
     watermarks: Watermarks,
     status: StatusBoard,
-    to_emit: Vec<Sync>,
     fence: Fence,
     held: Arc<watch::Sender<Held>>,
     /// The assignment last applied.
@@ -368,18 +393,18 @@ fn run_session(
         spec,
         hot: HotMetrics::new(&flow),
         producer,
-        syncs_producer,
-        syncs_topic: spec.flow.offset_syncs().1,
         acks,
-        sync_acks,
+        syncs: Syncs {
+            producer: syncs_producer,
+            topic: spec.flow.offset_syncs().1,
+            acks: sync_acks,
+            to_emit: Vec::new(),
+        },
         units: Units::default(),
-        in_flight_bytes: 0,
-        in_flight_records: 0,
-        flow_over: Hysteresis::default(),
+        in_flight: InFlight::default(),
         commit_failed,
         watermarks,
         status: status.clone(),
-        to_emit: Vec::new(),
         fence,
         held: link.held.clone(),
         wanted: Assignment::default(),
@@ -393,7 +418,8 @@ fn run_session(
         // already on the wire may land; they carry records past every
         // committed position, which the next owner re-sends anyway.
         s.producer.purge(PurgeConfig::default().queue().inflight());
-        s.syncs_producer
+        s.syncs
+            .producer
             .purge(PurgeConfig::default().queue().inflight());
         warn!(flow = %flow, units = s.units.len(), "fenced: stopped producing for every unit");
     } else if let (Err(e), true) = (&result, s.txn.is_some()) {
@@ -694,7 +720,7 @@ impl Session<'_> {
             for &id in &done {
                 self.flush_unit_syncs(id);
             }
-            let _ = clients::flush(self.syncs_producer, RELEASE_SYNCS_WAIT);
+            let _ = clients::flush(self.syncs.producer, RELEASE_SYNCS_WAIT);
             self.handle_acks(consumer)?;
         }
         if !eos {
@@ -759,7 +785,7 @@ impl Session<'_> {
             }
             return;
         }
-        while self.in_flight_records > 0 {
+        while self.in_flight.records > 0 {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -771,12 +797,12 @@ impl Session<'_> {
         }
         self.flush_syncs();
         let left = deadline.saturating_duration_since(Instant::now());
-        let _ = clients::flush(self.syncs_producer, left.max(Duration::from_secs(1)));
+        let _ = clients::flush(self.syncs.producer, left.max(Duration::from_secs(1)));
         if let Err(e) = self.handle_acks(consumer) {
             warn!(flow = %flow, error = %e, "error while draining");
         }
         self.commit(consumer, CommitMode::Sync);
-        info!(flow = %flow, unacknowledged = self.in_flight_records, "flow drained");
+        info!(flow = %flow, unacknowledged = self.in_flight.records, "flow drained");
     }
 }
 

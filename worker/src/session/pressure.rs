@@ -11,8 +11,8 @@ impl Session<'_> {
     /// and resumes below half of it; the flow likewise with its own limit.
     pub(super) fn flow_control(&mut self, consumer: &Consumer, id: UnitId) {
         let max = self.spec.worker.max_in_flight_bytes;
-        if self.flow_over.update(self.in_flight_bytes, max) {
-            debug!(flow = %self.spec.flow.name, paused = self.flow_over.is_over(), bytes = self.in_flight_bytes, "flow in-flight limit");
+        if self.in_flight.over.update(self.in_flight.bytes, max) {
+            debug!(flow = %self.spec.flow.name, paused = self.in_flight.over.is_over(), bytes = self.in_flight.bytes, "flow in-flight limit");
             for id in self.units.ids() {
                 self.apply_pause(consumer, id);
             }
@@ -30,7 +30,7 @@ impl Session<'_> {
         };
         u.over_limit.update(u.progress.in_flight_bytes(), unit_max);
         let stopped = u.phase.is_stopped();
-        let want = stopped || u.over_limit.is_over() || self.flow_over.is_over();
+        let want = stopped || u.over_limit.is_over() || self.in_flight.over.is_over();
         if let Err(e) = u.fetch.set_paused(consumer, want) {
             warn!(flow = %u.unit.flow, error = %e, "pause/resume failed");
             return;

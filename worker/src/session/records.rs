@@ -148,8 +148,7 @@ impl Session<'_> {
         if let Some(u) = self.units.get_mut(id) {
             u.progress.sent(offset, bytes);
         }
-        self.in_flight_bytes += bytes;
-        self.in_flight_records += 1;
+        self.in_flight.sent(bytes);
         self.flow_control(consumer, id);
         Ok(())
     }
@@ -183,10 +182,10 @@ impl Session<'_> {
         }
         match self.spec.flow.on_refused {
             OnRefused::Skip => {
-                self.to_emit.clear();
+                self.syncs.to_emit.clear();
                 let skipped = u
                     .progress
-                    .skipped(offset, bytes, in_flight, &mut self.to_emit);
+                    .skipped(offset, bytes, in_flight, &mut self.syncs.to_emit);
                 metrics::counter!(m::RECORDS_SKIPPED, "flow" => flow.clone()).increment(1);
                 // A refused batch can be thousands of records: the first one
                 // of a unit's session is logged, the rest are counted.
@@ -269,7 +268,7 @@ impl Session<'_> {
         while let Ok(ack) = self.acks.try_recv() {
             self.on_ack(consumer, ack)?;
         }
-        while let Ok(SyncAck { tag, result }) = self.sync_acks.try_recv() {
+        while let Ok(SyncAck { tag, result }) = self.syncs.acks.try_recv() {
             if let Err(e) = result {
                 // With no delivery timeout only a permanent refusal (e.g. not
                 // authorised on the offset-syncs topic) gets here.
@@ -305,18 +304,17 @@ impl Session<'_> {
             timestamp_ms,
         } = *ack.tag;
         let offset = RecordOffset(offset);
-        self.in_flight_bytes -= bytes;
-        self.in_flight_records -= 1;
+        self.in_flight.acknowledged(bytes);
         let Some(u) = self.units.get_mut(id) else {
             return Ok(()); // released; its records are the next owner's
         };
         match ack.result {
             Ok(downstream) => {
                 let flow = &self.spec.flow.name;
-                self.to_emit.clear();
+                self.syncs.to_emit.clear();
                 if let Err(e) = u
                     .progress
-                    .acked(offset, downstream, bytes, &mut self.to_emit)
+                    .acked(offset, downstream, bytes, &mut self.syncs.to_emit)
                 {
                     debug_assert!(false, "acknowledgement of a record not in flight: {e:?}");
                     warn!(flow = %flow, error = ?e, "ignored a delivery report for a record not in flight");

@@ -57,6 +57,6 @@ impl Session<'_> {
                 .set(n as f64);
         }
         metrics::gauge!(m::LAG, "flow" => flow.clone()).set(total_lag as f64);
-        metrics::gauge!(m::IN_FLIGHT_BYTES, "flow" => flow).set(self.in_flight_bytes as f64);
+        metrics::gauge!(m::IN_FLIGHT_BYTES, "flow" => flow).set(self.in_flight.bytes as f64);
     }
 }

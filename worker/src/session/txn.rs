@@ -204,7 +204,7 @@ impl Session<'_> {
             .map_err(|e| fenced_or(&self.fence, e))?;
         self.handle_acks(consumer)?;
         self.flush_syncs();
-        clients::flush(self.syncs_producer, step(&self.fence, STEP)).map_err(|e| {
+        clients::flush(self.syncs.producer, step(&self.fence, STEP)).map_err(|e| {
             match self.fence.is_open() {
                 true => SessionError::OffsetSync(e),
                 false => SessionError::Fenced,
