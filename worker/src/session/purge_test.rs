@@ -10,7 +10,11 @@
 //!   queue, a flush) has its producers purged by a watcher at once, not
 //!   when it next looks at its fence.
 //!
-//! Both run against librdkafka's mock cluster, whose broker is taken down
+//! - A releasing unit whose queued records the target then refuses for
+//!   good is still let go (with what was acknowledged committed): the next
+//!   owner starts at the refused record and stops there, visibly.
+//!
+//! All run against librdkafka's mock cluster, whose broker is taken down
 //! to keep records queued, then brought back.
 
 use std::collections::BTreeSet;
@@ -18,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tokio_util::sync::CancellationToken;
 
 use strait_common::config::Config;
@@ -211,5 +216,42 @@ async fn a_session_blocked_when_its_fence_closes_sends_nothing_it_queued() {
         got.len(),
         200,
         "records of {unit:?} queued before its fence closed reached the target"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_releasing_unit_whose_queued_records_are_refused_is_still_let_go() {
+    let scenario = fail::FailScenario::setup();
+    let q = Queued::start("refused").await;
+    // A failing wait must end the session, or the test's runtime waits for
+    // it for ever.
+    let _ends = q.shutdown.clone().drop_guard();
+    // The target will refuse, for good, what the session queued...
+    q.target.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 20],
+    );
+    // ...once the unit is being released: it stops at the refused record
+    // (on_refused = "stop") in the middle of its release.
+    q.units.send_replace(Assignment {
+        generation: 2,
+        units: BTreeSet::new(),
+    });
+    q.target.broker_up(1).unwrap();
+    // No further assignment comes: the release alone must let it go, or
+    // its next owner waits for it for ever.
+    wait("the unit let go", RELEASE_WAIT * 3, || {
+        q.held.borrow().units.is_empty()
+    })
+    .await;
+    let src = q.source.bootstrap_servers();
+    let committed =
+        blocking(move || testkit::committed(&src, "strait.refused.src-dst", "orders", 1)).await;
+    q.stop().await;
+    scenario.teardown();
+    assert_eq!(
+        committed,
+        vec![Some(200)],
+        "what the target acknowledged is committed, and nothing past the refused record"
     );
 }
