@@ -117,12 +117,17 @@ impl Phase {
         }
     }
 
-    /// Stops the unit, saying why. From any phase, releasing included: a
-    /// releasing unit stopped at a refused record is failed, and released
-    /// only once an assignment without it is applied again (as before the
-    /// unit table; see `reconcile`).
+    /// Stops the unit, saying why. A releasing unit fetches nothing
+    /// already: it goes on releasing, showing why it stopped, and is let go
+    /// when its release ends (its progress stops before the refused record,
+    /// where its next owner starts and stops again, visibly). Failing it
+    /// instead would hold it until some later assignment: its next owner
+    /// would wait for it.
     pub fn fail(&mut self, reason: String) {
-        *self = Phase::Failed { reason };
+        match self {
+            Phase::Releasing { error, .. } => *error = Some(reason),
+            _ => *self = Phase::Failed { reason },
+        }
     }
 
     /// Starts anew (a re-created topic replicated from its beginning),
@@ -523,16 +528,19 @@ mod tests {
     }
 
     #[test]
-    fn a_releasing_unit_stopped_at_a_refused_record_is_failed() {
-        // As before the unit table: it is released once an assignment
-        // without it is applied again.
+    fn a_releasing_unit_stopped_at_a_refused_record_goes_on_releasing_showing_why() {
+        let deadline = Instant::now();
         let mut p = Phase::Releasing {
-            deadline: Instant::now(),
+            deadline,
             error: None,
         };
         p.fail("refused".into());
-        assert_eq!((p.state(), p.error()), (UnitState::Failed, Some("refused")));
-        assert!(!p.is_releasing());
+        assert_eq!(
+            (p.state(), p.error()),
+            (UnitState::Releasing, Some("refused"))
+        );
+        assert!(p.is_stopped());
+        assert!(p.release_overdue(deadline), "its deadline is kept");
     }
 
     #[test]
