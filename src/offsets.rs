@@ -422,7 +422,7 @@ impl Applied {
             .iter()
             .map(|m| ((m.group.as_str(), m.topic.as_str(), m.partition), m))
             .collect();
-        let name = format!("{}.offsets", spec.flow.commit_group(&spec.deployment));
+        let name = spec.flow.reader_group(&spec.deployment, "offsets");
         let outcomes = match failover_groups(cluster, &name, &want, dry_run) {
             Ok(o) => o,
             Err(e) => {

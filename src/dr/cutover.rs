@@ -78,7 +78,11 @@ fn cutover(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<ExitCode
         anyhow::bail!("no source topic of the flow on {}", flow.source);
     }
     let clusters = config.clusters_of(flow);
-    let source: BaseConsumer = manual_consumer(&clusters.source, "strait-cutover").create()?;
+    let source: BaseConsumer = manual_consumer(
+        &clusters.source,
+        &flow.reader_group(&config.deployment, "cutover"),
+    )
+    .create()?;
 
     // 1. The source stops moving.
     println!(

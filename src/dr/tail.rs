@@ -209,7 +209,7 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
     }
     let committed = progress(config, flow, &partitions)?;
     let syncs = crate::verify::read_syncs(config, flow)?;
-    let source: BaseConsumer = manual_consumer(&clusters.source, "strait-tail")
+    let source: BaseConsumer = manual_consumer(&clusters.source, &reader(config, flow))
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error")
         .create()?;
@@ -339,14 +339,14 @@ fn copy_ends_at(
 ) -> anyhow::Result<Option<i64>> {
     let clusters = config.clusters_of(flow);
     let remote = TopicPartition::new(flow.remote_topic(&part.topic), part.partition);
-    let target: BaseConsumer = manual_consumer(&clusters.target, "strait-tail")
+    let target: BaseConsumer = manual_consumer(&clusters.target, &reader(config, flow))
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error")
         .create()?;
     let (_, target_end) = target
         .fetch_watermarks(&remote.topic, remote.partition, TIMEOUT)
         .map_err(|e| anyhow::anyhow!("end offset of {remote} on the target: {e}"))?;
-    let source: BaseConsumer = manual_consumer(&clusters.source, "strait-tail")
+    let source: BaseConsumer = manual_consumer(&clusters.source, &reader(config, flow))
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "error")
         .create()?;
@@ -428,7 +428,12 @@ impl Copier {
             *counts.entry(tp.topic.clone()).or_default() += 1;
         }
         for (topic, n) in &counts {
-            ensure_topic(&clusters.target, &copy_topic(template, topic), *n)?;
+            ensure_topic(
+                &clusters.target,
+                &reader(config, flow),
+                &copy_topic(template, topic),
+                *n,
+            )?;
         }
         let producer = reliable_producer(&clusters.target)
             .set("linger.ms", ms(COPY_LINGER))
@@ -457,7 +462,7 @@ impl Copier {
         part: &TopicPartition,
     ) -> anyhow::Result<Option<i64>> {
         let clusters = config.clusters_of(flow);
-        let c: BaseConsumer = manual_consumer(&clusters.target, "strait-tail")
+        let c: BaseConsumer = manual_consumer(&clusters.target, &reader(config, flow))
             .set("auto.offset.reset", "error")
             .create()?;
         let Ok((low, high)) = c.fetch_watermarks(topic, part.partition, TIMEOUT) else {
@@ -553,15 +558,21 @@ impl Copier {
     }
 }
 
+/// The group id of this command's readers, under the flow's reader prefix.
+fn reader(config: &Config, flow: &Flow) -> String {
+    flow.reader_group(&config.deployment, "tail")
+}
+
 /// Creates `topic` on `cluster` with `partitions` partitions unless it
 /// exists (with at least that many).
 fn ensure_topic(
     cluster: &strait_common::config::ClusterConfig,
+    group: &str,
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let probe: BaseConsumer = manual_consumer(cluster, "strait-tail").create()?;
+    let probe: BaseConsumer = manual_consumer(cluster, group).create()?;
     let md = probe.fetch_metadata(Some(topic), TIMEOUT)?;
     if let Some(t) = md
         .topics()

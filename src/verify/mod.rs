@@ -354,11 +354,17 @@ fn print_report(args: &Args, r: &Checked) {
 /// (upstream, downstream) offset pairs of each source partition, oldest first.
 pub(crate) type SyncHistory = BTreeMap<TopicPartition, Vec<(i64, i64)>>;
 
+/// The group id of `strait verify`'s readers (and of the commands built on
+/// it), under the flow's reader prefix.
+fn reader(config: &Config, flow: &Flow) -> String {
+    flow.reader_group(&config.deployment, "verify")
+}
+
 /// The flow's offset syncs, by source partition.
 pub(crate) fn read_syncs(config: &Config, flow: &Flow) -> anyhow::Result<SyncHistory> {
     let clusters = config.clusters_of(flow);
     let (_, topic) = flow.offset_syncs();
-    let mut reader = InternalTopic::open(&clusters.syncs, "strait-verify", &topic)?;
+    let mut reader = InternalTopic::open(&clusters.syncs, &reader(config, flow), &topic)?;
     let mut out = SyncHistory::new();
     reader.read_to_end(TIMEOUT, |key, value, _| {
         if let Ok(s) = OffsetSync::decode(key, value) {
@@ -441,10 +447,10 @@ fn compare_range(
     total: &mut u64,
 ) -> anyhow::Result<Report> {
     let clusters = config.clusters_of(flow);
-    let source: BaseConsumer = manual_consumer(&clusters.source, "strait-verify")
+    let source: BaseConsumer = manual_consumer(&clusters.source, &reader(config, flow))
         .set("auto.offset.reset", "error")
         .create()?;
-    let target: BaseConsumer = manual_consumer(&clusters.target, "strait-verify")
+    let target: BaseConsumer = manual_consumer(&clusters.target, &reader(config, flow))
         .set("auto.offset.reset", "error")
         .create()?;
     let remote = flow.remote_topic(&r.topic);

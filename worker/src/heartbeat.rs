@@ -70,7 +70,7 @@ pub async fn run_heartbeats(
         })
         .with_context(|| format!("flow {flow}: heartbeat producer"))?;
     let remote = spec.flow.remote_topic(HEARTBEATS_TOPIC);
-    let group = format!("{}.heartbeats", spec.flow.commit_group(&spec.deployment));
+    let group = spec.flow.reader_group(&spec.deployment, "heartbeats");
     let consumer: BaseConsumer = manual_consumer(&spec.target, &group)
         .create()
         .with_context(|| format!("flow {flow}: heartbeat consumer"))?;

@@ -283,6 +283,15 @@ impl Flow {
         format!("strait.{deployment}.{}", self.name)
     }
 
+    /// The group id of one of strait's readers of this flow (`reader`:
+    /// checkpoints, heartbeats, offsets, verify, tail, cutover). Never
+    /// joined nor committed to; librdkafka looks its coordinator up, which
+    /// takes DESCRIBE on it: one prefixed ACL, `{commit group}.`, covers
+    /// every reader.
+    pub fn reader_group(&self, deployment: &str, reader: &str) -> String {
+        format!("{}.{reader}", self.commit_group(deployment))
+    }
+
     /// Cluster alias holding the offset-syncs topic, and the topic's name.
     pub fn offset_syncs(&self) -> (&str, String) {
         match self.offset_syncs_location {

@@ -54,7 +54,7 @@ pub fn translate_back_groups(
 ) -> anyhow::Result<Vec<TranslatedBack>> {
     let mut state = Checkpoints::default();
     read_syncs(spec, &mut state)?;
-    let name = format!("{}.offsets", spec.flow.commit_group(&spec.deployment));
+    let name = spec.flow.reader_group(&spec.deployment, "offsets");
     // The remote topics this flow wrote, by name on the target.
     let sources: HashMap<String, String> = state
         .partitions()

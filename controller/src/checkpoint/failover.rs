@@ -91,7 +91,7 @@ pub struct Translated {
 /// Reads the flow's offset syncs from the start of their topic up to its
 /// end offset now.
 pub fn read_syncs(spec: &CheckpointSpec, state: &mut Checkpoints) -> anyhow::Result<()> {
-    let name = format!("{}.offsets", spec.flow.commit_group(&spec.deployment));
+    let name = spec.flow.reader_group(&spec.deployment, "offsets");
     let mut syncs = InternalTopic::open(&spec.syncs_cluster, &name, &spec.flow.offset_syncs().1)?;
     syncs.read_to_end(READ_TIMEOUT, |k, v, _| {
         if let Ok(sync) = OffsetSync::decode(k, v) {
@@ -113,7 +113,7 @@ pub fn translate_groups(
     read_syncs(spec, &mut state)?;
     let client = group_client(
         &spec.source,
-        &format!("{}.offsets", spec.flow.commit_group(&spec.deployment)),
+        &spec.flow.reader_group(&spec.deployment, "offsets"),
     )?;
     let groups = selector.groups(&spec.flow, &client)?;
     let mut out = Vec::new();
@@ -146,7 +146,7 @@ pub fn checkpointed_groups(
     spec: &CheckpointSpec,
     selector: &GroupSelector,
 ) -> anyhow::Result<Vec<Translated>> {
-    let name = format!("{}.offsets", spec.flow.commit_group(&spec.deployment));
+    let name = spec.flow.reader_group(&spec.deployment, "offsets");
     let topic = strait_common::policy::checkpoints_topic(&spec.flow.source);
     let mut reader = InternalTopic::open(&spec.target, &name, &topic)?;
     let mut newest: HashMap<(String, String, i32), (i64, i64)> = HashMap::new();

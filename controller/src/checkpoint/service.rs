@@ -207,7 +207,7 @@ impl<'a> Service<'a> {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let flow = &spec.flow.name;
-        let own = format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment));
+        let own = spec.flow.reader_group(&spec.deployment, "checkpoints");
         let cp_topic = checkpoints_topic(&spec.flow.source);
         let target = &spec.flow.target;
         let producer = noting(
@@ -621,7 +621,7 @@ impl Shared {
 /// beside the rounds, so a slow target does not delay checkpoints.
 fn sync_loop(spec: &CheckpointSpec, shared: &Shared, fence: &Fence) {
     let flow = &spec.flow.name;
-    let name = format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment));
+    let name = spec.flow.reader_group(&spec.deployment, "checkpoints");
     // While the lease is lapsing nothing is written (the stop follows).
     while let Some(batch) = shared.next_batch(fence) {
         let mut batch: Vec<_> = batch.into_iter().collect();
@@ -780,7 +780,7 @@ fn checkpoint_producer(
     let producer: ThreadedProducer<DefaultProducerContext> = client_config(&spec.target)
         .set(
             "transactional.id",
-            format!("{}.checkpoints", spec.flow.commit_group(&spec.deployment)),
+            spec.flow.reader_group(&spec.deployment, "checkpoints"),
         )
         .set("message.timeout.ms", "30000")
         // discovery creates the checkpoints topic compacted; a broker that
