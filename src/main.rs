@@ -47,9 +47,14 @@ enum Command {
         /// grants it (exit 1 when one is missing or a cluster cannot be asked).
         #[arg(long)]
         preflight: bool,
-        /// With --preflight: include what `strait offsets failover` needs.
+        /// With --preflight: include what `strait offsets failover` needs
+        /// (and `strait cutover`, `verify` and `tail`, which read the same).
         #[arg(long, requires = "preflight")]
         failover: bool,
+        /// With --preflight: include what `strait offsets failback` needs
+        /// (what --failover does, and committing the groups on the source).
+        #[arg(long, requires = "preflight")]
+        failback: bool,
     },
     /// Translate a consumer group's positions to the target, or fail it over.
     Offsets {
@@ -275,6 +280,7 @@ fn run_command(command: Command) -> ExitCode {
         Command::Check {
             preflight,
             failover,
+            failback,
             ..
         } => {
             for f in &config.flows {
@@ -311,7 +317,10 @@ fn run_command(command: Command) -> ExitCode {
             if !preflight {
                 return ExitCode::SUCCESS;
             }
-            let report = preflight::run(&config, failover);
+            let report = preflight::run(
+                &config,
+                strait_common::access::Commands { failover, failback },
+            );
             report.print();
             if report.ok() {
                 ExitCode::SUCCESS

@@ -17,7 +17,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
 use rdkafka::producer::{BaseProducer, Producer as _};
 use serde_json::json;
-use strait_common::access::{literal_names, needs, principal, Name, Need, Operation, Resource};
+use strait_common::access::{
+    literal_names, needs, principal, Commands, Name, Need, Operation, Resource,
+};
 use strait_common::config::{ClusterConfig, Config};
 use strait_common::kafka::client_config;
 use strait_common::native::authorized::{self, Access};
@@ -178,10 +180,10 @@ struct Seen {
     visible_groups: BTreeSet<String>,
 }
 
-/// Runs the preflight for `config` (`failover`: include what `strait
-/// offsets failover` needs). Blocking.
-pub fn run(config: &Config, failover: bool) -> Report {
-    let all = needs(config, failover);
+/// Runs the preflight for `config`, with what `commands` need too.
+/// Blocking.
+pub fn run(config: &Config, commands: Commands) -> Report {
+    let all = needs(config, commands);
     let mut lines = Vec::new();
     let mut unreachable = Vec::new();
     let aliases: BTreeSet<&str> = all.iter().map(|n| n.cluster.as_str()).collect();

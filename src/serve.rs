@@ -365,7 +365,9 @@ async fn translate_back(State(api): State<Api>, query: TranslateParams) -> Respo
 /// ACL that grants it) or not checkable yet. Takes a few seconds.
 async fn preflight(State(api): State<Api>) -> Response {
     let config = api.config.clone();
-    match tokio::task::spawn_blocking(move || crate::preflight::run(&config, false)).await {
+    match tokio::task::spawn_blocking(move || crate::preflight::run(&config, Default::default()))
+        .await
+    {
         Ok(report) => Json(report.to_json()).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

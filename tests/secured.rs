@@ -270,8 +270,9 @@ fn strait_replicates_checkpoints_and_fails_over_from_a_sasl_ssl_source_to_an_mtl
 
 /// The least-privilege ACL set of docs/security.md for a flow `src-dst` of
 /// deployment `d`, replicating `topic` and checkpointing `group`, with
-/// heartbeats, checkpoints, topic-config sync, ACL sync and failover: each
-/// ACL with its cluster (`src` or `dst`), in the table's order.
+/// heartbeats, checkpoints, topic-config sync, ACL sync, failover and
+/// failback: each ACL with its cluster (`src` or `dst`), in the table's
+/// order.
 fn least_privilege(d: &str, topic: &str, group: &str) -> Vec<(&'static str, Acl)> {
     let cg = format!("strait.{d}.src-dst");
     let clients = format!("{cg}.");
@@ -312,14 +313,22 @@ fn least_privilege(d: &str, topic: &str, group: &str) -> Vec<(&'static str, Acl)
         ("dst", Acl::cluster("Alter")),
         // failover (strait offsets failover)
         ("dst", Acl::literal(Kind::Group, group, "Read")),
+        // failback (strait offsets failback)
+        ("src", Acl::literal(Kind::Group, group, "Read")),
     ]
 }
 
-/// Runs `strait check --preflight --failover` on `config`: (exit code,
-/// output).
+/// Runs `strait check --preflight --failover --failback` on `config`:
+/// (exit code, output).
 fn preflight(config: &std::path::Path) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
-        .args(["check", "--preflight", "--failover", "--config"])
+        .args([
+            "check",
+            "--preflight",
+            "--failover",
+            "--failback",
+            "--config",
+        ])
         .arg(config)
         .output()
         .unwrap();
@@ -503,11 +512,48 @@ fn the_documented_least_privilege_set_replicates_checkpoints_and_fails_over_and_
         committed(target, &group, &remote, 2),
         vec![Some(300), Some(200)]
     );
+
+    // The rest of the disaster-recovery cycle, with the documented set:
+    // the group reads on to the end on the target and fails back (which
+    // commits on the source); the un-replicated tail; a planned cutover
+    // (dry run).
+    commit_group(target, &group, &remote, &[(0, 600), (1, 600)]);
+    for args in [
+        &[
+            "offsets", "failback", "--flow", "src-dst", "--group", &group,
+        ][..],
+        &["tail", "--flow", "src-dst"],
+        &[
+            "cutover",
+            "--flow",
+            "src-dst",
+            "--dry-run",
+            "--timeout",
+            "60s",
+        ],
+    ] {
+        let out = strait.cli(args);
+        let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        println!("strait {}:\n{printed}", args.join(" "));
+        assert!(out.status.success(), "strait {}: {printed}", args.join(" "));
+        assert!(
+            !printed.to_lowercase().contains("authoriz") && !printed.contains("permission refused"),
+            "strait {}: a permission refused with the documented set: {printed}",
+            args.join(" ")
+        );
+    }
+    let back = committed(source, &group, &topic, 2);
+    assert!(
+        back.iter()
+            .zip([300, 200])
+            .all(|(now, before)| now.is_some_and(|n| n > before && n <= 600)),
+        "the failback moved the group on the source forward, never past the target's position: {back:?}"
+    );
     strait.stop_with("TERM", MINUTE);
 
     // One ACL of each feature taken away: the preflight names that feature,
     // and only it.
-    let one_each: [(&str, Acl, &[&str]); 7] = [
+    let one_each: [(&str, Acl, &[&str]); 8] = [
         (
             "src",
             Acl::literal(Kind::Topic, &topic, "Read"),
@@ -542,6 +588,11 @@ fn the_documented_least_privilege_set_replicates_checkpoints_and_fails_over_and_
             "dst",
             Acl::literal(Kind::Group, &group, "Read"),
             &["failover (strait offsets failover)"],
+        ),
+        (
+            "src",
+            Acl::literal(Kind::Group, &group, "Read"),
+            &["failback (strait offsets failback)"],
         ),
     ];
     for (alias, acl, features) in one_each {

@@ -188,10 +188,11 @@ pub enum Feature {
     GroupOffsetSync,
     ExactlyOnce,
     Failover,
+    Failback,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 10] = [
         Feature::Replication,
         Feature::OffsetSyncs,
         Feature::Checkpoints,
@@ -201,6 +202,7 @@ impl Feature {
         Feature::GroupOffsetSync,
         Feature::ExactlyOnce,
         Feature::Failover,
+        Feature::Failback,
     ];
 
     pub fn name(self) -> &'static str {
@@ -214,6 +216,7 @@ impl Feature {
             Feature::GroupOffsetSync => "group offset sync",
             Feature::ExactlyOnce => "exactly-once",
             Feature::Failover => "failover (strait offsets failover)",
+            Feature::Failback => "failback (strait offsets failback)",
         }
     }
 }
@@ -283,13 +286,24 @@ impl Need {
 }
 
 /// Every permission `config` needs, on every cluster, sorted and without
-/// repeats. `failover` adds what `strait offsets failover` needs.
-pub fn needs(config: &Config, failover: bool) -> Vec<Need> {
+/// repeats, with what `commands` need beside the running replicator.
+pub fn needs(config: &Config, commands: Commands) -> Vec<Need> {
     let mut out = BTreeSet::new();
     for flow in &config.flows {
-        flow_needs(config, flow, failover, &mut out);
+        flow_needs(config, flow, commands, &mut out);
     }
     out.into_iter().collect()
+}
+
+/// The commands run by hand whose permissions the preflight covers too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Commands {
+    /// `strait offsets failover`, and `strait cutover`, `strait verify` and
+    /// `strait tail`, which read what it reads.
+    pub failover: bool,
+    /// `strait offsets failback` (which reads what failover reads, and
+    /// commits on the source).
+    pub failback: bool,
 }
 
 /// The source topics `flow` replicates, as a resource (for a refusal that
@@ -309,7 +323,8 @@ pub fn flow_groups(flow: &Flow) -> Resource {
     })
 }
 
-fn flow_needs(config: &Config, flow: &Flow, failover: bool, out: &mut BTreeSet<Need>) {
+fn flow_needs(config: &Config, flow: &Flow, commands: Commands, out: &mut BTreeSet<Need>) {
+    let failover = commands.failover || commands.failback;
     use Feature as F;
     use Operation as O;
     let (src, dst) = (flow.source.as_str(), flow.target.as_str());
@@ -607,6 +622,16 @@ fn flow_needs(config: &Config, flow: &Flow, failover: bool, out: &mut BTreeSet<N
         }
     }
 
+    if commands.failback {
+        add(
+            src,
+            F::Failback,
+            O::Read,
+            groups(),
+            "DescribeGroups, OffsetCommit of the groups on the source (OffsetCommit also checks READ on the source topics, which replication has)",
+        );
+    }
+
     if flow.exactly_once.is_some() {
         add(dst, F::ExactlyOnce, O::Write, Resource::TransactionalId(Name::Prefixed(format!("{commit_group}."))), "InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn: one id per worker, and a new owner's fence of the old");
         add(
@@ -698,8 +723,18 @@ groups = ["billing"]
 "#;
 
     fn lines(config: &str, failover: bool) -> BTreeSet<String> {
+        lines_for(
+            config,
+            Commands {
+                failover,
+                failback: false,
+            },
+        )
+    }
+
+    fn lines_for(config: &str, commands: Commands) -> BTreeSet<String> {
         let c = Config::parse(config).unwrap();
-        needs(&c, failover)
+        needs(&c, commands)
             .iter()
             .flat_map(|n| n.kafka_acls("User:strait", &[]))
             .collect()
@@ -750,13 +785,27 @@ groups = ["billing"]
             "{BASE}exactly_once = true\ncheckpoints = false\nheartbeats = false\n"
         ))
         .unwrap();
-        assert!(needs(&c, false)
+        assert!(needs(&c, Commands::default())
             .iter()
             .any(|n| n.feature == Feature::ExactlyOnce
                 && n.operation == Operation::Read
                 && n.resource == Resource::Topic(Name::Prefixed("us.".into()))));
         let failover = lines(BASE, true);
         assert!(failover.contains(&line("dr", "--operation Read --group 'billing'")));
+        // Failback reads what failover reads, and commits on the source.
+        let failback = lines_for(
+            BASE,
+            Commands {
+                failover: false,
+                failback: true,
+            },
+        );
+        let added: Vec<_> = failback.difference(&failover).collect();
+        assert_eq!(
+            added,
+            vec![&line("us", "--operation Read --group 'billing'")]
+        );
+        assert!(failover.is_subset(&failback));
         let off = lines(
             &format!("{BASE}heartbeats = false\ncheckpoints = false\nsync_topic_configs = false\n"),
             false,
