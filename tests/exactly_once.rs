@@ -80,6 +80,71 @@ fn an_exactly_once_flow_keeps_its_progress_on_the_target_and_restarts_without_du
     });
 }
 
+/// A record the target refuses inside a transaction: the transaction
+/// aborts, the record's partition stops, visibly, saying why, and the
+/// next session goes on with the other partition at once.
+#[test]
+fn an_oversized_record_in_a_transaction_stops_its_partition_and_the_others_go_on() {
+    let sb = sandbox();
+    let topic = unique("eos-refused");
+    let deployment = unique("eos-refused");
+    create_topic(&sb.source, &topic, 2);
+    let mut records: Vec<Rec> = (0..5).map(|i| Rec::seq(0, i)).collect();
+    let mut big = Rec::seq(0, 5);
+    big.value = Some(vec![b'x'; 50_000]);
+    records.push(big);
+    records.push(Rec::seq(0, 6));
+    produce(&sb.source, &topic, &records);
+    // The target refuses records over 20 kB (a client-side limit, so the
+    // refusal is the same on any broker).
+    let target_line = format!("bootstrap = \"{}\"", sb.target);
+    let cfg = config(&sb, &deployment, &topic, EOS, "").replace(
+        &target_line,
+        &format!("{target_line}\nkafka = {{ \"message.max.bytes\" = 20000 }}"),
+    );
+    let strait = Strait::start(&deployment, &cfg);
+    let state0 = format!("strait_unit_state{{flow=\"src-dst\",topic=\"{topic}\",partition=\"0\"}}");
+    wait_for("partition 0 failed", MINUTE, || {
+        strait.metric(&state0) == Some(2.0)
+    });
+    let (_, status) = strait.get_json("/v1/status");
+    let failed: Vec<_> = status["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{status}");
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("record at offset 5 (50002 bytes) refused by the target")
+            && error.contains("raise max.message.bytes"),
+        "{error}"
+    );
+    assert!(
+        strait.log_text().contains(
+            "exactly-once session ended at a refused record; restarting without its unit"
+        ),
+        "{}",
+        strait.log_text()
+    );
+    // Partition 1 goes on, in the next session.
+    let more: Vec<Rec> = (0..20).map(|i| Rec::seq(1, i)).collect();
+    produce(&sb.source, &topic, &more);
+    let remote = format!("src.{topic}");
+    let (got, _) = read_committed(&sb.target, &remote, 2, 20, MINUTE);
+    assert_eq!(got.iter().filter(|r| r.partition == 1).count(), 20);
+    // Nothing of partition 0 from the refused record on is committed.
+    let p0: Vec<&Rec> = got.iter().filter(|r| r.partition == 0).collect();
+    assert!(
+        p0.iter()
+            .all(|r| r.value.as_ref().is_some_and(|v| v.len() < 100))
+            && p0.len() <= 5,
+        "partition 0 on the target: {} records",
+        p0.len()
+    );
+}
+
 #[test]
 fn an_exactly_once_flow_killed_loses_nothing_and_shows_nothing_twice() {
     const PARTS: i32 = 2;

@@ -53,7 +53,7 @@ pub async fn run_flow(
             Err(e @ SessionError::Clients(_)) => {
                 return Err(e).with_context(|| format!("flow {flow}"));
             }
-            Err(SessionError::RefusedInTransaction(why)) => {
+            Err(why @ SessionError::RefusedInTransaction { .. }) => {
                 // Logged where it was refused; nothing else is wrong, so
                 // the next session starts at once, without that unit.
                 info!(flow = %flow, refused = %why, "exactly-once session ended at a refused record; restarting without its unit");

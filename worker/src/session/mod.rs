@@ -34,13 +34,13 @@ use strait_common::config::OnSourceGap;
 use strait_common::coord::lease::Fence;
 use strait_common::error_event;
 use strait_common::metrics as m;
-use strait_common::model::Unit;
+use strait_common::model::{RecordOffset, Unit};
 use strait_common::telemetry::ErrorKind;
 
 use crate::clients::{self, Ack, Consumer, Producer, SyncAck, SyncsProducer, Watermarks};
 use crate::errors::{self, Action};
 use crate::link::{Assignment, FlowSpec, Held, UnitLink};
-use crate::progress::Hysteresis;
+use crate::progress::{Breach, Hysteresis};
 use crate::status::StatusBoard;
 use strait_common::syncs::Sync;
 
@@ -88,17 +88,21 @@ pub enum SessionError {
         code: rdkafka::types::RDKafkaErrorCode,
         reason: String,
     },
-    /// The session found itself in a state it must not go on from (an
-    /// invariant broken, a client without what it needs).
-    #[error("producer fatal error: {0}")]
-    Fatal(String),
+    /// The session found itself in a state it must not go on from.
+    #[error("the session cannot go on: {0}")]
+    Broken(Broken),
     #[error("transaction failed: {0}")]
     Transaction(KafkaError),
     /// An exactly-once flow's transaction held a record the target refused
     /// for good: the transaction is aborted, and the record's unit stays
     /// stopped (in [`Stopped`]) while the next session goes on without it.
-    #[error("{0}")]
-    RefusedInTransaction(String),
+    #[error("{}/{}: record at offset {} refused by the target: {error}", unit.source.topic, unit.source.partition, offset.0)]
+    RefusedInTransaction {
+        /// Boxed: a session's result stays small on the hot path.
+        unit: Box<Unit>,
+        offset: RecordOffset,
+        error: KafkaError,
+    },
     #[error("offset sync not written: {0}")]
     OffsetSync(KafkaError),
     /// The worker's lease could not be renewed in time: its units may
@@ -114,6 +118,21 @@ pub enum SessionError {
     ReleaseTimedOut { unit: Unit, unsettled: usize },
 }
 
+/// What a session found that it must not go on from: an invariant broken,
+/// or a client without what it needs.
+#[derive(Debug, Error)]
+pub enum Broken {
+    #[error("no group metadata for the progress group")]
+    NoGroupMetadata,
+    /// Every record of a transaction is in it: a position short of them
+    /// would make them duplicates after a restart.
+    #[error("unit {0} not settled at a transaction commit")]
+    UnsettledAtCommit(Unit),
+    /// The commit rule (docs/failure-model.md), counted as violated.
+    #[error("commit past acknowledged records: {0:?}")]
+    CommitPastAck(Breach),
+}
+
 impl SessionError {
     /// The Kafka (or librdkafka) error code, where the failure came from
     /// Kafka with one.
@@ -124,10 +143,10 @@ impl SessionError {
             | SessionError::Consume(e)
             | SessionError::Assign(e)
             | SessionError::Transaction(e)
-            | SessionError::OffsetSync(e) => e.rdkafka_error_code(),
+            | SessionError::OffsetSync(e)
+            | SessionError::RefusedInTransaction { error: e, .. } => e.rdkafka_error_code(),
             SessionError::ProducerFatal { code, .. } => Some(*code),
-            SessionError::Fatal(_)
-            | SessionError::RefusedInTransaction(_)
+            SessionError::Broken(_)
             | SessionError::Fenced
             | SessionError::ReleaseTimedOut { .. } => None,
         }
@@ -811,7 +830,9 @@ mod error_tests {
     use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaErrorCode as Code;
 
-    use super::SessionError;
+    use strait_common::model::{RecordOffset, TopicPartition, Unit};
+
+    use super::{Broken, SessionError};
 
     /// A producer's fatal error keeps its code, reads with the code's
     /// description (not a tuple's Debug), and a missing permission is told
@@ -840,5 +861,30 @@ mod error_tests {
             .kafka_code()
             .is_some_and(strait_common::access::denials::is_denial));
         assert_eq!(SessionError::Fenced.kafka_code(), None);
+    }
+
+    /// A record refused inside a transaction keeps its unit, offset and
+    /// code, and says where it is.
+    #[test]
+    fn a_refusal_in_a_transaction_says_where_and_keeps_the_code() {
+        let refused = SessionError::RefusedInTransaction {
+            unit: Box::new(Unit {
+                flow: "f".into(),
+                source: TopicPartition::new("orders", 3),
+                remote_topic: "src.orders".into(),
+            }),
+            offset: RecordOffset(41),
+            error: KafkaError::MessageProduction(Code::MessageSizeTooLarge),
+        };
+        assert_eq!(refused.kafka_code(), Some(Code::MessageSizeTooLarge));
+        let said = refused.to_string();
+        assert!(
+            said.starts_with("orders/3: record at offset 41 refused by the target: "),
+            "{said}"
+        );
+        assert_eq!(
+            SessionError::Broken(Broken::NoGroupMetadata).kafka_code(),
+            None
+        );
     }
 }

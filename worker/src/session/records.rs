@@ -246,11 +246,12 @@ impl Session<'_> {
             "record at offset {} ({bytes} bytes) refused by the target: {e}{remedy}",
             offset.0
         );
-        self.stopped.insert(u.unit.clone(), reason.clone());
-        SessionError::RefusedInTransaction(format!(
-            "{}/{}: {reason}",
-            u.unit.source.topic, u.unit.source.partition
-        ))
+        self.stopped.insert(u.unit.clone(), reason);
+        SessionError::RefusedInTransaction {
+            unit: Box::new(u.unit.clone()),
+            offset,
+            error: e,
+        }
     }
 
     pub(super) fn wait_acks(

@@ -15,7 +15,7 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::producer::Producer as _;
 
 use super::gaps::Start;
-use super::{Session, SessionError};
+use super::{Broken, Session, SessionError};
 use crate::clients::TRANSACTION_TIMEOUT;
 use crate::clients::{self, Consumer, Producer};
 use crate::link::FlowSpec;
@@ -59,9 +59,9 @@ impl Txn {
             .begin_transaction()
             .map_err(SessionError::Transaction)?;
         let progress = clients::progress_consumer(spec).map_err(SessionError::Clients)?;
-        let group = progress.group_metadata().ok_or_else(|| {
-            SessionError::Fatal("no group metadata for the progress group".into())
-        })?;
+        let group = progress
+            .group_metadata()
+            .ok_or_else(|| SessionError::Broken(Broken::NoGroupMetadata))?;
         Ok(Txn {
             interval,
             next: Instant::now() + interval,
@@ -217,9 +217,8 @@ impl Session<'_> {
             if !u.progress.settled() || u.progress.syncs_pending() > 0 {
                 // Every record of the transaction is in it: a position short
                 // of them would make them duplicates after a restart.
-                return Err(SessionError::Fatal(format!(
-                    "unit {} not settled at a transaction commit",
-                    u.unit
+                return Err(SessionError::Broken(Broken::UnsettledAtCommit(
+                    u.unit.clone(),
                 )));
             }
             let position = match u.progress.commit_position() {
@@ -228,9 +227,7 @@ impl Session<'_> {
                 Ok(None) => continue,
                 Err(breach) => {
                     m::violated(m::COMMIT_PAST_ACK);
-                    return Err(SessionError::Fatal(format!(
-                        "commit past acknowledged records: {breach:?}"
-                    )));
+                    return Err(SessionError::Broken(Broken::CommitPastAck(breach)));
                 }
             };
             let partition = u.unit.source.partition;
