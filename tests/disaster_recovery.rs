@@ -449,3 +449,67 @@ fn a_planned_cutover_reads_nothing_twice_and_stops_on_a_foreign_record() {
         "one foreign record on partition 1: {row}"
     );
 }
+
+/// `strait tail --until`: records the recovered source took after it
+/// failed (producers not yet moved, or moved back early) are not its tail.
+#[test]
+fn the_tail_until_the_failure_leaves_out_what_the_source_took_after_it() {
+    let sb = sandbox();
+    let topic = unique("tail-until");
+    let deployment = unique("tail-until");
+    create_topic(&sb.source, &topic, 2);
+    produce(&sb.source, &topic, &Rec::seqs(2, 0..100));
+    let mut strait = Strait::start(&deployment, &config(&sb, &deployment, &topic, "", ""));
+    let progress = format!("strait.{deployment}.src-dst");
+    wait_for("replicated and committed", MINUTE, || {
+        committed(&sb.source, &progress, &topic, 2) == vec![Some(100), Some(100)]
+    });
+    strait.stop_with("TERM", MINUTE);
+    // Never replicated: 100..130 of each partition; then the source
+    // "fails" (its time noted), and takes 130..150 after it.
+    produce(&sb.source, &topic, &Rec::seqs(2, 100..130));
+    std::thread::sleep(Duration::from_millis(1500));
+    let failed_at = std::time::SystemTime::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    produce(&sb.source, &topic, &Rec::seqs(2, 130..150));
+    let until = humantime::format_rfc3339_millis(failed_at).to_string();
+
+    let rows = |args: &[&str]| {
+        let o = cli(&strait, args);
+        assert!(o.status.success(), "{}", out(&o));
+        let report = text(&o.stdout);
+        println!("strait {}:\n{report}", args.join(" "));
+        report
+    };
+    let tail_of = |report: &str, p: i32| {
+        report
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|c| c.len() >= 5 && c[0] == topic && c[1] == p.to_string())
+            .map(|c| (c[3].to_owned(), c[4].to_owned()))
+    };
+    let all = rows(&["tail", "--flow", "src-dst"]);
+    let before = rows(&["tail", "--flow", "src-dst", "--until", &until]);
+    for p in 0..2 {
+        assert_eq!(
+            tail_of(&all, p),
+            Some(("100..150".to_owned(), "50".to_owned())),
+            "{all}"
+        );
+        assert_eq!(
+            tail_of(&before, p),
+            Some(("100..130".to_owned(), "30".to_owned())),
+            "{before}"
+        );
+    }
+    assert!(
+        before.contains(&format!("60 record(s) (written before {until})")),
+        "{before}"
+    );
+    // A time that is not one is refused, as bad input.
+    let o = cli(
+        &strait,
+        &["tail", "--flow", "src-dst", "--until", "yesterday"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+}

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -74,6 +74,17 @@ pub struct Args {
     /// With --copy-to: show what would be copied, copy nothing.
     #[arg(long, requires = "copy_to")]
     dry_run: bool,
+    /// Only records written before this time (RFC 3339, such as
+    /// 2026-12-04T03:12:00Z: when the source failed). Records its producers
+    /// wrote after it came back are then not counted as its tail
+    /// [default: everything up to its end now].
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<SystemTime>,
+}
+
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{e}: give a time as 2026-12-04T03:12:00Z"))
 }
 
 /// One partition's tail: source offsets `[from, to)`.
@@ -174,8 +185,11 @@ fn report(flow: &Flow, tails: &[Tail], args: &Args) {
     print_table(&header, &rows);
     let total: u64 = tails.iter().map(|t| t.records).sum();
     let partitions = tails.iter().filter(|t| t.records > 0).count();
+    let before = args.until.map_or(String::new(), |t| {
+        format!(" (written before {})", humantime::format_rfc3339_millis(t))
+    });
     println!(
-        "tail {}: {total} record(s) in {partitions} partition(s) of {} were never replicated to {}",
+        "tail {}: {total} record(s){before} in {partitions} partition(s) of {} were never replicated to {}",
         flow.name, flow.source, flow.target
     );
     if let Some(tpl) = &args.copy_to {
@@ -214,6 +228,10 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
         .set("auto.offset.reset", "error")
         .create()?;
     let ends = watermarks(&source, &partitions)?;
+    let cut = match args.until {
+        Some(t) => first_offsets_at(&source, &partitions, t)?,
+        None => BTreeMap::new(),
+    };
     let mut copier = match &args.copy_to {
         Some(tpl) if !args.dry_run => Some(Copier::new(config, flow, tpl, &partitions)?),
         _ => None,
@@ -221,6 +239,7 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
     let mut out = Vec::new();
     for part in &partitions {
         let (low, end) = ends[part];
+        let end = cut.get(part).map_or(end, |&c| c.clamp(low, end));
         let copy_end = match syncs.get(part).and_then(|h| h.last()) {
             // The newest sync: the copy reaches at least its record.
             Some(&(u, d)) => copy_ends_at(config, flow, part, (u, d), end)?,
@@ -272,6 +291,38 @@ fn tails(config: &Config, flow: &Flow, args: &Args) -> anyhow::Result<Vec<Tail>>
             cp.flush()?;
         }
         out.push(tail);
+    }
+    Ok(out)
+}
+
+/// The first offset of each partition whose record was written at `t` or
+/// later (ListOffsets by timestamp); absent where every record is older.
+fn first_offsets_at(
+    consumer: &BaseConsumer,
+    partitions: &[TopicPartition],
+    t: SystemTime,
+) -> anyhow::Result<BTreeMap<TopicPartition, i64>> {
+    let at = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| anyhow::anyhow!("--until before 1970"))?
+        .as_millis() as i64;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(at))?;
+    }
+    let found = consumer.offsets_for_times(tpl, TIMEOUT)?;
+    let mut out = BTreeMap::new();
+    for e in found.elements() {
+        if let Some(err) = e.error().err() {
+            anyhow::bail!(
+                "offset at --until of {}/{}: {err}",
+                e.topic(),
+                e.partition()
+            );
+        }
+        if let Offset::Offset(o) = e.offset() {
+            out.insert(TopicPartition::new(e.topic(), e.partition()), o);
+        }
     }
     Ok(out)
 }
