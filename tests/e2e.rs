@@ -155,21 +155,10 @@ fn an_oversized_record_stops_its_partition_visibly_and_others_go_on() {
     let deployment = unique("refused");
     create_topic(&sb.source, &topic, 2);
     // Partition 0: five small records, one too large for the target, one more.
-    let mut records: Vec<Rec> = (0..5).map(|i| Rec::seq(0, i)).collect();
-    let mut big = Rec::seq(0, 5);
-    big.value = Some(vec![b'x'; 50_000]);
-    records.push(big);
-    records.push(Rec::seq(0, 6));
+    let mut records = records_with_one_oversized();
     records.extend((0..20).map(|i| Rec::seq(1, i)));
     produce(&sb.source, &topic, &records);
-
-    // The target refuses records over 20 kB (a client-side limit here, so the
-    // refusal is the same on any broker).
-    let target_line = format!("bootstrap = \"{}\"", sb.target);
-    let cfg = config(&sb, &deployment, &topic, "", "").replace(
-        &target_line,
-        &format!("{target_line}\nkafka = {{ \"message.max.bytes\" = 20000 }}"),
-    );
+    let cfg = target_refusing_over_20_kb(&sb, &config(&sb, &deployment, &topic, "", ""));
     let strait = Strait::start(&deployment, &cfg);
     let state0 = format!("strait_unit_state{{flow=\"src-dst\",topic=\"{topic}\",partition=\"0\"}}");
     wait_for("partition 0 failed", MINUTE, || {

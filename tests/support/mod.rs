@@ -330,3 +330,24 @@ pub fn cli_within(
         stderr: e.join().unwrap(),
     }
 }
+
+/// Partition 0's records of the refused-record tests: five small ones, one
+/// of 50,002 bytes (offset 5), one more.
+pub fn records_with_one_oversized() -> Vec<Rec> {
+    let mut records: Vec<Rec> = (0..5).map(|i| Rec::seq(0, i)).collect();
+    let mut big = Rec::seq(0, 5);
+    big.value = Some(vec![b'x'; 50_000]);
+    records.push(big);
+    records.push(Rec::seq(0, 6));
+    records
+}
+
+/// `cfg` (made by [`config`]) with a target that refuses records over
+/// 20 kB: a client-side limit, so the refusal is the same on any broker.
+pub fn target_refusing_over_20_kb(sb: &Sandbox, cfg: &str) -> String {
+    let target_line = format!("bootstrap = \"{}\"", sb.target);
+    cfg.replace(
+        &target_line,
+        &format!("{target_line}\nkafka = {{ \"message.max.bytes\" = 20000 }}"),
+    )
+}
