@@ -465,13 +465,23 @@ fn the_tail_until_the_failure_leaves_out_what_the_source_took_after_it() {
         committed(&sb.source, &progress, &topic, 2) == vec![Some(100), Some(100)]
     });
     strait.stop_with("TERM", MINUTE);
-    // Never replicated: 100..130 of each partition; then the source
-    // "fails" (its time noted), and takes 130..150 after it.
-    produce(&sb.source, &topic, &Rec::seqs(2, 100..130));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Never replicated: 100..130 of each partition, written before the
+    // source "fails"; then it takes 130..150 after it. The records carry
+    // their times (a second either side of the failure).
     let failed_at = std::time::SystemTime::now();
-    std::thread::sleep(Duration::from_millis(1500));
-    produce(&sb.source, &topic, &Rec::seqs(2, 130..150));
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    };
+    let stamped = |seqs: std::ops::Range<usize>, at: std::time::SystemTime| {
+        let mut recs = Rec::seqs(2, seqs);
+        for r in &mut recs {
+            r.timestamp = Some(ms(at));
+        }
+        recs
+    };
+    let second = Duration::from_secs(1);
+    produce(&sb.source, &topic, &stamped(100..130, failed_at - second));
+    produce(&sb.source, &topic, &stamped(130..150, failed_at + second));
     let until = humantime::format_rfc3339_millis(failed_at).to_string();
 
     let rows = |args: &[&str]| {

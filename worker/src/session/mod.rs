@@ -374,6 +374,8 @@ fn purge_when_fenced(
         if !fence.is_open() {
             producer.purge(PurgeConfig::default().queue().inflight());
             syncs_producer.purge(PurgeConfig::default().queue().inflight());
+            #[cfg(test)]
+            fail::fail_point!("session::fenced_purged");
             return;
         }
         std::thread::sleep(FENCE_WATCH);
@@ -381,7 +383,7 @@ fn purge_when_fenced(
 }
 
 /// How often [`purge_when_fenced`] looks at the fence.
-pub(super) const FENCE_WATCH: Duration = Duration::from_millis(50);
+const FENCE_WATCH: Duration = Duration::from_millis(50);
 
 fn run_session(
     spec: &FlowSpec,

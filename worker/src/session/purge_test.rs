@@ -32,7 +32,7 @@ use strait_testkit::config::ConfigBuilder;
 use strait_testkit::{self as testkit, Rec};
 
 use super::test_support::*;
-use super::{FENCE_WATCH, RELEASE_WAIT};
+use super::RELEASE_WAIT;
 use crate::{run_flow, Assignment, FlowSpec, StatusBoard, UnitLink};
 
 /// One unit of `orders` replicated from a mock source to a mock target:
@@ -173,6 +173,7 @@ async fn a_release_that_times_out_sends_nothing_after_the_unit_is_let_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_blocked_when_its_fence_closes_sends_nothing_it_queued() {
     const HOLD: &str = "session::after_fence_check";
+    const PURGED: &str = "session::fenced_purged";
     let scenario = fail::FailScenario::setup();
     let q = Queued::start("blocked").await;
     // The session blocks (held just after a look at its fence)...
@@ -188,6 +189,10 @@ async fn a_session_blocked_when_its_fence_closes_sends_nothing_it_queued() {
         }
     })
     .unwrap();
+    // A failing wait lets the session go and ends it, or the test's
+    // runtime waits for it for ever.
+    let _go = Go(go.clone());
+    let _ends = q.shutdown.clone().drop_guard();
     wait("the session held", Duration::from_secs(10), || {
         hit.load(Ordering::SeqCst)
     })
@@ -195,20 +200,28 @@ async fn a_session_blocked_when_its_fence_closes_sends_nothing_it_queued() {
     // ...and its lease lapses meanwhile; the unit may move. The target
     // comes back while the session is still blocked: it never looks at its
     // fence again before then, so only the watcher can keep its queue off
-    // the target. The watcher looks every FENCE_WATCH; a request librdkafka
-    // has already sent when it looks may land (docs/failure-model.md), so
-    // the target comes back only once the watcher has surely looked (on a
-    // loaded machine, bringing it back at once let librdkafka reconnect and
-    // send inside those 50 ms).
+    // the target. The watcher looks every 50 ms; a request librdkafka has
+    // already sent when it looks may land (docs/failure-model.md), so the
+    // target comes back once the watcher has purged (on a loaded machine,
+    // bringing it back at once let librdkafka reconnect and send first).
+    let purged = Arc::new(AtomicBool::new(false));
+    let p = purged.clone();
+    fail::cfg_callback(PURGED, move || p.store(true, Ordering::SeqCst)).unwrap();
     q.fence.close();
     q.units.send_replace(Assignment {
         generation: 2,
         units: BTreeSet::new(),
     });
-    tokio::time::sleep(FENCE_WATCH * 20).await;
+    wait(
+        "the fenced session's queue purged",
+        Duration::from_secs(10),
+        || purged.load(Ordering::SeqCst),
+    )
+    .await;
     let (got, _) = q.target_back("strait.blocked.src-dst").await;
     go.store(true, Ordering::SeqCst);
     fail::remove(HOLD);
+    fail::remove(PURGED);
     let unit = q.unit.clone();
     q.stop().await;
     scenario.teardown();
@@ -254,4 +267,13 @@ async fn a_releasing_unit_whose_queued_records_are_refused_is_still_let_go() {
         vec![Some(200)],
         "what the target acknowledged is committed, and nothing past the refused record"
     );
+}
+
+/// Sets its flag when dropped (also while a failing test unwinds).
+struct Go(Arc<AtomicBool>);
+
+impl Drop for Go {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
